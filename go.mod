@@ -1,0 +1,3 @@
+module github.com/compresskv/compresskv
+
+go 1.24

@@ -1,0 +1,357 @@
+// Package kvcache stores the keys and values of one sequence, layer by layer
+// and KV head by KV head, in float32, float16 or bfloat16.
+//
+// Rows of HeadDim values are contiguous per head (head-major), because scoring,
+// gathering and attention all walk one head at a time. Each head has its own
+// length, so head-wise budgets (Ada-KV) really save memory. Every stored row
+// remembers its original position in the sequence, and each layer counts the
+// tokens ever appended to it, which is the position of the next token: after a
+// compaction, decoding continues from the uncompressed length.
+//
+// Input rows arrive token-major, [n][KVHeads][HeadDim], as key and value
+// projections produce them.
+package kvcache
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Shape is the geometry of a cache: layers, KV heads per layer, values per row.
+type Shape struct {
+	Layers  int // transformer layers
+	KVHeads int // key/value heads per layer (G)
+	HeadDim int // values per key or value row (d)
+}
+
+// Validate returns an error if any dimension is not positive.
+func (s Shape) Validate() error {
+	if s.Layers <= 0 || s.KVHeads <= 0 || s.HeadDim <= 0 {
+		return fmt.Errorf("kvcache: invalid shape %+v: every dimension must be positive", s)
+	}
+	return nil
+}
+
+// KVCache is the storage that policies compress and backends read.
+//
+// Implementations are not safe for concurrent mutation of one layer; distinct
+// layers may be appended to or compacted from different goroutines.
+type KVCache interface {
+	// Shape returns the geometry of the cache.
+	Shape() Shape
+	// DType returns the storage type of the rows.
+	DType() DType
+	// Len returns the number of rows stored for KV head head of layer layer.
+	Len(layer, head int) int
+	// Seen returns the number of tokens ever appended to layer: the position
+	// the next appended token gets.
+	Seen(layer int) int
+	// Positions appends the original positions of the rows of one head to dst
+	// and returns it; they are strictly increasing.
+	Positions(layer, head int, dst []int32) []int32
+	// Append stores n new tokens at the end of every head of layer. k and v are
+	// token-major [n][KVHeads][HeadDim]; their positions continue from Seen.
+	// Non-finite values are rejected and leave the cache unchanged.
+	Append(layer int, k, v []float32) error
+	// Compact keeps, for every head g of layer, the rows keep[g] (row indices,
+	// strictly increasing) and drops the others, moving rows in place.
+	// Invalid input is rejected and leaves the cache unchanged.
+	Compact(layer int, keep [][]int) error
+	// Bytes returns the memory the stored rows and their positions occupy.
+	Bytes() int64
+}
+
+// ErrShape is wrapped by errors that report input of the wrong size.
+var ErrShape = errors.New("wrong shape")
+
+// ErrNonFinite is wrapped by errors that report NaN or infinite input.
+var ErrNonFinite = errors.New("non-finite value")
+
+// Rows is read access to the stored rows of one head: N rows of D values, in
+// F32 when DType is Float32, else as 16-bit patterns in U16. The slices alias
+// the cache: they are valid until the next Append or Compact of that layer.
+type Rows struct {
+	DType DType
+	N, D  int
+	F32   []float32
+	U16   []uint16
+}
+
+// Row decodes row i into dst (grown if short) and returns it.
+func (r Rows) Row(i int, dst []float32) []float32 {
+	if cap(dst) < r.D {
+		dst = make([]float32, r.D)
+	}
+	dst = dst[:r.D]
+	if r.DType == Float32 {
+		copy(dst, r.F32[i*r.D:(i+1)*r.D])
+	} else {
+		Decode(r.DType, dst, r.U16[i*r.D:(i+1)*r.D])
+	}
+	return dst
+}
+
+// HostReader is implemented by caches whose rows live in host memory; the CPU
+// backend reads them in place through it.
+type HostReader interface {
+	KVCache
+	// Rows returns the keys and values of one head, aliasing the cache.
+	Rows(layer, head int) (k, v Rows)
+}
+
+// head is the storage of one KV head of one layer.
+type head struct {
+	k32, v32 []float32
+	k16, v16 []uint16
+	pos      []int32
+}
+
+// Host is a KVCache in host memory. The zero value is not usable; call NewHost.
+type Host struct {
+	shape Shape
+	dtype DType
+	heads []head // [layer*KVHeads + g]
+	seen  []int  // per layer
+}
+
+var _ HostReader = (*Host)(nil)
+
+// NewHost returns an empty cache of the given shape and storage type.
+func NewHost(s Shape, t DType) (*Host, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	if !t.Valid() {
+		return nil, fmt.Errorf("kvcache: invalid storage type %v", t)
+	}
+	return &Host{
+		shape: s,
+		dtype: t,
+		heads: make([]head, s.Layers*s.KVHeads),
+		seen:  make([]int, s.Layers),
+	}, nil
+}
+
+// Shape implements KVCache.
+func (c *Host) Shape() Shape { return c.shape }
+
+// DType implements KVCache.
+func (c *Host) DType() DType { return c.dtype }
+
+// Len implements KVCache.
+func (c *Host) Len(layer, g int) int { return len(c.head(layer, g).pos) }
+
+// Seen implements KVCache.
+func (c *Host) Seen(layer int) int { return c.seen[layer] }
+
+// Positions implements KVCache.
+func (c *Host) Positions(layer, g int, dst []int32) []int32 {
+	return append(dst, c.head(layer, g).pos...)
+}
+
+func (c *Host) head(layer, g int) *head {
+	if layer < 0 || layer >= c.shape.Layers || g < 0 || g >= c.shape.KVHeads {
+		panic(fmt.Sprintf("kvcache: head (%d, %d) out of range for %+v", layer, g, c.shape))
+	}
+	return &c.heads[layer*c.shape.KVHeads+g]
+}
+
+// Rows implements HostReader.
+func (c *Host) Rows(layer, g int) (k, v Rows) {
+	h := c.head(layer, g)
+	n, d := len(h.pos), c.shape.HeadDim
+	k = Rows{DType: c.dtype, N: n, D: d}
+	v = k
+	if c.dtype == Float32 {
+		k.F32, v.F32 = h.k32[:n*d], h.v32[:n*d]
+	} else {
+		k.U16, v.U16 = h.k16[:n*d], h.v16[:n*d]
+	}
+	return k, v
+}
+
+func (c *Host) checkLayer(layer int) error {
+	if layer < 0 || layer >= c.shape.Layers {
+		return fmt.Errorf("kvcache: layer %d out of range [0, %d)", layer, c.shape.Layers)
+	}
+	return nil
+}
+
+// Append implements KVCache.
+func (c *Host) Append(layer int, k, v []float32) error {
+	if err := c.checkLayer(layer); err != nil {
+		return err
+	}
+	G, d := c.shape.KVHeads, c.shape.HeadDim
+	if len(k) != len(v) || len(k)%(G*d) != 0 {
+		return fmt.Errorf("kvcache: layer %d: append of %d keys and %d values, want equal multiples of %d (KVHeads*HeadDim): %w",
+			layer, len(k), len(v), G*d, ErrShape)
+	}
+	n := len(k) / (G * d)
+	if c.seen[layer]+n > math.MaxInt32 {
+		return fmt.Errorf("kvcache: layer %d: position %d beyond int32", layer, c.seen[layer]+n)
+	}
+	if i := firstNonFinite(k); i >= 0 {
+		return fmt.Errorf("kvcache: layer %d: key value %d is %v: %w", layer, i, k[i], ErrNonFinite)
+	}
+	if i := firstNonFinite(v); i >= 0 {
+		return fmt.Errorf("kvcache: layer %d: value %d is %v: %w", layer, i, v[i], ErrNonFinite)
+	}
+	start := c.seen[layer]
+	for g := 0; g < G; g++ {
+		h := c.head(layer, g)
+		for t := 0; t < n; t++ {
+			off := (t*G + g) * d
+			kr, vr := k[off:off+d], v[off:off+d]
+			if c.dtype == Float32 {
+				h.k32 = append(h.k32, kr...)
+				h.v32 = append(h.v32, vr...)
+			} else {
+				m := len(h.k16)
+				h.k16 = grow16(h.k16, d)
+				h.v16 = grow16(h.v16, d)
+				encode(c.dtype, h.k16[m:m+d], kr)
+				encode(c.dtype, h.v16[m:m+d], vr)
+			}
+			h.pos = append(h.pos, int32(start+t))
+		}
+	}
+	c.seen[layer] += n
+	return nil
+}
+
+func grow16(s []uint16, n int) []uint16 {
+	if len(s)+n <= cap(s) {
+		return s[:len(s)+n]
+	}
+	return append(s, make([]uint16, n)...)
+}
+
+func firstNonFinite(x []float32) int {
+	for i, v := range x {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return i
+		}
+	}
+	return -1
+}
+
+// CheckKeep returns an error unless keep holds, for each of the heads
+// heads, strictly increasing row indices below that head's length lens[g].
+func CheckKeep(keep [][]int, lens []int) error {
+	if len(keep) != len(lens) {
+		return fmt.Errorf("kvcache: compaction for %d heads, want %d: %w", len(keep), len(lens), ErrShape)
+	}
+	for g, rows := range keep {
+		prev := -1
+		for _, r := range rows {
+			if r <= prev || r >= lens[g] {
+				return fmt.Errorf("kvcache: head %d: kept rows must be strictly increasing in [0, %d); got %d after %d", g, lens[g], r, prev)
+			}
+			prev = r
+		}
+	}
+	return nil
+}
+
+// Compact implements KVCache. When the kept rows use less than half of the
+// memory a head holds, the head's storage is reallocated to fit, so that
+// Bytes and the process's memory both fall.
+func (c *Host) Compact(layer int, keep [][]int) error {
+	if err := c.checkLayer(layer); err != nil {
+		return err
+	}
+	G, d := c.shape.KVHeads, c.shape.HeadDim
+	lens := make([]int, G)
+	for g := range lens {
+		lens[g] = c.Len(layer, g)
+	}
+	if err := CheckKeep(keep, lens); err != nil {
+		return fmt.Errorf("kvcache: layer %d: %w", layer, err)
+	}
+	for g, rows := range keep {
+		h := c.head(layer, g)
+		for i, r := range rows {
+			if i == r {
+				continue
+			}
+			h.pos[i] = h.pos[r]
+			if c.dtype == Float32 {
+				copy(h.k32[i*d:(i+1)*d], h.k32[r*d:(r+1)*d])
+				copy(h.v32[i*d:(i+1)*d], h.v32[r*d:(r+1)*d])
+			} else {
+				copy(h.k16[i*d:(i+1)*d], h.k16[r*d:(r+1)*d])
+				copy(h.v16[i*d:(i+1)*d], h.v16[r*d:(r+1)*d])
+			}
+		}
+		n := len(rows)
+		h.pos = shrink(h.pos[:n])
+		if c.dtype == Float32 {
+			h.k32, h.v32 = shrink(h.k32[:n*d]), shrink(h.v32[:n*d])
+		} else {
+			h.k16, h.v16 = shrink(h.k16[:n*d]), shrink(h.v16[:n*d])
+		}
+	}
+	return nil
+}
+
+// shrink reallocates s to its length when it uses less than half its capacity.
+func shrink[T any](s []T) []T {
+	if len(s) >= cap(s)/2 {
+		return s
+	}
+	return append(make([]T, 0, len(s)), s...)
+}
+
+// Bytes implements KVCache: keys and values of every stored row plus their
+// 4-byte positions.
+func (c *Host) Bytes() int64 {
+	var rows int64
+	for i := range c.heads {
+		rows += int64(len(c.heads[i].pos))
+	}
+	return rows * int64(2*c.shape.HeadDim*c.dtype.Size()+4)
+}
+
+// Reserved returns the memory the cache holds, capacity included: at least
+// Bytes, more while appended rows are amortised over grown slices.
+func (c *Host) Reserved() int64 {
+	var n int64
+	for i := range c.heads {
+		h := &c.heads[i]
+		n += int64(cap(h.k32)+cap(h.v32))*4 + int64(cap(h.k16)+cap(h.v16))*2 + int64(cap(h.pos))*4
+	}
+	return n
+}
+
+// Clone returns a deep copy of the cache, for compressing one prefill with
+// several policies.
+func (c *Host) Clone() *Host {
+	out := &Host{shape: c.shape, dtype: c.dtype, heads: make([]head, len(c.heads)), seen: append([]int(nil), c.seen...)}
+	for i, h := range c.heads {
+		out.heads[i] = head{
+			k32: clone(h.k32), v32: clone(h.v32),
+			k16: clone(h.k16), v16: clone(h.v16),
+			pos: clone(h.pos),
+		}
+	}
+	return out
+}
+
+func clone[T any](s []T) []T {
+	if s == nil {
+		return nil
+	}
+	return append(make([]T, 0, len(s)), s...)
+}
+
+// Reset empties the cache, keeping its shape and type.
+func (c *Host) Reset() {
+	for i := range c.heads {
+		c.heads[i] = head{}
+	}
+	for i := range c.seen {
+		c.seen[i] = 0
+	}
+}
