@@ -298,7 +298,7 @@ func (c *Host) Compact(layer int, keep [][]int) error {
 
 // shrink reallocates s to its length when it uses less than half its capacity.
 func shrink[T any](s []T) []T {
-	if len(s) >= cap(s)/2 {
+	if 2*len(s) >= cap(s) {
 		return s
 	}
 	return append(make([]T, 0, len(s)), s...)
