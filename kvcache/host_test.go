@@ -742,3 +742,27 @@ func TestConcurrentLayers(t *testing.T) {
 		}
 	}
 }
+
+func TestReserve(t *testing.T) {
+	c, err := NewHost(Shape{Layers: 2, KVHeads: 2, HeadDim: 4}, Float16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Reserve(-1); err == nil {
+		t.Fatal("negative reserve accepted")
+	}
+	if err := c.Reserve(200); err != nil { // AllocsPerRun appends twice
+		t.Fatal(err)
+	}
+	if c.Bytes() != 0 || c.Reserved() < 4*200*(2*4*2+4) {
+		t.Fatalf("after Reserve(200): Bytes %d Reserved %d", c.Bytes(), c.Reserved())
+	}
+	row := make([]float32, 100*2*4)
+	if n := testing.AllocsPerRun(1, func() {
+		if err := c.Append(0, row, row); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("append into reserved room allocated %v times", n)
+	}
+}

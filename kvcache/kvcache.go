@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Shape is the geometry of a cache: layers, KV heads per layer, values per row.
@@ -201,31 +202,31 @@ func (c *Host) Append(layer int, k, v []float32) error {
 	start := c.seen[layer]
 	for g := 0; g < G; g++ {
 		h := c.head(layer, g)
+		// Grow once per call, not once per row.
+		h.pos = slices.Grow(h.pos, n)
+		m := len(h.pos) * d
+		if c.dtype == Float32 {
+			h.k32 = slices.Grow(h.k32, n*d)[:m+n*d]
+			h.v32 = slices.Grow(h.v32, n*d)[:m+n*d]
+		} else {
+			h.k16 = slices.Grow(h.k16, n*d)[:m+n*d]
+			h.v16 = slices.Grow(h.v16, n*d)[:m+n*d]
+		}
 		for t := 0; t < n; t++ {
-			off := (t*G + g) * d
+			off, dst := (t*G+g)*d, m+t*d
 			kr, vr := k[off:off+d], v[off:off+d]
 			if c.dtype == Float32 {
-				h.k32 = append(h.k32, kr...)
-				h.v32 = append(h.v32, vr...)
+				copy(h.k32[dst:dst+d], kr)
+				copy(h.v32[dst:dst+d], vr)
 			} else {
-				m := len(h.k16)
-				h.k16 = grow16(h.k16, d)
-				h.v16 = grow16(h.v16, d)
-				encode(c.dtype, h.k16[m:m+d], kr)
-				encode(c.dtype, h.v16[m:m+d], vr)
+				encode(c.dtype, h.k16[dst:dst+d], kr)
+				encode(c.dtype, h.v16[dst:dst+d], vr)
 			}
 			h.pos = append(h.pos, int32(start+t))
 		}
 	}
 	c.seen[layer] += n
 	return nil
-}
-
-func grow16(s []uint16, n int) []uint16 {
-	if len(s)+n <= cap(s) {
-		return s[:len(s)+n]
-	}
-	return append(s, make([]uint16, n)...)
 }
 
 func firstNonFinite(x []float32) int {
@@ -344,6 +345,25 @@ func clone[T any](s []T) []T {
 		return nil
 	}
 	return append(make([]T, 0, len(s)), s...)
+}
+
+// Reserve makes room for n more tokens in every head of every layer, so that
+// appending them allocates nothing: a prefill of known length calls it once.
+func (c *Host) Reserve(n int) error {
+	if n < 0 {
+		return fmt.Errorf("kvcache: reserve of %d tokens", n)
+	}
+	d := c.shape.HeadDim
+	for i := range c.heads {
+		h := &c.heads[i]
+		h.pos = slices.Grow(h.pos, n)
+		if c.dtype == Float32 {
+			h.k32, h.v32 = slices.Grow(h.k32, n*d), slices.Grow(h.v32, n*d)
+		} else {
+			h.k16, h.v16 = slices.Grow(h.k16, n*d), slices.Grow(h.v16, n*d)
+		}
+	}
+	return nil
 }
 
 // Reset empties the cache, keeping its shape and type.
