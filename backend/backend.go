@@ -61,7 +61,7 @@ type Backend interface {
 	WindowScores(c kvcache.KVCache, layer int, q []float32, w, qHeads int, heads []int, out [][]float32) error
 
 	// Pool writes to dst (len(dst) == len(src)) the 1-D pooling of src with an
-	// odd kernel, stride 1 and padding kernel/2.
+	// odd kernel, stride 1 and padding kernel/2. NaN input is an error.
 	Pool(dst, src []float32, kernel int, kind Pooling) error
 
 	// TopK appends to dst[:0] the indices of the k largest scores in
@@ -71,7 +71,8 @@ type Backend interface {
 
 	// Attend computes decode attention of one token: for each query head h of
 	// q ([qHeads][HeadDim]), softmax(q_h . K^T / sqrt(d)) . V over all rows
-	// of its KV head, into out ([qHeads][HeadDim]).
+	// of its KV head, into out ([qHeads][HeadDim]). A KV head without rows,
+	// non-finite queries or a non-finite result are errors.
 	Attend(c kvcache.KVCache, layer int, q []float32, qHeads int, out []float32) error
 
 	// AttentionWeights computes the attention row of each query head of one
@@ -87,6 +88,9 @@ type Backend interface {
 // CheckQueries returns an error unless q holds n token-major rows of qHeads
 // query heads for cache shape s, with qHeads a positive multiple of KVHeads.
 func CheckQueries(s kvcache.Shape, q []float32, n, qHeads int) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
 	if qHeads <= 0 || qHeads%s.KVHeads != 0 {
 		return fmt.Errorf("backend: %d query heads is not a positive multiple of %d KV heads: %w", qHeads, s.KVHeads, kvcache.ErrShape)
 	}

@@ -37,7 +37,9 @@ func (s Shape) Validate() error {
 // KVCache is the storage that policies compress and backends read.
 //
 // Implementations are not safe for concurrent mutation of one layer; distinct
-// layers may be appended to or compacted from different goroutines.
+// layers may be appended to or compacted from different goroutines. Len, Seen
+// and Positions panic on a layer or head out of range, a programming error;
+// methods that take data (Append, Compact) return errors instead.
 type KVCache interface {
 	// Shape returns the geometry of the cache.
 	Shape() Shape

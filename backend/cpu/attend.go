@@ -1,0 +1,231 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/compresskv/compresskv/kvcache"
+)
+
+// Attend implements backend.Backend.
+//
+// One pass over the keys and values of each KV head serves all the query
+// heads of its group: every block of rows is decoded once, its logits are
+// folded into a running (max, sum, weighted values) state per query head
+// (online softmax), and the states of the chunks of a long head are merged at
+// the end. Cost: 2 * qHeads * L * HeadDim multiply-adds, no allocation once
+// warm (on one worker).
+func (b *Backend) Attend(c kvcache.KVCache, layer int, q []float32, qHeads int, out []float32) error {
+	const op = "Attend"
+	hr, err := hostCache(op, c, layer)
+	if err != nil {
+		return err
+	}
+	s := c.Shape()
+	if err := checkQueriesShape(op, s, q, 1, qHeads); err != nil {
+		return err
+	}
+	if len(out) != qHeads*s.HeadDim {
+		return fmt.Errorf("cpu: %s: output of %d values, want %d (%d heads x %d): %w",
+			op, len(out), qHeads*s.HeadDim, qHeads, s.HeadDim, kvcache.ErrShape)
+	}
+	if err := checkFinite(op, q, qHeads, s.HeadDim); err != nil {
+		return err
+	}
+	j := attendPool.Get().(*attendJob)
+	defer j.release()
+	if err := j.setup(op, hr, layer, q, qHeads); err != nil {
+		return err
+	}
+	j.out = out
+	b.run(j, j.firstUnit[s.KVHeads], j.work, s.HeadDim)
+	j.merge()
+	if i := firstNonFinite(out); i >= 0 {
+		return fmt.Errorf("cpu: %s: layer %d head %d: output value %d is %v (does the cache hold values that overflowed its storage type?): %w",
+			op, layer, i/s.HeadDim, i%s.HeadDim, out[i], kvcache.ErrNonFinite)
+	}
+	return nil
+}
+
+// AttentionWeights implements backend.Backend. The logits are written into
+// out[h] itself, then turned into probabilities in place.
+// Cost: qHeads * L * HeadDim multiply-adds.
+func (b *Backend) AttentionWeights(c kvcache.KVCache, layer int, q []float32, qHeads int, out [][]float32) ([][]float32, error) {
+	const op = "AttentionWeights"
+	hr, err := hostCache(op, c, layer)
+	if err != nil {
+		return out, err
+	}
+	s := c.Shape()
+	if err := checkQueriesShape(op, s, q, 1, qHeads); err != nil {
+		return out, err
+	}
+	if err := checkFinite(op, q, qHeads, s.HeadDim); err != nil {
+		return out, err
+	}
+	j := attendPool.Get().(*attendJob)
+	defer j.release()
+	if err := j.setup(op, hr, layer, q, qHeads); err != nil {
+		return out, err
+	}
+	if cap(out) < qHeads {
+		out = append(out[:cap(out)], make([][]float32, qHeads-cap(out))...)
+	}
+	out = out[:qHeads]
+	for h := range out {
+		out[h] = growF32(out[h], j.L[h/j.group])
+	}
+	j.weights = out
+	j.pass = 1
+	b.run(j, j.firstUnit[s.KVHeads], j.work, s.HeadDim)
+	j.pass = 2
+	b.run(j, qHeads, j.work, s.HeadDim)
+	for h := range out {
+		if i := firstNonFinite(out[h]); i >= 0 {
+			return out, fmt.Errorf("cpu: %s: layer %d head %d: weight of row %d is %v (does the cache hold values that overflowed its storage type?): %w",
+				op, layer, h, i, out[h][i], kvcache.ErrNonFinite)
+		}
+	}
+	return out, nil
+}
+
+// attendJob is one Attend or AttentionWeights call.
+type attendJob struct {
+	q                []float32
+	qHeads, group, d int
+	scale            float32
+	k, v             []kvcache.Rows // per KV head
+	L                []int          // rows per KV head
+	firstUnit        []int          // units of KV head g are [firstUnit[g], firstUnit[g+1])
+	state            []float32      // Attend: per unit and query head of the group, (max, sum, acc[d])
+	out              []float32      // Attend
+	weights          [][]float32    // AttentionWeights
+	pass             int            // AttentionWeights: 1 logits, 2 softmax; 0 for Attend
+	work             int64
+}
+
+var attendPool = sync.Pool{New: func() any { return new(attendJob) }}
+
+func (j *attendJob) release() {
+	j.q, j.out, j.weights = nil, nil, nil
+	clear(j.k)
+	clear(j.v)
+	attendPool.Put(j)
+}
+
+func (j *attendJob) setup(op string, c kvcache.HostReader, layer int, q []float32, qHeads int) error {
+	s := c.Shape()
+	G, d := s.KVHeads, s.HeadDim
+	j.q, j.qHeads, j.group, j.d = q, qHeads, qHeads/G, d
+	j.scale = float32(1 / math.Sqrt(float64(d)))
+	j.k, j.v, j.L = j.k[:0], j.v[:0], j.L[:0]
+	j.firstUnit = append(j.firstUnit[:0], 0)
+	j.pass, j.work = 0, 0
+	for g := 0; g < G; g++ {
+		k, v, err := headRows(op, c, layer, g)
+		if err != nil {
+			return err
+		}
+		if k.N == 0 {
+			return fmt.Errorf("cpu: %s: layer %d KV head %d holds no rows to attend to", op, layer, g)
+		}
+		j.k, j.v, j.L = append(j.k, k), append(j.v, v), append(j.L, k.N)
+		j.firstUnit = append(j.firstUnit, j.firstUnit[g]+chunks(k.N))
+		j.work += int64(j.group) * int64(k.N) * int64(d)
+	}
+	j.state = growF32(j.state, j.firstUnit[G]*j.group*(d+2))
+	return nil
+}
+
+func (j *attendJob) unit(u int, s *scratch) {
+	if j.pass == 2 {
+		j.softmax(u)
+		return
+	}
+	g := 0
+	for j.firstUnit[g+1] <= u {
+		g++
+	}
+	c := u - j.firstUnit[g]
+	c0, c1 := c*chunkRows, min(j.L[g], (c+1)*chunkRows)
+	d, group := j.d, j.group
+	if j.pass == 1 {
+		for j0 := c0; j0 < c1; j0 += blockRows {
+			j1 := min(c1, j0+blockRows)
+			keys := rowsBlock(j.k[g], j0, j1, s.keys)
+			for h := g * group; h < (g+1)*group; h++ {
+				dots(j.weights[h][j0:j1], j.q[h*d:(h+1)*d], keys, j.scale)
+			}
+		}
+		return
+	}
+	st := j.state[u*group*(d+2) : (u+1)*group*(d+2)]
+	for hi := range group {
+		hs := st[hi*(d+2) : (hi+1)*(d+2)]
+		hs[0], hs[1] = float32(math.Inf(-1)), 0
+		clear(hs[2:])
+	}
+	for j0 := c0; j0 < c1; j0 += blockRows {
+		j1 := min(c1, j0+blockRows)
+		nb := j1 - j0
+		keys := rowsBlock(j.k[g], j0, j1, s.keys)
+		vals := rowsBlock(j.v[g], j0, j1, s.vals)
+		for hi := range group {
+			h := g*group + hi
+			hs := st[hi*(d+2) : (hi+1)*(d+2)]
+			lg := s.logits[:nb]
+			dots(lg, j.q[h*d:(h+1)*d], keys, j.scale)
+			m, sum, acc := hs[0], hs[1], hs[2:]
+			if bm := maxOf(lg); bm > m {
+				f := expf(m - bm)
+				sum *= f
+				scale(acc, f)
+				m = bm
+			}
+			sum += expShift(lg, m)
+			accRows(acc, lg, vals)
+			hs[0], hs[1] = m, sum
+		}
+	}
+}
+
+// merge combines the chunk states of every query head into out.
+func (j *attendJob) merge() {
+	d, group := j.d, j.group
+	for h := 0; h < j.qHeads; h++ {
+		g, hi := h/group, h%group
+		o := j.out[h*d : (h+1)*d]
+		u0, u1 := j.firstUnit[g], j.firstUnit[g+1]
+		state := func(u int) []float32 {
+			return j.state[(u*group+hi)*(d+2) : (u*group+hi+1)*(d+2)]
+		}
+		if u1-u0 == 1 {
+			hs := state(u0)
+			copy(o, hs[2:])
+			scale(o, 1/hs[1])
+			continue
+		}
+		m := float32(math.Inf(-1))
+		for u := u0; u < u1; u++ {
+			m = max(m, state(u)[0])
+		}
+		clear(o)
+		var sum float32
+		for u := u0; u < u1; u++ {
+			hs := state(u)
+			f := expf(hs[0] - m)
+			sum += hs[1] * f
+			axpy(o, f, hs[2:])
+		}
+		scale(o, 1/sum)
+	}
+}
+
+// softmax turns the logits of query head h into probabilities in place.
+func (j *attendJob) softmax(h int) {
+	x := j.weights[h]
+	m := maxOf(x)
+	sum := expShift(x, m)
+	scale(x, 1/sum)
+}

@@ -1,0 +1,131 @@
+package cpu
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/compresskv/compresskv/kvcache"
+)
+
+// Benchmarks at the shape of one Llama-3.1-8B layer: 32 query heads, 8 KV
+// heads, HeadDim 128, window 8.
+const (
+	benchH = 32
+	benchG = 8
+	benchD = 128
+	benchW = 8
+)
+
+var (
+	benchMu     sync.Mutex
+	benchCaches = map[string]*kvcache.Host{}
+)
+
+// benchCache returns a one-layer cache of L random tokens, built once per
+// process for each (L, dtype).
+func benchCache(b *testing.B, L int, dt kvcache.DType) *kvcache.Host {
+	benchMu.Lock()
+	defer benchMu.Unlock()
+	key := fmt.Sprint(L, dt)
+	if c, ok := benchCaches[key]; ok {
+		return c
+	}
+	r := rand.New(rand.NewPCG(uint64(L), 1))
+	c, err := kvcache.NewHost(kvcache.Shape{Layers: 1, KVHeads: benchG, HeadDim: benchD}, dt)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const step = 1024
+	k, v := make([]float32, step*benchG*benchD), make([]float32, step*benchG*benchD)
+	for done := 0; done < L; done += step {
+		n := min(step, L-done)
+		for i := range k[:n*benchG*benchD] {
+			k[i] = float32(r.NormFloat64())
+			v[i] = float32(r.NormFloat64())
+		}
+		if err := c.Append(0, k[:n*benchG*benchD], v[:n*benchG*benchD]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	benchCaches[key] = c
+	return c
+}
+
+var benchSizes = []int{4096, 32768}
+
+func BenchmarkWindowScores(b *testing.B) {
+	for _, dt := range []kvcache.DType{kvcache.Float32, kvcache.Float16} {
+		for _, L := range benchSizes {
+			b.Run(fmt.Sprintf("%v/L%d", dt, L), func(b *testing.B) {
+				c := benchCache(b, L, dt)
+				r := rand.New(rand.NewPCG(2, 3))
+				q := randVec(r, benchW*benchH*benchD, 1)
+				heads := make([]int, benchH)
+				out := make([][]float32, benchH)
+				for h := range heads {
+					heads[h] = h
+					out[h] = make([]float32, L)
+				}
+				be := New()
+				b.ResetTimer()
+				for range b.N {
+					if err := be.WindowScores(c, 0, q, benchW, benchH, heads, out); err != nil {
+						b.Fatal(err)
+					}
+				}
+				sec := b.Elapsed().Seconds() / float64(b.N)
+				keyBytes := float64(benchG * L * benchD * dt.Size())
+				b.ReportMetric(sec*1e3, "ms/op")
+				b.ReportMetric(keyBytes/sec/1e9, "GB/s")
+			})
+		}
+	}
+}
+
+func BenchmarkAttend(b *testing.B) {
+	for _, dt := range []kvcache.DType{kvcache.Float32, kvcache.Float16} {
+		for _, L := range benchSizes {
+			b.Run(fmt.Sprintf("%v/L%d", dt, L), func(b *testing.B) {
+				c := benchCache(b, L, dt)
+				r := rand.New(rand.NewPCG(4, 5))
+				q := randVec(r, benchH*benchD, 1)
+				out := make([]float32, benchH*benchD)
+				be := New()
+				b.ResetTimer()
+				for range b.N {
+					if err := be.Attend(c, 0, q, benchH, out); err != nil {
+						b.Fatal(err)
+					}
+				}
+				sec := b.Elapsed().Seconds() / float64(b.N)
+				kvBytes := float64(2 * benchG * L * benchD * dt.Size())
+				b.ReportMetric(sec*1e3, "ms/op")
+				b.ReportMetric(kvBytes/sec/1e9, "GB/s")
+			})
+		}
+	}
+}
+
+func BenchmarkTopK(b *testing.B) {
+	for _, L := range benchSizes {
+		b.Run(fmt.Sprintf("L%d", L), func(b *testing.B) {
+			r := rand.New(rand.NewPCG(6, 7))
+			scores := randVec(r, L, 1)
+			dst := make([]int, 0, L)
+			be := New()
+			k := 2048 - benchW
+			b.ResetTimer()
+			for range b.N {
+				var err error
+				if dst, err = be.TopK(dst, scores, k); err != nil {
+					b.Fatal(err)
+				}
+			}
+			sec := b.Elapsed().Seconds() / float64(b.N)
+			b.ReportMetric(sec*1e6, "us/op")
+			b.ReportMetric(float64(L)/sec/1e6, "Mscores/s")
+		})
+	}
+}

@@ -1,0 +1,215 @@
+package cpu
+
+import "math"
+
+// The kernels below are the portable reference implementations of the inner
+// loops. Each is a small function over flat slices, so that an assembly
+// version can replace it later (behind a build tag, chosen by cpuid) without
+// touching the code that calls it.
+
+// dot returns the inner product of a and b[:len(a)], summing even and odd
+// terms apart (the order dot4 uses, so that both give the same bits).
+func dot(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1 float32
+	i := 0
+	for ; i+2 <= len(a); i += 2 {
+		aa, bb := a[i:i+2:i+2], b[i:i+2:i+2]
+		s0 += aa[0] * bb[0]
+		s1 += aa[1] * bb[1]
+	}
+	if i < len(a) {
+		s0 += a[i] * b[i]
+	}
+	return s0 + s1
+}
+
+// dots writes to dst[j] the inner product of q with row j of rows (rows of
+// len(q) values, len(dst) of them), multiplied by scale.
+func dots(dst, q, rows []float32, scale float32) {
+	d := len(q)
+	rows = rows[:len(dst)*d]
+	j := 0
+	for ; j+4 <= len(dst); j += 4 {
+		r := rows[j*d : (j+4)*d]
+		a0, a1, a2, a3 := dot4(q, r[:d], r[d:2*d], r[2*d:3*d], r[3*d:4*d])
+		dd := dst[j : j+4 : j+4]
+		dd[0], dd[1], dd[2], dd[3] = a0*scale, a1*scale, a2*scale, a3*scale
+	}
+	for ; j < len(dst); j++ {
+		dst[j] = dot(q, rows[j*d:(j+1)*d]) * scale
+	}
+}
+
+// dot4 returns the inner products of q with k0, k1, k2 and k3, each summed
+// in the same order as dot: two rows of a block get the same logit whether
+// they go through dot4 or dot.
+func dot4(q, k0, k1, k2, k3 []float32) (float32, float32, float32, float32) {
+	n := len(q)
+	k0, k1, k2, k3 = k0[:n], k1[:n], k2[:n], k3[:n]
+	var a0, a1, b0, b1, c0, c1, e0, e1 float32
+	i := 0
+	for ; i+2 <= n; i += 2 {
+		qq := q[i : i+2 : i+2]
+		r0, r1, r2, r3 := k0[i:i+2:i+2], k1[i:i+2:i+2], k2[i:i+2:i+2], k3[i:i+2:i+2]
+		x0, x1 := qq[0], qq[1]
+		a0 += x0 * r0[0]
+		a1 += x1 * r0[1]
+		b0 += x0 * r1[0]
+		b1 += x1 * r1[1]
+		c0 += x0 * r2[0]
+		c1 += x1 * r2[1]
+		e0 += x0 * r3[0]
+		e1 += x1 * r3[1]
+	}
+	if i < n {
+		x := q[i]
+		a0 += x * k0[i]
+		b0 += x * k1[i]
+		c0 += x * k2[i]
+		e0 += x * k3[i]
+	}
+	return a0 + a1, b0 + b1, c0 + c1, e0 + e1
+}
+
+// axpy adds a*x to y (len(y) == len(x)).
+func axpy(y []float32, a float32, x []float32) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] += a * x[i]
+	}
+}
+
+// accRows adds sum_j p[j]*rows[j] to acc; rows holds len(p) rows of len(acc)
+// values.
+func accRows(acc, p, rows []float32) {
+	d := len(acc)
+	rows = rows[:len(p)*d]
+	j := 0
+	for ; j+4 <= len(p); j += 4 {
+		p0, p1, p2, p3 := p[j], p[j+1], p[j+2], p[j+3]
+		r := rows[j*d : (j+4)*d]
+		r0, r1, r2, r3 := r[:d], r[d:2*d], r[2*d:3*d], r[3*d:4*d]
+		r0, r1, r2, r3 = r0[:len(acc)], r1[:len(acc)], r2[:len(acc)], r3[:len(acc)]
+		for i := range acc {
+			acc[i] += p0*r0[i] + p1*r1[i] + p2*r2[i] + p3*r3[i]
+		}
+	}
+	for ; j < len(p); j++ {
+		axpy(acc, p[j], rows[j*d:(j+1)*d])
+	}
+}
+
+// scale multiplies x by a in place.
+func scale(x []float32, a float32) {
+	for i := range x {
+		x[i] *= a
+	}
+}
+
+// maxOf returns the largest value of x (-Inf for an empty x); NaN values are
+// skipped.
+func maxOf(x []float32) float32 {
+	m := float32(math.Inf(-1))
+	for _, v := range x {
+		if v > m {
+			m = v
+		}
+	}
+	return m
+}
+
+// expShift replaces x[i] by exp(x[i]-m) and returns the sum of the results.
+func expShift(x []float32, m float32) float32 {
+	var s float32
+	for i, v := range x {
+		e := expf(v - m)
+		x[i] = e
+		s += e
+	}
+	return s
+}
+
+// sumExpShift returns the sum of exp(x[i]-m), leaving x unchanged.
+func sumExpShift(x []float32, m float32) float32 {
+	var s float32
+	for _, v := range x {
+		s += expf(v - m)
+	}
+	return s
+}
+
+// accExpShift adds exp(x[i]-m)*a to y[i] (len(y) == len(x)).
+func accExpShift(y, x []float32, m, a float32) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] += expf(x[i]-m) * a
+	}
+}
+
+// Constants of expf (Cephes' expf): ln 2 split in two for an exact range
+// reduction, and the minimax polynomial of exp on [-ln2/2, ln2/2].
+const (
+	expLog2e   = 1.44269504088896341
+	expC1      = 0.693359375
+	expC2      = -2.12194440e-4
+	expRound   = 12582912 // 1.5 * 2^23: adding it rounds to an integer
+	expHi      = 88.72283905206835
+	expLoLimit = -87.33654475055310898 // below it the result is not a normal float32
+)
+
+// expf returns e**x in float32 with an error of about one unit in the last
+// place for results in the normal range; results below the smallest normal
+// float32 are flushed to 0, x above ln(MaxFloat32) gives +Inf, NaN gives NaN.
+func expf(x float32) float32 {
+	if !(x >= expLoLimit) {
+		if x != x {
+			return x
+		}
+		return 0
+	}
+	if x > expHi {
+		return float32(math.Inf(1))
+	}
+	t := x*expLog2e + expRound
+	fx := t - expRound
+	x -= fx * expC1
+	x -= fx * expC2
+	z := x * x
+	y := ((((1.9875691500e-4*x+1.3981999507e-3)*x+8.3334519073e-3)*x+4.1665795894e-2)*x+1.6666665459e-1)*x + 5.0000001201e-1
+	y = y*z + x + 1
+	// fx is in [-126, 128]; scale by 2^fx in two steps so that 2^128 and
+	// 2^-126 stay representable.
+	n := int32(fx)
+	h := n / 2
+	y *= math.Float32frombits(uint32(h+127) << 23)
+	return y * math.Float32frombits(uint32(n-h+127)<<23)
+}
+
+// decodeF16 converts IEEE binary16 bits to float32 (len(dst) >= len(src)),
+// exactly as kvcache.F16ToF32.
+func decodeF16(dst []float32, src []uint16) {
+	dst = dst[:len(src)]
+	const magic = (254 - 15) << 23 // 2^112 as float32 bits
+	for i, h := range src {
+		o := uint32(h&0x7fff) << 13 // exponent and mantissa in place
+		e := o & (0x1f << 23)
+		switch e {
+		case 0x1f << 23: // Inf or NaN
+			o |= 0xff << 23
+		case 0: // zero or subnormal: scale the bits by 2^112 as a float
+			o = math.Float32bits(math.Float32frombits(o) * math.Float32frombits(magic))
+		default:
+			o += (127 - 15) << 23
+		}
+		dst[i] = math.Float32frombits(o | uint32(h&0x8000)<<16)
+	}
+}
+
+// decodeBF16 converts bfloat16 bits to float32 (len(dst) >= len(src)).
+func decodeBF16(dst []float32, src []uint16) {
+	dst = dst[:len(src)]
+	for i, h := range src {
+		dst[i] = math.Float32frombits(uint32(h) << 16)
+	}
+}
