@@ -33,7 +33,7 @@ func Uniform(n, b int) ([]int, error) {
 // observation window of w tokens, a prompt of L tokens and the ratio beta (20
 // in PyramidKV). It costs O(n).
 //
-// It follows ALGORITHM.md section 4 and the reference code exactly, with
+// It follows docs/DESIGN.md ("Baselines") and the reference code exactly, with
 // c = b - w selectable tokens per layer on average:
 //
 //	lo = c / beta;  hi = 2c - lo
@@ -95,7 +95,7 @@ func floorDiv(a, b int) int {
 }
 
 // ErrorAware returns CompressKV's error-aware layer budgets, exactly as
-// ALGORITHM.md section 3 specifies them, for n = len(weights) layers with an
+// docs/DESIGN.md ("Error-aware layer budgets") specifies them, for n = len(weights) layers with an
 // average budget b per layer, a floor lo and a cap hi per layer:
 //
 //	total = b*n;  rest = total - lo*n
@@ -254,7 +254,7 @@ func Normalize(x []float64) ([]float64, error) {
 }
 
 // Average returns per-layer weights from per-data-set error sums, as
-// ALGORITHM.md section 3 combines them: each data set's values are normalised
+// docs/DESIGN.md ("Error-aware layer budgets") combines them: each data set's values are normalised
 // to sum 1, the results are averaged over data sets, and the average is
 // normalised again. It costs O(datasets * layers).
 //

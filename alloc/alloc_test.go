@@ -27,7 +27,7 @@ func testSeed(t testing.TB) int64 {
 	return seed
 }
 
-// refErrorAware is a literal transcription of the pseudo-code of ALGORITHM.md
+// refErrorAware is a literal transcription of the pseudo-code of docs/DESIGN.md
 // section 3, one token at a time, written independently of ErrorAware.
 // ok is false when no layer can move.
 func refErrorAware(weights []float64, b, lo, hi int) (out []int, ok bool) {

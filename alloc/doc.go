@@ -8,7 +8,7 @@
 //     layer to the last around the average, with the observation window kept by
 //     every layer. It follows the reference code's integer arithmetic, so the
 //     budgets need not sum exactly to n*b.
-//   - [ErrorAware] is CompressKV's allocation (ALGORITHM.md section 3): the
+//   - [ErrorAware] is CompressKV's allocation (docs/DESIGN.md ("Error-aware layer budgets")): the
 //     budget above a floor is spread in proportion to per-layer weights, rounded
 //     half to even (numpy's round), clipped to [lo, hi], then corrected one token
 //     at a time so that the budgets sum exactly to n*b.

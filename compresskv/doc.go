@@ -1,0 +1,36 @@
+// Package compresskv makes the key-value cache of a language model small
+// after prefill, keeping what the model needs to answer.
+//
+// It implements CompressKV ("CompressKV: Semantic Retrieval Heads Know What
+// Tokens are Not Important Before Generation", arXiv 2508.02401) and the
+// baselines it is measured against, StreamingLLM, H2O, SnapKV, PyramidKV and
+// Ada-KV, over one storage (package kvcache) and one compute interface
+// (package backend).
+//
+// The caller owns the model. After it has prefilled a prompt into a
+// kvcache.KVCache with full attention, it hands the cache and the post-RoPE
+// queries of the last prompt positions of every layer to a Policy:
+//
+//	p, err := compresskv.New(compresskv.CompressKV, compresskv.Config{Budget: 128, Profile: prof})
+//	res, err := p.Compress(cache, queries, queryHeads)
+//
+// and continues decoding over the smaller cache; positions continue from the
+// prompt length.
+//
+// A Policy is a composition of three pieces, each replaceable:
+//   - a Scorer scores the prefix positions of a layer (SRScorer: the mean
+//     pooled window attention of the layer's semantic retrieval heads;
+//     SnapKVScorer: each KV head's own query heads; H2OScorer: all prompt
+//     queries);
+//   - a Selector turns scores into kept positions per KV head (TopKSelector,
+//     StreamingSelector, AdaKVSelector);
+//   - an Allocator spreads the total budget over layers (UniformAllocator,
+//     PyramidAllocator, ErrorAwareAllocator).
+//
+// CompressKV needs a Profile: the semantic retrieval heads of each layer
+// (package heads finds them from needle-in-a-haystack probes) and,
+// optionally, per-layer weights from the measured eviction error (package
+// alloc). docs/DESIGN.md in the repository says exactly what each method
+// computes; where the paper and its reference code differ, the code's form is
+// the default and the paper's an option.
+package compresskv

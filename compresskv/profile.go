@@ -1,0 +1,191 @@
+package compresskv
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+)
+
+// ProfileVersion is the version of the profile format this package writes.
+const ProfileVersion = 1
+
+// ModelInfo identifies the model a profile was measured on.
+type ModelInfo struct {
+	Name       string `json:"name"`
+	Layers     int    `json:"layers"`
+	QueryHeads int    `json:"query_heads"`
+	KVHeads    int    `json:"kv_heads"`
+	HeadDim    int    `json:"head_dim"`
+}
+
+// Profile is what the offline half of the method measures once per model:
+// the ranking of query heads per layer by semantic retrieval score (the SR
+// heads of a layer are the first k), and the per-layer weights of the
+// error-aware budget allocation.
+type Profile struct {
+	Version int       `json:"version"`
+	Model   ModelInfo `json:"model"`
+	// HeadRanking holds, per layer, every query head index ordered by
+	// score, descending. Keeping the whole ranking lets k change without
+	// probing again.
+	HeadRanking [][]int `json:"head_ranking"`
+	// HeadScores holds the SR score per layer and query head (optional).
+	HeadScores [][]float64 `json:"head_scores,omitempty"`
+	// RetrievalScores holds the classic retrieval score per layer and query
+	// head, for comparison and ablation (optional).
+	RetrievalScores [][]float64 `json:"retrieval_scores,omitempty"`
+	// LayerWeights are the normalised eviction errors per layer (optional;
+	// without them CompressKV allocates budgets uniformly).
+	LayerWeights []float64 `json:"layer_weights,omitempty"`
+	// Notes records how the profile was measured (free form, optional).
+	Notes map[string]string `json:"notes,omitempty"`
+}
+
+// ErrProfile is wrapped by every error about a malformed profile.
+var ErrProfile = errors.New("invalid profile")
+
+// Validate returns an error wrapping ErrProfile if the profile is
+// inconsistent: unknown version, bad model shape, rankings that are not
+// permutations of the query heads, score tables of the wrong shape or with
+// non-finite values, layer weights that are negative, non-finite or all zero.
+func (p *Profile) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("profile: %s: %w", fmt.Sprintf(format, a...), ErrProfile)
+	}
+	if p.Version != ProfileVersion {
+		return bad("version %d, want %d", p.Version, ProfileVersion)
+	}
+	m := p.Model
+	if m.Layers <= 0 || m.QueryHeads <= 0 || m.KVHeads <= 0 || m.HeadDim <= 0 {
+		return bad("model shape %+v: every dimension must be positive", m)
+	}
+	if m.QueryHeads%m.KVHeads != 0 {
+		return bad("%d query heads is not a multiple of %d KV heads", m.QueryHeads, m.KVHeads)
+	}
+	if p.HeadRanking != nil {
+		if len(p.HeadRanking) != m.Layers {
+			return bad("head ranking for %d layers, model has %d", len(p.HeadRanking), m.Layers)
+		}
+		for l, r := range p.HeadRanking {
+			if len(r) != m.QueryHeads {
+				return bad("layer %d ranks %d heads, want all %d", l, len(r), m.QueryHeads)
+			}
+			seen := make([]bool, m.QueryHeads)
+			for _, h := range r {
+				if h < 0 || h >= m.QueryHeads || seen[h] {
+					return bad("layer %d: ranking is not a permutation of the %d query heads (head %d)", l, m.QueryHeads, h)
+				}
+				seen[h] = true
+			}
+		}
+	}
+	for _, t := range []struct {
+		name string
+		s    [][]float64
+	}{{"head scores", p.HeadScores}, {"retrieval scores", p.RetrievalScores}} {
+		if t.s == nil {
+			continue
+		}
+		if len(t.s) != m.Layers {
+			return bad("%s for %d layers, model has %d", t.name, len(t.s), m.Layers)
+		}
+		for l, row := range t.s {
+			if len(row) != m.QueryHeads {
+				return bad("%s: layer %d has %d heads, want %d", t.name, l, len(row), m.QueryHeads)
+			}
+			for h, v := range row {
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					return bad("%s: layer %d head %d is %v", t.name, l, h, v)
+				}
+			}
+		}
+	}
+	if p.LayerWeights != nil {
+		if len(p.LayerWeights) != m.Layers {
+			return bad("%d layer weights, model has %d layers", len(p.LayerWeights), m.Layers)
+		}
+		sum := 0.0
+		for l, w := range p.LayerWeights {
+			if math.IsNaN(w) || math.IsInf(w, 0) || w < 0 {
+				return bad("layer weight %d is %v", l, w)
+			}
+			sum += w
+		}
+		if sum == 0 {
+			return bad("layer weights are all zero")
+		}
+	}
+	return nil
+}
+
+// SRHeads returns the first k query heads of layer's ranking (the layer's
+// semantic retrieval heads), or an error if the profile has no ranking for
+// it or k is out of range.
+func (p *Profile) SRHeads(layer, k int) ([]int, error) {
+	if layer < 0 || layer >= len(p.HeadRanking) {
+		return nil, fmt.Errorf("profile: no head ranking for layer %d (%d layers ranked)", layer, len(p.HeadRanking))
+	}
+	r := p.HeadRanking[layer]
+	if k < 1 || k > len(r) {
+		return nil, fmt.Errorf("profile: %d SR heads requested, layer %d ranks %d", k, layer, len(r))
+	}
+	return r[:k], nil
+}
+
+// ReadProfile decodes and validates a profile from JSON. Unknown fields are
+// an error, so that a misspelt key is not silently ignored.
+func ReadProfile(r io.Reader) (*Profile, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	var p Profile
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("profile: decoding JSON: %v: %w", err, ErrProfile)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("profile: trailing data after the JSON object: %w", ErrProfile)
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// LoadProfile reads a profile from a file.
+func LoadProfile(path string) (*Profile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	p, err := ReadProfile(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+// WriteJSON validates the profile and writes it as indented JSON.
+func (p *Profile) WriteJSON(w io.Writer) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(p)
+}
+
+// Save writes the profile to a file (see WriteJSON).
+func (p *Profile) Save(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := p.WriteJSON(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
