@@ -11,14 +11,14 @@ import (
 
 // Layer is what a Scorer sees of one layer at compression time.
 type Layer struct {
-	Backend backend.Backend
-	Cache   kvcache.KVCache
-	Index   int       // layer index
-	Queries []float32 // the last NQ prompt queries, [NQ][QHeads][HeadDim]
-	NQ      int       // query rows in Queries
-	QHeads  int       // query heads H
-	Len     int       // rows stored per KV head: the prompt length L
-	Window  int       // observation window W
+	Backend backend.Backend // the compute to score with
+	Cache   kvcache.KVCache // the prefilled cache
+	Index   int             // layer index
+	Queries []float32       // the last NQ prompt queries, [NQ][QHeads][HeadDim]
+	NQ      int             // query rows in Queries
+	QHeads  int             // query heads H
+	Len     int             // rows stored per KV head: the prompt length L
+	Window  int             // observation window W
 }
 
 // Prefix returns the number of positions eligible for eviction, L - W.
@@ -107,8 +107,8 @@ type Scorer interface {
 // SnapKVScorer scores each KV head with the pooled window attention of its
 // own query heads, averaged over the group (SnapKV, PyramidKV, Ada-KV).
 type SnapKVScorer struct {
-	Kernel  int
-	Pooling backend.Pooling
+	Kernel  int             // odd pooling kernel; 1 disables pooling
+	Pooling backend.Pooling // average or max pooling
 }
 
 // Name implements Scorer.
@@ -130,10 +130,10 @@ func (s SnapKVScorer) Score(in *Layer) ([][]float32, error) {
 // retrieval heads, averaged into one row that every KV head shares
 // (CompressKV, docs/DESIGN.md ("Token selection")).
 type SRScorer struct {
-	Profile *Profile
-	K       int // SR heads per layer
-	Kernel  int
-	Pooling backend.Pooling
+	Profile *Profile        // ranks the query heads of each layer
+	K       int             // SR heads per layer: the first K of the ranking
+	Kernel  int             // odd pooling kernel; 1 disables pooling
+	Pooling backend.Pooling // average or max pooling
 }
 
 // Name implements Scorer.
@@ -219,7 +219,9 @@ func (TopKSelector) Select(b backend.Backend, scores [][]float32, kvHeads, prefi
 
 // StreamingSelector keeps the first Sink positions and the most recent ones
 // (StreamingLLM); it ignores scores.
-type StreamingSelector struct{ Sink int }
+type StreamingSelector struct {
+	Sink int // first positions always kept
+}
 
 // Name implements Selector.
 func (StreamingSelector) Name() string { return "streaming" }
@@ -248,7 +250,9 @@ func (s StreamingSelector) Select(_ backend.Backend, _ [][]float32, kvHeads, pre
 // n_g of winners; its capacity is round(n_g*(1-f) + floor(c*f)) and it keeps
 // its own top capacity positions. Ties go to the lower position, then the
 // lower head.
-type AdaKVSelector struct{ FloorRatio float64 }
+type AdaKVSelector struct {
+	FloorRatio float64 // share f of each head's average budget it is guaranteed, in [0, 1]
+}
 
 // Name implements Selector.
 func (AdaKVSelector) Name() string { return "adakv" }
@@ -298,7 +302,9 @@ type Allocator interface {
 }
 
 // UniformAllocator gives every layer Budget tokens.
-type UniformAllocator struct{ Budget int }
+type UniformAllocator struct {
+	Budget int // tokens per layer, window included
+}
 
 // Name implements Allocator.
 func (UniformAllocator) Name() string { return "uniform" }
@@ -310,7 +316,11 @@ func (a UniformAllocator) Budgets(layers, _ int) ([]int, error) {
 
 // PyramidAllocator gives budgets that fall linearly from the first layer to
 // the last (PyramidKV, docs/DESIGN.md ("Baselines")).
-type PyramidAllocator struct{ Budget, Window, Beta int }
+type PyramidAllocator struct {
+	Budget int // average tokens per layer, window included
+	Window int // observation window, kept by every layer
+	Beta   int // ratio of the average to the smallest selectable budget
+}
 
 // Name implements Allocator.
 func (PyramidAllocator) Name() string { return "pyramid" }
@@ -323,9 +333,9 @@ func (a PyramidAllocator) Budgets(layers, promptLen int) ([]int, error) {
 // ErrorAwareAllocator spreads layers*Budget tokens in proportion to measured
 // layer weights, between Floor and Cap per layer (docs/DESIGN.md ("Error-aware layer budgets")).
 type ErrorAwareAllocator struct {
-	Weights    []float64
-	Budget     int
-	Floor, Cap int
+	Weights    []float64 // per-layer weights (normalised eviction errors)
+	Budget     int       // average tokens per layer, window included
+	Floor, Cap int       // bounds of each layer's budget
 }
 
 // Name implements Allocator.

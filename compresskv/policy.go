@@ -107,10 +107,10 @@ type Plan struct {
 // Result reports a compression.
 type Result struct {
 	Plan
-	Policy      string
-	Backend     string
-	BytesBefore int64 // Bytes of the cache before compaction
-	BytesAfter  int64 // Bytes after
+	Policy      string // the policy's name
+	Backend     string // the backend that ran it
+	BytesBefore int64  // Bytes of the cache before compaction
+	BytesAfter  int64  // Bytes after
 }
 
 // Plan computes which rows each layer keeps, without changing the cache.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"os"
+
+	"github.com/compresskv/compresskv/heads"
 )
 
 // ProfileVersion is the version of the profile format this package writes.
@@ -14,11 +16,11 @@ const ProfileVersion = 1
 
 // ModelInfo identifies the model a profile was measured on.
 type ModelInfo struct {
-	Name       string `json:"name"`
-	Layers     int    `json:"layers"`
-	QueryHeads int    `json:"query_heads"`
-	KVHeads    int    `json:"kv_heads"`
-	HeadDim    int    `json:"head_dim"`
+	Name       string `json:"name"`        // free-form model name
+	Layers     int    `json:"layers"`      // transformer layers
+	QueryHeads int    `json:"query_heads"` // query heads per layer (H)
+	KVHeads    int    `json:"kv_heads"`    // KV heads per layer (G)
+	HeadDim    int    `json:"head_dim"`    // values per head (d)
 }
 
 // Profile is what the offline half of the method measures once per model:
@@ -26,8 +28,8 @@ type ModelInfo struct {
 // heads of a layer are the first k), and the per-layer weights of the
 // error-aware budget allocation.
 type Profile struct {
-	Version int       `json:"version"`
-	Model   ModelInfo `json:"model"`
+	Version int       `json:"version"` // ProfileVersion
+	Model   ModelInfo `json:"model"`   // the model it was measured on
 	// HeadRanking holds, per layer, every query head index ordered by
 	// score, descending. Keeping the whole ranking lets k change without
 	// probing again.
@@ -42,6 +44,25 @@ type Profile struct {
 	LayerWeights []float64 `json:"layer_weights,omitempty"`
 	// Notes records how the profile was measured (free form, optional).
 	Notes map[string]string `json:"notes,omitempty"`
+}
+
+// NewProfile builds a validated profile for model from measured scores:
+// sr ranks the heads (package heads' Recorder.SR), retrieval (optional, may
+// be nil) is kept for comparison, layerWeights (optional) are the normalised
+// eviction errors (package alloc).
+func NewProfile(model ModelInfo, sr, retrieval heads.Scores, layerWeights []float64) (*Profile, error) {
+	p := &Profile{
+		Version:         ProfileVersion,
+		Model:           model,
+		HeadRanking:     sr.Ranking(),
+		HeadScores:      sr,
+		RetrievalScores: retrieval,
+		LayerWeights:    layerWeights,
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // ErrProfile is wrapped by every error about a malformed profile.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/compresskv/compresskv/heads"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -100,4 +101,38 @@ func FuzzReadProfile(f *testing.F) {
 			t.Fatalf("round trip changed the profile")
 		}
 	})
+}
+
+func TestNewProfileFromRecorder(t *testing.T) {
+	rec, err := heads.NewRecorder(2, 2, heads.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Prompt tokens 10..15; the answer is tokens 12 13 at positions 2..3.
+	prompt := []int{10, 11, 12, 13, 14, 15}
+	if err := rec.BeginTrial(prompt, 2, 4); err != nil {
+		t.Fatal(err)
+	}
+	// Head 1 of layer 0 and head 0 of layer 1 look at the answer.
+	attn := [][][]float32{
+		{{1, 0, 0, 0, 0, 0}, {0, 0, 0.5, 0.5, 0, 0}},
+		{{0, 0, 0.9, 0, 0, 0.1}, {0, 1, 0, 0, 0, 0}},
+	}
+	if err := rec.Step(12, attn); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.EndTrial(true); err != nil {
+		t.Fatal(err)
+	}
+	m := ModelInfo{Name: "tiny", Layers: 2, QueryHeads: 2, KVHeads: 1, HeadDim: 4}
+	p, err := NewProfile(m, rec.SR(), rec.Retrieval(), []float64{1, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(p.HeadRanking, [][]int{{1, 0}, {0, 1}}) {
+		t.Fatalf("ranking %v", p.HeadRanking)
+	}
+	if _, err := NewProfile(m, rec.SR(), nil, []float64{1}); err == nil {
+		t.Fatal("a profile with one layer weight for two layers was accepted")
+	}
 }

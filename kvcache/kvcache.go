@@ -75,10 +75,10 @@ var ErrNonFinite = errors.New("non-finite value")
 // F32 when DType is Float32, else as 16-bit patterns in U16. The slices alias
 // the cache: they are valid until the next Append or Compact of that layer.
 type Rows struct {
-	DType DType
-	N, D  int
-	F32   []float32
-	U16   []uint16
+	DType DType     // storage type
+	N, D  int       // rows, values per row
+	F32   []float32 // N*D values when DType is Float32
+	U16   []uint16  // N*D bit patterns when DType is Float16 or BFloat16
 }
 
 // Row decodes row i into dst (grown if short) and returns it.
