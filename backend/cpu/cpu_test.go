@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/compresskv/compresskv/backend"
+	"github.com/compresskv/compresskv/internal/reftest"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -560,7 +561,7 @@ func TestKernels(t *testing.T) {
 		}
 		acc := randVec(r, n, 1)
 		p := randVec(r, 5, 1)
-		want64 := f64(acc)
+		want64 := reftest.F64(acc)
 		for j := range p {
 			for i := range n {
 				want64[i] += float64(p[j]) * float64(b[j*n+i])
