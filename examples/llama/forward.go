@@ -1,0 +1,304 @@
+package llama
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+
+	"github.com/compresskv/compresskv/backend"
+	"github.com/compresskv/compresskv/backend/cpu"
+	"github.com/compresskv/compresskv/kvcache"
+)
+
+// Hooks let a caller observe, and for ablations change, what a forward pass
+// computes. Either may be nil.
+type Hooks struct {
+	// Query sees each layer's post-RoPE queries of the tokens being run,
+	// [n][Heads][HeadDim], for positions pos0..pos0+n-1, before attention;
+	// it may modify them (zeroing a head's query masks it).
+	Query func(layer, pos0 int, q []float32)
+	// AttnOut sees each layer's attention block output after the output
+	// projection and before the residual add, [n][Dim].
+	AttnOut func(layer, pos0 int, out []float32)
+}
+
+// NewCache returns an empty host cache shaped for the model.
+func (m *Model) NewCache(t kvcache.DType) (*kvcache.Host, error) {
+	return kvcache.NewHost(m.CacheShape(), t)
+}
+
+// CacheShape returns the cache geometry the model needs.
+func (m *Model) CacheShape() kvcache.Shape {
+	return kvcache.Shape{Layers: m.Layers, KVHeads: m.KVHeads, HeadDim: m.HeadDim()}
+}
+
+// Session runs a model over one cache: one sequence. It is not safe for
+// concurrent use; run several Sessions for several sequences.
+type Session struct {
+	m       *Model
+	cache   kvcache.KVCache
+	backend backend.Backend
+	// Hooks observe each forward pass.
+	Hooks Hooks
+}
+
+// NewSession returns a session over cache c (which must match the model's
+// CacheShape and keep its rows in host memory for chunked prefill) with
+// backend b for decode attention (nil: the CPU backend).
+func (m *Model) NewSession(c kvcache.KVCache, b backend.Backend) (*Session, error) {
+	if c.Shape() != m.CacheShape() {
+		return nil, fmt.Errorf("llama: cache shape %+v, model needs %+v", c.Shape(), m.CacheShape())
+	}
+	if b == nil {
+		b = cpu.New()
+	}
+	return &Session{m: m, cache: c, backend: b}, nil
+}
+
+// Cache returns the session's cache.
+func (s *Session) Cache() kvcache.KVCache { return s.cache }
+
+// Pos returns the position the next token gets: the tokens run so far,
+// evicted ones included.
+func (s *Session) Pos() int { return s.cache.Seen(0) }
+
+// Forward runs tokens at positions Pos().. and returns the logits of the last
+// one. Several tokens are a prefill chunk: each attends causally to the
+// cache and to the chunk's earlier tokens. One token is a decode step, whose
+// attention runs on the session's backend.
+func (s *Session) Forward(tokens []int) ([]float32, error) {
+	m := s.m
+	n := len(tokens)
+	if n == 0 {
+		return nil, fmt.Errorf("llama: no tokens to run")
+	}
+	for i, t := range tokens {
+		if t < 0 || t >= m.Vocab {
+			return nil, fmt.Errorf("llama: token %d at %d is outside the vocabulary [0, %d)", t, i, m.Vocab)
+		}
+	}
+	for l := 1; l < m.Layers; l++ {
+		if s.cache.Seen(l) != s.cache.Seen(0) {
+			return nil, fmt.Errorf("llama: cache layers have seen %d and %d tokens", s.cache.Seen(0), s.cache.Seen(l))
+		}
+	}
+	d, kv, hd, H := m.Dim, m.KVDim(), m.HeadDim(), m.Heads
+	pos0 := s.Pos()
+	x := make([]float32, n*d)
+	for i, t := range tokens {
+		copy(x[i*d:(i+1)*d], m.emb[t*d:(t+1)*d])
+	}
+	xb := make([]float32, n*d)
+	q := make([]float32, n*d)
+	k := make([]float32, n*kv)
+	v := make([]float32, n*kv)
+	att := make([]float32, n*d)
+	out := make([]float32, n*d)
+	h1 := make([]float32, n*m.Hidden)
+	h3 := make([]float32, n*m.Hidden)
+	for l := range m.layers {
+		ly := &m.layers[l]
+		rmsnorm(xb, x, ly.attNorm, n)
+		matmul(q, xb, ly.wq, n, d, d)
+		matmul(k, xb, ly.wk, n, d, kv)
+		matmul(v, xb, ly.wv, n, d, kv)
+		for i := 0; i < n; i++ {
+			m.rotate(q[i*d:(i+1)*d], pos0+i)
+			m.rotate(k[i*kv:(i+1)*kv], pos0+i)
+		}
+		if s.Hooks.Query != nil {
+			s.Hooks.Query(l, pos0, q)
+		}
+		if err := s.cache.Append(l, k, v); err != nil {
+			return nil, fmt.Errorf("llama: layer %d: %w", l, err)
+		}
+		if n == 1 {
+			if err := s.backend.Attend(s.cache, l, q, H, att); err != nil {
+				return nil, fmt.Errorf("llama: layer %d: %w", l, err)
+			}
+		} else if err := causalAttention(att, s.cache, l, q, n, H, hd); err != nil {
+			return nil, fmt.Errorf("llama: layer %d: %w", l, err)
+		}
+		matmul(out, att, ly.wo, n, d, d)
+		if s.Hooks.AttnOut != nil {
+			s.Hooks.AttnOut(l, pos0, out)
+		}
+		for i := range x {
+			x[i] += out[i]
+		}
+		rmsnorm(xb, x, ly.ffnNorm, n)
+		matmul(h1, xb, ly.w1, n, d, m.Hidden)
+		matmul(h3, xb, ly.w3, n, d, m.Hidden)
+		for i, a := range h1 {
+			h1[i] = a / (1 + float32(math.Exp(float64(-a)))) * h3[i]
+		}
+		matmul(out, h1, ly.w2, n, m.Hidden, d)
+		for i := range x {
+			x[i] += out[i]
+		}
+	}
+	last := x[(n-1)*d:]
+	rmsnorm(last, last, m.finalNorm, 1)
+	logits := make([]float32, m.Vocab)
+	matmul(logits, last, m.cls, 1, d, m.Vocab)
+	return logits, nil
+}
+
+// AttentionOutput returns one token's attention block output of layer over
+// cache c (after the output projection): the quantity whose change under
+// eviction the error-aware allocation measures. q is the token's post-RoPE
+// query, [Heads][HeadDim].
+func (s *Session) AttentionOutput(c kvcache.KVCache, layer int, q []float32) ([]float32, error) {
+	m := s.m
+	if layer < 0 || layer >= m.Layers {
+		return nil, fmt.Errorf("llama: layer %d out of range", layer)
+	}
+	att := make([]float32, m.Dim)
+	if err := s.backend.Attend(c, layer, q, m.Heads, att); err != nil {
+		return nil, err
+	}
+	out := make([]float32, m.Dim)
+	matmul(out, att, m.layers[layer].wo, 1, m.Dim, m.Dim)
+	return out, nil
+}
+
+// rotate applies rotary position embedding at position pos to a vector of
+// whole heads, rotating interleaved pairs (x[2j], x[2j+1]) as llama2.c does.
+func (m *Model) rotate(x []float32, pos int) {
+	hs := m.HeadDim()
+	for i := 0; i < len(x); i += 2 {
+		f := float64(pos) * float64(m.rope[(i%hs)/2])
+		c, s := float32(math.Cos(f)), float32(math.Sin(f))
+		a, b := x[i], x[i+1]
+		x[i] = a*c - b*s
+		x[i+1] = a*s + b*c
+	}
+}
+
+// rmsnorm normalises each of n rows of x by its root mean square (eps 1e-5)
+// and scales by w, into out (which may be x).
+func rmsnorm(out, x, w []float32, n int) {
+	d := len(w)
+	for i := 0; i < n; i++ {
+		row := x[i*d : (i+1)*d]
+		var ss float32
+		for _, v := range row {
+			ss += v * v
+		}
+		ss = 1 / float32(math.Sqrt(float64(ss/float32(d)+1e-5)))
+		o := out[i*d : (i+1)*d]
+		for j, v := range row {
+			o[j] = w[j] * (ss * v)
+		}
+	}
+}
+
+// matmul computes out[n][rows] = x[n][cols] . W^T for W stored [rows][cols],
+// splitting the rows of W over cores when the work is large.
+func matmul(out, x, w []float32, n, cols, rows int) {
+	work := func(r0, r1 int) {
+		for i := 0; i < n; i++ {
+			xi := x[i*cols : (i+1)*cols]
+			oi := out[i*rows : (i+1)*rows]
+			for r := r0; r < r1; r++ {
+				oi[r] = dot(xi, w[r*cols:(r+1)*cols])
+			}
+		}
+	}
+	workers := runtime.GOMAXPROCS(0)
+	if n*cols*rows < 1<<16 || workers == 1 {
+		work(0, rows)
+		return
+	}
+	var wg sync.WaitGroup
+	per := (rows + workers - 1) / workers
+	for r0 := 0; r0 < rows; r0 += per {
+		wg.Add(1)
+		go func(r0, r1 int) {
+			defer wg.Done()
+			work(r0, r1)
+		}(r0, min(rows, r0+per))
+	}
+	wg.Wait()
+}
+
+func dot(a, b []float32) float32 {
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// causalAttention computes the attention of a prefill chunk of n tokens,
+// whose keys and values were just appended to layer l of c: token i sees
+// every earlier row and the chunk's rows up to itself. out is [n][H*hd].
+func causalAttention(out []float32, c kvcache.KVCache, l int, q []float32, n, H, hd int) error {
+	hr, ok := c.(kvcache.HostReader)
+	if !ok {
+		return fmt.Errorf("chunked prefill needs a cache in host memory (%T is not a kvcache.HostReader); run one token at a time", c)
+	}
+	G := c.Shape().KVHeads
+	group := H / G
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for g := 0; g < G; g++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(g int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			kr, vr := hr.Rows(l, g)
+			keys, vals := decodeAll(kr), decodeAll(vr)
+			rows := kr.N
+			before := rows - n
+			p := make([]float32, rows)
+			for h := g * group; h < (g+1)*group; h++ {
+				for i := 0; i < n; i++ {
+					qi := q[(i*H+h)*hd : (i*H+h+1)*hd]
+					vis := before + i + 1
+					mx := float32(math.Inf(-1))
+					for j := 0; j < vis; j++ {
+						p[j] = dot(qi, keys[j*hd:(j+1)*hd]) * scale
+						mx = max(mx, p[j])
+					}
+					var z float32
+					for j := 0; j < vis; j++ {
+						p[j] = float32(math.Exp(float64(p[j] - mx)))
+						z += p[j]
+					}
+					o := out[(i*H+h)*hd : (i*H+h+1)*hd]
+					clear(o)
+					inv := 1 / z
+					for j := 0; j < vis; j++ {
+						w := p[j] * inv
+						vj := vals[j*hd : (j+1)*hd]
+						for x := range o {
+							o[x] += w * vj[x]
+						}
+					}
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	return nil
+}
+
+func decodeAll(r kvcache.Rows) []float32 {
+	if r.DType == kvcache.Float32 {
+		return r.F32
+	}
+	out := make([]float32, len(r.U16))
+	kvcache.Decode(r.DType, out, r.U16)
+	return out
+}
