@@ -129,3 +129,60 @@ func BenchmarkTopK(b *testing.B) {
 		})
 	}
 }
+
+// Kernel benchmarks on data in the first-level cache: the compute rate of
+// the dispatched kernels (assembly on amd64) at d = 128.
+
+func BenchmarkKernelDots(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	q, rows := randVec(r, 128, 1), randVec(r, 64*128, 1)
+	dst := make([]float32, 64)
+	for range b.N {
+		dots(dst, q, rows, 0.5)
+	}
+	b.ReportMetric(float64(64*128)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFMA/s")
+}
+
+func BenchmarkKernelAccRows(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	acc, p, rows := randVec(r, 128, 1), randVec(r, 64, 1), randVec(r, 64*128, 1)
+	for range b.N {
+		accRows(acc, p, rows)
+	}
+	b.ReportMetric(float64(64*128)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFMA/s")
+}
+
+func BenchmarkKernelExp(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	x := randVec(r, 1024, 1)
+	for range b.N {
+		expShift(x, 0)
+		x[0] = 1
+	}
+	b.ReportMetric(float64(1024)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gexp/s")
+}
+
+// BenchmarkMemoryBandwidth measures the read bandwidth of the machine: the
+// vector max (maxOf) of a 256 MiB slice on 1 and 2 goroutines, the figure
+// decode attention is compared with.
+func BenchmarkMemoryBandwidth(b *testing.B) {
+	x := make([]float32, 64<<20) // 256 MiB
+	for i := range x {
+		x[i] = float32(i)
+	}
+	for _, workers := range []int{1, 2} {
+		b.Run(fmt.Sprintf("goroutines%d", workers), func(b *testing.B) {
+			for range b.N {
+				done := make(chan struct{})
+				part := len(x) / workers
+				for w := range workers {
+					go func() { maxOf(x[w*part : (w+1)*part]); done <- struct{}{} }()
+				}
+				for range workers {
+					<-done
+				}
+			}
+			b.ReportMetric(float64(len(x)*4)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+		})
+	}
+}

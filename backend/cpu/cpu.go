@@ -7,9 +7,12 @@
 // the shapes, never on the number of workers, so a parallel call returns
 // exactly the same bits as a serial one.
 //
-// The inner loops are small functions over flat slices (dot, dots, accRows,
-// expShift, decodeF16, ...): the portable versions are the reference that
-// assembly versions will be tested against.
+// The inner loops are small functions over flat slices (dots, accRows,
+// expShift, decodeF16, ...). On amd64 they run in assembly (AVX-512 or
+// AVX2 with FMA and F16C, chosen once at start with cpuid); the portable Go
+// versions are the reference the assembly is tested against and the
+// fallback on other processors, other architectures and under the noasm
+// build tag.
 package cpu
 
 import (
@@ -24,8 +27,10 @@ import (
 )
 
 const (
-	// blockRows is the number of rows decoded at a time into scratch.
-	blockRows = 64
+	// blockRows is the number of rows decoded at a time into scratch: 32
+	// rows of keys and values at d = 128 (32 KiB in float32) stay in the
+	// first-level cache while every query head of the group reads them.
+	blockRows = 32
 	// chunkRows is the number of cache rows in one unit of parallel work.
 	// It is fixed (not derived from the worker count) so that results do not
 	// depend on the number of workers.
@@ -33,6 +38,9 @@ const (
 	// defaultMinParallel is the work (multiply-adds) below which a call runs
 	// on the calling goroutine.
 	defaultMinParallel = 1 << 20
+	// defaultStoreBytes bounds the exponentials WindowScores keeps between
+	// its two passes instead of computing them twice.
+	defaultStoreBytes = 64 << 20
 )
 
 // Backend is the portable CPU implementation of backend.Backend. It holds no
@@ -40,6 +48,7 @@ const (
 type Backend struct {
 	workers     int   // goroutines per call; <= 0 means GOMAXPROCS at call time
 	minParallel int64 // work below which a call runs inline
+	storeBytes  int   // WindowScores: largest store of exponentials kept between passes
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -51,7 +60,7 @@ func New() *Backend { return NewWithWorkers(0) }
 // n <= 0 means GOMAXPROCS at the time of each call, n == 1 runs every call on
 // the calling goroutine. Results are identical for every n.
 func NewWithWorkers(n int) *Backend {
-	return &Backend{workers: n, minParallel: defaultMinParallel}
+	return &Backend{workers: n, minParallel: defaultMinParallel, storeBytes: defaultStoreBytes}
 }
 
 // Name implements backend.Backend: it returns "cpu".
@@ -158,6 +167,7 @@ func chunks(n int) int {
 type scratch struct {
 	keys, vals []float32 // decoded block of rows
 	logits     []float32 // one row of logits over a block
+	chunk      []float32 // WindowScores without store: one chunk's logits
 }
 
 func (s *scratch) grow(d int) {

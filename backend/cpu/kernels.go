@@ -3,9 +3,11 @@ package cpu
 import "math"
 
 // The kernels below are the portable reference implementations of the inner
-// loops. Each is a small function over flat slices, so that an assembly
-// version can replace it later (behind a build tag, chosen by cpuid) without
-// touching the code that calls it.
+// loops, each a small function over flat slices. The names without the Go
+// suffix (dots, maxOf, expShift, accRows, axpy, decodeF16, decodeBF16) are
+// the dispatchers the backend calls: kernels_amd64.go sends them to assembly
+// chosen once at start from the processor's features, kernels_noasm.go (other
+// architectures, or the noasm build tag) to the functions here.
 
 // dot returns the inner product of a and b[:len(a)], summing even and odd
 // terms apart (the order dot4 uses, so that both give the same bits).
@@ -24,9 +26,9 @@ func dot(a, b []float32) float32 {
 	return s0 + s1
 }
 
-// dots writes to dst[j] the inner product of q with row j of rows (rows of
+// dotsGo writes to dst[j] the inner product of q with row j of rows (rows of
 // len(q) values, len(dst) of them), multiplied by scale.
-func dots(dst, q, rows []float32, scale float32) {
+func dotsGo(dst, q, rows []float32, scale float32) {
 	d := len(q)
 	rows = rows[:len(dst)*d]
 	j := 0
@@ -72,17 +74,17 @@ func dot4(q, k0, k1, k2, k3 []float32) (float32, float32, float32, float32) {
 	return a0 + a1, b0 + b1, c0 + c1, e0 + e1
 }
 
-// axpy adds a*x to y (len(y) == len(x)).
-func axpy(y []float32, a float32, x []float32) {
+// axpyGo adds a*x to y (len(y) == len(x)).
+func axpyGo(y []float32, a float32, x []float32) {
 	x = x[:len(y)]
 	for i := range y {
 		y[i] += a * x[i]
 	}
 }
 
-// accRows adds sum_j p[j]*rows[j] to acc; rows holds len(p) rows of len(acc)
+// accRowsGo adds sum_j p[j]*rows[j] to acc; rows holds len(p) rows of len(acc)
 // values.
-func accRows(acc, p, rows []float32) {
+func accRowsGo(acc, p, rows []float32) {
 	d := len(acc)
 	rows = rows[:len(p)*d]
 	j := 0
@@ -96,7 +98,7 @@ func accRows(acc, p, rows []float32) {
 		}
 	}
 	for ; j < len(p); j++ {
-		axpy(acc, p[j], rows[j*d:(j+1)*d])
+		axpyGo(acc, p[j], rows[j*d:(j+1)*d])
 	}
 }
 
@@ -107,9 +109,9 @@ func scale(x []float32, a float32) {
 	}
 }
 
-// maxOf returns the largest value of x (-Inf for an empty x); NaN values are
+// maxOfGo returns the largest value of x (-Inf for an empty x); NaN values are
 // skipped.
-func maxOf(x []float32) float32 {
+func maxOfGo(x []float32) float32 {
 	m := float32(math.Inf(-1))
 	for _, v := range x {
 		if v > m {
@@ -119,8 +121,8 @@ func maxOf(x []float32) float32 {
 	return m
 }
 
-// expShift replaces x[i] by exp(x[i]-m) and returns the sum of the results.
-func expShift(x []float32, m float32) float32 {
+// expShiftGo replaces x[i] by exp(x[i]-m) and returns the sum of the results.
+func expShiftGo(x []float32, m float32) float32 {
 	var s float32
 	for i, v := range x {
 		e := expf(v - m)
@@ -128,23 +130,6 @@ func expShift(x []float32, m float32) float32 {
 		s += e
 	}
 	return s
-}
-
-// sumExpShift returns the sum of exp(x[i]-m), leaving x unchanged.
-func sumExpShift(x []float32, m float32) float32 {
-	var s float32
-	for _, v := range x {
-		s += expf(v - m)
-	}
-	return s
-}
-
-// accExpShift adds exp(x[i]-m)*a to y[i] (len(y) == len(x)).
-func accExpShift(y, x []float32, m, a float32) {
-	x = x[:len(y)]
-	for i := range y {
-		y[i] += expf(x[i]-m) * a
-	}
 }
 
 // Constants of expf (Cephes' expf): ln 2 split in two for an exact range
@@ -186,9 +171,9 @@ func expf(x float32) float32 {
 	return y * math.Float32frombits(uint32(n-h+127)<<23)
 }
 
-// decodeF16 converts IEEE binary16 bits to float32 (len(dst) >= len(src)),
+// decodeF16Go converts IEEE binary16 bits to float32 (len(dst) >= len(src)),
 // exactly as kvcache.F16ToF32.
-func decodeF16(dst []float32, src []uint16) {
+func decodeF16Go(dst []float32, src []uint16) {
 	dst = dst[:len(src)]
 	const magic = (254 - 15) << 23 // 2^112 as float32 bits
 	for i, h := range src {
@@ -206,8 +191,8 @@ func decodeF16(dst []float32, src []uint16) {
 	}
 }
 
-// decodeBF16 converts bfloat16 bits to float32 (len(dst) >= len(src)).
-func decodeBF16(dst []float32, src []uint16) {
+// decodeBF16Go converts bfloat16 bits to float32 (len(dst) >= len(src)).
+func decodeBF16Go(dst []float32, src []uint16) {
 	dst = dst[:len(src)]
 	for i, h := range src {
 		dst[i] = math.Float32frombits(uint32(h) << 16)

@@ -11,12 +11,18 @@ import (
 
 // WindowScores implements backend.Backend.
 //
-// It never holds more than one block of logits: a first pass over the keys
-// finds, for every window query, the maximum and the sum of exponentials of
-// its logits (merged across blocks as an online softmax); a second pass
-// recomputes the logits and adds the normalised probabilities into out.
-// Query heads that share a KV head share each decoded block of keys.
-// Cost: 2 * w * L * HeadDim multiply-adds per head, no allocation once warm.
+// It works per KV head and per chunk of keys, never on the whole w x L matrix
+// of logits at once unless it is small: a first pass computes, for every
+// window query and chunk, the logits (keys decoded block by block, shared by
+// the query heads of a KV head), their maximum, their exponentials relative
+// to it and their sum; the chunk states are merged into the maximum and sum
+// of each query's whole row; a second pass adds each chunk's exponentials,
+// weighted by exp(chunk max - row max) / row sum, into out. The exponentials
+// of a chunk are kept from the first pass to the second when all of them fit
+// in the backend's store limit (64 MiB by default: 8 window queries x 32
+// heads x 64K keys), else the second pass computes them again.
+// Cost: w * L * HeadDim multiply-adds per head (twice that beyond the store
+// limit), no allocation once warm.
 func (b *Backend) WindowScores(c kvcache.KVCache, layer int, q []float32, w, qHeads int, heads []int, out [][]float32) error {
 	const op = "WindowScores"
 	hr, err := hostCache(op, c, layer)
@@ -62,6 +68,10 @@ func (b *Backend) WindowScores(c kvcache.KVCache, layer int, q []float32, w, qHe
 		return err
 	}
 	units := j.firstUnit[len(j.groups)]
+	j.stored = j.storeSize*4 <= b.storeBytes
+	if j.stored {
+		j.store = growF32(j.store, j.storeSize)
+	}
 	j.pass = 1
 	b.run(j, units, j.work, s.HeadDim)
 	j.merge()
@@ -92,7 +102,8 @@ type wgroup struct {
 	e0, e1 int // its entries: windowJob.entries[e0:e1]
 	rows   int // (e1-e0) * w window queries
 	chunks int
-	state  int // offset of its (max, sum) pairs in windowJob.state
+	state  int // offset of its (max, sum) pairs in windowJob.state: per chunk, then merged
+	store  int // offset of its exponentials in windowJob.store
 }
 
 // windowJob is one WindowScores call.
@@ -107,6 +118,9 @@ type windowJob struct {
 	firstUnit    []int // units of group i are [firstUnit[i], firstUnit[i+1])
 	state        []float32
 	counts       []int
+	storeSize    int       // rows x L over the groups: exponentials kept between passes
+	store        []float32 // chunk c of group g: rows x chunk length at store + rows*c*chunkRows
+	stored       bool      // the second pass reads store instead of recomputing
 	work         int64
 	pass         int
 }
@@ -135,6 +149,7 @@ func (j *windowJob) setup(c kvcache.HostReader, layer int, q []float32, w, qHead
 		firstUnit: append(j.firstUnit[:0], 0),
 		state:     j.state[:0],
 		counts:    growInt(j.counts, G+1),
+		store:     j.store,
 	}
 	// Counting sort of the entries by KV head, stable.
 	clear(j.counts)
@@ -160,8 +175,9 @@ func (j *windowJob) setup(c kvcache.HostReader, layer int, q []float32, w, qHead
 		if err != nil {
 			return err
 		}
-		gr := wgroup{k: k, L: k.N, e0: e0, e1: e1, rows: (e1 - e0) * w, chunks: chunks(k.N), state: nstate}
-		nstate += 2 * gr.rows * gr.chunks
+		gr := wgroup{k: k, L: k.N, e0: e0, e1: e1, rows: (e1 - e0) * w, chunks: chunks(k.N), state: nstate, store: j.storeSize}
+		nstate += 2 * gr.rows * (gr.chunks + 1)
+		j.storeSize += gr.rows * gr.L
 		j.work += 2 * int64(gr.rows) * int64(gr.L) * int64(d)
 		j.groups = append(j.groups, gr)
 		j.firstUnit = append(j.firstUnit, j.firstUnit[len(j.firstUnit)-1]+gr.chunks)
@@ -180,55 +196,98 @@ func (j *windowJob) unit(u int, s *scratch) {
 	gr := &j.groups[gi]
 	c := u - j.firstUnit[gi]
 	c0, c1 := c*chunkRows, min(gr.L, (c+1)*chunkRows)
-	d, w, L := j.d, j.w, gr.L
+	n := c1 - c0
 	st := j.state[gr.state+2*c*gr.rows : gr.state+2*(c+1)*gr.rows]
-	if j.pass == 1 {
+	// ex holds the chunk's logits, then their exponentials: row r (window
+	// query i of entry ei, r = ei*w + i) at ex[r*n:(r+1)*n].
+	var ex []float32
+	if j.stored {
+		off := gr.store + gr.rows*c0
+		ex = j.store[off : off+gr.rows*n]
+	} else {
+		s.chunk = growF32(s.chunk, gr.rows*n)
+		ex = s.chunk
+	}
+	if j.pass == 1 || !j.stored {
+		j.logits(gr, c0, c1, ex, s)
 		for r := range gr.rows {
-			st[2*r], st[2*r+1] = float32(math.Inf(-1)), 0
+			row := ex[r*n : (r+1)*n]
+			m := st[2*r]
+			if j.pass == 1 {
+				m = maxOf(row)
+			}
+			sum := float32(0)
+			if m == float32(math.Inf(-1)) {
+				sum = noneVisible(row)
+			} else {
+				sum = expShift(row, m)
+			}
+			if j.pass == 1 {
+				st[2*r], st[2*r+1] = m, sum
+			}
+		}
+		if j.pass == 1 {
+			return
 		}
 	}
-	final := j.state[gr.state : gr.state+2*gr.rows] // after merge: (max, 1/sum) per row
+	final := j.state[gr.state+2*gr.chunks*gr.rows : gr.state+2*(gr.chunks+1)*gr.rows] // (max, 1/sum) per row
+	for ei, e := range j.entries[gr.e0:gr.e1] {
+		o := j.out[e][c0:c1]
+		clear(o)
+		for i := range j.w {
+			r := ei*j.w + i
+			if st[2*r+1] == 0 { // no visible row in this chunk
+				continue
+			}
+			axpy(o, expf(st[2*r]-final[2*r])*final[2*r+1], ex[r*n:(r+1)*n])
+		}
+	}
+}
+
+// logits writes into ex the scaled logits of every window query of group gr
+// over rows [c0, c1), -Inf where the causal mask hides the row.
+func (j *windowJob) logits(gr *wgroup, c0, c1 int, ex []float32, s *scratch) {
+	d, w, L, n := j.d, j.w, gr.L, c1-c0
 	for j0 := c0; j0 < c1; j0 += blockRows {
 		j1 := min(c1, j0+blockRows)
 		keys := rowsBlock(gr.k, j0, j1, s.keys)
-		if j.pass == 2 {
-			for _, e := range j.entries[gr.e0:gr.e1] {
-				clear(j.out[e][j0:j1])
-			}
-		}
 		for ei, e := range j.entries[gr.e0:gr.e1] {
 			h := j.heads[e]
 			for i := range w {
-				vis := min(j1, L-w+i+1) // window query i sees rows < vis
-				if vis <= j0 {
-					continue
-				}
-				nb := vis - j0
-				qr := j.q[(i*j.qHeads+h)*d : (i*j.qHeads+h+1)*d]
-				lg := s.logits[:nb]
-				dots(lg, qr, keys[:nb*d], j.scale)
 				r := ei*w + i
-				if j.pass == 1 {
-					m, sum := st[2*r], st[2*r+1]
-					if bm := maxOf(lg); bm > m {
-						sum *= expf(m - bm)
-						m = bm
-					}
-					st[2*r], st[2*r+1] = m, sum+sumExpShift(lg, m)
-				} else {
-					accExpShift(j.out[e][j0:vis], lg, final[2*r], final[2*r+1])
+				row := ex[r*n : (r+1)*n]
+				vis := max(j0, min(j1, L-w+i+1)) // window query i sees rows < L-w+i+1
+				qr := j.q[(i*j.qHeads+h)*d : (i*j.qHeads+h+1)*d]
+				dots(row[j0-c0:vis-c0], qr, keys[:(vis-j0)*d], j.scale)
+				for k := vis - c0; k < j1-c0; k++ {
+					row[k] = float32(math.Inf(-1))
 				}
 			}
 		}
 	}
 }
 
+// noneVisible handles a chunk row whose logits are all -Inf or NaN (no row
+// visible to the query, or an overflowed cache): visible rows get 0, NaN
+// stays NaN, and so does the returned sum.
+func noneVisible(row []float32) float32 {
+	var sum float32
+	for k, x := range row {
+		if x == x {
+			row[k] = 0
+		} else {
+			sum = x
+		}
+	}
+	return sum
+}
+
 // merge combines the per-chunk (max, sum) pairs of every window query into
-// (max, 1/sum), stored where chunk 0's pair was.
+// (max, 1/sum), stored after the pairs of the last chunk.
 func (j *windowJob) merge() {
 	for gi := range j.groups {
 		gr := &j.groups[gi]
-		st := j.state[gr.state : gr.state+2*gr.rows*gr.chunks]
+		st := j.state[gr.state : gr.state+2*gr.rows*(gr.chunks+1)]
 		for r := 0; r < gr.rows; r++ {
 			m := st[2*r]
 			for c := 1; c < gr.chunks; c++ {
@@ -240,7 +299,7 @@ func (j *windowJob) merge() {
 					sum += cs * expf(st[2*(c*gr.rows+r)]-m)
 				}
 			}
-			st[2*r], st[2*r+1] = m, 1/sum
+			st[2*(gr.chunks*gr.rows+r)], st[2*(gr.chunks*gr.rows+r)+1] = m, 1/sum
 		}
 	}
 }

@@ -1,0 +1,17 @@
+//go:build !amd64 || noasm
+
+package cpu
+
+// Without assembly (other architectures, or the noasm build tag) every
+// kernel is its portable Go reference.
+
+// kernelLevel names the kernels in use: "go" here.
+func kernelLevel() string { return "go" }
+
+func dots(dst, q, rows []float32, scale float32) { dotsGo(dst, q, rows, scale) }
+func maxOf(x []float32) float32                  { return maxOfGo(x) }
+func expShift(x []float32, m float32) float32    { return expShiftGo(x, m) }
+func accRows(acc, p, rows []float32)             { accRowsGo(acc, p, rows) }
+func axpy(y []float32, a float32, x []float32)   { axpyGo(y, a, x) }
+func decodeF16(dst []float32, src []uint16)      { decodeF16Go(dst, src) }
+func decodeBF16(dst []float32, src []uint16)     { decodeBF16Go(dst, src) }
