@@ -96,7 +96,9 @@ type Config struct {
 	// CompressKV requires its head ranking and uses its layer weights when
 	// present (uniform budgets otherwise).
 	Profile *Profile
-	// Backend runs the compute; nil means the pure-Go CPU backend.
+	// Backend runs the compute; nil chooses per call with SelectBackend:
+	// the GPU for a cache in device memory, the CPU otherwise (the reason
+	// is in Result.BackendReason).
 	Backend backend.Backend
 }
 

@@ -2,11 +2,11 @@ package compresskv
 
 import (
 	"fmt"
+	"io"
 	"runtime"
 	"sync"
 
 	"github.com/compresskv/compresskv/backend"
-	"github.com/compresskv/compresskv/backend/cpu"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -30,9 +30,6 @@ func New(m Method, cfg Config) (*Policy, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(m); err != nil {
 		return nil, err
-	}
-	if cfg.Backend == nil {
-		cfg.Backend = cpu.New()
 	}
 	p := &Policy{name: string(m), method: m, cfg: cfg}
 	snap := SnapKVScorer{Kernel: cfg.Kernel, Pooling: cfg.Pooling}
@@ -76,9 +73,6 @@ func Compose(name string, cfg Config, scorer Scorer, selector Selector, allocato
 	if cfg.Window < 1 {
 		return nil, fmt.Errorf("compresskv: policy %q: window %d must be positive: %w", name, cfg.Window, ErrConfig)
 	}
-	if cfg.Backend == nil {
-		cfg.Backend = cpu.New()
-	}
 	return &Policy{name: name, cfg: cfg, scorer: scorer, selector: selector, allocator: allocator}, nil
 }
 
@@ -107,10 +101,13 @@ type Plan struct {
 // Result reports a compression.
 type Result struct {
 	Plan
-	Policy      string // the policy's name
-	Backend     string // the backend that ran it
-	BytesBefore int64  // Bytes of the cache before compaction
-	BytesAfter  int64  // Bytes after
+	Policy  string // the policy's name
+	Backend string // the backend that ran it
+	// BackendReason says why that backend ran: "configured" when
+	// Config.Backend was set, else SelectBackend's reason.
+	BackendReason string
+	BytesBefore   int64 // Bytes of the cache before compaction
+	BytesAfter    int64 // Bytes after
 }
 
 // Plan computes which rows each layer keeps, without changing the cache.
@@ -121,6 +118,32 @@ type Result struct {
 // layer must hold the same number L of rows (a prefilled, uncompressed
 // layer). Layers are planned concurrently.
 func (p *Policy) Plan(c kvcache.KVCache, q [][]float32, qHeads int) (*Plan, error) {
+	b, _, done, err := p.backendFor(c)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	return p.plan(c, q, qHeads, b)
+}
+
+// backendFor returns the backend for cache c: Config.Backend, or the one
+// SelectBackend picks (released by done).
+func (p *Policy) backendFor(c kvcache.KVCache) (b backend.Backend, reason string, done func(), err error) {
+	if p.cfg.Backend != nil {
+		return p.cfg.Backend, "configured", func() {}, nil
+	}
+	b, reason, err = SelectBackend(c, "auto")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return b, reason, func() {
+		if cl, ok := b.(io.Closer); ok {
+			cl.Close()
+		}
+	}, nil
+}
+
+func (p *Policy) plan(c kvcache.KVCache, q [][]float32, qHeads int, b backend.Backend) (*Plan, error) {
 	s := c.Shape()
 	plan := &Plan{Note: p.note, Keep: make([][][]int, s.Layers)}
 	if p.selector == nil {
@@ -147,7 +170,7 @@ func (p *Policy) Plan(c kvcache.KVCache, q [][]float32, qHeads int) (*Plan, erro
 		if q != nil {
 			ql = q[l]
 		}
-		plan.Keep[l], errs[l] = p.planLayer(c, l, ql, qHeads, L, budgets[l])
+		plan.Keep[l], errs[l] = p.planLayer(b, c, l, ql, qHeads, L, budgets[l])
 	})
 	for _, err := range errs {
 		if err != nil {
@@ -161,20 +184,34 @@ func (p *Policy) Plan(c kvcache.KVCache, q [][]float32, qHeads int) (*Plan, erro
 // planning fails, the cache is unchanged.
 func (p *Policy) Compress(c kvcache.KVCache, q [][]float32, qHeads int) (*Result, error) {
 	before := c.Bytes()
-	plan, err := p.Plan(c, q, qHeads)
+	b, reason, done, err := p.backendFor(c)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.Apply(c, plan); err != nil {
+	defer done()
+	plan, err := p.plan(c, q, qHeads, b)
+	if err != nil {
 		return nil, err
 	}
-	return &Result{Plan: *plan, Policy: p.name, Backend: p.cfg.Backend.Name(), BytesBefore: before, BytesAfter: c.Bytes()}, nil
+	if err := p.apply(c, plan, b); err != nil {
+		return nil, err
+	}
+	return &Result{Plan: *plan, Policy: p.name, Backend: b.Name(), BackendReason: reason, BytesBefore: before, BytesAfter: c.Bytes()}, nil
 }
 
 // Apply compacts the cache as plan says; layers are compacted concurrently.
 // Every layer's rows are checked before any is moved, so a plan that does
 // not fit the cache leaves it unchanged.
 func (p *Policy) Apply(c kvcache.KVCache, plan *Plan) error {
+	b, _, done, err := p.backendFor(c)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return p.apply(c, plan, b)
+}
+
+func (p *Policy) apply(c kvcache.KVCache, plan *Plan, b backend.Backend) error {
 	s := c.Shape()
 	if len(plan.Keep) != s.Layers {
 		return fmt.Errorf("compresskv: plan for %d layers, cache has %d: %w", len(plan.Keep), s.Layers, kvcache.ErrShape)
@@ -194,7 +231,7 @@ func (p *Policy) Apply(c kvcache.KVCache, plan *Plan) error {
 	errs := make([]error, s.Layers)
 	parallel(s.Layers, func(l int) {
 		if plan.Keep[l] != nil {
-			errs[l] = p.cfg.Backend.Compact(c, l, plan.Keep[l])
+			errs[l] = b.Compact(c, l, plan.Keep[l])
 		}
 	})
 	for l, err := range errs {
@@ -227,16 +264,21 @@ func (p *Policy) CompressLayer(c kvcache.KVCache, layer int, q []float32, qHeads
 	if err != nil {
 		return fmt.Errorf("compresskv: %s: %w", p.name, err)
 	}
-	keep, err := p.planLayer(c, layer, q, qHeads, L, budgets[layer])
+	b, _, done, err := p.backendFor(c)
+	if err != nil {
+		return err
+	}
+	defer done()
+	keep, err := p.planLayer(b, c, layer, q, qHeads, L, budgets[layer])
 	if err != nil || keep == nil {
 		return err
 	}
-	return p.cfg.Backend.Compact(c, layer, keep)
+	return b.Compact(c, layer, keep)
 }
 
 // planLayer selects the kept rows of one layer with budget B, or returns nil
 // when the layer keeps everything.
-func (p *Policy) planLayer(c kvcache.KVCache, layer int, q []float32, qHeads, L, B int) ([][]int, error) {
+func (p *Policy) planLayer(b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, L, B int) ([][]int, error) {
 	s := c.Shape()
 	W := p.cfg.Window
 	if B < W {
@@ -245,7 +287,7 @@ func (p *Policy) planLayer(c kvcache.KVCache, layer int, q []float32, qHeads, L,
 	if L <= B {
 		return nil, nil
 	}
-	in := &Layer{Backend: p.cfg.Backend, Cache: c, Index: layer, Queries: q, QHeads: qHeads, Len: L, Window: W}
+	in := &Layer{Backend: b, Cache: c, Index: layer, Queries: q, QHeads: qHeads, Len: L, Window: W}
 	var scores [][]float32
 	if p.scorer != nil {
 		if err := backend.CheckQueries(s, q, len(q)/max(1, qHeads*s.HeadDim), qHeads); err != nil {
@@ -260,7 +302,7 @@ func (p *Policy) planLayer(c kvcache.KVCache, layer int, q []float32, qHeads, L,
 			return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
 		}
 	}
-	sel, err := p.selector.Select(p.cfg.Backend, scores, s.KVHeads, L-W, B-W)
+	sel, err := p.selector.Select(b, scores, s.KVHeads, L-W, B-W)
 	if err != nil {
 		return nil, fmt.Errorf("compresskv: %s: layer %d: %w", p.name, layer, err)
 	}

@@ -1,0 +1,371 @@
+package cuda
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// Options selects the device that Open uses.
+type Options struct {
+	// Ordinal is the CUDA device index (0 for the first GPU).
+	Ordinal int
+}
+
+// Device is one GPU's primary context with the backend's kernel module
+// loaded and a stream, served by one OS thread. Caches and backends made
+// from it share that thread: calls from many goroutines are serialised. Close
+// it after every Cache and Backend made from it.
+type Device struct {
+	api      *api
+	ordinal  int
+	cuDev    int32
+	ctx      uintptr
+	module   uintptr
+	fn       [numKernels]uintptr
+	stream   uintptr
+	th       *thread
+	name     string
+	driver   int // driver version, e.g. 12040
+	runtime_ int
+
+	mu     sync.Mutex
+	closed bool
+
+	live      atomic.Int64 // device allocations not yet freed
+	liveBytes atomic.Int64
+	launches  atomic.Int64
+}
+
+// Open loads the CUDA libraries (see EnvLibDir for the search), retains the
+// primary context of device o.Ordinal and loads the kernels. Without a CUDA
+// driver or device it returns an error wrapping ErrNoCUDA that says what was
+// tried. Cost: the driver's JIT compilation of the PTX on first use
+// (cached by the driver afterwards).
+func Open(o Options) (*Device, error) {
+	a, err := systemAPI()
+	if err != nil {
+		return nil, err
+	}
+	return openAPI(a, o)
+}
+
+// openAPI opens a device through the table a (the real one or a fake).
+func openAPI(a *api, o Options) (*Device, error) {
+	d := &Device{api: a, ordinal: o.Ordinal}
+	var retained, loadedMod, streamMade bool
+	undo := func() {
+		if streamMade {
+			a.cudaStreamDestroy(d.stream)
+		}
+		if loadedMod {
+			a.cuModuleUnload(d.module)
+		}
+		if retained {
+			a.cuDevicePrimaryCtxRelease(d.cuDev)
+		}
+	}
+	th, err := startThread(func() error {
+		if err := drvErr("cuInit", a.cuInit(0)); err != nil {
+			return fmt.Errorf("%w (%w)", err, ErrNoCUDA)
+		}
+		var n int32
+		if err := rtErr("cudaGetDeviceCount", a.cudaGetDeviceCount(&n)); err != nil {
+			return fmt.Errorf("%w (%w)", err, ErrNoCUDA)
+		}
+		if o.Ordinal < 0 || o.Ordinal >= int(n) {
+			return fmt.Errorf("cuda: %w: device %d requested, %d present", ErrNoCUDA, o.Ordinal, n)
+		}
+		if err := drvErr("cuDeviceGet", a.cuDeviceGet(&d.cuDev, int32(o.Ordinal))); err != nil {
+			return err
+		}
+		var name [256]byte
+		if err := drvErr("cuDeviceGetName", a.cuDeviceGetName(&name[0], int32(len(name)), d.cuDev)); err != nil {
+			return err
+		}
+		for i, c := range name {
+			if c == 0 {
+				d.name = string(name[:i])
+				break
+			}
+		}
+		var v int32
+		if a.cuDriverGetVersion(&v) == 0 {
+			d.driver = int(v)
+		}
+		if a.cudaRuntimeGetVersion(&v) == 0 {
+			d.runtime_ = int(v)
+		}
+		if err := drvErr("cuDevicePrimaryCtxRetain", a.cuDevicePrimaryCtxRetain(&d.ctx, d.cuDev)); err != nil {
+			return err
+		}
+		retained = true
+		if err := drvErr("cuCtxSetCurrent", a.cuCtxSetCurrent(d.ctx)); err != nil {
+			undo()
+			return err
+		}
+		if err := rtErr("cudaSetDevice", a.cudaSetDevice(int32(o.Ordinal))); err != nil {
+			undo()
+			return err
+		}
+		img := ptxImage()
+		err := drvErr("cuModuleLoadData", a.cuModuleLoadData(&d.module, unsafe.Pointer(&img[0])))
+		if err != nil {
+			undo()
+			return fmt.Errorf("%w: the driver could not JIT the bundled PTX (sm_80, PTX 7.0): is the driver older than CUDA 11.0 or the GPU older than sm_80?", err)
+		}
+		loadedMod = true
+		for k, s := range kernelSpecs {
+			cname := append([]byte(s.name), 0)
+			if err := drvErr("cuModuleGetFunction("+s.name+")", a.cuModuleGetFunction(&d.fn[k], d.module, &cname[0])); err != nil {
+				undo()
+				return err
+			}
+		}
+		if err := rtErr("cudaStreamCreateWithFlags", a.cudaStreamCreate(&d.stream, streamNonBlocking)); err != nil {
+			undo()
+			return err
+		}
+		streamMade = true
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.th = th
+	return d, nil
+}
+
+// Name returns the GPU's name as the driver reports it.
+func (d *Device) Name() string { return d.name }
+
+// DriverVersion returns the CUDA driver version (e.g. 12040 for 12.4).
+func (d *Device) DriverVersion() int { return d.driver }
+
+// RuntimeVersion returns the CUDA runtime version found (e.g. 12080).
+func (d *Device) RuntimeVersion() int { return d.runtime_ }
+
+// Libraries returns the paths of the runtime and driver libraries in use.
+func (d *Device) Libraries() (runtime, driver string) { return d.api.runtimePath, d.api.driverPath }
+
+// LiveAllocations returns the number of device allocations made through d
+// and not yet freed, and their bytes: zero once every Cache and Backend made
+// from d is closed.
+func (d *Device) LiveAllocations() (n, bytes int64) { return d.live.Load(), d.liveBytes.Load() }
+
+// Launches returns the number of kernels launched through d.
+func (d *Device) Launches() int64 { return d.launches.Load() }
+
+// MemInfo returns the device's free and total memory (cudaMemGetInfo).
+func (d *Device) MemInfo() (free, total uint64, err error) {
+	err = d.do(func() error {
+		var f, t uintptr
+		if err := rtErr("cudaMemGetInfo", d.api.cudaMemGetInfo(&f, &t)); err != nil {
+			return err
+		}
+		free, total = uint64(f), uint64(t)
+		return nil
+	})
+	return free, total, err
+}
+
+// Close releases the stream, the module and the primary context. It fails,
+// changing nothing, while allocations made through d are live (a Cache or
+// Backend not closed). Closing twice is a no-op.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	if n, b := d.LiveAllocations(); n != 0 {
+		return fmt.Errorf("cuda: Device.Close: %d allocations (%d bytes) still live: close every Cache and Backend first", n, b)
+	}
+	err := d.th.do(func() error {
+		e1 := rtErr("cudaStreamDestroy", d.api.cudaStreamDestroy(d.stream))
+		e2 := drvErr("cuModuleUnload", d.api.cuModuleUnload(d.module))
+		e3 := drvErr("cuDevicePrimaryCtxRelease", d.api.cuDevicePrimaryCtxRelease(d.cuDev))
+		for _, e := range []error{e1, e2, e3} {
+			if e != nil {
+				return e
+			}
+		}
+		return nil
+	})
+	d.th.stop()
+	d.closed = true
+	return err
+}
+
+// do runs f on the device thread, or returns ErrClosed.
+func (d *Device) do(f func() error) error {
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		return fmt.Errorf("cuda: device: %w", ErrClosed)
+	}
+	return d.th.do(f)
+}
+
+// The helpers below run on the device thread.
+
+// alloc allocates n bytes (at least 1) and counts the allocation.
+func (d *Device) alloc(n int64) (devptr, error) {
+	if n < 1 {
+		n = 1
+	}
+	var p uintptr
+	if err := rtErr("cudaMalloc", d.api.cudaMalloc(&p, uintptr(n))); err != nil {
+		return 0, fmt.Errorf("%w (%d bytes)", err, n)
+	}
+	d.live.Add(1)
+	d.liveBytes.Add(n)
+	return devptr(p), nil
+}
+
+// free releases an allocation of n bytes made by alloc; 0 is a no-op.
+func (d *Device) free(p devptr, n int64) error {
+	if p == 0 {
+		return nil
+	}
+	if n < 1 {
+		n = 1
+	}
+	d.live.Add(-1)
+	d.liveBytes.Add(-n)
+	return rtErr("cudaFree", d.api.cudaFree(uintptr(p)))
+}
+
+func (d *Device) upload(dst devptr, src unsafe.Pointer, n int) error {
+	if n == 0 {
+		return nil
+	}
+	return rtErr("cudaMemcpyAsync(HtoD)", d.api.cudaMemcpyHtoD(uintptr(dst), src, uintptr(n), memcpyHtoD, d.stream))
+}
+
+func (d *Device) download(dst unsafe.Pointer, src devptr, n int) error {
+	if n == 0 {
+		return nil
+	}
+	if err := rtErr("cudaMemcpyAsync(DtoH)", d.api.cudaMemcpyDtoH(dst, uintptr(src), uintptr(n), memcpyDtoH, d.stream)); err != nil {
+		return err
+	}
+	return d.sync()
+}
+
+func (d *Device) copyD(dst, src devptr, n int) error {
+	if n == 0 {
+		return nil
+	}
+	return rtErr("cudaMemcpyAsync(DtoD)", d.api.cudaMemcpyDtoD(uintptr(dst), uintptr(src), uintptr(n), memcpyDtoD, d.stream))
+}
+
+func (d *Device) memset(p devptr, n int) error {
+	if n == 0 {
+		return nil
+	}
+	return rtErr("cudaMemsetAsync", d.api.cudaMemsetAsync(uintptr(p), 0, uintptr(n), d.stream))
+}
+
+// sync waits for the stream and reports an asynchronous kernel error.
+func (d *Device) sync() error {
+	return rtErr("cudaStreamSynchronize", d.api.cudaStreamSynchronize(d.stream))
+}
+
+// uploadI32 and uploadF32 copy host slices to device memory.
+func (d *Device) uploadI32(dst devptr, s []int32) error {
+	if len(s) == 0 {
+		return nil
+	}
+	return d.upload(dst, unsafe.Pointer(&s[0]), 4*len(s))
+}
+
+func (d *Device) uploadF32(dst devptr, s []float32) error {
+	if len(s) == 0 {
+		return nil
+	}
+	return d.upload(dst, unsafe.Pointer(&s[0]), 4*len(s))
+}
+
+func (d *Device) downloadF32(dst []float32, src devptr) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	return d.download(unsafe.Pointer(&dst[0]), src, 4*len(dst))
+}
+
+func (d *Device) downloadI32(dst []int32, src devptr) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	return d.download(unsafe.Pointer(&dst[0]), src, 4*len(dst))
+}
+
+// arena holds named scratch buffers that only grow, for the calls of one
+// Backend or Cache; it is used on the device thread only.
+type arena struct {
+	d    *Device
+	bufs map[string]arenaBuf
+}
+
+type arenaBuf struct {
+	p    devptr
+	size int64
+}
+
+// get returns a buffer of at least n bytes named name, growing it (without
+// keeping its contents) when short.
+func (a *arena) get(name string, n int64) (devptr, error) {
+	if a.bufs == nil {
+		a.bufs = map[string]arenaBuf{}
+	}
+	b := a.bufs[name]
+	if b.size >= n && b.p != 0 {
+		return b.p, nil
+	}
+	if err := a.d.free(b.p, b.size); err != nil {
+		return 0, err
+	}
+	delete(a.bufs, name)
+	size := max(n, b.size+b.size/4, 256)
+	p, err := a.d.alloc(size)
+	if err != nil {
+		return 0, err
+	}
+	a.bufs[name] = arenaBuf{p, size}
+	return p, nil
+}
+
+// release frees every buffer.
+func (a *arena) release() error {
+	var first error
+	for name, b := range a.bufs {
+		if err := a.d.free(b.p, b.size); err != nil && first == nil {
+			first = err
+		}
+		delete(a.bufs, name)
+	}
+	return first
+}
+
+var (
+	availOnce sync.Once
+	availErr  error
+)
+
+// Available reports, once per process, whether a CUDA device can be opened:
+// nil, or the error that Open returned (it wraps ErrNoCUDA and says what was
+// tried). It opens and closes device 0 the first time.
+func Available() error {
+	availOnce.Do(func() {
+		d, err := Open(Options{})
+		if err != nil {
+			availErr = err
+			return
+		}
+		availErr = d.Close()
+	})
+	return availErr
+}

@@ -1,0 +1,16 @@
+//go:build !(linux || darwin || freebsd || netbsd)
+
+package cuda
+
+import (
+	"errors"
+	"runtime"
+)
+
+var errUnsupported = errors.New("dlopen is not supported on " + runtime.GOOS)
+
+func dlopen(string) (uintptr, error) { return 0, errUnsupported }
+
+func dlsym(uintptr, string) (uintptr, error) { return 0, errUnsupported }
+
+func registerFunc(any, uintptr) {}

@@ -1,0 +1,109 @@
+package cuda
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrNoCUDA is wrapped by the error Open returns when no usable CUDA library
+// or device is found; the message lists every path tried.
+var ErrNoCUDA = errors.New("no CUDA driver found")
+
+// ErrClosed is wrapped by errors from a Device, Cache or Backend used after
+// its Close.
+var ErrClosed = errors.New("use after Close")
+
+// Error is a failed CUDA call: the function, its result code and the CUDA
+// name of the code (cudaError_t for the runtime, CUresult for the driver).
+type Error struct {
+	Func string // the CUDA function, e.g. "cudaMalloc"
+	Code int    // the result code
+	Name string // the code's CUDA name, e.g. "cudaErrorMemoryAllocation"
+}
+
+// Error returns "cuda: <func>: <name> (<code>)".
+func (e *Error) Error() string {
+	return fmt.Sprintf("cuda: %s: %s (%d)", e.Func, e.Name, e.Code)
+}
+
+// runtimeNames holds the cudaError_t names of the common codes.
+var runtimeNames = map[int]string{
+	0:   "cudaSuccess",
+	1:   "cudaErrorInvalidValue",
+	2:   "cudaErrorMemoryAllocation",
+	3:   "cudaErrorInitializationError",
+	4:   "cudaErrorCudartUnloading",
+	9:   "cudaErrorInvalidConfiguration",
+	21:  "cudaErrorInvalidMemcpyDirection",
+	34:  "cudaErrorStubLibrary",
+	35:  "cudaErrorInsufficientDriver",
+	36:  "cudaErrorCallRequiresNewerDriver",
+	46:  "cudaErrorDevicesUnavailable",
+	98:  "cudaErrorInvalidDeviceFunction",
+	100: "cudaErrorNoDevice",
+	101: "cudaErrorInvalidDevice",
+	200: "cudaErrorInvalidKernelImage",
+	201: "cudaErrorDeviceUninitialized",
+	209: "cudaErrorNoKernelImageForDevice",
+	218: "cudaErrorInvalidPtx",
+	222: "cudaErrorUnsupportedPtxVersion",
+	400: "cudaErrorInvalidResourceHandle",
+	500: "cudaErrorSymbolNotFound",
+	600: "cudaErrorNotReady",
+	700: "cudaErrorIllegalAddress",
+	701: "cudaErrorLaunchOutOfResources",
+	702: "cudaErrorLaunchTimeout",
+	719: "cudaErrorLaunchFailure",
+	999: "cudaErrorUnknown",
+}
+
+// driverNames holds the CUresult names of the common codes.
+var driverNames = map[int]string{
+	0:   "CUDA_SUCCESS",
+	1:   "CUDA_ERROR_INVALID_VALUE",
+	2:   "CUDA_ERROR_OUT_OF_MEMORY",
+	3:   "CUDA_ERROR_NOT_INITIALIZED",
+	4:   "CUDA_ERROR_DEINITIALIZED",
+	34:  "CUDA_ERROR_STUB_LIBRARY",
+	46:  "CUDA_ERROR_DEVICE_UNAVAILABLE",
+	100: "CUDA_ERROR_NO_DEVICE",
+	101: "CUDA_ERROR_INVALID_DEVICE",
+	200: "CUDA_ERROR_INVALID_IMAGE",
+	201: "CUDA_ERROR_INVALID_CONTEXT",
+	209: "CUDA_ERROR_NO_BINARY_FOR_GPU",
+	218: "CUDA_ERROR_INVALID_PTX",
+	222: "CUDA_ERROR_UNSUPPORTED_PTX_VERSION",
+	301: "CUDA_ERROR_FILE_NOT_FOUND",
+	400: "CUDA_ERROR_INVALID_HANDLE",
+	500: "CUDA_ERROR_NOT_FOUND",
+	600: "CUDA_ERROR_NOT_READY",
+	700: "CUDA_ERROR_ILLEGAL_ADDRESS",
+	701: "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES",
+	702: "CUDA_ERROR_LAUNCH_TIMEOUT",
+	719: "CUDA_ERROR_LAUNCH_FAILED",
+	999: "CUDA_ERROR_UNKNOWN",
+}
+
+// rtErr maps a cudaError_t returned by fn to nil or an *Error.
+func rtErr(fn string, code int32) error {
+	if code == 0 {
+		return nil
+	}
+	name, ok := runtimeNames[int(code)]
+	if !ok {
+		name = "cudaError(unknown code)"
+	}
+	return &Error{Func: fn, Code: int(code), Name: name}
+}
+
+// drvErr maps a CUresult returned by fn to nil or an *Error.
+func drvErr(fn string, code int32) error {
+	if code == 0 {
+		return nil
+	}
+	name, ok := driverNames[int(code)]
+	if !ok {
+		name = "CUresult(unknown code)"
+	}
+	return &Error{Func: fn, Code: int(code), Name: name}
+}

@@ -1,0 +1,258 @@
+package cuda
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"unsafe"
+)
+
+// fakeSystem is an operating system where only the paths in ok open.
+func fakeSystem(env map[string]string, globs map[string][]string, ok map[string]uintptr, tried *[]string) system {
+	return system{
+		getenv: func(k string) string { return env[k] },
+		glob:   func(p string) ([]string, error) { return globs[p], nil },
+		dlopen: func(p string) (uintptr, error) {
+			*tried = append(*tried, p)
+			if h, found := ok[p]; found {
+				return h, nil
+			}
+			return 0, fmt.Errorf("%s: cannot open shared object file: No such file or directory", p)
+		},
+	}
+}
+
+func TestDiscoveryOrderAndError(t *testing.T) {
+	env := map[string]string{EnvLibDir: "/opt/mycuda", "HOME": "/home/u"}
+	globs := map[string][]string{
+		"/usr/local/lib/python3*/dist-packages/nvidia/*/lib": {"/usr/local/lib/python3.11/dist-packages/nvidia/cuda_runtime/lib"},
+	}
+	var tried []string
+	_, _, err := openFirst(fakeSystem(env, globs, nil, &tried), "CUDA runtime", runtimeSonames)
+	if !errors.Is(err, ErrNoCUDA) {
+		t.Fatalf("error %v does not wrap ErrNoCUDA", err)
+	}
+	want := []string{
+		"/opt/mycuda/libcudart.so.13", "/opt/mycuda/libcudart.so.12",
+		"libcudart.so.13", "libcudart.so.12",
+		"/usr/local/cuda/lib64/libcudart.so.13",
+		"/usr/local/nvidia/lib64/libcudart.so.12",
+		"/usr/lib/x86_64-linux-gnu/libcudart.so.13",
+		"/usr/local/lib/python3.11/dist-packages/nvidia/cuda_runtime/lib/libcudart.so.12",
+	}
+	for _, p := range want {
+		if !strings.Contains(err.Error(), p) {
+			t.Errorf("error does not list %s: %v", p, err)
+		}
+	}
+	if tried[0] != want[0] || tried[2] != "libcudart.so.13" {
+		t.Errorf("search order %v: the environment directory, then the loader path, come first", tried[:4])
+	}
+	t.Logf("%v", err)
+
+	// A library in site-packages is found, after the earlier candidates fail.
+	tried = nil
+	p := "/usr/local/lib/python3.11/dist-packages/nvidia/cuda_runtime/lib/libcudart.so.12"
+	h, path, err := openFirst(fakeSystem(env, globs, map[string]uintptr{p: 42}, &tried), "CUDA runtime", runtimeSonames)
+	if err != nil || h != 42 || path != p {
+		t.Fatalf("openFirst = %d, %q, %v", h, path, err)
+	}
+}
+
+func TestLoadAPIBindsEverySymbol(t *testing.T) {
+	ok := map[string]uintptr{"libcudart.so.12": 1, "libcuda.so.1": 2}
+	var tried []string
+	sys := fakeSystem(nil, nil, ok, &tried)
+	bound := map[string]bool{}
+	dlsym := func(lib uintptr, name string) (uintptr, error) {
+		if name == "cuLaunchKernel" && lib != 2 || name == "cudaMalloc" && lib != 1 {
+			return 0, fmt.Errorf("wrong library %d for %s", lib, name)
+		}
+		bound[name] = true
+		return 0x1000, nil
+	}
+	n := 0
+	a, err := loadAPI(sys, dlsym, func(fptr any, sym uintptr) { n++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(a.symbols()) || !bound["cuModuleLoadData"] || a.runtimePath != "libcudart.so.12" {
+		t.Fatalf("bound %d of %d symbols; runtime %q", n, len(a.symbols()), a.runtimePath)
+	}
+	// A missing symbol is an error naming it.
+	_, err = loadAPI(sys, func(lib uintptr, name string) (uintptr, error) {
+		if name == "cuDevicePrimaryCtxRelease_v2" {
+			return 0, errors.New("undefined symbol")
+		}
+		return 1, nil
+	}, func(any, uintptr) {})
+	if err == nil || !strings.Contains(err.Error(), "cuDevicePrimaryCtxRelease_v2") {
+		t.Fatalf("missing symbol: %v", err)
+	}
+	// No driver: the error lists what was tried for it.
+	_, err = loadAPI(fakeSystem(nil, nil, map[string]uintptr{"libcudart.so.13": 1}, &tried), dlsym, func(any, uintptr) {})
+	if !errors.Is(err, ErrNoCUDA) || !strings.Contains(err.Error(), "/usr/lib/x86_64-linux-gnu/libcuda.so.1") {
+		t.Fatalf("no driver: %v", err)
+	}
+}
+
+// TestSystemDiscovery runs the real search on this machine: with no CUDA it
+// must fail with the list of paths tried.
+func TestSystemDiscovery(t *testing.T) {
+	d, err := Open(Options{})
+	if err == nil {
+		t.Logf("CUDA found: %s, driver %d, libraries %v", d.Name(), d.DriverVersion(), fmt.Sprint(d.Libraries()))
+		d.Close()
+		return
+	}
+	if !errors.Is(err, ErrNoCUDA) {
+		t.Logf("CUDA libraries found but unusable: %v", err)
+		return
+	}
+	if !strings.Contains(err.Error(), "tried") && !strings.Contains(err.Error(), "present") {
+		t.Fatalf("the error does not say what was tried: %v", err)
+	}
+	t.Logf("no CUDA here, as expected on a CPU machine: %.300s...", err)
+}
+
+func TestErrorNames(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{rtErr("cudaMalloc", 2), "cuda: cudaMalloc: cudaErrorMemoryAllocation (2)"},
+		{rtErr("cudaMemcpyAsync", 700), "cuda: cudaMemcpyAsync: cudaErrorIllegalAddress (700)"},
+		{drvErr("cuModuleLoadData", 218), "cuda: cuModuleLoadData: CUDA_ERROR_INVALID_PTX (218)"},
+		{drvErr("cuInit", 100), "cuda: cuInit: CUDA_ERROR_NO_DEVICE (100)"},
+		{drvErr("cuLaunchKernel", 12345), "cuda: cuLaunchKernel: CUresult(unknown code) (12345)"},
+	} {
+		if c.err == nil || c.err.Error() != c.want {
+			t.Errorf("got %v, want %s", c.err, c.want)
+		}
+	}
+	if rtErr("x", 0) != nil || drvErr("x", 0) != nil {
+		t.Error("success is an error")
+	}
+}
+
+func TestPackArgs(t *testing.T) {
+	spec := kernelSpec{"k", []argKind{argPtr, argI32, argU64, argF32}}
+	slots, ptrs, err := packArgs(spec, []any{devptr(0xdead0000), int32(-3), uint64(1 << 40), float32(0.5)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slots[0] != 0xdead0000 || int32(uint32(slots[1])) != -3 || slots[2] != 1<<40 || *(*float32)(ptrs[3]) != 0.5 {
+		t.Fatalf("slots %x", slots)
+	}
+	for i := range ptrs {
+		if ptrs[i] != unsafe.Pointer(&slots[i]) {
+			t.Fatalf("pointer %d does not point at its slot", i)
+		}
+	}
+	if _, _, err := packArgs(spec, []any{devptr(1), 3, uint64(1), float32(1)}); err == nil {
+		t.Error("an int accepted for an int32 parameter")
+	}
+	if _, _, err := packArgs(spec, []any{devptr(1)}); err == nil {
+		t.Error("too few arguments accepted")
+	}
+}
+
+func TestGeometry(t *testing.T) {
+	if err := (dim3{1024, 1, 1}).check(true); err != nil {
+		t.Error(err)
+	}
+	for _, d := range []dim3{{1025, 1, 1}, {0, 1, 1}, {32, 32, 2}} {
+		if d.check(true) == nil {
+			t.Errorf("block %v accepted", d)
+		}
+	}
+	if (dim3{1, 65536, 1}).check(false) == nil {
+		t.Error("grid y of 65536 accepted")
+	}
+	for _, L := range []int{1, 7, 255, 256, 257, 4096, 32768, 131072, 1 << 22} {
+		rows, splits := attendSplit(L)
+		if rows%warps != 0 || rows < 256 || splits < 1 || splits > 1024 || rows*splits < L || rows*(splits-1) >= L {
+			t.Errorf("attendSplit(%d) = %d rows x %d splits", L, rows, splits)
+		}
+	}
+	p, err := planWindow([]int{100, 90}, 4, 4, 8, []int{3, 0, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Heads 0 reads KV head 0 (100 rows); heads 3 and 2 read KV head 1 (90).
+	if len(p.groups) != 2 || p.groups[0] != [4]int32{0, 100, 0, 4} || p.groups[1] != [4]int32{1, 90, 4, 8} {
+		t.Fatalf("groups %v", p.groups)
+	}
+	// Row 4 is entry 0 (head 3), window query 0: q offset (0*4+3)*8, vis 90-4+1, out 0.
+	if got := p.rows[12:15]; got[0] != 24 || got[1] != 87 || got[2] != 0 {
+		t.Fatalf("row 4 = %v", got)
+	}
+	if p.lmax != 100 || p.ntiles != 1 {
+		t.Fatalf("lmax %d ntiles %d", p.lmax, p.ntiles)
+	}
+	b := p.batches(8) // batches hold at least 8 rows (one chunk of window_pass)
+	if len(b) != 2 || len(b[0]) != 2 || b[0][0] != [4]int32{0, 100, 0, 4} || b[0][1] != [4]int32{1, 90, 4, 4} || b[1][0] != [4]int32{1, 90, 8, 4} {
+		t.Fatalf("batches %v", b)
+	}
+}
+
+// TestPTXMatchesSpecs checks that every kernel the Go side launches is in
+// the committed PTX with as many parameters as kernelSpecs packs.
+func TestPTXMatchesSpecs(t *testing.T) {
+	for _, s := range kernelSpecs {
+		re := regexp.MustCompile(`(?s)\.entry ` + s.name + `\((.*?)\)`)
+		m := re.FindStringSubmatch(ptxSource)
+		if m == nil {
+			t.Errorf("kernel %s is not in kernels/compresskv.ptx", s.name)
+			continue
+		}
+		if n := strings.Count(m[1], ".param"); n != len(s.args) {
+			t.Errorf("kernel %s takes %d parameters in the PTX, %d in kernelSpecs", s.name, n, len(s.args))
+		}
+	}
+	img := ptxImage()
+	if img[len(img)-1] != 0 || bytes.IndexByte(img[:len(img)-1], 0) >= 0 {
+		t.Error("ptxImage is not one NUL-terminated string")
+	}
+}
+
+// TestPTXFresh regenerates the PTX with clang-16 and compares it with the
+// committed file (CI installs clang-16 for it).
+func TestPTXFresh(t *testing.T) {
+	clang, err := exec.LookPath("clang-16")
+	if err != nil {
+		t.Skip("clang-16 not installed (apt-get install clang-16): cannot check that kernels/compresskv.ptx matches kernels/compresskv.cu")
+	}
+	out := filepath.Join(t.TempDir(), "compresskv.ptx")
+	cmd := exec.Command(clang, "-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch=sm_80", "-nocudainc", "-nocudalib",
+		"-O3", "-S", "-Xclang", "-target-feature", "-Xclang", "+ptx70", "-o", out, "kernels/compresskv.cu")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %v\n%s", cmd, err, msg)
+	}
+	fresh, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(fresh) != ptxSource {
+		t.Fatal("kernels/compresskv.ptx is stale: run `go generate ./backend/cuda` and commit the result")
+	}
+}
+
+// TestGenerateLineMatchesTest keeps the go:generate command and the
+// freshness test's command the same.
+func TestGenerateLineMatchesTest(t *testing.T) {
+	src, err := os.ReadFile("ptx.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "//go:generate clang-16 -x cuda --cuda-device-only --cuda-gpu-arch=sm_80 -nocudainc -nocudalib -O3 -S -Xclang -target-feature -Xclang +ptx70 -o kernels/compresskv.ptx kernels/compresskv.cu"
+	if !strings.Contains(string(src), want) {
+		t.Fatal("ptx.go's go:generate line differs from the command TestPTXFresh runs")
+	}
+}

@@ -1,0 +1,150 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"unsafe"
+)
+
+// devptr is a device address.
+type devptr uintptr
+
+// argKind is the C type of one kernel parameter.
+type argKind uint8
+
+const (
+	argPtr argKind = iota // a device pointer (8 bytes)
+	argI32                // int
+	argU64                // unsigned long long
+	argF32                // float
+)
+
+// kernel identifies one function of the PTX module.
+type kernel int
+
+const (
+	kWindowPass kernel = iota
+	kWindowMerge
+	kPool1d
+	kMeanGroups
+	kTopKRows
+	kGatherRows
+	kAttendPartial
+	kAttendMerge
+	numKernels
+)
+
+// kernelSpec is a kernel's name in the module and its parameter types, in the
+// order of the .cu source.
+type kernelSpec struct {
+	name string
+	args []argKind
+}
+
+var kernelSpecs = [numKernels]kernelSpec{
+	kWindowPass: {"window_pass", []argKind{argPtr, argU64, argI32, argI32, argF32,
+		argPtr, argPtr, argPtr, argPtr, argPtr, argPtr, argI32, argI32}},
+	kWindowMerge:   {"window_merge", []argKind{argPtr, argPtr, argI32, argI32}},
+	kPool1d:        {"pool1d", []argKind{argPtr, argPtr, argI32, argI32, argI32, argI32, argI32}},
+	kMeanGroups:    {"mean_groups", []argKind{argPtr, argPtr, argI32, argI32, argI32}},
+	kTopKRows:      {"topk_rows", []argKind{argPtr, argI32, argI32, argI32, argPtr, argI32, argPtr}},
+	kGatherRows:    {"gather_rows", []argKind{argPtr, argPtr, argU64, argU64, argI32, argI32, argPtr, argI32, argPtr}},
+	kAttendPartial: {"attend_partial", []argKind{argPtr, argPtr, argU64, argI32, argI32, argF32, argPtr, argPtr, argI32, argI32, argI32, argPtr}},
+	kAttendMerge:   {"attend_merge", []argKind{argPtr, argI32, argI32, argPtr}},
+}
+
+// Geometry constants shared with kernels/compresskv.cu.
+const (
+	warps       = 8   // WARPS
+	tileRows    = 256 // TILE: key rows per block of window_pass
+	maxHeadDim  = 256 // DMAX
+	headChunk   = 8   // HCH: query heads per block of attend_partial
+	topkThreads = 1024
+	gatherRows  = 8 // rows per block of gather_rows
+	poolThreads = 256
+)
+
+// dim3 is a grid or block size.
+type dim3 struct{ x, y, z uint32 }
+
+// check returns an error unless d is a valid grid (block == false) or block
+// size: every dimension positive, within CUDA's limits.
+func (d dim3) check(block bool) error {
+	if d.x == 0 || d.y == 0 || d.z == 0 {
+		return fmt.Errorf("empty %v", d)
+	}
+	if block {
+		if d.x > 1024 || d.y > 1024 || d.z > 64 || d.x*d.y*d.z > 1024 {
+			return fmt.Errorf("block %v beyond 1024 threads", d)
+		}
+		return nil
+	}
+	if d.x > math.MaxInt32 || d.y > 65535 || d.z > 65535 {
+		return fmt.Errorf("grid %v beyond (2^31-1, 65535, 65535)", d)
+	}
+	return nil
+}
+
+// ceilDiv returns ceil(a/b) for a >= 0, b > 0.
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// packArgs lays out kernel arguments as cuLaunchKernel wants them: one 8-byte
+// slot per argument holding its value, and an array of pointers to the slots.
+// Both are Go heap memory that the caller keeps alive until the launch
+// returns. The values must match spec's kinds exactly.
+func packArgs(spec kernelSpec, args []any) (slots []uint64, ptrs []unsafe.Pointer, err error) {
+	if len(args) != len(spec.args) {
+		return nil, nil, fmt.Errorf("cuda: %s: %d arguments, want %d", spec.name, len(args), len(spec.args))
+	}
+	slots = make([]uint64, len(args))
+	ptrs = make([]unsafe.Pointer, len(args))
+	for i, a := range args {
+		kind := spec.args[i]
+		ok := false
+		switch v := a.(type) {
+		case devptr:
+			ok = kind == argPtr
+			slots[i] = uint64(v)
+		case int32:
+			ok = kind == argI32
+			*(*int32)(unsafe.Pointer(&slots[i])) = v
+		case uint64:
+			ok = kind == argU64
+			slots[i] = v
+		case float32:
+			ok = kind == argF32
+			*(*float32)(unsafe.Pointer(&slots[i])) = v
+		}
+		if !ok {
+			return nil, nil, fmt.Errorf("cuda: %s: argument %d is %T, want kind %d", spec.name, i, a, kind)
+		}
+		ptrs[i] = unsafe.Pointer(&slots[i])
+	}
+	return slots, ptrs, nil
+}
+
+// launch starts kernel k on the device's stream. It must run on the device
+// thread.
+func (d *Device) launch(k kernel, grid, block dim3, args ...any) error {
+	spec := kernelSpecs[k]
+	if err := grid.check(false); err != nil {
+		return fmt.Errorf("cuda: %s: %v", spec.name, err)
+	}
+	if err := block.check(true); err != nil {
+		return fmt.Errorf("cuda: %s: %v", spec.name, err)
+	}
+	slots, ptrs, err := packArgs(spec, args)
+	if err != nil {
+		return err
+	}
+	code := d.api.cuLaunchKernel(d.fn[k], grid.x, grid.y, grid.z, block.x, block.y, block.z, 0, d.stream,
+		unsafe.Pointer(&ptrs[0]), nil)
+	runtime.KeepAlive(slots)
+	runtime.KeepAlive(ptrs)
+	if err := drvErr("cuLaunchKernel("+spec.name+")", code); err != nil {
+		return err
+	}
+	d.launches.Add(1)
+	return nil
+}

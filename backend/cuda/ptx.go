@@ -1,0 +1,17 @@
+package cuda
+
+import _ "embed"
+
+//go:generate clang-16 -x cuda --cuda-device-only --cuda-gpu-arch=sm_80 -nocudainc -nocudalib -O3 -S -Xclang -target-feature -Xclang +ptx70 -o kernels/compresskv.ptx kernels/compresskv.cu
+
+// ptxSource is the kernel module, generated from kernels/compresskv.cu.
+//
+//go:embed kernels/compresskv.ptx
+var ptxSource string
+
+// ptxImage returns the module NUL-terminated, as cuModuleLoadData reads it.
+func ptxImage() []byte {
+	b := make([]byte, len(ptxSource)+1)
+	copy(b, ptxSource)
+	return b
+}
