@@ -18,6 +18,10 @@ type Hooks struct {
 	// [n][Heads][HeadDim], for positions pos0..pos0+n-1, before attention;
 	// it may modify them (zeroing a head's query masks it).
 	Query func(layer, pos0 int, q []float32)
+	// KV sees each layer's post-RoPE keys and values of the tokens being
+	// run, [n][KVHeads][HeadDim], after they were appended to the cache and
+	// before attention (a calibration keeps a second cache in step with it).
+	KV func(layer, pos0 int, k, v []float32)
 	// AttnOut sees each layer's attention block output after the output
 	// projection and before the residual add, [n][Dim].
 	AttnOut func(layer, pos0 int, out []float32)
@@ -112,6 +116,9 @@ func (s *Session) Forward(tokens []int) ([]float32, error) {
 		}
 		if err := s.cache.Append(l, k, v); err != nil {
 			return nil, fmt.Errorf("llama: layer %d: %w", l, err)
+		}
+		if s.Hooks.KV != nil {
+			s.Hooks.KV(l, pos0, k, v)
 		}
 		if n == 1 {
 			if err := s.backend.Attend(s.cache, l, q, H, att); err != nil {

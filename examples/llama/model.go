@@ -253,3 +253,10 @@ func firstNonFinite(x []float32) int {
 	}
 	return -1
 }
+
+// The project's own retrieval model and its profile, relative to the
+// repository root (where `go run ./examples/...` runs).
+const (
+	DefaultModel   = "testdata/retrieval.bin"
+	DefaultProfile = "testdata/retrieval.profile.json"
+)
