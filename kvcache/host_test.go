@@ -766,3 +766,65 @@ func TestReserve(t *testing.T) {
 		t.Fatalf("append into reserved room allocated %v times", n)
 	}
 }
+
+// TestCompactLargeParallel compacts enough rows to take the multi-core path,
+// both keeping most rows (moved in place) and few (gathered into new
+// storage), and checks every kept row and position.
+func TestCompactLargeParallel(t *testing.T) {
+	const G, d, L = 4, 64, 4096
+	for _, dt := range []DType{Float32, Float16} {
+		for _, every := range []int{1, 3} { // keep all but a few / a third
+			c, err := NewHost(Shape{Layers: 1, KVHeads: G, HeadDim: d}, dt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := make([]float32, L*G*d)
+			for i := range k {
+				k[i] = float32(i%2048) / 8
+			}
+			v := make([]float32, len(k))
+			for i := range v {
+				v[i] = -k[i]
+			}
+			if err := c.Append(0, k, v); err != nil {
+				t.Fatal(err)
+			}
+			keep := make([][]int, G)
+			for g := range keep {
+				for r := g; r < L; r += every {
+					if every == 1 && r%97 == 0 {
+						continue
+					}
+					keep[g] = append(keep[g], r)
+				}
+			}
+			if err := c.Compact(0, keep); err != nil {
+				t.Fatal(err)
+			}
+			var row []float32
+			for g := range keep {
+				kr, vr := c.Rows(0, g)
+				pos := c.Positions(0, g, nil)
+				if kr.N != len(keep[g]) {
+					t.Fatalf("%v every %d head %d: %d rows, want %d", dt, every, g, kr.N, len(keep[g]))
+				}
+				for i, r := range keep[g] {
+					if pos[i] != int32(r) {
+						t.Fatalf("head %d row %d: position %d, want %d", g, i, pos[i], r)
+					}
+					row = kr.Row(i, row)
+					if want := float32(((r*G+g)*d)%2048) / 8; row[0] != want {
+						t.Fatalf("%v head %d row %d: key %v, want %v", dt, g, i, row[0], want)
+					}
+					row = vr.Row(i, row)
+					if want := -float32(((r*G+g)*d+1)%2048) / 8; row[1] != want {
+						t.Fatalf("%v head %d row %d: value %v, want %v", dt, g, i, row[1], want)
+					}
+				}
+			}
+			if every == 3 && c.Reserved() > 2*c.Bytes()+int64(G*d*8) {
+				t.Fatalf("keeping a third: Reserved %d for Bytes %d, storage not released", c.Reserved(), c.Bytes())
+			}
+		}
+	}
+}

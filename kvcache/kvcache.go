@@ -16,7 +16,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
+	"sync"
 )
 
 // Shape is the geometry of a cache: layers, KV heads per layer, values per row.
@@ -273,38 +275,66 @@ func (c *Host) Compact(layer int, keep [][]int) error {
 	if err := CheckKeep(keep, lens); err != nil {
 		return fmt.Errorf("kvcache: layer %d: %w", layer, err)
 	}
-	for g, rows := range keep {
+	// Heads are independent: compact them on several cores when the rows
+	// moved are many (each core copies whole heads).
+	work := func(g int) {
 		h := c.head(layer, g)
-		for i, r := range rows {
-			if i == r {
-				continue
-			}
-			h.pos[i] = h.pos[r]
-			if c.dtype == Float32 {
-				copy(h.k32[i*d:(i+1)*d], h.k32[r*d:(r+1)*d])
-				copy(h.v32[i*d:(i+1)*d], h.v32[r*d:(r+1)*d])
-			} else {
-				copy(h.k16[i*d:(i+1)*d], h.k16[r*d:(r+1)*d])
-				copy(h.v16[i*d:(i+1)*d], h.v16[r*d:(r+1)*d])
-			}
-		}
-		n := len(rows)
-		h.pos = shrink(h.pos[:n])
 		if c.dtype == Float32 {
-			h.k32, h.v32 = shrink(h.k32[:n*d]), shrink(h.v32[:n*d])
+			h.k32, h.v32 = gather(h.k32, keep[g], d), gather(h.v32, keep[g], d)
 		} else {
-			h.k16, h.v16 = shrink(h.k16[:n*d]), shrink(h.v16[:n*d])
+			h.k16, h.v16 = gather(h.k16, keep[g], d), gather(h.v16, keep[g], d)
 		}
+		h.pos = gather(h.pos, keep[g], 1)
 	}
+	moved := 0
+	for _, rows := range keep {
+		moved += len(rows)
+	}
+	workers := min(G, runtime.GOMAXPROCS(0))
+	if workers <= 1 || moved*d < 1<<18 {
+		for g := range keep {
+			work(g)
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	next := make(chan int, G)
+	for g := range keep {
+		next <- g
+	}
+	close(next)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for g := range next {
+				work(g)
+			}
+		}()
+	}
+	wg.Wait()
 	return nil
 }
 
-// shrink reallocates s to its length when it uses less than half its capacity.
-func shrink[T any](s []T) []T {
-	if 2*len(s) >= cap(s) {
-		return s
+// gather keeps rows (ascending row indices) of s, rows of d values each.
+// When the kept rows use less than half of s's capacity they are copied
+// into a new slice of their size, releasing the rest; otherwise they move
+// down in place.
+func gather[T any](s []T, rows []int, d int) []T {
+	n := len(rows)
+	if 2*n*d < cap(s) {
+		out := make([]T, n*d)
+		for i, r := range rows {
+			copy(out[i*d:(i+1)*d], s[r*d:(r+1)*d])
+		}
+		return out
 	}
-	return append(make([]T, 0, len(s)), s...)
+	for i, r := range rows {
+		if i != r {
+			copy(s[i*d:(i+1)*d], s[r*d:(r+1)*d])
+		}
+	}
+	return s[:n*d]
 }
 
 // Bytes implements KVCache: keys and values of every stored row plus their
