@@ -17,7 +17,6 @@ import (
 	"io"
 	"log"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -68,12 +67,9 @@ func parse(args []string) (*options, error) {
 	if *quick {
 		*lengths, o.depths, o.needles, o.textSamples = "256,512", 5, 1, 6
 	}
-	for _, f := range strings.Split(*lengths, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("bad length %q", f)
-		}
-		o.lengths = append(o.lengths, n)
+	var err error
+	if o.lengths, err = niah.ParseInts(*lengths); err != nil {
+		return nil, fmt.Errorf("lengths: %w", err)
 	}
 	return o, nil
 }

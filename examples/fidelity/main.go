@@ -16,7 +16,6 @@ import (
 	"log"
 	"math"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -48,15 +47,9 @@ func run(args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	m, err := llama.Load(*modelPath)
+	m, tok, err := llama.Open(*modelPath, *tokPath)
 	if err != nil {
 		return err
-	}
-	tok := llama.ByteTokenizer()
-	if *tokPath != "" {
-		if tok, err = llama.LoadTokenizer(*tokPath, m.Vocab); err != nil {
-			return err
-		}
 	}
 	text, err := niah.LoadHaystack(*textPath)
 	if err != nil {
@@ -79,13 +72,9 @@ func run(args []string, stdout io.Writer) error {
 			}
 		}
 	}
-	var budgets []int
-	for _, f := range strings.Split(*budgetList, ",") {
-		b, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil {
-			return fmt.Errorf("bad budget %q", f)
-		}
-		budgets = append(budgets, b)
+	budgets, err := niah.ParseInts(*budgetList)
+	if err != nil {
+		return fmt.Errorf("budgets: %w", err)
 	}
 	var methods []compresskv.Method
 	for _, f := range strings.Split(*policyList, ",") {

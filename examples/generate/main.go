@@ -48,15 +48,9 @@ func run(args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	m, err := llama.Load(*modelPath)
+	m, tok, err := llama.Open(*modelPath, *tokPath)
 	if err != nil {
 		return err
-	}
-	tok := llama.ByteTokenizer()
-	if *tokPath != "" {
-		if tok, err = llama.LoadTokenizer(*tokPath, m.Vocab); err != nil {
-			return err
-		}
 	}
 	meth, err := compresskv.ParseMethod(*method)
 	if err != nil {

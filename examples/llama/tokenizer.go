@@ -199,3 +199,21 @@ func (t *Tokenizer) Decode(ids []int) string {
 	}
 	return sb.String()
 }
+
+// Open loads a model and its tokenizer: the llama2.c tokenizer at tokPath,
+// or, when tokPath is empty, the byte-level tokenizer of the project's own
+// models.
+func Open(modelPath, tokPath string) (*Model, *Tokenizer, error) {
+	m, err := Load(modelPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tokPath == "" {
+		return m, ByteTokenizer(), nil
+	}
+	tok, err := LoadTokenizer(tokPath, m.Vocab)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, tok, nil
+}

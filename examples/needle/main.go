@@ -50,21 +50,6 @@ type options struct {
 	seed                             uint64
 }
 
-func ints(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		n, err := strconv.Atoi(f)
-		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("bad number %q", f)
-		}
-		out = append(out, n)
-	}
-	return out, nil
-}
-
 func parse(args []string) (*options, error) {
 	fs := flag.NewFlagSet("needle", flag.ContinueOnError)
 	o := &options{}
@@ -88,13 +73,13 @@ func parse(args []string) (*options, error) {
 		*lengths, o.needles = "256,512,1024", 1
 	}
 	var err error
-	if o.lengths, err = ints(*lengths); err != nil {
+	if o.lengths, err = niah.ParseInts(*lengths); err != nil {
 		return nil, err
 	}
-	if o.budgets, err = ints(*budgets); err != nil {
+	if o.budgets, err = niah.ParseInts(*budgets); err != nil {
 		return nil, err
 	}
-	if o.ablate, err = ints(*ablate); err != nil {
+	if o.ablate, err = niah.ParseInts(*ablate); err != nil {
 		return nil, err
 	}
 	for _, f := range strings.Split(*methods, ",") {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/compresskv/compresskv/examples/llama"
@@ -173,4 +174,21 @@ func Correct(answer []int, n Needle) bool {
 		}
 	}
 	return len(answer) == len(n.Value) || !isDigit(answer[len(n.Value)])
+}
+
+// ParseInts parses a comma-separated list of positive integers, such as a
+// command line's lengths or budgets.
+func ParseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive integer", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
