@@ -1,0 +1,56 @@
+package main
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+var stories = filepath.Join("..", "..", "..", "shared", "models", "stories260K")
+
+func TestDivergence(t *testing.T) {
+	p := []float32{1, 2, 3}
+	if d := divergence(p, p); d != 0 {
+		t.Fatalf("KL(p||p) = %v", d)
+	}
+	// KL between softmax([0, 0]) and softmax([0, ln 3]) = 0.5 ln(0.5/0.25) + 0.5 ln(0.5/0.75).
+	want := 0.5*math.Log(2) + 0.5*math.Log(2.0/3)
+	if d := divergence([]float32{0, 0}, []float32{0, float32(math.Log(3))}); math.Abs(d-want) > 1e-6 {
+		t.Fatalf("KL = %v, want %v", d, want)
+	}
+}
+
+// TestFidelityStories: with stories260K (skipped when ../shared is absent),
+// KL is finite and non-negative, and a budget as large as the prompt gives 0.
+func TestFidelityStories(t *testing.T) {
+	model := filepath.Join(stories, "stories260K.bin")
+	if _, err := os.Stat(model); err != nil {
+		t.Skipf("stories260K not present at %s: %v", stories, err)
+	}
+	var out strings.Builder
+	err := run([]string{"-model", model, "-tokenizer", filepath.Join(stories, "tok512.bin"), "-text", "../../testdata/haystack/eval.txt",
+		"-length", "96", "-steps", "8", "-samples", "2", "-budgets", "16,96", "-policies", "snapkv,streamingllm"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + out.String())
+	rows := 0
+	for _, line := range strings.Split(out.String(), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || (f[0] != "snapkv" && f[0] != "streamingllm") {
+			continue
+		}
+		rows++
+		small, _ := strconv.ParseFloat(f[1], 64)
+		full, _ := strconv.ParseFloat(f[2], 64)
+		if small <= 0 || full != 0 {
+			t.Fatalf("%s: KL %v at budget 16 and %v at the prompt's length", f[0], small, full)
+		}
+	}
+	if rows != 2 {
+		t.Fatalf("found %d policy rows in the report, want 2", rows)
+	}
+}
