@@ -14,8 +14,8 @@ import (
 // the choice. want is "" or "auto" (the GPU when c lives in device memory,
 // a *cuda.Cache; else the CPU), "cpu" or "cuda" (an error unless c is a
 // device cache). The reason reads like "cuda: the cache lives on NVIDIA
-// H200" or "cpu: the cache is in host memory; no CUDA driver found: tried
-// ...". A CUDA backend holds device scratch memory: close it (it implements
+// H200" or "cpu: the cache (*kvcache.Host) is in host memory"; asking for
+// "cuda" with a host cache fails with what CUDA lookup found. A CUDA backend holds device scratch memory: close it (it implements
 // io.Closer) when done.
 func SelectBackend(c kvcache.KVCache, want string) (backend.Backend, string, error) {
 	dc, onDevice := c.(*cuda.Cache)
@@ -24,11 +24,9 @@ func SelectBackend(c kvcache.KVCache, want string) (backend.Backend, string, err
 		if onDevice {
 			return dc.Device().NewBackend(), "cuda: the cache lives on " + dc.Device().Name(), nil
 		}
-		reason := fmt.Sprintf("cpu: the cache (%T) is in host memory", c)
-		if err := cuda.Available(); err != nil {
-			reason += "; " + err.Error()
-		}
-		return cpu.New(), reason, nil
+		// No CUDA probe here: opening a device costs time and device
+		// memory, and a host cache is computed on the CPU either way.
+		return cpu.New(), fmt.Sprintf("cpu: the cache (%T) is in host memory", c), nil
 	case "cpu":
 		if onDevice {
 			return nil, "", fmt.Errorf("compresskv: backend %q asked for a cache in device memory: %w", want, ErrConfig)
