@@ -253,6 +253,27 @@ def export(model, path):
 
 
 @torch.no_grad()
+def load_bin(model, path):
+    """Loads weights exported by export() (llama2.c format) into model."""
+    c = model.cfg
+    with open(path, "rb") as f:
+        hdr = struct.unpack("7i", f.read(28))
+        want = (c["dim"], c["hidden"], c["layers"], c["heads"], c["kv_heads"], c["vocab"], c["seq_len"])
+        if hdr != want:
+            raise SystemExit(f"{path}: shape {hdr}, model {want}")
+
+        def r(t):
+            n = t.numel()
+            t.copy_(torch.frombuffer(bytearray(f.read(4 * n)), dtype=torch.float32).view_as(t))
+
+        r(model.emb.weight)
+        for name in ["attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w2", "w3"]:
+            for b in model.blocks:
+                r(getattr(b, name).weight)
+        r(model.norm.weight)
+
+
+@torch.no_grad()
 def accuracy(model, data, T, n=32):
     """Teacher-forced: share of asked answers whose digits are all argmax-correct."""
     model.eval()
@@ -282,7 +303,9 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--lengths", default="256:16,512:8,1024:4,2048:2", help="curriculum: length:batch,...")
     ap.add_argument("--advance", type=float, default=0.9, help="accuracy that moves to the next length")
-    ap.add_argument("--resume", default="")
+    ap.add_argument("--resume", default="", help="a .pt checkpoint: weights, optimizer and curriculum state")
+    ap.add_argument("--init", default="", help="a .bin export to start from (fresh optimizer)")
+    ap.add_argument("--stage", type=int, default=0, help="curriculum stage to start at (with --init)")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -292,6 +315,9 @@ def main():
     model = Model(args.dim, args.hidden, args.layers, args.heads, args.kv_heads, stages[-1][0])
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     state = dict(step=0, stage=0, tokens=0, seconds=0.0, history=[])
+    if args.init:
+        load_bin(model, args.init)
+        state["stage"] = args.stage
     if args.resume:
         ck = torch.load(args.resume)
         model.load_state_dict(ck["model"])
