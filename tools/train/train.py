@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 VOCAB, UNK, BOS, EOS, BYTE0 = 259, 0, 1, 2, 3
+LM_WEIGHT = 0.1  # loss weight of haystack and question bytes; answers weigh 1
 
 # Needle templates: (needle, question, answer prefix). The answer prefix
 # repeats the needle's words up to the value.
@@ -125,26 +126,29 @@ class Data:
         parts.append(hay[prev:])
         body = "".join(parts)
         toks = [BOS] + encode(body)
-        wts = [0.0] + [0.2] * len(body)
+        wts = [0.0] + [LM_WEIGHT] * len(body)
         spans = []
         for s, is_ans in tail:
             if is_ans:
                 spans.append((len(toks), len(toks) + len(s) - 1))  # digits, not the period
             toks += encode(s)
-            wts += [1.0 if is_ans else 0.2] * len(s)
+            wts += [1.0 if is_ans else LM_WEIGHT] * len(s)
         assert len(toks) == T, (len(toks), T)
         return toks, wts, spans
 
     def batch(self, B, T):
         xs, ws, spans = [], [], []
         while len(xs) < B:
+            # Every needle is asked about: answers are the signal retrieval
+            # is learned from, and a run that asked about one needle in
+            # 1-2 learned none in 1,300 steps at 256 tokens.
             if T <= 256:
-                nd = self.rng.randint(1, 2)
+                nd = 2 if self.rng.random() < 0.6 else 1
             elif T <= 512:
                 nd = self.rng.randint(1, 3)
             else:
                 nd = self.rng.randint(1, 4)
-            s = self.sample(T, nd, self.rng.randint(1, nd))
+            s = self.sample(T, nd, nd)
             if s is None:
                 continue
             xs.append(s[0])
@@ -196,13 +200,15 @@ class Block(nn.Module):
         q = rope(self.wq(h).view(B, T, H, hd), cos, sin)
         k = rope(self.wk(h).view(B, T, G, hd), cos, sin)
         v = self.wv(h).view(B, T, G, hd)
-        # Grouped-query attention by broadcasting: query head g*R+r reads KV head g.
-        q = q.view(B, T, G, R, hd).permute(0, 2, 3, 1, 4)  # B G R T hd
-        k = k.permute(0, 2, 1, 3).unsqueeze(2)  # B G 1 T hd
-        v = v.permute(0, 2, 1, 3).unsqueeze(2)
-        att = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(hd)) + mask
-        att = torch.softmax(att, dim=-1)
-        o = torch.matmul(att, v)  # B G R T hd
+        # Grouped-query attention: the R query heads of KV head g (heads
+        # g*R..g*R+R-1) are stacked along the rows of one product with its
+        # keys, so no key or value is repeated and no batch is broadcast.
+        q = q.view(B, T, G, R, hd).permute(0, 2, 3, 1, 4).reshape(B, G, R * T, hd)
+        k = k.permute(0, 2, 1, 3)  # B G T hd
+        v = v.permute(0, 2, 1, 3)
+        att = (torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))).view(B, G, R, T, T) + mask
+        att = torch.softmax(att, dim=-1).view(B, G, R * T, T)
+        o = torch.matmul(att, v).view(B, G, R, T, hd)
         o = o.permute(0, 3, 1, 2, 4).reshape(B, T, D)
         x = x + self.wo(o)
         h = self.ffn_norm(x)
