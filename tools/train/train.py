@@ -52,6 +52,11 @@ TEMPLATES = [
      "In which year was the {w} born?", "The {w} was born in the year "),
 ]
 
+# A compact wording used only in training, so that a 256-token sequence holds
+# many needles and as many answers: the copy mechanism is learned from dense
+# answers and then carries over to the long wordings above.
+COMPACT = ("{w} = {n}.", "", "{w} = ")
+
 CONS, VOWS = "bcdfghjklmnprstvwz", "aeiou"
 
 
@@ -73,9 +78,10 @@ def encode(s):
 
 
 class Data:
-    def __init__(self, path, seed):
+    def __init__(self, path, seed, compact=0.0):
         self.text = open(path, encoding="ascii").read().replace("\n", " ")
         self.rng = random.Random(seed)
+        self.compact = compact  # share of sequences in the compact wording
 
     def haystack(self, n):
         """n bytes of text starting at a sentence start."""
@@ -87,7 +93,7 @@ class Data:
                 return t[j + 2:j + 2 + n]
         return t[i:i + n]
 
-    def sample(self, T, needles, asked):
+    def sample(self, T, needles, asked, compact=False):
         """One sequence of exactly T tokens and its per-token loss weights.
 
         needles: how many needles; asked: how many of them are asked about.
@@ -104,12 +110,13 @@ class Data:
             k = tmpl if tmpl is not None else rng.randrange(len(TEMPLATES))
             items.append((k, w, digits(rng)))
         ask = rng.sample(items, asked)
+        tmpls = [COMPACT] * len(TEMPLATES) if compact else TEMPLATES
         tail = []  # (text, is_answer)
         for k, w, n in ask:
-            _, q, a = TEMPLATES[k]
-            tail.append(("\n" + q.format(w=w) + " " + a.format(w=w), False))
+            _, q, a = tmpls[k]
+            tail.append(("\n" + (q.format(w=w) + " " if q else "") + a.format(w=w), False))
             tail.append((n + ".", True))
-        needle_txt = [" " + TEMPLATES[k][0].format(w=w, n=n) + " " for k, w, n in items]
+        needle_txt = [" " + tmpls[k][0].format(w=w, n=n) + " " for k, w, n in items]
         fixed = 1 + sum(len(s) for s in needle_txt) + sum(len(s) for s, _ in tail)
         room = T - fixed
         if room < 16:
@@ -142,13 +149,16 @@ class Data:
             # Every needle is asked about: answers are the signal retrieval
             # is learned from, and a run that asked about one needle in
             # 1-2 learned none in 1,300 steps at 256 tokens.
-            if T <= 256:
+            compact = self.rng.random() < self.compact
+            if compact:
+                nd = self.rng.randint(max(1, T // 64), T // 32)
+            elif T <= 256:
                 nd = 2 if self.rng.random() < 0.6 else 1
             elif T <= 512:
                 nd = self.rng.randint(1, 3)
             else:
                 nd = self.rng.randint(1, 4)
-            s = self.sample(T, nd, nd)
+            s = self.sample(T, nd, nd, compact)
             if s is None:
                 continue
             xs.append(s[0])
@@ -309,6 +319,7 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--lengths", default="256:16,512:8,1024:4,2048:2", help="curriculum: length:batch,...")
     ap.add_argument("--advance", type=float, default=0.9, help="accuracy that moves to the next length")
+    ap.add_argument("--compact", type=float, default=0.5, help="share of training sequences in the compact needle wording")
     ap.add_argument("--resume", default="", help="a .pt checkpoint: weights, optimizer and curriculum state")
     ap.add_argument("--init", default="", help="a .bin export to start from (fresh optimizer)")
     ap.add_argument("--stage", type=int, default=0, help="curriculum stage to start at (with --init)")
@@ -317,7 +328,8 @@ def main():
     torch.manual_seed(args.seed)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     stages = [tuple(int(v) for v in s.split(":")) for s in args.lengths.split(",")]
-    data = Data(args.data, args.seed)
+    data = Data(args.data, args.seed, args.compact)
+    probe = Data(args.data, args.seed + 1)  # accuracy is measured on the long wordings only
     model = Model(args.dim, args.hidden, args.layers, args.heads, args.kv_heads, stages[-1][0])
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     state = dict(step=0, stage=0, tokens=0, seconds=0.0, history=[])
@@ -357,7 +369,7 @@ def main():
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
         if time.time() - last_eval > 120:
             last_eval = time.time()
-            acc = accuracy(model, data, T)
+            acc = accuracy(model, probe, T)
             state["seconds"] = t0 + time.time() - start
             rec = dict(step=state["step"], T=T, loss=round(loss_avg, 4), acc=acc, tokens=state["tokens"],
                        minutes=round(state["seconds"] / 60, 1))
@@ -368,8 +380,8 @@ def main():
                 print(f"-> length {stages[state['stage']][0]}", flush=True)
         if time.time() - last_save > 300:
             last_save = time.time()
-            save(model, opt, state, args, t0 + time.time() - start, loss_avg, data, stages)
-    save(model, opt, state, args, t0 + time.time() - start, loss_avg, data, stages, final=True)
+            save(model, opt, state, args, t0 + time.time() - start, loss_avg, probe, stages)
+    save(model, opt, state, args, t0 + time.time() - start, loss_avg, probe, stages, final=True)
 
 
 def save(model, opt, state, args, seconds, loss_avg, data, stages, final=False):
@@ -379,7 +391,7 @@ def save(model, opt, state, args, seconds, loss_avg, data, stages, final=False):
     accs = {}
     if final:
         for T, _ in stages:
-            accs[T] = accuracy(model, data, T, n=64)
+            accs[T] = accuracy(model, probe, T, n=64)
     manifest = dict(
         model=model.cfg, params=sum(p.numel() for p in model.parameters()),
         data=os.path.basename(args.data), seed=args.seed, steps=state["step"], tokens=state["tokens"],
