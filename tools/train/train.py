@@ -391,7 +391,7 @@ def save(model, opt, state, args, seconds, loss_avg, data, stages, final=False):
     accs = {}
     if final:
         for T, _ in stages:
-            accs[T] = accuracy(model, probe, T, n=64)
+            accs[T] = accuracy(model, data, T, n=64)
     manifest = dict(
         model=model.cfg, params=sum(p.numel() for p in model.parameters()),
         data=os.path.basename(args.data), seed=args.seed, steps=state["step"], tokens=state["tokens"],
