@@ -170,19 +170,11 @@ func probe(m *llama.Model, hay string, o *options, progress io.Writer) (*heads.R
 				if err := rec.BeginTrial(p.Tokens, p.ValueStart, p.ValueEnd); err != nil {
 					return nil, "", err
 				}
-				var answer []int
-				for len(answer) < len(n.Value)+1 {
-					id := llama.Argmax(logits)
-					if err := rec.StepFromCache(id, be, cache, last); err != nil {
-						return nil, "", err
-					}
-					answer = append(answer, id)
-					if id < llama.ByteBase+'0' || id > llama.ByteBase+'9' {
-						break
-					}
-					if logits, err = s.Forward([]int{id}); err != nil {
-						return nil, "", err
-					}
+				answer, err := niah.Greedy(s, logits, len(n.Value)+1, func(id int) error {
+					return rec.StepFromCache(id, be, cache, last)
+				})
+				if err != nil {
+					return nil, "", err
 				}
 				good := niah.Correct(answer, n)
 				if good {

@@ -76,7 +76,7 @@ func ablation(m *llama.Model, prof *compresskv.Profile, hay string, o *options, 
 							}
 						}
 					}
-					ans, err := niah.Greedy(cs, logits, len(p.Needle.Value)+1)
+					ans, err := niah.Greedy(cs, logits, len(p.Needle.Value)+1, nil)
 					if err != nil {
 						return err
 					}

@@ -255,7 +255,7 @@ func evaluate(m *llama.Model, o *options, p niah.Prompt, policies map[string]map
 			if err != nil {
 				return fmt.Errorf("%s at budget %d: %w", name, b, err)
 			}
-			ans, err := niah.Greedy(cs, logits, len(p.Needle.Value)+1)
+			ans, err := niah.Greedy(cs, logits, len(p.Needle.Value)+1, nil)
 			if err != nil {
 				return err
 			}

@@ -143,11 +143,18 @@ func Depths(k int) []float64 {
 
 // Greedy decodes from the logits of the prompt's last token, at most max
 // tokens, stopping after a token that is not a digit (the period that ends
-// an answer), a newline or EOS. It returns the generated ids.
-func Greedy(s *llama.Session, logits []float32, max int) ([]int, error) {
+// an answer), a newline or EOS. It returns the generated ids. observe, if not
+// nil, sees each token as it is chosen, before it is run (a recorder of the
+// step that produced it); its error stops decoding.
+func Greedy(s *llama.Session, logits []float32, max int, observe func(id int) error) ([]int, error) {
 	var out []int
 	for len(out) < max {
 		id := llama.Argmax(logits)
+		if observe != nil {
+			if err := observe(id); err != nil {
+				return nil, err
+			}
+		}
 		out = append(out, id)
 		if !isDigit(id) {
 			break
