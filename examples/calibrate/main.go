@@ -43,6 +43,7 @@ type options struct {
 	budget, steps        int
 	textSamples          int
 	indicator            bool
+	kernel               int
 	seed                 uint64
 }
 
@@ -60,6 +61,7 @@ func parse(args []string) (*options, error) {
 	fs.IntVar(&o.textSamples, "text-samples", 24, "plain-text samples for the layer error")
 	fs.BoolVar(&o.indicator, "indicator", false, "count an answer token once (the paper's Eq. 5) instead of once per occurrence")
 	fs.Uint64Var(&o.seed, "seed", 7, "needle seed")
+	fs.IntVar(&o.kernel, "kernel", llama.DefaultKernel, "pooling kernel of the shadow eviction")
 	quick := fs.Bool("quick", false, "a small grid (lengths 256,512; 5 depths; 1 needle; 6 text samples)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -197,7 +199,7 @@ func probe(m *llama.Model, hay string, o *options, progress io.Writer) (*heads.R
 // uniform budget, while the model keeps running on the full cache; two data
 // sets (needle prompts, plain text) are normalised and averaged.
 func layerWeights(m *llama.Model, prof *compresskv.Profile, hay string, o *options, progress io.Writer) ([]float64, []string, error) {
-	policy, err := compresskv.New(compresskv.CompressKV, compresskv.Config{Budget: o.budget, Profile: prof})
+	policy, err := compresskv.New(compresskv.CompressKV, compresskv.Config{Budget: o.budget, Kernel: o.kernel, Profile: prof})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -43,6 +43,7 @@ func run(args []string, stdout io.Writer) error {
 	steps := fs.Int("steps", 32, "teacher-forced tokens after the prompt")
 	samples := fs.Int("samples", 8, "prompts")
 	budgetList := fs.String("budgets", "16,32,64,128", "average budgets per layer")
+	kernel := fs.Int("kernel", llama.DefaultKernel, "pooling kernel of SnapKV, PyramidKV, Ada-KV and CompressKV")
 	policyList := fs.String("policies", "streamingllm,h2o,snapkv,pyramidkv,adakv,compresskv", "policies")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -112,7 +113,7 @@ func run(args []string, stdout io.Writer) error {
 				kl[meth] = make([]float64, len(budgets))
 			}
 			for bi, b := range budgets {
-				p, err := compresskv.New(meth, compresskv.Config{Budget: b, Profile: prof})
+				p, err := compresskv.New(meth, compresskv.Config{Budget: b, Kernel: *kernel, Profile: prof})
 				if err != nil {
 					return err
 				}

@@ -41,6 +41,7 @@ func run(args []string, stdout io.Writer) error {
 		method    = fs.String("policy", "compresskv", "full, streamingllm, h2o, snapkv, pyramidkv, adakv or compresskv")
 		budget    = fs.Int("budget", 32, "average tokens kept per layer (window included)")
 		window    = fs.Int("window", compresskv.DefaultWindow, "observation window")
+		kernel    = fs.Int("kernel", llama.DefaultKernel, "pooling kernel (the project's byte-level model; 5 suits subword tokenizers)")
 		dtype     = fs.String("dtype", "f32", "cache storage: f32, f16, bf16")
 		temp      = fs.Float64("temp", 0, "sampling temperature (0: greedy)")
 		seed      = fs.Uint64("seed", 1, "sampling seed")
@@ -56,7 +57,7 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg := compresskv.Config{Budget: *budget, Window: *window}
+	cfg := compresskv.Config{Budget: *budget, Window: *window, Kernel: *kernel}
 	if meth == compresskv.CompressKV {
 		if cfg.Profile, err = compresskv.LoadProfile(*profPath); err != nil {
 			return fmt.Errorf("CompressKV needs a profile: %w", err)

@@ -260,3 +260,12 @@ const (
 	DefaultModel   = "testdata/retrieval.bin"
 	DefaultProfile = "testdata/retrieval.profile.json"
 )
+
+// DefaultKernel is the pooling kernel the examples use with the project's
+// byte-level model. The library's default (5, the reference's) is sized for
+// subword tokens; here a five-digit answer and its period are six tokens, and
+// the question's window attends to the answer's first digit, so a kernel of
+// 9 (four positions each side) is the smallest that scores the whole answer
+// from there. Every pooling policy (SnapKV, PyramidKV, Ada-KV, CompressKV)
+// gets the same kernel.
+const DefaultKernel = 9

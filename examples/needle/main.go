@@ -47,6 +47,7 @@ type options struct {
 	depths, needles                  int
 	methods                          []compresskv.Method
 	dtype                            kvcache.DType
+	kernel                           int
 	seed                             uint64
 }
 
@@ -64,6 +65,7 @@ func parse(args []string) (*options, error) {
 	fs.IntVar(&o.depths, "depths", 11, "needle depths per length, evenly from 0 to 100%")
 	fs.IntVar(&o.needles, "needles", 3, "needles per length and depth")
 	dtype := fs.String("dtype", "f32", "cache storage: f32, f16, bf16")
+	fs.IntVar(&o.kernel, "kernel", llama.DefaultKernel, "pooling kernel of SnapKV, PyramidKV, Ada-KV and CompressKV")
 	fs.Uint64Var(&o.seed, "seed", 11, "needle seed")
 	quick := fs.Bool("quick", false, "lengths 256,512,1024; 1 needle per cell (the README's main command)")
 	if err := fs.Parse(args); err != nil {
@@ -149,7 +151,7 @@ func run(args []string, stdout, progress io.Writer) error {
 			if meth == compresskv.Full && b != o.budgets[0] {
 				continue
 			}
-			p, err := compresskv.New(meth, compresskv.Config{Budget: b, Profile: prof})
+			p, err := compresskv.New(meth, compresskv.Config{Budget: b, Kernel: o.kernel, Profile: prof})
 			if err != nil {
 				return err
 			}
@@ -266,8 +268,8 @@ func evaluate(m *llama.Model, o *options, p niah.Prompt, policies map[string]map
 }
 
 func report(w io.Writer, o *options, t *tally, elapsed time.Duration) {
-	fmt.Fprintf(w, "needle-in-a-haystack: lengths %v, %d depths, %d needle(s) per cell, %v cache, %.0fs\n",
-		o.lengths, o.depths, o.needles, o.dtype, elapsed.Seconds())
+	fmt.Fprintf(w, "needle-in-a-haystack: lengths %v, %d depths, %d needle(s) per cell, %v cache, pooling kernel %d, %.0fs\n",
+		o.lengths, o.depths, o.needles, o.dtype, o.kernel, elapsed.Seconds())
 	fmt.Fprintln(w, "accuracy (share of the full cache kept) per average budget per layer:")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "policy\t")
