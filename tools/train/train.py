@@ -367,6 +367,7 @@ def main():
     ap.add_argument("--compact", type=float, default=0.3, help="share of needle sequences in the compact wording (all of them below 200 tokens)")
     ap.add_argument("--repeat", type=float, default=0.2, help="share of sequences that repeat a random segment")
     ap.add_argument("--exclude", default="examples/niah/niah.go", help="Go file whose backquoted word lists are never training keys")
+    ap.add_argument("--anneal", action="store_true", help="decay the learning rate linearly to a tenth over the run (a final phase)")
     ap.add_argument("--replay", type=float, default=0.25, help="share of batches drawn at an earlier stage's length")
     ap.add_argument("--resume", default="", help="a .pt checkpoint: weights, optimizer and curriculum state")
     ap.add_argument("--init", default="", help="a .bin export to start from (fresh optimizer)")
@@ -412,6 +413,10 @@ def main():
             # learned, so that moving on does not unlearn them.
             T, B = stages[data.rng.randrange(state["stage"])]
         lr = args.lr * min(1.0, (state["step"] + 1) / 100)
+        if args.anneal:
+            # Linear decay to a tenth of --lr over this invocation's minutes.
+            done = (time.time() - start) / max(1.0, args.minutes * 60 - t0)
+            lr = args.lr * (1 - 0.9 * min(1.0, done))
         for g in opt.param_groups:
             g["lr"] = lr
         x, w, _ = data.batch(B, T)
@@ -462,7 +467,8 @@ def save(model, opt, state, args, seconds, loss_avg, data, stages, final=False):
         final_loss=loss_avg, teacher_forced_accuracy=accs, curriculum=args.lengths, lr=args.lr,
         history=state["history"][-50:],
         command="OMP_NUM_THREADS=2 /usr/bin/python3 tools/train/train.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v != ""),
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+            for k, v in vars(args).items() if v != "" and v is not False),
     )
     with open(args.out + ".json", "w") as f:
         json.dump(manifest, f, indent=1)
