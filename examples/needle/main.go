@@ -58,7 +58,7 @@ func parse(args []string) (*options, error) {
 	fs.StringVar(&o.profile, "profile", llama.DefaultProfile, "CompressKV profile of the model")
 	fs.StringVar(&o.haystack, "haystack", "testdata/haystack/eval.txt", "evaluation text")
 	fs.StringVar(&o.outDir, "out", "out/needle", "folder for the heatmap PNGs (empty: none)")
-	lengths := fs.String("lengths", "256,512,768,1024,1536,2048", "context lengths in tokens")
+	lengths := fs.String("lengths", "256,512,768,1024", "context lengths in tokens (the project's model is trained up to 1,024)")
 	budgets := fs.String("budgets", "16,32,64,128", "average budgets per layer (tokens, window included)")
 	ablate := fs.String("ablate", "", "instead of the grid: mask the top k SR heads, then the top k classic retrieval heads, for each k listed")
 	methods := fs.String("policies", "full,streamingllm,h2o,snapkv,pyramidkv,adakv,compresskv", "policies to compare")
