@@ -3,7 +3,7 @@
 // chosen policy and budget, then decodes greedily or by sampling, and prints
 // the text, prefill and decode speed, and the cache bytes before and after.
 //
-//	go run ./examples/generate -prompt "The special magic number for apple is 12345. ..."
+//	go run ./examples/generate -policy snapkv -budget 64
 //	go run ./examples/generate -model ../shared/models/stories260K/stories260K.bin \
 //	    -tokenizer ../shared/models/stories260K/tok512.bin -prompt "Once upon a time" -policy snapkv -budget 16
 package main
@@ -36,7 +36,7 @@ func run(args []string, stdout io.Writer) error {
 		modelPath = fs.String("model", llama.DefaultModel, "llama2.c checkpoint")
 		tokPath   = fs.String("tokenizer", "", "llama2.c tokenizer (empty: the byte-level tokenizer of the project's model)")
 		profPath  = fs.String("profile", llama.DefaultProfile, "profile JSON for CompressKV (SR heads, layer weights)")
-		prompt    = fs.String("prompt", "The special magic number for amber is 40713. In the beginning was the Word. What is the special magic number for amber? The special magic number for amber is ", "prompt text")
+		prompt    = fs.String("prompt", "In the beginning God created the heaven and the earth. The special magic number for amber is 40713. And the earth was without form, and void; and darkness was upon the face of the deep.\nWhat is the special magic number for amber? The special magic number for amber is ", "prompt text (the project's model was trained with the question on a new line)")
 		steps     = fs.Int("n", 16, "tokens to generate")
 		method    = fs.String("policy", "compresskv", "full, streamingllm, h2o, snapkv, pyramidkv, adakv or compresskv")
 		budget    = fs.Int("budget", 32, "average tokens kept per layer (window included)")
