@@ -59,6 +59,10 @@ COMPACT = ("{w} = {n}.", "", "{w} = ")
 
 CONS, VOWS = "bcdfghjklmnprstvwz", "aeiou"
 
+# Below this length only the compact wording fits a sequence (with room for
+# its question and some haystack).
+COMPACT_ONLY_BELOW = 200
+
 
 def pseudo_word(rng):
     """A pronounceable random word, 4 to 9 letters."""
@@ -197,9 +201,9 @@ class Data:
                 # retrieval is learned from (a run that asked about one
                 # needle in 1-2 learned none in 1,300 steps at 256 tokens);
                 # the rest are distractors.
-                c = compact if compact is not None else (T < 200 or rng.random() < self.compact)
+                c = compact if compact is not None else (T < COMPACT_ONLY_BELOW or rng.random() < self.compact)
                 if c:
-                    nd = rng.randint(2, 3) if T < 200 else rng.randint(3, max(3, T // 40))
+                    nd = rng.randint(2, 3) if T < COMPACT_ONLY_BELOW else rng.randint(3, max(3, T // 40))
                 else:
                     nd = rng.randint(1, {256: 2, 512: 3, 1024: 4}.get(T, 6))
                 asked = nd if rng.random() < 0.6 else rng.randint(1, nd)
@@ -382,8 +386,9 @@ def main():
     probe = Data(args.data, args.seed + 1, exclude=exclude)
     model = Model(args.dim, args.hidden, args.layers, args.heads, args.kv_heads, stages[-1][0])
     # No weight decay on norms and embeddings.
-    decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("emb")]
-    rest = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.startswith("emb"))]
+    decay, rest = [], []
+    for n, p in model.named_parameters():
+        (decay if p.dim() == 2 and not n.startswith("emb") else rest).append(p)
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=0.01), dict(params=rest, weight_decay=0.0)],
                             lr=args.lr, betas=(0.9, 0.95))
     state = dict(step=0, stage=0, tokens=0, seconds=0.0, history=[])
@@ -433,10 +438,8 @@ def main():
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
         if time.time() - last_eval > 90:
             last_eval = time.time()
-            # At the current stage's length; below 200 tokens only the
-            # compact wording fits.
-            T = stages[state["stage"]][0]
-            acc = accuracy(model, probe, T, compact=T < 200)
+            T = stages[state["stage"]][0]  # the current stage's length, not a replayed one
+            acc = accuracy(model, probe, T, compact=T < COMPACT_ONLY_BELOW)
             state["seconds"] = t0 + time.time() - start
             rec = dict(step=state["step"], T=T, loss=round(loss_avg, 4), acc=acc, tokens=state["tokens"],
                        minutes=round(state["seconds"] / 60, 1))
@@ -458,7 +461,7 @@ def save(model, opt, state, args, seconds, loss_avg, data, stages, final=False):
     accs = {}
     if final:
         for T, _ in stages:
-            accs[T] = accuracy(model, data, T, n=64, compact=T < 200)
+            accs[T] = accuracy(model, data, T, n=64, compact=T < COMPACT_ONLY_BELOW)
     manifest = dict(
         model=model.cfg, params=sum(p.numel() for p in model.parameters()),
         data=os.path.basename(args.data), seed=args.seed, steps=state["step"], tokens=state["tokens"],
