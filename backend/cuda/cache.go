@@ -159,6 +159,20 @@ func (c *Cache) bufBytes(capacity int) int64 {
 	return int64(c.shape.KVHeads) * int64(capacity) * int64(c.shape.HeadDim) * int64(c.dtype.Size())
 }
 
+// swap frees layer L's key and value buffers and puts k and v, of capacity
+// rows per head, in their place.
+func (c *Cache) swap(L *layer, k, v devptr, capacity int) error {
+	old := c.bufBytes(L.cap)
+	if err := c.dev.free(L.k, old); err != nil {
+		return err
+	}
+	if err := c.dev.free(L.v, old); err != nil {
+		return err
+	}
+	L.k, L.v, L.cap = k, v, capacity
+	return nil
+}
+
 func (c *Cache) check(op string, l int) error {
 	c.mu.Lock()
 	closed := c.closed
@@ -204,15 +218,7 @@ func (c *Cache) grow(l, n int) error {
 			return err
 		}
 	}
-	old := c.bufBytes(L.cap)
-	if err := c.dev.free(L.k, old); err != nil {
-		return err
-	}
-	if err := c.dev.free(L.v, old); err != nil {
-		return err
-	}
-	L.k, L.v, L.cap = k, v, newCap
-	return nil
+	return c.swap(L, k, v, newCap)
 }
 
 // Append implements kvcache.KVCache: k and v are token-major
@@ -382,15 +388,7 @@ func (c *Cache) Compact(l int, keep [][]int) error {
 				return err
 			}
 		}
-		old := c.bufBytes(L.cap)
-		if err := c.dev.free(L.k, old); err != nil {
-			return err
-		}
-		if err := c.dev.free(L.v, old); err != nil {
-			return err
-		}
-		L.k, L.v, L.cap = nk, nv, kept
-		return nil
+		return c.swap(L, nk, nv, kept)
 	})
 	if err != nil {
 		return fmt.Errorf("cuda: Compact: layer %d: %w", l, err)

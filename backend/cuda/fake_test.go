@@ -7,6 +7,8 @@ import (
 	"sync"
 	"syscall"
 	"unsafe"
+
+	"github.com/compresskv/compresskv/kvcache"
 )
 
 // fakeGPU implements the api table in Go memory: allocations are Go slices at
@@ -78,26 +80,9 @@ func (f *fakeGPU) elem(p uintptr, i uint64, dtype int32) float32 {
 	b := f.mem(p+uintptr(2*i), 2)
 	h := uint16(b[0]) | uint16(b[1])<<8
 	if dtype == 1 {
-		return f16(h)
+		return kvcache.F16ToF32(h)
 	}
-	return math.Float32frombits(uint32(h) << 16)
-}
-
-func f16(h uint16) float32 {
-	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h & 0x3ff)
-	switch {
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	case exp == 0:
-		v := float32(mant) / (1 << 24)
-		if sign != 0 {
-			v = -v
-		}
-		return v
-	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+	return kvcache.BF16ToF32(h)
 }
 
 func (f *fakeGPU) api() *api {
