@@ -1,5 +1,6 @@
 // Package backend defines the compute that cache policies need, behind one
-// interface with interchangeable implementations (backend/cpu today).
+// interface with interchangeable implementations: backend/cpu, and
+// backend/cuda for caches in GPU memory.
 //
 // Conventions shared by every implementation:
 //   - Query heads: a layer has H query heads and G KV heads; query head h reads
@@ -14,6 +15,8 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 
 	"github.com/compresskv/compresskv/kvcache"
 )
@@ -99,4 +102,74 @@ func CheckQueries(s kvcache.Shape, q []float32, n, qHeads int) error {
 			len(q), n*qHeads*s.HeadDim, n, qHeads, s.HeadDim, kvcache.ErrShape)
 	}
 	return nil
+}
+
+// Resident is implemented by caches whose rows live with a particular
+// backend, such as a cache in GPU memory: the policies compute on the backend
+// the cache names instead of the CPU. The device's package implements it, so
+// a program that never creates such a cache links none of that package.
+type Resident interface {
+	kvcache.KVCache
+	// Backend returns a backend that computes on the cache where it lives,
+	// and a reason for the log ("cuda: the cache lives on NVIDIA H200").
+	// If the backend implements io.Closer, the caller closes it when done.
+	Backend() (Backend, string)
+}
+
+// Selection describes the token selection of one layer that a
+// LayerSelector runs in one call.
+type Selection struct {
+	// Window is W: the last W queries score the prefix [0, L-W), and the
+	// last W rows are always kept.
+	Window int
+	// Heads are the query heads that score, in order.
+	Heads []int
+	// PerRow is the number of consecutive heads of Heads averaged into one
+	// score row: len(Heads) for one row that every KV head shares
+	// (CompressKV's SR heads), or qHeads/KVHeads with Heads = every query
+	// head for one row per KV head (SnapKV).
+	PerRow int
+	// MeanFirst averages each row's heads before pooling (SnapKV at KV-head
+	// granularity); otherwise each head is pooled and then averaged
+	// (CompressKV). The two differ with max pooling.
+	MeanFirst bool
+	// Kernel is the odd pooling kernel (1: no pooling); Pooling its kind.
+	Kernel  int
+	Pooling Pooling
+	// Keep is the number of prefix positions each row keeps (B - W).
+	Keep int
+}
+
+// LayerSelector is implemented by backends that score, pool, average and
+// select one layer in a single call, with the scores never leaving the
+// backend's memory (the GPU's). It returns the rows each KV head keeps,
+// ascending, the window included: the same set as scoring with
+// WindowScores, Pool and TopK in the order sel describes. Policies use it
+// when their backend offers it.
+type LayerSelector interface {
+	SelectLayer(c kvcache.KVCache, layer int, q []float32, qHeads int, sel Selection) ([][]int, error)
+}
+
+var (
+	registryMu sync.Mutex
+	registry   = map[string]func() error{}
+)
+
+// Register records a backend package under name (as "cuda"), with a probe
+// that says whether it can run on this machine (nil when it can). Backend
+// packages call it from init, so that linking them in is what makes them
+// known: the policies never import them.
+func Register(name string, available func() error) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	registry[strings.ToLower(name)] = available
+}
+
+// Registered returns the probe of the backend package registered under
+// name, and whether one is.
+func Registered(name string) (available func() error, ok bool) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	available, ok = registry[strings.ToLower(name)]
+	return available, ok
 }

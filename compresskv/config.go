@@ -3,50 +3,9 @@ package compresskv
 import (
 	"errors"
 	"fmt"
-	"math"
-	"strings"
 
 	"github.com/compresskv/compresskv/backend"
 )
-
-// Method names a KV-cache compression method.
-type Method string
-
-// The methods the library implements (docs/DESIGN.md).
-const (
-	Full         Method = "full"         // no eviction
-	StreamingLLM Method = "streamingllm" // first Sink tokens + the most recent ones
-	H2O          Method = "h2o"          // accumulated attention of all prompt queries, per KV head
-	SnapKV       Method = "snapkv"       // window attention of each KV head's own query heads
-	PyramidKV    Method = "pyramidkv"    // SnapKV selection, budgets falling linearly with depth
-	AdaKV        Method = "adakv"        // SnapKV scores, head-wise budgets from one layer-wide top-k
-	CompressKV   Method = "compresskv"   // semantic retrieval heads + error-aware layer budgets
-)
-
-// Methods lists every method, baselines first.
-var Methods = []Method{Full, StreamingLLM, H2O, SnapKV, PyramidKV, AdaKV, CompressKV}
-
-// ParseMethod returns the method named s (case-insensitive; "streaming",
-// "ada-kv" and "snap" style aliases are accepted).
-func ParseMethod(s string) (Method, error) {
-	switch strings.ToLower(strings.ReplaceAll(s, "-", "")) {
-	case "full", "none":
-		return Full, nil
-	case "streamingllm", "streaming":
-		return StreamingLLM, nil
-	case "h2o":
-		return H2O, nil
-	case "snapkv", "snap":
-		return SnapKV, nil
-	case "pyramidkv", "pyramid":
-		return PyramidKV, nil
-	case "adakv", "ada":
-		return AdaKV, nil
-	case "compresskv":
-		return CompressKV, nil
-	}
-	return "", fmt.Errorf("compresskv: unknown method %q (want one of %v)", s, Methods)
-}
 
 // Reference defaults (docs/DESIGN.md).
 const (
@@ -96,7 +55,7 @@ type Config struct {
 	// CompressKV requires its head ranking and uses its layer weights when
 	// present (uniform budgets otherwise).
 	Profile *Profile
-	// Backend runs the compute; nil chooses per call with SelectBackend:
+	// Backend runs the compute; nil chooses per call with ChooseBackend:
 	// the GPU for a cache in device memory, the CPU otherwise (the reason
 	// is in Result.BackendReason).
 	Backend backend.Backend
@@ -137,54 +96,17 @@ func (cfg Config) withDefaults() Config {
 	return cfg
 }
 
-// validate checks a defaulted configuration for method m.
-func (cfg Config) validate(m Method) error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("compresskv: %s: %s: %w", m, fmt.Sprintf(format, a...), ErrConfig)
-	}
-	if m == Full {
+// validate checks the settings every method shares, for the policy named m
+// (Full needs none); each piece then checks its own (Validator).
+func (cfg Config) validate(m Method, full bool) error {
+	if full {
 		return nil
 	}
 	if cfg.Window < 1 {
-		return bad("window %d must be at least 1", cfg.Window)
+		return fmt.Errorf("compresskv: %s: window %d must be at least 1: %w", m, cfg.Window, ErrConfig)
 	}
 	if cfg.Budget < cfg.Window {
-		return bad("budget %d is below the observation window %d (the window is always kept)", cfg.Budget, cfg.Window)
-	}
-	if cfg.Kernel < 1 || cfg.Kernel%2 == 0 {
-		return bad("pooling kernel %d must be odd and positive", cfg.Kernel)
-	}
-	if cfg.Pooling != backend.AvgPool && cfg.Pooling != backend.MaxPool {
-		return bad("unknown pooling %v (want avg or max)", cfg.Pooling)
-	}
-	if cfg.SRHeads < 1 {
-		return bad("SR heads per layer %d must be positive", cfg.SRHeads)
-	}
-	if cfg.Beta < 1 {
-		return bad("PyramidKV beta %d must be positive", cfg.Beta)
-	}
-	if math.IsNaN(cfg.FloorRatio) || cfg.FloorRatio > 1 {
-		return bad("Ada-KV floor ratio %v must lie in [0, 1]", cfg.FloorRatio)
-	}
-	if m == CompressKV {
-		if cfg.LayerFloor < cfg.Window || cfg.LayerFloor > cfg.Budget {
-			return bad("layer floor %d must lie between the window %d and the budget %d", cfg.LayerFloor, cfg.Window, cfg.Budget)
-		}
-		if cfg.LayerCap < cfg.Budget {
-			return bad("layer cap %d is below the budget %d", cfg.LayerCap, cfg.Budget)
-		}
-		if cfg.Profile == nil {
-			return bad("a profile with the model's semantic retrieval heads is required")
-		}
-		if err := cfg.Profile.Validate(); err != nil {
-			return bad("%v", err)
-		}
-		if len(cfg.Profile.HeadRanking) == 0 {
-			return bad("the profile has no head ranking")
-		}
-		if cfg.SRHeads > cfg.Profile.Model.QueryHeads {
-			return bad("%d SR heads per layer, but the model has %d query heads", cfg.SRHeads, cfg.Profile.Model.QueryHeads)
-		}
+		return fmt.Errorf("compresskv: %s: budget %d is below the observation window %d (the window is always kept): %w", m, cfg.Budget, cfg.Window, ErrConfig)
 	}
 	return nil
 }

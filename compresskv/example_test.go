@@ -79,10 +79,10 @@ func ExampleNew() {
 // StreamingLLM-style uniform budgets, selected by plain top-k.
 func ExampleCompose() {
 	cache, queries := prefill()
-	policy, err := compresskv.Compose("snap-uniform", compresskv.Config{Window: 4},
+	policy, err := compresskv.Compose("snap-uniform", compresskv.Config{Budget: 6, Window: 4},
 		compresskv.SnapKVScorer{Kernel: 1}, // no pooling
 		compresskv.TopKSelector{},
-		compresskv.UniformAllocator{Budget: 6})
+		compresskv.UniformAllocator{})
 	if err != nil {
 		panic(err)
 	}

@@ -1,12 +1,12 @@
 package compresskv
 
 import (
+	"errors"
 	"fmt"
 	"io"
-	"runtime"
-	"sync"
 
 	"github.com/compresskv/compresskv/backend"
+	"github.com/compresskv/compresskv/internal/par"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -27,53 +27,78 @@ type Policy struct {
 // New returns the policy for method m with configuration cfg, or an error
 // wrapping ErrConfig that says what is wrong with cfg.
 func New(m Method, cfg Config) (*Policy, error) {
+	e, ok := lookup(m)
+	if !ok {
+		return nil, fmt.Errorf("compresskv: unknown method %q (want one of %v): %w", m, Methods, ErrConfig)
+	}
 	cfg = cfg.withDefaults()
-	if err := cfg.validate(m); err != nil {
+	if err := cfg.validate(m, m == Full); err != nil {
 		return nil, err
 	}
-	p := &Policy{name: string(m), method: m, cfg: cfg}
-	snap := SnapKVScorer{Kernel: cfg.Kernel, Pooling: cfg.Pooling}
-	uniform := UniformAllocator{Budget: cfg.Budget}
-	switch m {
-	case Full:
-	case StreamingLLM:
-		p.scorer, p.selector, p.allocator = nil, StreamingSelector{Sink: cfg.Sink}, uniform
-	case H2O:
-		p.scorer, p.selector, p.allocator = H2OScorer{}, TopKSelector{}, uniform
-	case SnapKV:
-		p.scorer, p.selector, p.allocator = snap, TopKSelector{}, uniform
-	case PyramidKV:
-		p.scorer, p.selector = snap, TopKSelector{}
-		p.allocator = PyramidAllocator{Budget: cfg.Budget, Window: cfg.Window, Beta: cfg.Beta}
-	case AdaKV:
-		p.scorer, p.selector, p.allocator = snap, AdaKVSelector{FloorRatio: cfg.FloorRatio}, uniform
-	case CompressKV:
-		p.scorer = SRScorer{Profile: cfg.Profile, K: cfg.SRHeads, Kernel: cfg.Kernel, Pooling: cfg.Pooling}
-		p.selector = TopKSelector{}
-		if w := cfg.Profile.LayerWeights; w != nil {
-			p.allocator = ErrorAwareAllocator{Weights: w, Budget: cfg.Budget, Floor: cfg.LayerFloor, Cap: cfg.LayerCap}
-		} else {
-			p.allocator = uniform
-			p.note = "profile has no layer weights: uniform budgets"
-		}
-	default:
-		return nil, fmt.Errorf("compresskv: unknown method %q: %w", m, ErrConfig)
+	pc := e.build(cfg)
+	p := &Policy{name: string(m), method: m, cfg: cfg, scorer: pc.scorer, selector: pc.selector, allocator: pc.allocator, note: pc.note}
+	if err := p.validatePieces(); err != nil {
+		return nil, fmt.Errorf("compresskv: %s: %w", m, err)
 	}
 	return p, nil
 }
 
 // Compose returns a policy named name from the given pieces. scorer may be
-// nil for selectors that ignore scores. cfg supplies the window, the
-// backend and (through its defaults) nothing else.
+// nil for selectors that ignore scores; allocator may be nil for uniform
+// budgets. cfg supplies the average budget per layer (required, at least the
+// window), the window, the backend, and the defaults the pieces do not set.
+// Each piece that implements Validator checks its own settings.
 func Compose(name string, cfg Config, scorer Scorer, selector Selector, allocator Allocator) (*Policy, error) {
-	if selector == nil || allocator == nil {
-		return nil, fmt.Errorf("compresskv: policy %q needs a selector and an allocator: %w", name, ErrConfig)
+	if selector == nil {
+		return nil, fmt.Errorf("compresskv: policy %q needs a selector: %w", name, ErrConfig)
+	}
+	if allocator == nil {
+		allocator = UniformAllocator{}
 	}
 	cfg = cfg.withDefaults()
-	if cfg.Window < 1 {
-		return nil, fmt.Errorf("compresskv: policy %q: window %d must be positive: %w", name, cfg.Window, ErrConfig)
+	if err := cfg.validate(Method(name), false); err != nil {
+		return nil, err
 	}
-	return &Policy{name: name, cfg: cfg, scorer: scorer, selector: selector, allocator: allocator}, nil
+	p := &Policy{name: name, cfg: cfg, scorer: scorer, selector: selector, allocator: allocator}
+	if err := p.validatePieces(); err != nil {
+		return nil, fmt.Errorf("compresskv: %s: %w", name, err)
+	}
+	return p, nil
+}
+
+// validatePieces runs the Validator of every piece that has one.
+func (p *Policy) validatePieces() error {
+	for _, piece := range []any{p.scorer, p.selector, p.allocator} {
+		if v, ok := piece.(Validator); ok {
+			if err := v.Validate(p.cfg.Budget, p.cfg.Window); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// fit runs the Fitter of every piece that has one.
+func (p *Policy) fit(s kvcache.Shape, qHeads int) error {
+	for _, piece := range []any{p.scorer, p.selector, p.allocator} {
+		if f, ok := piece.(Fitter); ok {
+			if err := f.Fit(s, qHeads); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// QueryRows returns how many query rows per layer, the last ones of a prompt
+// of promptLen tokens, Plan and Compress need: 0 when the policy reads no
+// queries (Full, StreamingLLM), the window for the window scorers, every
+// prompt row for H2O. Pass exactly that many.
+func (p *Policy) QueryRows(promptLen int) int {
+	if p.scorer == nil || p.selector == nil {
+		return 0
+	}
+	return p.scorer.QueryRows(promptLen, p.cfg.Window)
 }
 
 // Name returns the policy's name (its method for policies made by New).
@@ -104,7 +129,7 @@ type Result struct {
 	Policy  string // the policy's name
 	Backend string // the backend that ran it
 	// BackendReason says why that backend ran: "configured" when
-	// Config.Backend was set, else SelectBackend's reason.
+	// Config.Backend was set, else ChooseBackend's reason.
 	BackendReason string
 	BytesBefore   int64 // Bytes of the cache before compaction
 	BytesAfter    int64 // Bytes after
@@ -112,12 +137,18 @@ type Result struct {
 
 // Plan computes which rows each layer keeps, without changing the cache.
 //
-// q holds, per layer, the post-RoPE queries of the last prompt positions,
-// token-major [n][qHeads][HeadDim] with n >= Window (H2O needs all L prompt
-// queries; Full and StreamingLLM need none, q may be nil). Every KV head of a
-// layer must hold the same number L of rows (a prefilled, uncompressed
-// layer). Layers are planned concurrently.
+// q holds, per layer, the post-RoPE queries of the last QueryRows(L) prompt
+// positions, token-major [n][qHeads][HeadDim], exactly that many (the window
+// for most methods, all L prompt rows for H2O; Full and StreamingLLM read
+// none, and q may be nil). Every KV head of a layer must hold the same number
+// L of rows (a prefilled, uncompressed layer; ErrUneven otherwise). Layers
+// are planned concurrently.
 func (p *Policy) Plan(c kvcache.KVCache, q [][]float32, qHeads int) (*Plan, error) {
+	release, err := acquire(c, "Plan")
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	b, _, done, err := p.backendFor(c)
 	if err != nil {
 		return nil, err
@@ -126,13 +157,22 @@ func (p *Policy) Plan(c kvcache.KVCache, q [][]float32, qHeads int) (*Plan, erro
 	return p.plan(c, q, qHeads, b)
 }
 
+// acquire holds c for one policy call when c detects overlapping use
+// (kvcache.Exclusive).
+func acquire(c kvcache.KVCache, op string) (release func(), err error) {
+	if ex, ok := c.(kvcache.Exclusive); ok {
+		return ex.Acquire("compresskv." + op)
+	}
+	return func() {}, nil
+}
+
 // backendFor returns the backend for cache c: Config.Backend, or the one
-// SelectBackend picks (released by done).
+// ChooseBackend picks (released by done).
 func (p *Policy) backendFor(c kvcache.KVCache) (b backend.Backend, reason string, done func(), err error) {
 	if p.cfg.Backend != nil {
 		return p.cfg.Backend, "configured", func() {}, nil
 	}
-	b, reason, err = SelectBackend(c, "auto")
+	b, reason, err = ChooseBackend(c, "auto")
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -156,16 +196,16 @@ func (p *Policy) plan(c kvcache.KVCache, q [][]float32, qHeads int, b backend.Ba
 	if err != nil {
 		return nil, err
 	}
-	if err := p.checkProfile(s, qHeads); err != nil {
+	if err := p.fit(s, qHeads); err != nil {
 		return nil, err
 	}
-	budgets, err := p.allocator.Budgets(s.Layers, L)
+	budgets, err := p.allocator.Budgets(BudgetInput{Layers: s.Layers, PromptLen: L, Budget: p.cfg.Budget, Window: p.cfg.Window})
 	if err != nil {
 		return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
 	}
 	plan.Budgets = budgets
 	errs := make([]error, s.Layers)
-	parallel(s.Layers, func(l int) {
+	par.For(s.Layers, func(l int) {
 		var ql []float32
 		if q != nil {
 			ql = q[l]
@@ -181,8 +221,15 @@ func (p *Policy) plan(c kvcache.KVCache, q [][]float32, qHeads int, b backend.Ba
 }
 
 // Compress plans (see Plan) and then compacts every layer of the cache. If
-// planning fails, the cache is unchanged.
+// planning fails, the cache is unchanged. A cache that detects overlapping
+// use (kvcache.Host) is held for the whole call: a second Compress, or an
+// Append, on it from another goroutine meanwhile fails with kvcache.ErrBusy.
 func (p *Policy) Compress(c kvcache.KVCache, q [][]float32, qHeads int) (*Result, error) {
+	release, err := acquire(c, "Compress")
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	before := c.Bytes()
 	b, reason, done, err := p.backendFor(c)
 	if err != nil {
@@ -203,6 +250,11 @@ func (p *Policy) Compress(c kvcache.KVCache, q [][]float32, qHeads int) (*Result
 // Every layer's rows are checked before any is moved, so a plan that does
 // not fit the cache leaves it unchanged.
 func (p *Policy) Apply(c kvcache.KVCache, plan *Plan) error {
+	release, err := acquire(c, "Apply")
+	if err != nil {
+		return err
+	}
+	defer release()
 	b, _, done, err := p.backendFor(c)
 	if err != nil {
 		return err
@@ -229,7 +281,7 @@ func (p *Policy) apply(c kvcache.KVCache, plan *Plan, b backend.Backend) error {
 		}
 	}
 	errs := make([]error, s.Layers)
-	parallel(s.Layers, func(l int) {
+	par.For(s.Layers, func(l int) {
 		if plan.Keep[l] != nil {
 			errs[l] = b.Compact(c, l, plan.Keep[l])
 		}
@@ -248,19 +300,24 @@ func (p *Policy) apply(c kvcache.KVCache, plan *Plan, b backend.Backend) error {
 func (p *Policy) CompressLayer(c kvcache.KVCache, layer int, q []float32, qHeads int) error {
 	s := c.Shape()
 	if layer < 0 || layer >= s.Layers {
-		return fmt.Errorf("compresskv: layer %d out of range [0, %d)", layer, s.Layers)
+		return fmt.Errorf("compresskv: layer %d out of range [0, %d): %w", layer, s.Layers, kvcache.ErrShape)
 	}
 	if p.selector == nil {
 		return nil
 	}
+	release, err := acquire(c, "CompressLayer")
+	if err != nil {
+		return err
+	}
+	defer release()
 	L, err := layerLen(c, layer)
 	if err != nil {
 		return err
 	}
-	if err := p.checkProfile(s, qHeads); err != nil {
+	if err := p.fit(s, qHeads); err != nil {
 		return err
 	}
-	budgets, err := p.allocator.Budgets(s.Layers, L)
+	budgets, err := p.allocator.Budgets(BudgetInput{Layers: s.Layers, PromptLen: L, Budget: p.cfg.Budget, Window: p.cfg.Window})
 	if err != nil {
 		return fmt.Errorf("compresskv: %s: %w", p.name, err)
 	}
@@ -287,15 +344,15 @@ func (p *Policy) planLayer(b backend.Backend, c kvcache.KVCache, layer int, q []
 	if L <= B {
 		return nil, nil
 	}
-	in := &Layer{Backend: b, Cache: c, Index: layer, Queries: q, QHeads: qHeads, Len: L, Window: W}
+	in := &ScoreInput{Backend: b, Cache: c, Layer: layer, Queries: q, QHeads: qHeads, Len: L, Window: W}
 	var scores [][]float32
 	if p.scorer != nil {
-		if err := backend.CheckQueries(s, q, len(q)/max(1, qHeads*s.HeadDim), qHeads); err != nil {
-			return nil, fmt.Errorf("compresskv: layer %d: %w", layer, err)
+		in.NQ = p.scorer.QueryRows(L, W)
+		if err := backend.CheckQueries(s, q, in.NQ, qHeads); err != nil {
+			return nil, fmt.Errorf("compresskv: %s: layer %d: the %s scorer reads the last %d prompt rows: %w", p.name, layer, p.scorer.Name(), in.NQ, err)
 		}
-		in.NQ = len(q) / (qHeads * s.HeadDim)
-		if in.NQ < W {
-			return nil, fmt.Errorf("compresskv: layer %d: %d query rows, the window needs %d: %w", layer, in.NQ, W, kvcache.ErrShape)
+		if keep, ok, err := p.fused(in, B); ok || err != nil {
+			return keep, err
 		}
 		var err error
 		if scores, err = p.scorer.Score(in); err != nil {
@@ -321,24 +378,41 @@ func (p *Policy) planLayer(b backend.Backend, c kvcache.KVCache, layer int, q []
 	return keep, nil
 }
 
-func (p *Policy) checkProfile(s kvcache.Shape, qHeads int) error {
-	if p.method != CompressKV {
-		return nil
+// fused runs the layer's scoring and top-k selection in one call when the
+// backend offers it (backend.LayerSelector, the GPU's, where the scores never
+// leave the device) and the policy is a window scorer with the top-k
+// selector; ok reports whether it ran.
+func (p *Policy) fused(in *ScoreInput, B int) (keep [][]int, ok bool, err error) {
+	ls, ok1 := in.Backend.(backend.LayerSelector)
+	sc, ok2 := p.scorer.(layerSelection)
+	_, ok3 := p.selector.(TopKSelector)
+	if !ok1 || !ok2 || !ok3 {
+		return nil, false, nil
 	}
-	m := p.cfg.Profile.Model
-	if m.Layers != s.Layers || m.KVHeads != s.KVHeads || m.HeadDim != s.HeadDim || m.QueryHeads != qHeads {
-		return fmt.Errorf("compresskv: profile of %q is for %d layers x %d query heads / %d KV heads x d=%d; cache is %d x %d / %d x d=%d: %w",
-			m.Name, m.Layers, m.QueryHeads, m.KVHeads, m.HeadDim, s.Layers, qHeads, s.KVHeads, s.HeadDim, ErrConfig)
+	sel, err := sc.selection(in)
+	if err != nil {
+		return nil, true, fmt.Errorf("compresskv: %s: %w", p.name, err)
 	}
-	return nil
+	sel.Keep = B - in.Window
+	keep, err = ls.SelectLayer(in.Cache, in.Layer, in.Queries, in.QHeads, sel)
+	if err != nil {
+		return nil, true, fmt.Errorf("compresskv: %s: layer %d: %w", p.name, in.Layer, err)
+	}
+	return keep, true, nil
 }
+
+// ErrUneven is wrapped by errors that report a cache whose KV heads or
+// layers hold different numbers of rows where a policy needs one prompt
+// length: a cache already compressed with head-wise budgets, or one whose
+// prefill stopped part-way.
+var ErrUneven = errors.New("uneven cache")
 
 // layerLen returns the common row count of the KV heads of one layer.
 func layerLen(c kvcache.KVCache, layer int) (int, error) {
 	L := c.Len(layer, 0)
 	for g := 1; g < c.Shape().KVHeads; g++ {
 		if n := c.Len(layer, g); n != L {
-			return 0, fmt.Errorf("compresskv: layer %d: KV heads hold %d and %d rows; compress a prefilled, uncompressed layer", layer, L, n)
+			return 0, fmt.Errorf("compresskv: layer %d: KV heads 0 and %d hold %d and %d rows (already compressed with head-wise budgets?); compress a prefilled, uncompressed layer: %w", layer, g, L, n, ErrUneven)
 		}
 	}
 	return L, nil
@@ -356,35 +430,8 @@ func promptLen(c kvcache.KVCache) (int, error) {
 			return 0, err
 		}
 		if n != L {
-			return 0, fmt.Errorf("compresskv: layers 0 and %d hold %d and %d rows; compress after the whole prompt is prefilled", l, L, n)
+			return 0, fmt.Errorf("compresskv: layers 0 and %d hold %d and %d rows; compress after the whole prompt is prefilled: %w", l, L, n, ErrUneven)
 		}
 	}
 	return L, nil
-}
-
-// parallel runs f(0..n-1) on up to GOMAXPROCS goroutines.
-func parallel(n int, f func(i int)) {
-	workers := min(n, runtime.GOMAXPROCS(0))
-	if workers <= 1 {
-		for i := 0; i < n; i++ {
-			f(i)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	next := make(chan int, n)
-	for i := 0; i < n; i++ {
-		next <- i
-	}
-	close(next)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				f(i)
-			}
-		}()
-	}
-	wg.Wait()
 }

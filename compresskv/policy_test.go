@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/compresskv/compresskv/alloc"
 	"github.com/compresskv/compresskv/backend"
 	"github.com/compresskv/compresskv/backend/cpu"
+	"github.com/compresskv/compresskv/internal/reftest"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -79,7 +81,7 @@ func TestPolicyInvariants(t *testing.T) {
 					}
 					c := base.Clone()
 					before := snap(c)
-					res, err := p.Compress(c, q, sh.H)
+					res, err := p.Compress(c, lastRows(p, q, L, sh.H, d), sh.H)
 					if err != nil {
 						t.Fatalf("%s: seed %d: %v", name, seed, err)
 					}
@@ -199,7 +201,7 @@ func TestPoliciesMatchReference(t *testing.T) {
 					if err != nil {
 						t.Fatal(name, err)
 					}
-					plan, err := p.Plan(base, q, sh.H)
+					plan, err := p.Plan(base, lastRows(p, q, L, sh.H, d), sh.H)
 					if err != nil {
 						t.Fatal(name, err)
 					}
@@ -452,6 +454,8 @@ func TestBadInputLeavesCacheUnchanged(t *testing.T) {
 	nan := [][]float32{slices.Clone(q[0]), slices.Clone(q[1])}
 	nan[1][5] = float32(math.NaN())
 	other := randomProfile(rng, kvcache.Shape{Layers: 3, KVHeads: 2, HeadDim: 8}, 4, false)
+	// 8 window rows of 8 query heads: read as 4 heads it would be 16 rows.
+	q8 := make([]float32, 8*8*8)
 	cases := []struct {
 		name   string
 		m      Method
@@ -463,10 +467,12 @@ func TestBadInputLeavesCacheUnchanged(t *testing.T) {
 		{"short queries", SnapKV, Config{Budget: 16}, [][]float32{q[0][:10], q[1]}, 4, "query values"},
 		{"too few layers", SnapKV, Config{Budget: 16}, q[:1], 4, "queries for 1 layers"},
 		{"heads not a multiple", SnapKV, Config{Budget: 16}, q, 3, "not a positive multiple"},
-		{"window larger than queries", SnapKV, Config{Budget: 16, Window: 12}, q, 4, "window needs 12"},
+		{"window larger than queries", SnapKV, Config{Budget: 16, Window: 12}, q, 4, "reads the last 12 prompt rows"},
+		{"more queries than the window", SnapKV, Config{Budget: 16, Window: 4}, q, 4, "reads the last 4 prompt rows"},
+		{"query heads miscounted", SnapKV, Config{Budget: 16}, [][]float32{q8, q8}, 4, "want 256 (8 rows x 4 heads"},
 		{"NaN query", CompressKV, Config{Budget: 16, Profile: prof}, nan, 4, "non-finite"},
 		{"profile for another model", CompressKV, Config{Budget: 16, Profile: other}, q, 4, "profile of"},
-		{"H2O without all queries", H2O, Config{Budget: 16}, q, 4, "all 40 prompt queries"},
+		{"H2O without all queries", H2O, Config{Budget: 16}, q, 4, "reads the last 40 prompt rows"},
 	}
 	for _, tc := range cases {
 		p, err := New(tc.m, tc.cfg)
@@ -494,7 +500,7 @@ func TestBadInputLeavesCacheUnchanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cc.Len(0, 0) != cc.Len(0, 1) {
-		if _, err := ada.Compress(cc, q, 4); err == nil || !strings.Contains(err.Error(), "uncompressed") {
+		if _, err := ada.Compress(cc, q, 4); !errors.Is(err, ErrUneven) || !strings.Contains(err.Error(), "uncompressed") {
 			t.Fatalf("ragged layer: error %v", err)
 		}
 	}
@@ -569,4 +575,61 @@ func TestCompressLayerMatchesCompress(t *testing.T) {
 			t.Fatalf("seed %d: %s: CompressLayer differs from Compress", seed, m)
 		}
 	}
+}
+
+// TestSnapKVMeansBeforeMaxPooling: SnapKV averages each group's window sums
+// and then pools (ALGORITHM.md section 4). With max pooling the other order
+// keeps a different set; the test checks that it would, on this input, so
+// that it fails if the order is ever swapped back.
+func TestSnapKVMeansBeforeMaxPooling(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	const L, W, B, H, d = 120, 8, 40, 8, 16
+	s := kvcache.Shape{Layers: 1, KVHeads: 2, HeadDim: d}
+	c, q := fillCache(t, rng, s, kvcache.Float32, L, H, W)
+	cfg := Config{Budget: B, Window: W, Kernel: 7, Pooling: backend.MaxPool}
+	p, err := New(SnapKV, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := p.Plan(c, q, H)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = p.Config()
+	want := refScores(SnapKV, c, 0, q[0], H, cfg)
+	differs := 0
+	for g := 0; g < s.KVHeads; g++ {
+		kept := plan.Keep[0][g][:B-W]
+		checkTop(t, fmt.Sprintf("head %d", g), want[g], kept, B-W, 1e-6)
+		// The pool-then-mean order, in float64.
+		var rows [][]float64
+		for h := g * H / 2; h < (g+1)*H/2; h++ {
+			r := reftest.WindowSums(c, 0, q[0], W, H, h)[:L-W]
+			rows = append(rows, reftest.Pool(r, cfg.Kernel, false))
+		}
+		other := reftest.Mean(rows)
+		if !isTop(other, kept, 1e-6) {
+			differs++
+		}
+	}
+	if differs == 0 {
+		t.Fatal("the input does not tell the two orders apart; pick another seed")
+	}
+}
+
+// isTop reports whether kept is a top-len(kept) set of x up to tol.
+func isTop(x []float64, kept []int, tol float64) bool {
+	in := make([]bool, len(x))
+	for _, j := range kept {
+		in[j] = true
+	}
+	minIn, maxOut := math.Inf(1), math.Inf(-1)
+	for j, v := range x {
+		if in[j] {
+			minIn = math.Min(minIn, v)
+		} else {
+			maxOut = math.Max(maxOut, v)
+		}
+	}
+	return minIn >= maxOut-tol
 }

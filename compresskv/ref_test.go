@@ -80,17 +80,34 @@ func refScores(m Method, c *kvcache.Host, l int, q []float32, H int, cfg Config)
 		}
 		out = append(out, reftest.Mean(rows))
 	case SnapKV, PyramidKV, AdaKV, H2O:
+		// ALGORITHM.md section 4: the group's window sums are averaged,
+		// then the mean is pooled (H2O does not pool).
 		for g := 0; g < s.KVHeads; g++ {
 			var rows [][]float64
 			for h := g * per; h < (g+1)*per; h++ {
 				if m == H2O {
 					rows = append(rows, head(h, L, false))
 				} else {
-					rows = append(rows, head(h, cfg.Window, true))
+					rows = append(rows, head(h, cfg.Window, false))
 				}
 			}
-			out = append(out, reftest.Mean(rows))
+			mean := reftest.Mean(rows)
+			if m != H2O && cfg.Kernel > 1 {
+				mean = reftest.Pool(mean, cfg.Kernel, cfg.Pooling == backend.AvgPool)
+			}
+			out = append(out, mean)
 		}
+	}
+	return out
+}
+
+// lastRows returns, per layer, the last p.QueryRows(L) rows of q (each
+// [n][H][d] with n >= that), the exact query block the policy reads.
+func lastRows(p *Policy, q [][]float32, L, H, d int) [][]float32 {
+	n := p.QueryRows(L)
+	out := make([][]float32, len(q))
+	for l, ql := range q {
+		out[l] = ql[len(ql)-n*H*d:]
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -257,12 +258,13 @@ func TestAppendLayout(t *testing.T) {
 }
 
 func TestAppendStorage(t *testing.T) {
-	// Float16 overflows to Inf at storage; bfloat16 and float32 keep the value.
+	// bfloat16 and float32 keep 1e6 (bfloat16 rounded); float16 cannot hold
+	// it and rejects it at Append, before anything is stored.
 	s := Shape{1, 1, 2}
 	for _, c := range []struct {
 		dt   DType
 		want float32
-	}{{Float32, 1e6}, {Float16, float32(math.Inf(1))}, {BFloat16, 999424}} {
+	}{{Float32, 1e6}, {BFloat16, 999424}} {
 		h := mustHost(t, s, c.dt)
 		if err := h.Append(0, []float32{1e6, -1e6}, []float32{0, 0}); err != nil {
 			t.Fatalf("%v: %v", c.dt, err)
@@ -270,6 +272,34 @@ func TestAppendStorage(t *testing.T) {
 		kr, _ := h.Rows(0, 0)
 		if got := kr.Row(0, nil); got[0] != c.want || got[1] != -c.want {
 			t.Errorf("%v: 1e6 stored as %v, want ±%g", c.dt, got, c.want)
+		}
+	}
+	// The edges: the largest value each type rounds to a finite one is
+	// accepted and stored finite; the next float32 is rejected.
+	for _, c := range []struct {
+		dt       DType
+		ok, over float32
+	}{
+		{Float16, math.Nextafter32(65520, 0), 65520},
+		{BFloat16, math.Float32frombits(0x7F7F7FFF), math.Float32frombits(0x7F7F8000)},
+		{Float32, math.MaxFloat32, float32(math.Inf(1))},
+	} {
+		h := mustHost(t, s, c.dt)
+		if err := h.Append(0, []float32{c.ok, -c.ok}, []float32{c.ok, 0}); err != nil {
+			t.Fatalf("%v: %g rejected: %v", c.dt, c.ok, err)
+		}
+		kr, vr := h.Rows(0, 0)
+		for _, x := range append(kr.Row(0, nil), vr.Row(0, nil)...) {
+			if math.IsInf(float64(x), 0) || math.IsNaN(float64(x)) {
+				t.Fatalf("%v: %g stored as %g", c.dt, c.ok, x)
+			}
+		}
+		for _, bad := range [][2][]float32{{{1, -c.over}, {0, 0}}, {{1, 2}, {c.over, 0}}} {
+			before := h.Bytes()
+			err := h.Append(0, bad[0], bad[1])
+			if !errors.Is(err, ErrNonFinite) || h.Len(0, 0) != 1 || h.Seen(0) != 1 || h.Bytes() != before {
+				t.Fatalf("%v: Append of %g: error %v, %d rows", c.dt, c.over, err, h.Len(0, 0))
+			}
 		}
 	}
 }
@@ -826,5 +856,71 @@ func TestCompactLargeParallel(t *testing.T) {
 				t.Fatalf("keeping a third: Reserved %d for Bytes %d, storage not released", c.Reserved(), c.Bytes())
 			}
 		}
+	}
+}
+
+// TestHostBusy: overlapping mutation of one layer, or an Append while the
+// cache is held, fails with ErrBusy; accessors out of range panic with the
+// same kind of message.
+func TestHostBusy(t *testing.T) {
+	s := Shape{Layers: 2, KVHeads: 1, HeadDim: 2}
+	c := mustHost(t, s, Float32)
+	release, err := c.Acquire("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Acquire("second"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second Acquire: %v", err)
+	}
+	if err := c.Append(0, []float32{1, 2}, []float32{3, 4}); !errors.Is(err, ErrBusy) || c.Seen(0) != 0 {
+		t.Fatalf("Append while held: %v, seen %d", err, c.Seen(0))
+	}
+	if err := c.Reserve(10); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Reserve while held: %v", err)
+	}
+	if err := c.Compact(0, [][]int{{}}); err != nil {
+		t.Fatalf("the holder compacts: %v", err)
+	}
+	release()
+	release() // idempotent
+	if err := c.Append(0, []float32{1, 2}, []float32{3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	// Many goroutines append to one layer: each call either goes through
+	// whole or fails with ErrBusy.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok := 0
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 20; j++ {
+				err := c.Append(1, []float32{1, 2}, []float32{3, 4})
+				if err != nil && !errors.Is(err, ErrBusy) {
+					t.Error(err)
+				}
+				if err == nil {
+					mu.Lock()
+					ok++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if c.Seen(1) != ok || c.Len(1, 0) != ok {
+		t.Fatalf("seen %d, rows %d, successful appends %d", c.Seen(1), c.Len(1, 0), ok)
+	}
+	for _, f := range []func(){func() { c.Seen(-1) }, func() { c.Seen(2) }, func() { c.Len(0, 1) }} {
+		func() {
+			defer func() {
+				msg, _ := recover().(string)
+				if !strings.Contains(msg, "out of range") {
+					t.Fatalf("panic %q, want an out-of-range message", msg)
+				}
+			}()
+			f()
+		}()
 	}
 }

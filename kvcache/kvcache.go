@@ -19,6 +19,9 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
+
+	"github.com/compresskv/compresskv/internal/finite"
 )
 
 // Shape is the geometry of a cache: layers, KV heads per layer, values per row.
@@ -38,10 +41,12 @@ func (s Shape) Validate() error {
 
 // KVCache is the storage that policies compress and backends read.
 //
-// Implementations are not safe for concurrent mutation of one layer; distinct
-// layers may be appended to or compacted from different goroutines. Len, Seen
-// and Positions panic on a layer or head out of range, a programming error;
-// methods that take data (Append, Compact) return errors instead.
+// Concurrency: one layer must not be mutated (Append, Compact) from two
+// goroutines at once, nor read while it is mutated; distinct layers may be
+// appended to or compacted from different goroutines. A cache that detects
+// misuse (Host does) returns ErrBusy instead of racing; see Exclusive. Len,
+// Seen and Positions panic on a layer or head out of range, a programming
+// error; methods that take data (Append, Compact) return errors instead.
 type KVCache interface {
 	// Shape returns the geometry of the cache.
 	Shape() Shape
@@ -57,7 +62,9 @@ type KVCache interface {
 	Positions(layer, head int, dst []int32) []int32
 	// Append stores n new tokens at the end of every head of layer. k and v are
 	// token-major [n][KVHeads][HeadDim]; their positions continue from Seen.
-	// Non-finite values are rejected and leave the cache unchanged.
+	// Non-finite values, and values that overflow the storage type (beyond
+	// 65504 in float16), are rejected with ErrNonFinite and leave the cache
+	// unchanged.
 	Append(layer int, k, v []float32) error
 	// Compact keeps, for every head g of layer, the rows keep[g] (row indices,
 	// strictly increasing) and drops the others, moving rows in place.
@@ -70,8 +77,24 @@ type KVCache interface {
 // ErrShape is wrapped by errors that report input of the wrong size.
 var ErrShape = errors.New("wrong shape")
 
-// ErrNonFinite is wrapped by errors that report NaN or infinite input.
+// ErrNonFinite is wrapped by errors that report NaN or infinite input, or
+// input that the storage type cannot hold.
 var ErrNonFinite = errors.New("non-finite value")
+
+// ErrBusy is wrapped by errors that report a call overlapping another one on
+// the same cache from another goroutine (see KVCache's concurrency rule).
+var ErrBusy = errors.New("cache busy")
+
+// Exclusive is implemented by caches that detect overlapping use from
+// several goroutines. Acquire marks the cache as held by one operation of
+// several steps (a policy's Compress: it reads every layer, then compacts
+// them) and returns the function that ends it; while it is held, another
+// Acquire and every Append fail with ErrBusy. Acquire itself fails with
+// ErrBusy while another operation holds the cache or a layer is being
+// appended to or compacted. The holder may call Compact.
+type Exclusive interface {
+	Acquire(op string) (release func(), err error)
+}
 
 // Rows is read access to the stored rows of one head: N rows of D values, in
 // F32 when DType is Float32, else as 16-bit patterns in U16. The slices alias
@@ -113,14 +136,25 @@ type head struct {
 }
 
 // Host is a KVCache in host memory. The zero value is not usable; call NewHost.
+//
+// Host detects overlapping calls instead of racing: an Append or Compact of a
+// layer while another goroutine appends to or compacts the same layer, or
+// an Append while a policy holds the cache (Exclusive), fails with ErrBusy
+// and changes nothing. Reads (Rows, Len, Positions) are not guarded: do not
+// read a layer while another goroutine mutates it.
 type Host struct {
 	shape Shape
 	dtype DType
-	heads []head // [layer*KVHeads + g]
-	seen  []int  // per layer
+	heads []head         // [layer*KVHeads + g]
+	seen  []int          // per layer
+	busy  []atomic.Int32 // per layer: 1 while an Append or Compact runs
+	held  atomic.Pointer[string]
 }
 
-var _ HostReader = (*Host)(nil)
+var (
+	_ HostReader = (*Host)(nil)
+	_ Exclusive  = (*Host)(nil)
+)
 
 // NewHost returns an empty cache of the given shape and storage type.
 func NewHost(s Shape, t DType) (*Host, error) {
@@ -135,6 +169,7 @@ func NewHost(s Shape, t DType) (*Host, error) {
 		dtype: t,
 		heads: make([]head, s.Layers*s.KVHeads),
 		seen:  make([]int, s.Layers),
+		busy:  make([]atomic.Int32, s.Layers),
 	}, nil
 }
 
@@ -148,7 +183,47 @@ func (c *Host) DType() DType { return c.dtype }
 func (c *Host) Len(layer, g int) int { return len(c.head(layer, g).pos) }
 
 // Seen implements KVCache.
-func (c *Host) Seen(layer int) int { return c.seen[layer] }
+func (c *Host) Seen(layer int) int {
+	if layer < 0 || layer >= c.shape.Layers {
+		panic(fmt.Sprintf("kvcache: layer %d out of range for %+v", layer, c.shape))
+	}
+	return c.seen[layer]
+}
+
+// Acquire implements Exclusive.
+func (c *Host) Acquire(op string) (release func(), err error) {
+	if !c.held.CompareAndSwap(nil, &op) {
+		if h := c.held.Load(); h != nil {
+			return nil, fmt.Errorf("kvcache: %s: the cache is held by %s on another goroutine: %w", op, *h, ErrBusy)
+		}
+		return nil, fmt.Errorf("kvcache: %s: the cache is held on another goroutine: %w", op, ErrBusy)
+	}
+	for l := range c.busy {
+		if c.busy[l].Load() != 0 {
+			c.held.Store(nil)
+			return nil, fmt.Errorf("kvcache: %s: layer %d is being appended to or compacted on another goroutine: %w", op, l, ErrBusy)
+		}
+	}
+	var once sync.Once
+	return func() { once.Do(func() { c.held.Store(nil) }) }, nil
+}
+
+// enter marks layer as being mutated by op, or fails with ErrBusy; held
+// tells whether the caller holds the cache (Compact under a policy).
+func (c *Host) enter(op string, layer int, holderMay bool) error {
+	if !c.busy[layer].CompareAndSwap(0, 1) {
+		return fmt.Errorf("kvcache: %s of layer %d overlaps another Append or Compact of it on another goroutine: %w", op, layer, ErrBusy)
+	}
+	if !holderMay {
+		if h := c.held.Load(); h != nil {
+			c.busy[layer].Store(0)
+			return fmt.Errorf("kvcache: %s of layer %d while %s holds the cache: %w", op, layer, *h, ErrBusy)
+		}
+	}
+	return nil
+}
+
+func (c *Host) leave(layer int) { c.busy[layer].Store(0) }
 
 // Positions implements KVCache.
 func (c *Host) Positions(layer, g int, dst []int32) []int32 {
@@ -194,14 +269,25 @@ func (c *Host) Append(layer int, k, v []float32) error {
 			layer, len(k), len(v), G*d, ErrShape)
 	}
 	n := len(k) / (G * d)
+	limit, what := finite.Float32Limit, "is not finite"
+	switch c.dtype {
+	case Float16:
+		limit, what = finite.Float16Limit, "is not finite or overflows float16 (largest 65504)"
+	case BFloat16:
+		limit, what = finite.BFloat16Limit, "is not finite or overflows bfloat16"
+	}
+	if i := finite.FirstAtLimit(k, limit); i >= 0 {
+		return fmt.Errorf("kvcache: layer %d: key value %d (%v) %s: %w", layer, i, k[i], what, ErrNonFinite)
+	}
+	if i := finite.FirstAtLimit(v, limit); i >= 0 {
+		return fmt.Errorf("kvcache: layer %d: value %d (%v) %s: %w", layer, i, v[i], what, ErrNonFinite)
+	}
+	if err := c.enter("Append", layer, false); err != nil {
+		return err
+	}
+	defer c.leave(layer)
 	if c.seen[layer]+n > math.MaxInt32 {
 		return fmt.Errorf("kvcache: layer %d: position %d beyond int32", layer, c.seen[layer]+n)
-	}
-	if i := firstNonFinite(k); i >= 0 {
-		return fmt.Errorf("kvcache: layer %d: key value %d is %v: %w", layer, i, k[i], ErrNonFinite)
-	}
-	if i := firstNonFinite(v); i >= 0 {
-		return fmt.Errorf("kvcache: layer %d: value %d is %v: %w", layer, i, v[i], ErrNonFinite)
 	}
 	start := c.seen[layer]
 	for g := 0; g < G; g++ {
@@ -233,15 +319,6 @@ func (c *Host) Append(layer int, k, v []float32) error {
 	return nil
 }
 
-func firstNonFinite(x []float32) int {
-	for i, v := range x {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return i
-		}
-	}
-	return -1
-}
-
 // CheckKeep returns an error unless keep holds, for each of the heads
 // heads, strictly increasing row indices below that head's length lens[g].
 func CheckKeep(keep [][]int, lens []int) error {
@@ -267,6 +344,10 @@ func (c *Host) Compact(layer int, keep [][]int) error {
 	if err := c.checkLayer(layer); err != nil {
 		return err
 	}
+	if err := c.enter("Compact", layer, true); err != nil {
+		return err
+	}
+	defer c.leave(layer)
 	G, d := c.shape.KVHeads, c.shape.HeadDim
 	lens := make([]int, G)
 	for g := range lens {
@@ -361,7 +442,8 @@ func (c *Host) Reserved() int64 {
 // Clone returns a deep copy of the cache, for compressing one prefill with
 // several policies.
 func (c *Host) Clone() *Host {
-	out := &Host{shape: c.shape, dtype: c.dtype, heads: make([]head, len(c.heads)), seen: append([]int(nil), c.seen...)}
+	out := &Host{shape: c.shape, dtype: c.dtype, heads: make([]head, len(c.heads)), seen: append([]int(nil), c.seen...),
+		busy: make([]atomic.Int32, len(c.seen))}
 	for i, h := range c.heads {
 		out.heads[i] = head{
 			k32: clone(h.k32), v32: clone(h.v32),
@@ -385,6 +467,10 @@ func (c *Host) Reserve(n int) error {
 	if n < 0 {
 		return fmt.Errorf("kvcache: reserve of %d tokens", n)
 	}
+	if err := c.enterAll("Reserve"); err != nil {
+		return err
+	}
+	defer c.leaveAll()
 	d := c.shape.HeadDim
 	for i := range c.heads {
 		h := &c.heads[i]
@@ -398,12 +484,38 @@ func (c *Host) Reserve(n int) error {
 	return nil
 }
 
-// Reset empties the cache, keeping its shape and type.
-func (c *Host) Reset() {
+// Reset empties the cache, keeping its shape and type. It fails with ErrBusy
+// (and changes nothing) while another goroutine uses the cache.
+func (c *Host) Reset() error {
+	if err := c.enterAll("Reset"); err != nil {
+		return err
+	}
+	defer c.leaveAll()
 	for i := range c.heads {
 		c.heads[i] = head{}
 	}
 	for i := range c.seen {
 		c.seen[i] = 0
+	}
+	return nil
+}
+
+// enterAll marks every layer as being mutated by op, or fails with ErrBusy
+// and marks none.
+func (c *Host) enterAll(op string) error {
+	for l := range c.busy {
+		if err := c.enter(op, l, false); err != nil {
+			for m := 0; m < l; m++ {
+				c.leave(m)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Host) leaveAll() {
+	for l := range c.busy {
+		c.leave(l)
 	}
 }

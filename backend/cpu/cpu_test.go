@@ -457,13 +457,19 @@ func TestErrors(t *testing.T) {
 	}
 }
 
-// TestOverflowedStorage: a float16 cache turns 1e5 into +Inf; the kernels
+// TestOverflowedStorage: Append rejects a value float16 cannot hold, but a
+// row written through the aliasing Rows can still hold +Inf; the kernels
 // must report it, not panic or return garbage silently.
 func TestOverflowedStorage(t *testing.T) {
 	c, _ := kvcache.NewHost(kvcache.Shape{Layers: 1, KVHeads: 1, HeadDim: 2}, kvcache.Float16)
-	if err := c.Append(0, []float32{1, 2, 1e5, 1, 3, 4}, []float32{1, 1, 1, 1, 1, 1}); err != nil {
+	if err := c.Append(0, []float32{1, 2, 1e5, 1, 3, 4}, []float32{1, 1, 1, 1, 1, 1}); !errors.Is(err, kvcache.ErrNonFinite) {
+		t.Fatalf("Append of 1e5 into float16: %v", err)
+	}
+	if err := c.Append(0, []float32{1, 2, 1, 1, 3, 4}, []float32{1, 1, 1, 1, 1, 1}); err != nil {
 		t.Fatal(err)
 	}
+	k, _ := c.Rows(0, 0)
+	k.U16[2] = 0x7C00 // +Inf
 	q := []float32{1, 1}
 	for _, b := range []*Backend{New(), parallel()} {
 		if err := b.Attend(c, 0, q, 1, make([]float32, 2)); !errors.Is(err, kvcache.ErrNonFinite) {

@@ -4,35 +4,21 @@ import (
 	"fmt"
 
 	"github.com/compresskv/compresskv/backend"
+	"github.com/compresskv/compresskv/kvcache"
 )
 
 // Selection describes the token selection of one layer that SelectLayer runs
-// on the device.
-type Selection struct {
-	// Window is W: the last W queries score the prefix [0, L-W), and the
-	// last W rows are always kept.
-	Window int
-	// Heads are the query heads that score, in order.
-	Heads []int
-	// PerRow is the number of consecutive heads of Heads averaged into one
-	// score row: len(Heads) for one row that every KV head shares
-	// (CompressKV's SR heads), or qHeads/KVHeads with Heads = every query
-	// head for one row per KV head (SnapKV).
-	PerRow int
-	// Kernel is the odd pooling kernel (1: no pooling); Pooling its kind.
-	Kernel  int
-	Pooling backend.Pooling
-	// Keep is the number of prefix positions each row keeps (B - W).
-	Keep int
-}
+// on the device (backend.Selection).
+type Selection = backend.Selection
 
-// SelectLayer scores, pools, averages and selects on the device, and returns
-// the rows each KV head of layer keeps (ascending, the window included): the
-// same computation as the policies' SnapKV and SR scorers with the top-k
-// selector, with the scores never leaving the device. Only the kept indices
-// come back. Every KV head of the layer must hold the same number L > W of
-// rows. Cost: the window kernels, then O(L) per score row.
-func (b *Backend) SelectLayer(c *Cache, layer int, q []float32, qHeads int, sel Selection) ([][]int, error) {
+// SelectLayer implements backend.LayerSelector: it scores, pools, averages
+// and selects on the device, and returns the rows each KV head of layer keeps
+// (ascending, the window included): the same computation as the policies'
+// SnapKV and SR scorers with the top-k selector, with the scores never
+// leaving the device. Only the kept indices come back. Every KV head of the
+// layer must hold the same number L > W of rows. Cost: the window kernels,
+// then O(L) per score row.
+func (b *Backend) SelectLayer(c kvcache.KVCache, layer int, q []float32, qHeads int, sel Selection) ([][]int, error) {
 	const op = "SelectLayer"
 	dc, err := b.cache(op, c, layer)
 	if err != nil {
@@ -82,25 +68,53 @@ func (b *Backend) SelectLayer(c *Cache, layer int, q []float32, qHeads int, sel 
 			if err != nil {
 				return err
 			}
+			// SnapKV averages each group and then pools; CompressKV pools
+			// each SR head and then averages (backend.Selection.MeanFirst).
 			src, stride := out, p.lmax
-			if sel.Kernel > 1 {
-				pooled, err := b.arena.get("pooled", int64(4*ne*P))
+			pool := func(rows int) error {
+				if sel.Kernel == 1 {
+					return nil
+				}
+				pooled, err := b.arena.get("pooled", int64(4*rows*P))
 				if err != nil {
 					return err
 				}
-				if err := d.launch(kPool1d, dim3{uint32(ceilDiv(P, poolThreads)), uint32(ne), 1}, dim3{poolThreads, 1, 1},
-					out, pooled, int32(P), int32(p.lmax), int32(P), int32(sel.Kernel), int32(sel.Pooling)); err != nil {
+				if err := d.launch(kPool1d, dim3{uint32(ceilDiv(P, poolThreads)), uint32(rows), 1}, dim3{poolThreads, 1, 1},
+					src, pooled, int32(P), int32(stride), int32(P), int32(sel.Kernel), int32(sel.Pooling)); err != nil {
 					return err
 				}
 				src, stride = pooled, P
+				return nil
 			}
-			mean, err := b.arena.get("mean", int64(4*nrows*stride))
-			if err != nil {
-				return err
+			mean := func() error {
+				if sel.PerRow == 1 {
+					return nil
+				}
+				m, err := b.arena.get("mean", int64(4*nrows*stride))
+				if err != nil {
+					return err
+				}
+				if err := d.launch(kMeanGroups, dim3{uint32(ceilDiv(P, poolThreads)), uint32(nrows), 1}, dim3{poolThreads, 1, 1},
+					src, m, int32(P), int32(stride), int32(sel.PerRow)); err != nil {
+					return err
+				}
+				src = m
+				return nil
 			}
-			if err := d.launch(kMeanGroups, dim3{uint32(ceilDiv(P, poolThreads)), uint32(nrows), 1}, dim3{poolThreads, 1, 1},
-				src, mean, int32(P), int32(stride), int32(sel.PerRow)); err != nil {
-				return err
+			if sel.MeanFirst {
+				if err := mean(); err != nil {
+					return err
+				}
+				if err := pool(nrows); err != nil {
+					return err
+				}
+			} else {
+				if err := pool(ne); err != nil {
+					return err
+				}
+				if err := mean(); err != nil {
+					return err
+				}
 			}
 			idxd, err := b.arena.get("idx", int64(4*len(idx)))
 			if err != nil {
@@ -114,7 +128,7 @@ func (b *Backend) SelectLayer(c *Cache, layer int, q []float32, qHeads int, sel 
 				return err
 			}
 			if err := d.launch(kTopKRows, dim3{uint32(nrows), 1, 1}, dim3{topkThreads, 1, 1},
-				mean, int32(P), int32(stride), int32(k), idxd, int32(k), nand); err != nil {
+				src, int32(P), int32(stride), int32(k), idxd, int32(k), nand); err != nil {
 				return err
 			}
 			if err := d.downloadI32(nan, nand); err != nil {
@@ -158,10 +172,24 @@ func (b *Backend) SelectLayer(c *Cache, layer int, q []float32, qHeads int, sel 
 }
 
 // CompressLayer runs SelectLayer and compacts the layer to the kept rows.
-func (b *Backend) CompressLayer(c *Cache, layer int, q []float32, qHeads int, sel Selection) ([][]int, error) {
+func (b *Backend) CompressLayer(c kvcache.KVCache, layer int, q []float32, qHeads int, sel Selection) ([][]int, error) {
 	keep, err := b.SelectLayer(c, layer, q, qHeads, sel)
 	if err != nil {
 		return nil, err
 	}
-	return keep, c.Compact(layer, keep)
+	return keep, b.Compact(c, layer, keep)
+}
+
+func init() { backend.Register("cuda", Available) }
+
+var (
+	_ backend.Resident      = (*Cache)(nil)
+	_ backend.LayerSelector = (*Backend)(nil)
+	_ backend.Backend       = (*Backend)(nil)
+)
+
+// Backend implements backend.Resident: a new Backend on the cache's device
+// (close it when done), and why it was chosen.
+func (c *Cache) Backend() (backend.Backend, string) {
+	return c.dev.NewBackend(), "cuda: the cache lives on " + c.dev.Name()
 }

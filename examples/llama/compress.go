@@ -34,25 +34,18 @@ func (s *Session) Prefill(prompt []int, chunk int) ([]float32, [][]float32, erro
 }
 
 // Compress compresses the session's cache after a prefill with policy p,
-// given the prompt's queries from Prefill: H2O gets all of them, the others
-// the last Window.
+// given the prompt's queries from Prefill: it passes each layer's last
+// p.QueryRows(L) rows, the ones the policy reads.
 func (s *Session) Compress(p *compresskv.Policy, q [][]float32) (*compresskv.Result, error) {
-	need := p.Config().Window
-	if p.Method() == compresskv.H2O {
-		need = -1
-	}
 	per := s.m.Heads * s.m.HeadDim()
 	ql := make([][]float32, len(q))
 	for l, x := range q {
 		n := len(x) / per
+		need := p.QueryRows(n)
 		if need > n {
-			return nil, fmt.Errorf("llama: layer %d: %d prompt queries, the window needs %d", l, n, need)
+			return nil, fmt.Errorf("llama: layer %d: %d prompt queries, %s needs %d", l, n, p.Name(), need)
 		}
-		if need < 0 {
-			ql[l] = x
-		} else {
-			ql[l] = x[(n-need)*per:]
-		}
+		ql[l] = x[(n-need)*per:]
 	}
 	return p.Compress(s.cache, ql, s.m.Heads)
 }

@@ -65,7 +65,7 @@ func run(args []string, stdout io.Writer) error {
 	if *qHeads <= 0 || w.H%w.shape.KVHeads != 0 || w.L < 64 {
 		return fmt.Errorf("q-heads must be a positive multiple of kv-heads, and len at least 64")
 	}
-	full, queries, decodeQ, err := w.prefill(dt)
+	full, _, decodeQ, err := w.prefill(dt)
 	if err != nil {
 		return err
 	}
@@ -86,9 +86,11 @@ func run(args []string, stdout io.Writer) error {
 			return err
 		}
 		c := full.Clone()
-		q := queries
-		if m == compresskv.H2O {
-			q = w.allQueries
+		// Each policy reads the last QueryRows(L) prompt queries (the
+		// window; every prompt row for H2O).
+		q := make([][]float32, len(w.allQueries))
+		for l, x := range w.allQueries {
+			q[l] = x[len(x)-p.QueryRows(w.L)*w.H*w.shape.HeadDim:]
 		}
 		res, err := p.Compress(c, q, w.H)
 		if err != nil {

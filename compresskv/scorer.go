@@ -1,0 +1,267 @@
+package compresskv
+
+import (
+	"fmt"
+
+	"github.com/compresskv/compresskv/backend"
+	"github.com/compresskv/compresskv/kvcache"
+)
+
+// Scorer scores the prefix positions [0, L-W) of one layer.
+type Scorer interface {
+	// Name identifies the scorer in results and errors.
+	Name() string
+	// QueryRows returns how many query rows, the last ones of the prompt,
+	// Score reads for a layer of promptLen rows and a window of window
+	// tokens: the window for window scorers, every prompt row for H2O.
+	// The policy checks that the caller passed exactly that many.
+	QueryRows(promptLen, window int) int
+	// Score returns one row of L-W scores for each KV head, or a single row
+	// that every KV head of the layer shares.
+	Score(in *ScoreInput) ([][]float32, error)
+}
+
+// Validator is implemented by pieces (scorers, selectors, allocators) that
+// check their own settings. New and Compose call it with the policy's
+// average budget and window before any cache is seen.
+type Validator interface {
+	Validate(budget, window int) error
+}
+
+// Fitter is implemented by pieces that must fit the model whose cache they
+// compress (a scorer with a profile measured on one model). The policy calls
+// it with the cache's shape and the number of query heads before planning.
+type Fitter interface {
+	Fit(s kvcache.Shape, qHeads int) error
+}
+
+// ScoreInput is what a Scorer sees of one layer at compression time.
+type ScoreInput struct {
+	Backend backend.Backend // the compute to score with
+	Cache   kvcache.KVCache // the prefilled cache
+	Layer   int             // layer index
+	Queries []float32       // the last NQ prompt queries, [NQ][QHeads][HeadDim]
+	NQ      int             // query rows in Queries (the scorer's QueryRows)
+	QHeads  int             // query heads H
+	Len     int             // rows stored per KV head: the prompt length L
+	Window  int             // observation window W
+}
+
+// Prefix returns the number of positions eligible for eviction, L - W.
+func (in *ScoreInput) Prefix() int { return in.Len - in.Window }
+
+// windowSums returns, for each query head of heads, the attention of all NQ
+// query rows summed over them, restricted to the prefix.
+func (in *ScoreInput) windowSums(heads []int) ([][]float32, error) {
+	out := make([][]float32, len(heads))
+	for i := range out {
+		out[i] = make([]float32, in.Len)
+	}
+	if err := in.Backend.WindowScores(in.Cache, in.Layer, in.Queries, in.NQ, in.QHeads, heads, out); err != nil {
+		return nil, fmt.Errorf("layer %d: %w", in.Layer, err)
+	}
+	for i := range out {
+		out[i] = out[i][:in.Prefix()]
+	}
+	return out, nil
+}
+
+// pool pools every row in place (kernel 1 leaves rows as they are).
+func pool(b backend.Backend, rows [][]float32, kernel int, kind backend.Pooling) error {
+	if kernel == 1 {
+		return nil
+	}
+	tmp := make([]float32, 0)
+	for _, r := range rows {
+		tmp = append(tmp[:0], r...)
+		if err := b.Pool(r, tmp, kernel, kind); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// meanRows returns the element-wise mean of rows, summed in order in float32
+// and multiplied by 1/len(rows), like the reference (and the GPU's
+// mean_groups kernel).
+func meanRows(rows [][]float32) []float32 {
+	out := make([]float32, len(rows[0]))
+	for _, r := range rows {
+		for j, v := range r {
+			out[j] += v
+		}
+	}
+	inv := 1 / float32(len(rows))
+	for j := range out {
+		out[j] *= inv
+	}
+	return out
+}
+
+// groupMeans averages per-query-head rows (all H heads, in order) over the
+// contiguous groups of H/G heads that share a KV head: one row per KV head.
+func groupMeans(rows [][]float32, kvHeads int) [][]float32 {
+	per := len(rows) / kvHeads
+	out := make([][]float32, kvHeads)
+	for g := range out {
+		out[g] = meanRows(rows[g*per : (g+1)*per])
+	}
+	return out
+}
+
+func allHeads(n int) []int {
+	h := make([]int, n)
+	for i := range h {
+		h[i] = i
+	}
+	return h
+}
+
+// checkPooling is the settings check of the window scorers.
+func checkPooling(name string, kernel int, kind backend.Pooling) error {
+	if kernel < 1 || kernel%2 == 0 {
+		return fmt.Errorf("%s: pooling kernel %d must be odd and positive: %w", name, kernel, ErrConfig)
+	}
+	if kind != backend.AvgPool && kind != backend.MaxPool {
+		return fmt.Errorf("%s: unknown pooling %v (want avg or max): %w", name, kind, ErrConfig)
+	}
+	return nil
+}
+
+// layerSelection is implemented by the scorers whose computation a
+// backend.LayerSelector can run whole, with the top-k selector.
+type layerSelection interface {
+	selection(in *ScoreInput) (backend.Selection, error)
+}
+
+// SnapKVScorer scores each KV head with the window attention of its own query
+// heads: each head's sums over the window, the mean over the group's H/G
+// heads, then pooling (SnapKV at KV-head granularity, as its published
+// implementation; used by SnapKV, PyramidKV and Ada-KV).
+type SnapKVScorer struct {
+	Kernel  int             // odd pooling kernel; 1 disables pooling
+	Pooling backend.Pooling // average or max pooling
+}
+
+// Name implements Scorer.
+func (s SnapKVScorer) Name() string { return "snapkv" }
+
+// QueryRows implements Scorer: the window.
+func (SnapKVScorer) QueryRows(_, window int) int { return window }
+
+// Validate implements Validator.
+func (s SnapKVScorer) Validate(_, _ int) error { return checkPooling(s.Name(), s.Kernel, s.Pooling) }
+
+// Score implements Scorer. Cost: O(W * L * d) per query head.
+func (s SnapKVScorer) Score(in *ScoreInput) ([][]float32, error) {
+	rows, err := in.windowSums(allHeads(in.QHeads))
+	if err != nil {
+		return nil, err
+	}
+	means := groupMeans(rows, in.Cache.Shape().KVHeads)
+	if err := pool(in.Backend, means, s.Kernel, s.Pooling); err != nil {
+		return nil, err
+	}
+	return means, nil
+}
+
+func (s SnapKVScorer) selection(in *ScoreInput) (backend.Selection, error) {
+	return backend.Selection{Window: in.Window, Heads: allHeads(in.QHeads), PerRow: in.QHeads / in.Cache.Shape().KVHeads,
+		MeanFirst: true, Kernel: s.Kernel, Pooling: s.Pooling}, nil
+}
+
+// SRScorer scores a layer with the window attention of its semantic
+// retrieval heads: each SR head's sums pooled, then the mean over the SR heads,
+// one row that every KV head shares (CompressKV, docs/DESIGN.md ("Token
+// selection")).
+type SRScorer struct {
+	Profile *Profile        // ranks the query heads of each layer
+	K       int             // SR heads per layer: the first K of the ranking
+	Kernel  int             // odd pooling kernel; 1 disables pooling
+	Pooling backend.Pooling // average or max pooling
+}
+
+// Name implements Scorer.
+func (s SRScorer) Name() string { return "sr-heads" }
+
+// QueryRows implements Scorer: the window.
+func (SRScorer) QueryRows(_, window int) int { return window }
+
+// Validate implements Validator: a valid profile with a head ranking and at
+// least K heads per layer.
+func (s SRScorer) Validate(_, _ int) error {
+	if err := checkPooling(s.Name(), s.Kernel, s.Pooling); err != nil {
+		return err
+	}
+	if s.Profile == nil {
+		return fmt.Errorf("%s: a profile with the model's semantic retrieval heads is required: %w", s.Name(), ErrConfig)
+	}
+	if err := s.Profile.Validate(); err != nil {
+		return fmt.Errorf("%s: %v: %w", s.Name(), err, ErrConfig)
+	}
+	if len(s.Profile.HeadRanking) == 0 {
+		return fmt.Errorf("%s: the profile has no head ranking: %w", s.Name(), ErrConfig)
+	}
+	if s.K < 1 || s.K > s.Profile.Model.QueryHeads {
+		return fmt.Errorf("%s: %d SR heads per layer, but the model has %d query heads: %w", s.Name(), s.K, s.Profile.Model.QueryHeads, ErrConfig)
+	}
+	return nil
+}
+
+// Fit implements Fitter: the profile must be measured on a model of the
+// cache's shape.
+func (s SRScorer) Fit(sh kvcache.Shape, qHeads int) error {
+	if s.Profile == nil {
+		return fmt.Errorf("%s: no profile: %w", s.Name(), ErrConfig)
+	}
+	m := s.Profile.Model
+	if m.Layers != sh.Layers || m.KVHeads != sh.KVHeads || m.HeadDim != sh.HeadDim || m.QueryHeads != qHeads {
+		return fmt.Errorf("compresskv: profile of %q is for %d layers x %d query heads / %d KV heads x d=%d; cache is %d x %d / %d x d=%d: %w",
+			m.Name, m.Layers, m.QueryHeads, m.KVHeads, m.HeadDim, sh.Layers, qHeads, sh.KVHeads, sh.HeadDim, ErrConfig)
+	}
+	return nil
+}
+
+// Score implements Scorer. Cost: O(K * W * L * d).
+func (s SRScorer) Score(in *ScoreInput) ([][]float32, error) {
+	heads, err := s.Profile.SRHeads(in.Layer, s.K)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := in.windowSums(heads)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool(in.Backend, rows, s.Kernel, s.Pooling); err != nil {
+		return nil, err
+	}
+	return [][]float32{meanRows(rows)}, nil
+}
+
+func (s SRScorer) selection(in *ScoreInput) (backend.Selection, error) {
+	heads, err := s.Profile.SRHeads(in.Layer, s.K)
+	if err != nil {
+		return backend.Selection{}, err
+	}
+	return backend.Selection{Window: in.Window, Heads: heads, PerRow: len(heads), Kernel: s.Kernel, Pooling: s.Pooling}, nil
+}
+
+// H2OScorer scores each KV head with the attention of all prompt queries,
+// accumulated over the prompt and averaged over the group's query heads
+// (H2O). It reads every prompt query (QueryRows is the prompt length).
+type H2OScorer struct{}
+
+// Name implements Scorer.
+func (H2OScorer) Name() string { return "h2o" }
+
+// QueryRows implements Scorer: every prompt row.
+func (H2OScorer) QueryRows(promptLen, _ int) int { return promptLen }
+
+// Score implements Scorer. Cost: O(L * L * d) per query head.
+func (H2OScorer) Score(in *ScoreInput) ([][]float32, error) {
+	rows, err := in.windowSums(allHeads(in.QHeads))
+	if err != nil {
+		return nil, err
+	}
+	return groupMeans(rows, in.Cache.Shape().KVHeads), nil
+}
