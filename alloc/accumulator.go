@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"sync"
+
+	"github.com/compresskv/compresskv/internal/finite"
 )
 
 // DefaultEps is the ε of the relative error when [ErrorAccumulator.Eps] is
@@ -59,13 +61,16 @@ func (a *ErrorAccumulator) Add(layer int, comp, full []float32) error {
 	if len(full) == 0 {
 		return fmt.Errorf("alloc: error accumulator: layer %d: no values", layer)
 	}
+	i := finite.First(comp)
+	if i < 0 {
+		i = finite.First(full)
+	}
+	if i >= 0 {
+		return fmt.Errorf("alloc: error accumulator: layer %d: value %d is not finite (compressed %v, full %v)", layer, i, comp[i], full[i])
+	}
 	var dd, ff float64
 	for i, f := range full {
-		c := comp[i]
-		if !finite32(c) || !finite32(f) {
-			return fmt.Errorf("alloc: error accumulator: layer %d: value %d is not finite (compressed %v, full %v)", layer, i, c, f)
-		}
-		d := float64(c) - float64(f)
+		d := float64(comp[i]) - float64(f)
 		dd += d * d
 		ff += float64(f) * float64(f)
 	}
@@ -84,10 +89,6 @@ func (a *ErrorAccumulator) Add(layer int, comp, full []float32) error {
 	return nil
 }
 
-func finite32(v float32) bool {
-	f := float64(v)
-	return !math.IsNaN(f) && !math.IsInf(f, 0)
-}
 
 // Sums returns a copy of the per-layer error sums. It costs O(layers).
 func (a *ErrorAccumulator) Sums() []float64 {

@@ -3,9 +3,9 @@ package heads
 import (
 	"errors"
 	"fmt"
-	"math"
 
 	"github.com/compresskv/compresskv/backend"
+	"github.com/compresskv/compresskv/internal/finite"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -178,7 +178,7 @@ func (r *Recorder) Step(token int, attn [][][]float32) error {
 				return fmt.Errorf("heads: step: layer %d head %d: attention row of %d weights does not cover the prompt of %d tokens: %w",
 					l, h, len(row), r.promptLen, kvcache.ErrShape)
 			}
-			if j := firstNonFinite(row); j >= 0 {
+			if j := finite.First(row); j >= 0 {
 				return fmt.Errorf("heads: step: layer %d head %d: weight %d is %v: %w", l, h, j, row[j], kvcache.ErrNonFinite)
 			}
 		}
@@ -222,14 +222,6 @@ func argmax(row []float32) int {
 	return best
 }
 
-func firstNonFinite(x []float32) int {
-	for i, v := range x {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return i
-		}
-	}
-	return -1
-}
 
 // StepFromCache records one decode step from a cache: it computes each query
 // head's attention row with b.AttentionWeights from the step's post-RoPE
@@ -293,7 +285,7 @@ func (r *Recorder) StepFromCache(token int, b backend.Backend, c kvcache.KVCache
 			best, bp := -1, 0
 			var bw float32
 			for j, w := range row {
-				if math.IsNaN(float64(w)) || math.IsInf(float64(w), 0) {
+				if !finite.Is(w) {
 					return fmt.Errorf("heads: step from cache: layer %d head %d: weight of position %d is %v: %w",
 						l, h, pos[j], w, kvcache.ErrNonFinite)
 				}

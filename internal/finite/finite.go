@@ -37,3 +37,6 @@ func First64(x []float64) int {
 	}
 	return -1
 }
+
+// Is reports whether v is neither NaN nor infinite.
+func Is(v float32) bool { return math.Float32bits(v)&0x7FFFFFFF < Float32Limit }
