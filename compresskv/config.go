@@ -78,7 +78,9 @@ type Config struct {
 	// Pooling is the kind of pooling: backend.AvgPool (default) or MaxPool.
 	Pooling backend.Pooling
 	// SRHeads is the number k of semantic retrieval heads per layer that
-	// CompressKV scores with. Default 4.
+	// CompressKV scores with. Default: the profile's own count
+	// (Profile.SRHeadsPerLayer) if it has one, 4 otherwise. A count the profile's
+	// rankings cannot give (a layer ranks fewer heads) is an error.
 	SRHeads int
 	// Sink is StreamingLLM's count of first tokens always kept. Default 4;
 	// negative means none.
@@ -112,6 +114,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.SRHeads == 0 {
 		cfg.SRHeads = DefaultSRHeads
+		if cfg.Profile != nil && cfg.Profile.SRHeadsPerLayer > 0 {
+			cfg.SRHeads = cfg.Profile.SRHeadsPerLayer
+		}
 	}
 	switch {
 	case cfg.Sink == 0:
@@ -182,8 +187,8 @@ func (cfg Config) validate(m Method) error {
 		if len(cfg.Profile.HeadRanking) == 0 {
 			return bad("the profile has no head ranking")
 		}
-		if cfg.SRHeads > cfg.Profile.Model.QueryHeads {
-			return bad("%d SR heads per layer, but the model has %d query heads", cfg.SRHeads, cfg.Profile.Model.QueryHeads)
+		if err := cfg.Profile.checkSRHeads(cfg.SRHeads); err != nil {
+			return bad("%v", err)
 		}
 	}
 	return nil
