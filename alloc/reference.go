@@ -34,7 +34,7 @@ type ReferenceScores struct {
 //
 // If the file has no "avg_score" entry, Avg is computed from the data sets
 // with [Average] (normalise each, average, normalise again). It returns an
-// error, saying where (line and byte), if the input is not JSON objects, if a
+// error, saying where (line and column), if the input is not JSON objects, if a
 // key appears twice (in one object or across lines), if a value is not an
 // array of numbers, if the arrays are empty or differ in length, if a value
 // is negative or not finite (including Python's NaN and Infinity literals
@@ -225,11 +225,13 @@ func numberArray(v any) ([]float64, error) {
 	return out, nil
 }
 
-// where names a byte offset of data as line and byte, both counted from 1.
+// where names a byte offset of data as line and column (in bytes), both
+// counted from 1.
 func where(data []byte, off int64) string {
 	off = min(max(off, 0), int64(len(data)))
 	line := 1 + bytes.Count(data[:off], []byte("\n"))
-	return fmt.Sprintf("line %d, byte %d", line, off+1)
+	col := off - int64(bytes.LastIndexByte(data[:off], '\n'))
+	return fmt.Sprintf("line %d, column %d", line, col)
 }
 
 // syntaxErr describes a decoding error that began at offset at. A syntax
