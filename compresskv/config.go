@@ -79,8 +79,9 @@ type Config struct {
 	Pooling backend.Pooling
 	// SRHeads is the number k of semantic retrieval heads per layer that
 	// CompressKV scores with. Default: the profile's own count
-	// (Profile.SRHeadsPerLayer) if it has one, 4 otherwise. A count the profile's
-	// rankings cannot give (a layer ranks fewer heads) is an error.
+	// (Profile.SRHeadsPerLayer) if it has one, 4 otherwise. A count the
+	// profile's rankings cannot give (a layer ranks fewer heads) is an
+	// error.
 	SRHeads int
 	// Sink is StreamingLLM's count of first tokens always kept. Default 4;
 	// negative means none.

@@ -60,7 +60,8 @@ type Profile struct {
 // NewProfile builds a validated profile for model from measured scores:
 // sr ranks the heads (package heads' Recorder.SR), retrieval (optional, may
 // be nil) is kept for comparison, layerWeights (optional) are the normalised
-// eviction errors (package alloc).
+// eviction errors (package alloc). The profile ranks every head of every
+// layer and prescribes no SR head count (set SRHeadsPerLayer for one).
 func NewProfile(model ModelInfo, sr, retrieval heads.Scores, layerWeights []float64) (*Profile, error) {
 	p := &Profile{
 		Version:         ProfileVersion,
