@@ -18,8 +18,8 @@
 // number, or -k picks the first k of each). Without -layer-scores the
 // profile has no layer weights and CompressKV allocates budgets uniformly.
 //
-// The reference's files are not part of this repository; fetch them from
-// its release.
+// The reference's files are published with the reference implementation
+// (its scores directory) and are not part of this repository.
 package main
 
 import (
