@@ -1,6 +1,7 @@
 package alloc
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,10 +14,10 @@ import (
 // AvgKey is the key of the averaged weights in the reference score file.
 const AvgKey = "avg_score"
 
-// ReferenceScores is the reference implementation's per-layer score file: a
-// JSON object mapping each data-set name to its per-layer weights (an array of
-// numbers), with the key "avg_score" holding the average over data sets,
-// which is what [ErrorAware] takes.
+// ReferenceScores is the reference implementation's per-layer score file
+// (its "_layer_score.jsonl"): JSON objects mapping each data-set name to its
+// per-layer weights (an array of numbers), with the key "avg_score" holding
+// the average over data sets, which is what [ErrorAware] takes.
 //
 // All arrays have the same length, one value per layer; values are finite and
 // non-negative. Avg is kept as read, not renormalised.
@@ -25,41 +26,87 @@ type ReferenceScores struct {
 	Avg      []float64            // the "avg_score" entry
 }
 
-// ReadReferenceScores reads a reference score file from r. It costs one pass
-// over the input and memory proportional to it.
+// ReadReferenceScores reads a reference score file from r: either one JSON
+// object (as published, often indented over many lines) or a sequence of
+// JSON objects (JSON Lines, as the reference's measuring script appends one
+// {"<data set>": [...]} per run), whose members are merged. It costs one
+// pass over the input and memory proportional to it.
 //
 // If the file has no "avg_score" entry, Avg is computed from the data sets
 // with [Average] (normalise each, average, normalise again). It returns an
-// error if the input is not one JSON object, if a value is not an array of
-// numbers, if the arrays are empty or differ in length, if a value is negative
-// or not finite (including numbers beyond the float64 range), if the average
-// sums to zero, or if there is neither an "avg_score" entry nor any data set.
+// error, saying where (line and column), if the input is not JSON objects, if a
+// key appears twice (in one object or across lines), if a value is not an
+// array of numbers, if the arrays are empty or differ in length, if a value
+// is negative or not finite (including Python's NaN and Infinity literals
+// and numbers beyond the float64 range), if the average sums to zero, or if
+// there is neither an "avg_score" entry nor any data set.
 func ReadReferenceScores(r io.Reader) (*ReferenceScores, error) {
-	dec := json.NewDecoder(r)
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	data, err := io.ReadAll(r)
+	if err != nil {
 		return nil, fmt.Errorf("alloc: reference scores: %w", err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("alloc: reference scores: data after the JSON object")
-	}
-	obj, ok := v.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("alloc: reference scores: top level is %s, not a JSON object", jsonKind(v))
-	}
-	s := &ReferenceScores{Datasets: make(map[string][]float64, len(obj))}
+	s := &ReferenceScores{Datasets: map[string][]float64{}}
 	var avg []float64
 	hasAvg := false
-	for _, k := range sortedKeys(obj) {
-		xs, err := numberArray(obj[k])
-		if err != nil {
-			return nil, fmt.Errorf("alloc: reference scores: key %q: %w", k, err)
+	seen := map[string]int64{} // key -> offset of its first appearance
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	for objects := 0; ; objects++ {
+		at := dec.InputOffset()
+		tok, err := dec.Token()
+		if err == io.EOF {
+			if objects == 0 {
+				return nil, errors.New("alloc: reference scores: empty input, want a JSON object")
+			}
+			break
 		}
-		if k == AvgKey {
-			avg, hasAvg = xs, true
-		} else {
-			s.Datasets[k] = xs
+		if err != nil {
+			if objects > 0 && !errors.Is(err, io.ErrUnexpectedEOF) {
+				if _, i := nonFiniteLiteral(data); i < 0 {
+					return nil, fmt.Errorf("alloc: reference scores: %s: data after JSON object %d that is not another JSON object (one per line)", where(data, skipSpace(data, at)), objects)
+				}
+			}
+			return nil, fmt.Errorf("alloc: reference scores: %s", syntaxErr(data, at, err))
+		}
+		if d, ok := tok.(json.Delim); !ok || d != '{' {
+			what := "top level"
+			if objects > 0 {
+				what = fmt.Sprintf("%s, after JSON object %d,", where(data, skipSpace(data, at)), objects)
+			}
+			return nil, fmt.Errorf("alloc: reference scores: %s is %s, not a JSON object", what, tokenKind(tok))
+		}
+		for dec.More() {
+			at := dec.InputOffset()
+			tok, err := dec.Token()
+			if err != nil {
+				return nil, fmt.Errorf("alloc: reference scores: %s", syntaxErr(data, at, err))
+			}
+			k, ok := tok.(string)
+			if !ok {
+				return nil, fmt.Errorf("alloc: reference scores: %s: want a key, found %s", where(data, at), tokenKind(tok))
+			}
+			if first, dup := seen[k]; dup {
+				return nil, fmt.Errorf("alloc: reference scores: key %q appears twice (%s and %s)", k, where(data, first), where(data, skipSpace(data, at)))
+			}
+			seen[k] = skipSpace(data, at)
+			at = dec.InputOffset()
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				return nil, fmt.Errorf("alloc: reference scores: key %q: %s", k, syntaxErr(data, at, err))
+			}
+			xs, err := numberArray(v)
+			if err != nil {
+				return nil, fmt.Errorf("alloc: reference scores: key %q (%s): %w", k, where(data, at), err)
+			}
+			if k == AvgKey {
+				avg, hasAvg = xs, true
+			} else {
+				s.Datasets[k] = xs
+			}
+		}
+		at = dec.InputOffset()
+		if _, err := dec.Token(); err != nil { // the closing brace
+			return nil, fmt.Errorf("alloc: reference scores: %s", syntaxErr(data, at, err))
 		}
 	}
 	if !hasAvg && len(s.Datasets) == 0 {
@@ -176,6 +223,80 @@ func numberArray(v any) ([]float64, error) {
 		out[i] = x
 	}
 	return out, nil
+}
+
+// where names a byte offset of data as line and column (in bytes), both
+// counted from 1.
+func where(data []byte, off int64) string {
+	off = min(max(off, 0), int64(len(data)))
+	line := 1 + bytes.Count(data[:off], []byte("\n"))
+	col := off - int64(bytes.LastIndexByte(data[:off], '\n'))
+	return fmt.Sprintf("line %d, column %d", line, col)
+}
+
+// syntaxErr describes a decoding error that began at offset at. A syntax
+// error caused by one of Python's non-finite literals (NaN, Infinity,
+// -Infinity) says so.
+func syntaxErr(data []byte, at int64, err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		if lit, i := nonFiniteLiteral(data); i >= 0 {
+			return fmt.Sprintf("%s: non-finite value %s is not supported (layer scores must be finite and non-negative)", where(data, int64(i)), lit)
+		}
+		return fmt.Sprintf("at or after %s: %v", where(data, skipSpace(data, at)), err)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return "unexpected end of input (EOF)"
+	}
+	return fmt.Sprintf("at or after %s: %v", where(data, skipSpace(data, at)), err)
+}
+
+// skipSpace returns the offset of the first byte at or after off that is not
+// JSON white space or a separator (',' or ':').
+func skipSpace(data []byte, off int64) int64 {
+	for off < int64(len(data)) && bytes.IndexByte([]byte(" \t\r\n,:"), data[off]) >= 0 {
+		off++
+	}
+	return off
+}
+
+// nonFiniteLiteral returns the first bare NaN, Infinity or -Infinity outside
+// JSON strings in data and its offset, or -1.
+func nonFiniteLiteral(data []byte) (string, int) {
+	inString, escaped := false, false
+	for i, c := range data {
+		switch {
+		case inString:
+			if escaped {
+				escaped = false
+			} else if c == '\\' {
+				escaped = true
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		default:
+			for _, lit := range []string{"NaN", "Infinity", "-Infinity"} {
+				if bytes.HasPrefix(data[i:], []byte(lit)) {
+					return lit, i
+				}
+			}
+		}
+	}
+	return "", -1
+}
+
+// tokenKind names a JSON token as returned by json.Decoder.Token.
+func tokenKind(tok json.Token) string {
+	switch t := tok.(type) {
+	case json.Delim:
+		if t == '[' {
+			return "an array"
+		}
+		return fmt.Sprintf("%q", string(t))
+	}
+	return jsonKind(tok)
 }
 
 func jsonKind(v any) string {

@@ -61,15 +61,49 @@ func TestReadReferenceScoresNoAvg(t *testing.T) {
 	}
 }
 
+// TestReadReferenceScoresLines: the reference's measuring script appends
+// one object per data set and run (JSON Lines); the objects are merged, and
+// the result is the same as from one object holding every key.
+func TestReadReferenceScoresLines(t *testing.T) {
+	lines := "{\"narrativeqa\": [0.5, 0.25, 0.25]}\n{\"hotpotqa\": [1, 2, 1]}\n\n{\"avg_score\": [0.375, 0.375, 0.25]}\n"
+	got, err := ReadReferenceScores(strings.NewReader(lines))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ReadReferenceScores(strings.NewReader(validScores))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("JSON Lines gave %+v, one object %+v", got, want)
+	}
+	// Without an average line, the average is computed as for one object.
+	got, err = ReadReferenceScores(strings.NewReader("{\"a\": [1, 3]}\n{\"b\": [2, 2]}"))
+	if err != nil || !reflect.DeepEqual(got.Avg, []float64{0.375, 0.625}) {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+}
+
 func TestReadReferenceScoresErrors(t *testing.T) {
 	tests := []struct{ name, in, contains string }{
-		{"empty input", ``, "EOF"},
+		{"empty input", ``, "empty input"},
+		{"white space only", " \n\t", "empty input"},
+		{"truncated", `{"a": [1, 2]`, "end of input"},
+		{"truncated line 2", "{\"a\": [1]}\n{\"b\": [1", "end of input"},
 		{"array", `[1, 2]`, "not a JSON object"},
 		{"number", `3`, "not a JSON object"},
 		{"null", `null`, "not a JSON object"},
 		{"syntax", `{"a": [1, 2}`, "reference scores"},
-		{"trailing", `{"a": [1]} x`, "after"},
-		{"two objects", `{"a": [1]} {"b": [1]}`, "after"},
+		{"trailing", `{"a": [1]} x`, "line 1, column 12: data after JSON object 1"},
+		{"trailing line 3", "{\"a\": [1]}\n{\"b\": [2]}\n]", "line 3, column 1: data after JSON object 2"},
+		{"array after object", "{\"a\": [1]}\n[1]", "line 2, column 1, after JSON object 1, is an array"},
+		{"duplicate key", `{"a": [1], "a": [2]}`, `key "a" appears twice (line 1, column 2 and line 1, column 12)`},
+		{"duplicate across lines", "{\"a\": [1]}\n{\"b\": [2]}\n{\"a\": [3]}", `key "a" appears twice (line 1, column 2 and line 3, column 2)`},
+		{"duplicate average", "{\"avg_score\": [1]}\n{\"avg_score\": [1]}", `key "avg_score" appears twice`},
+		{"NaN", `{"a": [1, NaN]}`, "line 1, column 11: non-finite value NaN"},
+		{"Infinity", "{\"a\": [1, 2]}\n{\"avg_score\": [Infinity, 1]}", "line 2, column 16: non-finite value Infinity"},
+		{"-Infinity", `{"a": [-Infinity]}`, "non-finite value -Infinity"},
+		{"NaN in a name is fine, in a value not", `{"NaN": [1], "b": [NaN]}`, "column 20: non-finite value NaN"},
 		{"value string", `{"a": "1"}`, "not an array"},
 		{"value null", `{"a": null}`, "not an array"},
 		{"value number", `{"a": 1}`, "not an array"},
@@ -146,6 +180,10 @@ func FuzzReadReferenceScores(f *testing.F) {
 		`{"a": [1, 2], "b": [1]}`,
 		`{"a": [1], "a": [2, 3]}`,
 		`[1, 2]`,
+		"{\"a\": [1, 3]}\n{\"b\": [2, 2]}\n",
+		"{\"a\": [1]}\n{\"a\": [1]}\n",
+		"{\"avg_score\": [NaN, 1]}",
+		"{\"a\": [1]}\n[",
 		`{`,
 		`{"a": [1]} trailing`,
 		`{"avg_score": [0, 0]}`,

@@ -37,7 +37,10 @@ type Config struct {
 	// Pooling is the kind of pooling: backend.AvgPool (default) or MaxPool.
 	Pooling backend.Pooling
 	// SRHeads is the number k of semantic retrieval heads per layer that
-	// CompressKV scores with. Default 4.
+	// CompressKV scores with. Default: the profile's own count
+	// (Profile.SRHeadsPerLayer) if it has one, 4 otherwise. A count the
+	// profile's rankings cannot give (a layer ranks fewer heads) is an
+	// error.
 	SRHeads int
 	// Sink is StreamingLLM's count of first tokens always kept. Default 4;
 	// negative means none.
@@ -71,6 +74,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.SRHeads == 0 {
 		cfg.SRHeads = DefaultSRHeads
+		if cfg.Profile != nil && cfg.Profile.SRHeadsPerLayer > 0 {
+			cfg.SRHeads = cfg.Profile.SRHeadsPerLayer
+		}
 	}
 	switch {
 	case cfg.Sink == 0:

@@ -12,7 +12,9 @@ import (
 )
 
 // ProfileVersion is the version of the profile format this package writes.
-const ProfileVersion = 1
+// Version 1 (no "sr_heads", every layer ranks all its query heads) is still
+// read, with the same meaning as before.
+const ProfileVersion = 2
 
 // ModelInfo identifies the model a profile was measured on.
 type ModelInfo struct {
@@ -26,13 +28,22 @@ type ModelInfo struct {
 // Profile is what the offline half of the method measures once per model:
 // the ranking of query heads per layer by semantic retrieval score (the SR
 // heads of a layer are the first k), and the per-layer weights of the
-// error-aware budget allocation.
+// error-aware budget allocation. Its JSON form is described field by field
+// in docs/DESIGN.md ("Profiles").
 type Profile struct {
-	Version int       `json:"version"` // ProfileVersion
+	Version int       `json:"version"` // 1 or 2 (ProfileVersion)
 	Model   ModelInfo `json:"model"`   // the model it was measured on
-	// HeadRanking holds, per layer, every query head index ordered by
-	// score, descending. Keeping the whole ranking lets k change without
-	// probing again.
+	// SRHeadsPerLayer ("sr_heads") is the number k of semantic retrieval
+	// heads per layer the profile prescribes: the first k heads of each
+	// layer's ranking. CompressKV uses it when Config.SRHeads is zero. Zero
+	// (always so in version 1) prescribes nothing: Config.SRHeads, or
+	// DefaultSRHeads, decides. Version 2 only.
+	SRHeadsPerLayer int `json:"sr_heads,omitempty"`
+	// HeadRanking holds, per layer, query head indices ordered by score,
+	// descending. A full ranking lists every query head, which lets k
+	// change without probing again. A partial ranking lists only some (at
+	// least SRHeadsPerLayer, which must then be set), as when a published
+	// file names only each layer's SR heads.
 	HeadRanking [][]int `json:"head_ranking"`
 	// HeadScores holds the SR score per layer and query head (optional).
 	HeadScores [][]float64 `json:"head_scores,omitempty"`
@@ -49,7 +60,8 @@ type Profile struct {
 // NewProfile builds a validated profile for model from measured scores:
 // sr ranks the heads (package heads' Recorder.SR), retrieval (optional, may
 // be nil) is kept for comparison, layerWeights (optional) are the normalised
-// eviction errors (package alloc).
+// eviction errors (package alloc). The profile ranks every head of every
+// layer and prescribes no SR head count (set SRHeadsPerLayer for one).
 func NewProfile(model ModelInfo, sr, retrieval heads.Scores, layerWeights []float64) (*Profile, error) {
 	p := &Profile{
 		Version:         ProfileVersion,
@@ -69,15 +81,17 @@ func NewProfile(model ModelInfo, sr, retrieval heads.Scores, layerWeights []floa
 var ErrProfile = errors.New("invalid profile")
 
 // Validate returns an error wrapping ErrProfile if the profile is
-// inconsistent: unknown version, bad model shape, rankings that are not
-// permutations of the query heads, score tables of the wrong shape or with
-// non-finite values, layer weights that are negative, non-finite or all zero.
+// inconsistent: unknown version, bad model shape, an SR head count out of
+// range, rankings with heads out of range or repeated, rankings shorter
+// than the model's query heads without an SR head count (or shorter than
+// it), score tables of the wrong shape or with non-finite values, layer
+// weights that are negative, non-finite or all zero.
 func (p *Profile) Validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("profile: %s: %w", fmt.Sprintf(format, a...), ErrProfile)
 	}
-	if p.Version != ProfileVersion {
-		return bad("version %d, want %d", p.Version, ProfileVersion)
+	if p.Version != 1 && p.Version != ProfileVersion {
+		return bad("version %d, want 1 or %d", p.Version, ProfileVersion)
 	}
 	m := p.Model
 	if m.Layers <= 0 || m.QueryHeads <= 0 || m.KVHeads <= 0 || m.HeadDim <= 0 {
@@ -86,18 +100,35 @@ func (p *Profile) Validate() error {
 	if m.QueryHeads%m.KVHeads != 0 {
 		return bad("%d query heads is not a multiple of %d KV heads", m.QueryHeads, m.KVHeads)
 	}
+	k := p.SRHeadsPerLayer
+	switch {
+	case k != 0 && p.Version == 1:
+		return bad("sr_heads %d needs version 2 (version 1 has no SR head count)", k)
+	case k < 0 || k > m.QueryHeads:
+		return bad("sr_heads %d outside [0, %d] (0: not set; at most the model's query heads)", k, m.QueryHeads)
+	case k != 0 && p.HeadRanking == nil:
+		return bad("sr_heads %d without a head ranking", k)
+	}
 	if p.HeadRanking != nil {
 		if len(p.HeadRanking) != m.Layers {
 			return bad("head ranking for %d layers, model has %d", len(p.HeadRanking), m.Layers)
 		}
 		for l, r := range p.HeadRanking {
-			if len(r) != m.QueryHeads {
-				return bad("layer %d ranks %d heads, want all %d", l, len(r), m.QueryHeads)
+			switch {
+			case len(r) > m.QueryHeads:
+				return bad("layer %d ranks %d heads, the model has %d", l, len(r), m.QueryHeads)
+			case len(r) < m.QueryHeads && k == 0:
+				return bad("layer %d ranks %d heads, want all %d (a partial ranking needs sr_heads, version 2)", l, len(r), m.QueryHeads)
+			case len(r) < k:
+				return bad("layer %d ranks %d heads, fewer than its %d SR heads (sr_heads)", l, len(r), k)
 			}
 			seen := make([]bool, m.QueryHeads)
 			for _, h := range r {
-				if h < 0 || h >= m.QueryHeads || seen[h] {
-					return bad("layer %d: ranking is not a permutation of the %d query heads (head %d)", l, m.QueryHeads, h)
+				if h < 0 || h >= m.QueryHeads {
+					return bad("layer %d: head %d outside the %d query heads", l, h, m.QueryHeads)
+				}
+				if seen[h] {
+					return bad("layer %d: head %d ranked twice (a ranking is a permutation of the query heads, or of some of them)", l, h)
 				}
 				seen[h] = true
 			}
@@ -144,7 +175,7 @@ func (p *Profile) Validate() error {
 
 // SRHeads returns the first k query heads of layer's ranking (the layer's
 // semantic retrieval heads), or an error if the profile has no ranking for
-// it or k is out of range.
+// it or k is out of range (below 1, or beyond what the layer ranks).
 func (p *Profile) SRHeads(layer, k int) ([]int, error) {
 	if layer < 0 || layer >= len(p.HeadRanking) {
 		return nil, fmt.Errorf("profile: no head ranking for layer %d (%d layers ranked)", layer, len(p.HeadRanking))
@@ -154,6 +185,21 @@ func (p *Profile) SRHeads(layer, k int) ([]int, error) {
 		return nil, fmt.Errorf("profile: %d SR heads requested, layer %d ranks %d", k, layer, len(r))
 	}
 	return r[:k], nil
+}
+
+// checkSRHeads returns an error if some layer ranks fewer than k heads, so
+// that the profile cannot give k SR heads per layer. A version-1 profile
+// (or one without sr_heads) ranks every head of every layer.
+func (p *Profile) checkSRHeads(k int) error {
+	for l, r := range p.HeadRanking {
+		if len(r) < k {
+			if p.SRHeadsPerLayer > 0 {
+				return fmt.Errorf("%d SR heads per layer, but layer %d of the profile ranks only %d heads (its sr_heads is %d; leave Config.SRHeads at 0 to use it)", k, l, len(r), p.SRHeadsPerLayer)
+			}
+			return fmt.Errorf("%d SR heads per layer, but the profile ranks %d heads in layer %d (the model has %d query heads; set Config.SRHeads, or sr_heads in the profile)", k, len(r), l, p.Model.QueryHeads)
+		}
+	}
+	return nil
 }
 
 // ReadProfile decodes and validates a profile from JSON. Unknown fields are

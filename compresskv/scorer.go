@@ -202,8 +202,11 @@ func (s SRScorer) Validate(_, _ int) error {
 	if len(s.Profile.HeadRanking) == 0 {
 		return fmt.Errorf("%s: the profile has no head ranking: %w", s.Name(), ErrConfig)
 	}
-	if s.K < 1 || s.K > s.Profile.Model.QueryHeads {
-		return fmt.Errorf("%s: %d SR heads per layer, but the model has %d query heads: %w", s.Name(), s.K, s.Profile.Model.QueryHeads, ErrConfig)
+	if s.K < 1 {
+		return fmt.Errorf("%s: SR heads per layer %d must be positive: %w", s.Name(), s.K, ErrConfig)
+	}
+	if err := s.Profile.checkSRHeads(s.K); err != nil {
+		return fmt.Errorf("%s: %v: %w", s.Name(), err, ErrConfig)
 	}
 	return nil
 }

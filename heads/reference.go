@@ -244,7 +244,7 @@ func readObject(data []byte, fn func(key string, vals []json.RawMessage) error) 
 		}
 		key, ok := tok.(string)
 		if !ok {
-			return fmt.Errorf("at or after byte %d: want an object key, found %v: %w", at, tok, ErrFormat)
+			return fmt.Errorf("at or after %s: want an object key, found %v: %w", where(data, at), tok, ErrFormat)
 		}
 		at = dec.InputOffset()
 		var vals []json.RawMessage
@@ -266,8 +266,9 @@ func readObject(data []byte, fn func(key string, vals []json.RawMessage) error) 
 	if _, err := dec.Token(); err != nil { // the closing brace
 		return formatErr(data, at, err)
 	}
+	at = dec.InputOffset()
 	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("byte %d: data after the JSON object: %w", dec.InputOffset(), ErrFormat)
+		return fmt.Errorf("%s: data after the JSON object: %w", where(data, at), ErrFormat)
 	}
 	return nil
 }
@@ -279,14 +280,27 @@ func formatErr(data []byte, at int64, err error) error {
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
 		if lit, i := nonFiniteLiteral(data); i >= 0 {
-			return fmt.Errorf("byte %d: non-finite value %s is not supported: %w", i, lit, ErrFormat)
+			return fmt.Errorf("%s: non-finite value %s is not supported: %w", where(data, int64(i)), lit, ErrFormat)
 		}
-		return fmt.Errorf("at or after byte %d: %v: %w", at, err, ErrFormat)
+		return fmt.Errorf("at or after %s: %v: %w", where(data, at), err, ErrFormat)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("unexpected end of input: %w", ErrFormat)
 	}
-	return fmt.Errorf("at or after byte %d: %v: %w", at, err, ErrFormat)
+	return fmt.Errorf("at or after %s: %v: %w", where(data, at), err, ErrFormat)
+}
+
+// where names the first byte at or after offset off of data that is not
+// JSON white space or a separator, as line and column (in bytes), both
+// counted from 1.
+func where(data []byte, off int64) string {
+	off = min(max(off, 0), int64(len(data)))
+	for off < int64(len(data)) && bytes.IndexByte([]byte(" \t\r\n,:"), data[off]) >= 0 {
+		off++
+	}
+	line := 1 + bytes.Count(data[:off], []byte("\n"))
+	col := off - int64(bytes.LastIndexByte(data[:off], '\n'))
+	return fmt.Sprintf("line %d, column %d", line, col)
 }
 
 // nonFiniteLiteral returns the first bare NaN, Infinity or -Infinity outside

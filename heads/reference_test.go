@@ -50,7 +50,9 @@ func TestReadReferenceScoresErrors(t *testing.T) {
 		{`{"0-1": [1]`, "end of input"},
 		{`[1]`, "JSON object"},
 		{``, "end of input"},
-		{`{"0-1": [1],}`, "byte 11"},
+		{`{"0-1": [1],}`, "line 1, column 13"},
+		{"{\"0-1\": [1]}\n\n  x", "line 3, column 3: data after the JSON object"},
+		{"{\"0-1\": [1],\n \"0-2\": [NaN]}", "line 2, column 10: non-finite value NaN"},
 	} {
 		_, err := ReadReferenceScores(strings.NewReader(tc.in), 2, 3)
 		if err == nil || !strings.Contains(err.Error(), tc.msg) {
