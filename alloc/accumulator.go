@@ -89,7 +89,6 @@ func (a *ErrorAccumulator) Add(layer int, comp, full []float32) error {
 	return nil
 }
 
-
 // Sums returns a copy of the per-layer error sums. It costs O(layers).
 func (a *ErrorAccumulator) Sums() []float64 {
 	a.mu.Lock()

@@ -222,7 +222,6 @@ func argmax(row []float32) int {
 	return best
 }
 
-
 // StepFromCache records one decode step from a cache: it computes each query
 // head's attention row with b.AttentionWeights from the step's post-RoPE
 // queries (q[layer] holds qHeads rows of HeadDim values, head-major) over the
