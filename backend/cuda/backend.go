@@ -204,6 +204,7 @@ func (b *Backend) windowSums(c *Cache, l int, q []float32, p *windowPlan, nEntri
 	headStride := uint64(L.cap) * uint64(c.shape.HeadDim)
 	dt, hd := int32(c.dtype), int32(c.shape.HeadDim)
 	block := dim3{tileRows, 1, 1}
+	pass := windowPassFor(c.shape.HeadDim)
 	var flat []int32
 	offs := make([]int, len(batches))
 	for i, bt := range batches {
@@ -218,7 +219,7 @@ func (b *Backend) windowSums(c *Cache, l int, q []float32, p *windowPlan, nEntri
 	for i, bt := range batches {
 		gd := groupsd + devptr(16*offs[i])
 		grid := dim3{uint32(p.ntiles), uint32(len(bt)), 1}
-		if err := d.launch(kWindowPass, grid, block, L.k, headStride, dt, hd, scale, qd, gd, rowsd,
+		if err := d.launch(pass, grid, block, L.k, headStride, dt, hd, scale, qd, gd, rowsd,
 			stats, fin, out, int32(p.ntiles), int32(1)); err != nil {
 			return 0, err
 		}
@@ -230,7 +231,7 @@ func (b *Backend) windowSums(c *Cache, l int, q []float32, p *windowPlan, nEntri
 	for i, bt := range batches {
 		gd := groupsd + devptr(16*offs[i])
 		grid := dim3{uint32(p.ntiles), uint32(len(bt)), 1}
-		if err := d.launch(kWindowPass, grid, block, L.k, headStride, dt, hd, scale, qd, gd, rowsd,
+		if err := d.launch(pass, grid, block, L.k, headStride, dt, hd, scale, qd, gd, rowsd,
 			stats, fin, out, int32(p.ntiles), int32(2)); err != nil {
 			return 0, err
 		}
@@ -355,7 +356,8 @@ func attendSplit(L int) (rows, splits int) {
 }
 
 // Attend implements backend.Backend on the device: each block takes one
-// split of the rows of one KV head for up to 8 of its query heads (an online
+// split of the rows of one KV head for up to 8 of its query heads (4 beyond
+// d = 128) (an online
 // softmax per warp, merged in the block), and a second kernel merges the
 // splits. Cost: 2 * qHeads * L * HeadDim multiply-adds; keys and values read
 // once per group of 8 query heads.
@@ -413,8 +415,9 @@ func (b *Backend) Attend(c kvcache.KVCache, layer int, q []float32, qHeads int, 
 		if err := b.dev.uploadI32(lensd, lens); err != nil {
 			return err
 		}
-		grid := dim3{uint32(splits), uint32(s.KVHeads), uint32(ceilDiv(group, headChunk))}
-		if err := b.dev.launch(kAttendPartial, grid, dim3{32 * warps, 1, 1}, L.k, L.v,
+		partial, chunk := attendPartialFor(d)
+		grid := dim3{uint32(splits), uint32(s.KVHeads), uint32(ceilDiv(group, chunk))}
+		if err := b.dev.launch(partial, grid, dim3{32 * warps, 1, 1}, L.k, L.v,
 			uint64(L.cap)*uint64(d), int32(dc.dtype), int32(d), float32(1/math.Sqrt(float64(d))),
 			qd, lensd, int32(group), int32(rows), int32(splits), part); err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"unsafe"
@@ -231,7 +232,7 @@ func TestPTXFresh(t *testing.T) {
 	}
 	out := filepath.Join(t.TempDir(), "compresskv.ptx")
 	cmd := exec.Command(clang, "-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch=sm_80", "-nocudainc", "-nocudalib",
-		"-O3", "-S", "-Xclang", "-target-feature", "-Xclang", "+ptx70", "-o", out, "kernels/compresskv.cu")
+		"-O3", "-S", "-Xclang", "-target-feature", "-Xclang", "+ptx70", "-ffp-contract=off", "-o", out, "kernels/compresskv.cu")
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %v\n%s", cmd, err, msg)
 	}
@@ -251,8 +252,61 @@ func TestGenerateLineMatchesTest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "//go:generate clang-16 -x cuda --cuda-device-only --cuda-gpu-arch=sm_80 -nocudainc -nocudalib -O3 -S -Xclang -target-feature -Xclang +ptx70 -o kernels/compresskv.ptx kernels/compresskv.cu"
+	want := "//go:generate clang-16 -x cuda --cuda-device-only --cuda-gpu-arch=sm_80 -nocudainc -nocudalib -O3 -S -Xclang -target-feature -Xclang +ptx70 -ffp-contract=off -o kernels/compresskv.ptx kernels/compresskv.cu"
 	if !strings.Contains(string(src), want) {
 		t.Fatal("ptx.go's go:generate line differs from the command TestPTXFresh runs")
+	}
+}
+
+// TestPTXContractionOff checks that the module's float arithmetic is what
+// the source writes, as the CPU backend's Go code computes it: no fused
+// multiply-add, and every add, sub and mul carries an explicit rounding
+// (.rn), which forbids the driver's JIT to fuse them either.
+func TestPTXContractionOff(t *testing.T) {
+	if n := regexp.MustCompile(`\bfma\.[a-z]+\.f(32|64)`).FindAllString(ptxSource, -1); len(n) != 0 {
+		t.Errorf("the PTX has %d fused multiply-adds (%s): build with -ffp-contract=off", len(n), n[0])
+	}
+	unrounded := regexp.MustCompile(`\b(add|sub|mul)(\.ftz)?(\.sat)?\.f(32|64)\b`).FindAllString(ptxSource, -1)
+	if len(unrounded) != 0 {
+		t.Errorf("the PTX has %d float add/sub/mul without .rn (%s), which the JIT may fuse", len(unrounded), unrounded[0])
+	}
+	if !strings.Contains(ptxSource, "mul.rn.f32") {
+		t.Error("the PTX has no mul.rn.f32: is the module empty?")
+	}
+}
+
+// TestKernelVariants checks the choice of kernel variant by head dimension:
+// each covers the dimensions the host gives it, and the variants take the
+// parameters of the kernel they specialise.
+func TestKernelVariants(t *testing.T) {
+	for d := 1; d <= maxHeadDim; d++ {
+		w, a := windowPassFor(d), 0
+		k, chunk := attendPartialFor(d)
+		switch {
+		case d <= 64:
+			a = 64
+		case d <= 128:
+			a = 128
+		default:
+			a = 256
+		}
+		wantW := map[int]kernel{64: kWindowPassD64, 128: kWindowPassD128, 256: kWindowPass}[a]
+		wantA := map[int]kernel{64: kAttendPartialD64, 128: kAttendPartialD128, 256: kAttendPartial}[a]
+		if w != wantW || k != wantA {
+			t.Fatalf("d=%d: %s and %s, want %s and %s", d, kernelSpecs[w].name, kernelSpecs[k].name, kernelSpecs[wantW].name, kernelSpecs[wantA].name)
+		}
+		if chunk < 1 || chunk > headChunk || (a == 256) != (chunk < headChunk) {
+			t.Fatalf("d=%d: %d query heads per attend_partial block", d, chunk)
+		}
+	}
+	for _, v := range []kernel{kWindowPassD128, kWindowPassD64} {
+		if !slices.Equal(kernelSpecs[v].args, kernelSpecs[kWindowPass].args) {
+			t.Errorf("%s's parameters differ from window_pass's", kernelSpecs[v].name)
+		}
+	}
+	for _, v := range []kernel{kAttendPartialD128, kAttendPartialD64} {
+		if !slices.Equal(kernelSpecs[v].args, kernelSpecs[kAttendPartial].args) {
+			t.Errorf("%s's parameters differ from attend_partial's", kernelSpecs[v].name)
+		}
 	}
 }

@@ -2,7 +2,7 @@ package cuda
 
 import _ "embed"
 
-//go:generate clang-16 -x cuda --cuda-device-only --cuda-gpu-arch=sm_80 -nocudainc -nocudalib -O3 -S -Xclang -target-feature -Xclang +ptx70 -o kernels/compresskv.ptx kernels/compresskv.cu
+//go:generate clang-16 -x cuda --cuda-device-only --cuda-gpu-arch=sm_80 -nocudainc -nocudalib -O3 -S -Xclang -target-feature -Xclang +ptx70 -ffp-contract=off -o kernels/compresskv.ptx kernels/compresskv.cu
 
 // ptxSource is the kernel module, generated from kernels/compresskv.cu.
 //
