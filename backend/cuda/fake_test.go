@@ -147,6 +147,7 @@ func (f *fakeGPU) api() *api {
 	a.cudaStreamCreate = func(s *uintptr, _ uint32) int32 { defer lock()(); *s = 0x5; return 0 }
 	a.cudaStreamDestroy = func(uintptr) int32 { defer lock()(); return 0 }
 	a.cudaStreamSynchronize = func(uintptr) int32 { defer lock()(); return 0 }
+	a.cudaStreamQuery = func(uintptr) int32 { defer lock()(); return 0 }
 	a.cudaEventCreate = func(e *uintptr) int32 { defer lock()(); *e = 0x9; return 0 }
 	a.cudaEventRecord = func(_, _ uintptr) int32 { return 0 }
 	a.cudaEventSynchronize = func(uintptr) int32 { return 0 }
@@ -182,6 +183,9 @@ func (f *fakeGPU) api() *api {
 		}
 		*m = 0x3
 		return 0
+	}
+	a.cuModuleLoadDataEx = func(m *uintptr, img unsafe.Pointer, _ uint32, _ *int32, _ *uintptr) int32 {
+		return a.cuModuleLoadData(m, img)
 	}
 	a.cuModuleUnload = func(uintptr) int32 { return 0 }
 	a.cuModuleGetFunction = func(fn *uintptr, _ uintptr, name *byte) int32 {

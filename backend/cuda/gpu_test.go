@@ -257,23 +257,17 @@ func TestGPUAttendReference(t *testing.T) {
 }
 
 // TestGPUCycles creates, fills, compresses and closes caches and backends
-// 1,000 times (100 with -short): device memory returns to its start.
+// 1,000 times (100 with -short): no allocation stays live, and device memory
+// returns to where it stood after a few warm-up cycles (the first ones load
+// the module's kernels lazily and let the driver set up its allocation
+// pools, which it keeps).
 func TestGPUCycles(t *testing.T) {
 	dev := openGPU(t)
 	r, _ := reftest.Rand(t)
 	s := kvcache.Shape{Layers: 2, KVHeads: 8, HeadDim: 128}
 	h := randomHost(t, r, s, kvcache.Float16, 4096)
 	q := reftest.Normal(r, 8*32*s.HeadDim, 1)
-	free0, total, err := dev.MemInfo()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cycles := 1000
-	if testing.Short() {
-		cycles = 100
-	}
-	start := time.Now()
-	for i := 0; i < cycles; i++ {
+	cycle := func() {
 		c, err := dev.Upload(h)
 		if err != nil {
 			t.Fatal(err)
@@ -291,6 +285,26 @@ func TestGPUCycles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	freeCold, total, err := dev.MemInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const warmup = 5
+	for i := 0; i < warmup; i++ {
+		cycle()
+	}
+	free0, _, err := dev.MemInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cycles := 1000
+	if testing.Short() {
+		cycles = 100
+	}
+	start := time.Now()
+	for i := 0; i < cycles; i++ {
+		cycle()
+	}
 	free1, _, err := dev.MemInfo()
 	if err != nil {
 		t.Fatal(err)
@@ -298,9 +312,10 @@ func TestGPUCycles(t *testing.T) {
 	if n, bytes := dev.LiveAllocations(); n != 0 {
 		t.Fatalf("%d allocations (%d bytes) live after %d cycles", n, bytes, cycles)
 	}
-	t.Logf("%d cycles in %v; free device memory %d -> %d of %d", cycles, time.Since(start), free0, free1, total)
+	t.Logf("%d cycles in %v; free device memory %d before, %d after %d warm-up cycles, %d after the cycles, of %d",
+		cycles, time.Since(start), freeCold, free0, warmup, free1, total)
 	if free1 < free0 {
-		t.Fatalf("device memory not back to its start after %d cycles: %d bytes fewer free", cycles, free0-free1)
+		t.Fatalf("device memory not back to its level after warm-up, %d cycles later: %d bytes fewer free", cycles, free0-free1)
 	}
 }
 

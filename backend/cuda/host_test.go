@@ -79,7 +79,7 @@ func TestLoadAPIBindsEverySymbol(t *testing.T) {
 		return 0x1000, nil
 	}
 	n := 0
-	a, err := loadAPI(sys, dlsym, func(fptr any, sym uintptr) { n++ })
+	a, err := loadAPI(sys, dlsym, func(fptr any, sym uintptr) { n++ }, func(*api) error { return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,14 +92,80 @@ func TestLoadAPIBindsEverySymbol(t *testing.T) {
 			return 0, errors.New("undefined symbol")
 		}
 		return 1, nil
-	}, func(any, uintptr) {})
+	}, func(any, uintptr) {}, func(*api) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "cuDevicePrimaryCtxRelease_v2") {
 		t.Fatalf("missing symbol: %v", err)
 	}
 	// No driver: the error lists what was tried for it.
-	_, err = loadAPI(fakeSystem(nil, nil, map[string]uintptr{"libcudart.so.13": 1}, &tried), dlsym, func(any, uintptr) {})
+	_, err = loadAPI(fakeSystem(nil, nil, map[string]uintptr{"libcudart.so.13": 1}, &tried), dlsym, func(any, uintptr) {}, func(*api) error { return nil })
 	if !errors.Is(err, ErrNoCUDA) || !strings.Contains(err.Error(), "/usr/lib/x86_64-linux-gnu/libcuda.so.1") {
 		t.Fatalf("no driver: %v", err)
+	}
+}
+
+// TestRuntimeFallback: a runtime that loads but cannot serve the driver
+// (cudaErrorInsufficientDriver) or lacks a symbol is skipped for the next
+// candidate, and closed; when none is usable, the error reports every
+// attempt with its reason.
+func TestRuntimeFallback(t *testing.T) {
+	const (
+		rt13  = 0x13 // libcudart.so.13: newer than the driver
+		rt12  = 0x12 // libcudart.so.12: works
+		rtOld = 0x11 // an old runtime in /usr/local/cuda: lacks cudaStreamQuery
+		drv   = 0xd
+	)
+	var tried []string
+	libs := map[string]uintptr{"libcudart.so.13": rt13, "/usr/local/cuda/lib64/libcudart.so.12": rtOld,
+		"/usr/lib/x86_64-linux-gnu/libcudart.so.12": rt12, "libcuda.so.1": drv}
+	var closed []uintptr
+	sys := fakeSystem(nil, nil, libs, &tried)
+	sys.dlclose = func(h uintptr) { closed = append(closed, h) }
+	dlsym := func(lib uintptr, name string) (uintptr, error) {
+		if lib == rtOld && name == "cudaStreamQuery" {
+			return 0, errors.New("undefined symbol: cudaStreamQuery")
+		}
+		return lib<<16 | 1, nil
+	}
+	var bound uintptr // the library of the runtime symbols bound last
+	register := func(fptr any, sym uintptr) {
+		if lib := sym >> 16; lib != drv {
+			bound = lib
+		}
+	}
+	probes := 0
+	probe := func(*api) error {
+		probes++
+		if bound == rt13 {
+			return rtErr("cudaGetDeviceCount", 35)
+		}
+		return nil
+	}
+	a, err := loadAPI(sys, dlsym, register, probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.runtimePath != "/usr/lib/x86_64-linux-gnu/libcudart.so.12" || bound != rt12 || a.driverPath != "libcuda.so.1" {
+		t.Fatalf("runtime %s (bound %#x), driver %s", a.runtimePath, bound, a.driverPath)
+	}
+	if probes != 2 || !slices.Equal(closed, []uintptr{rt13, rtOld}) {
+		t.Fatalf("%d probes, closed %#x: want the .so.13 probed, and it and the old runtime closed", probes, closed)
+	}
+
+	// Without the working runtime, the error names each attempt and its reason.
+	delete(libs, "/usr/lib/x86_64-linux-gnu/libcudart.so.12")
+	_, err = loadAPI(sys, dlsym, register, probe)
+	if !errors.Is(err, ErrNoCUDA) {
+		t.Fatalf("error %v does not wrap ErrNoCUDA", err)
+	}
+	for _, want := range []string{
+		"libcudart.so.13 (cuda: cudaGetDeviceCount: cudaErrorInsufficientDriver (35))",
+		"/usr/local/cuda/lib64/libcudart.so.12 (no symbol cudaStreamQuery",
+		"/usr/lib/x86_64-linux-gnu/libcudart.so.12 (",
+		"driver libcuda.so.1",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not report %q: %v", want, err)
+		}
 	}
 }
 
@@ -132,6 +198,12 @@ func TestErrorNames(t *testing.T) {
 		{drvErr("cuModuleLoadData", 218), "cuda: cuModuleLoadData: CUDA_ERROR_INVALID_PTX (218)"},
 		{drvErr("cuInit", 100), "cuda: cuInit: CUDA_ERROR_NO_DEVICE (100)"},
 		{drvErr("cuLaunchKernel", 12345), "cuda: cuLaunchKernel: CUresult(unknown code) (12345)"},
+		{drvErr("cuModuleLoadDataEx", 221), "cuda: cuModuleLoadDataEx: CUDA_ERROR_JIT_COMPILER_NOT_FOUND (221)"},
+		{drvErr("cuModuleLoadDataEx", 223), "cuda: cuModuleLoadDataEx: CUDA_ERROR_JIT_COMPILATION_DISABLED (223)"},
+		{rtErr("cudaStreamSynchronize", 710), "cuda: cudaStreamSynchronize: cudaErrorAssert (710)"},
+		{rtErr("cudaStreamSynchronize", 715), "cuda: cudaStreamSynchronize: cudaErrorIllegalInstruction (715)"},
+		{rtErr("cudaStreamSynchronize", 716), "cuda: cudaStreamSynchronize: cudaErrorMisalignedAddress (716)"},
+		{drvErr("cuCtxSynchronize", 716), "cuda: cuCtxSynchronize: CUDA_ERROR_MISALIGNED_ADDRESS (716)"},
 	} {
 		if c.err == nil || c.err.Error() != c.want {
 			t.Errorf("got %v, want %s", c.err, c.want)

@@ -163,8 +163,15 @@ func packArgs(spec kernelSpec, args []any) (slots []uint64, ptrs []unsafe.Pointe
 	return slots, ptrs, nil
 }
 
+// cudaErrorNotReady: cudaStreamQuery's answer while work is pending.
+const errNotReady = 600
+
 // launch starts kernel k on the device's stream. It must run on the device
-// thread.
+// thread. The parameter slots are pinned for the call (kernelParams is a C
+// array of pointers into them). After the launch, the stream is queried
+// (without waiting) so that a fault already raised is reported here, naming
+// the kernels launched since the last synchronisation; with
+// Options.SyncLaunches the launch waits for the kernel.
 func (d *Device) launch(k kernel, grid, block dim3, args ...any) error {
 	spec := kernelSpecs[k]
 	if err := grid.check(false); err != nil {
@@ -177,13 +184,27 @@ func (d *Device) launch(k kernel, grid, block dim3, args ...any) error {
 	if err != nil {
 		return err
 	}
+	var pin runtime.Pinner
+	pin.Pin(&slots[0])
+	pin.Pin(&ptrs[0])
 	code := d.api.cuLaunchKernel(d.fn[k], grid.x, grid.y, grid.z, block.x, block.y, block.z, 0, d.stream,
 		unsafe.Pointer(&ptrs[0]), nil)
+	pin.Unpin()
 	runtime.KeepAlive(slots)
-	runtime.KeepAlive(ptrs)
 	if err := drvErr("cuLaunchKernel("+spec.name+")", code); err != nil {
-		return err
+		return d.blame(err)
 	}
 	d.launches.Add(1)
+	d.unsynced = append(d.unsynced, spec.name)
+	if d.syncLaunches {
+		return d.sync()
+	}
+	switch q := d.api.cudaStreamQuery(d.stream); q {
+	case 0:
+		d.unsynced = d.unsynced[:0]
+	case errNotReady:
+	default:
+		return d.blame(rtErr("cudaStreamQuery", q))
+	}
 	return nil
 }
