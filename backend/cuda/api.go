@@ -49,6 +49,9 @@ type api struct {
 	cuLaunchKernel            func(fn uintptr, gx, gy, gz, bx, by, bz, shmem uint32, stream uintptr, params, extra unsafe.Pointer) int32
 
 	runtimePath, driverPath string // where the libraries were found
+
+	blas    *blasAPI // cuBLAS, or nil
+	blasErr error    // why blas is nil
 }
 
 // cudaMemcpyKind values.
@@ -105,7 +108,9 @@ func (a *api) symbols() []symbol {
 	}
 }
 
-// loadAPI finds and opens the driver and the runtime and binds the table.
+// loadAPI finds and opens the driver and the runtime and binds the table,
+// and cuBLAS when it is found (its absence is not an error: a.blasErr says
+// why).
 // Each candidate library is tried in turn until one binds every symbol the
 // table needs and, for the runtime, passes probe (it initialises against the
 // driver found): a libcudart.so.13 that a 12.x driver cannot serve, or one
@@ -150,6 +155,7 @@ func loadAPI(sys system, dlsym func(lib uintptr, name string) (uintptr, error), 
 		return nil, fmt.Errorf("%w (driver %s)", err, drvPath)
 	}
 	a.runtimePath, a.driverPath = rtPath, drvPath
+	a.blas, a.blasErr = loadBLAS(sys, dlsym, register, rtPath)
 	return a, nil
 }
 

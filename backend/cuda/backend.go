@@ -22,6 +22,12 @@ type Backend struct {
 	dev *Device
 	cpu *cpu.Backend
 
+	// gemmMinWindow is the smallest window that WindowScores computes with
+	// cuBLAS (0: defaultGEMMWindow); gemmChunk bounds the bytes of logits
+	// one SGEMM writes (0: defaultGEMMChunk). Tests and benchmarks set them.
+	gemmMinWindow int
+	gemmChunk     int64
+
 	mu     sync.Mutex
 	closed bool
 	arena  arena // used on the device thread only
@@ -85,11 +91,14 @@ func checkFinite(op string, q []float32, qHeads, d int) error {
 // windowPlan is the device work of one window-sums call: the query rows
 // grouped by KV head and their output entries.
 type windowPlan struct {
-	groups  [][4]int32 // (g, L, first row, rows) per group, in row order
-	rows    []int32    // (q offset, vis, out offset) per row
-	entries []int      // output entry of each row
-	lmax    int        // longest head, the stride of the output entries
-	ntiles  int
+	w, qHeads int
+	heads     []int      // the query head of each entry
+	lens      []int      // rows of each KV head
+	groups    [][4]int32 // (g, L, first row, rows) per group, in row order
+	rows      []int32    // (q offset, vis, out offset) per row
+	entries   []int      // output entry of each row
+	lmax      int        // longest head, the stride of the output entries
+	ntiles    int
 }
 
 // planWindow lays out the query rows of WindowScores: for entry e (query
@@ -99,7 +108,7 @@ type windowPlan struct {
 func planWindow(lens []int, w, qHeads, d int, heads []int) (*windowPlan, error) {
 	G := len(lens)
 	group := qHeads / G
-	p := &windowPlan{}
+	p := &windowPlan{w: w, qHeads: qHeads, heads: heads, lens: lens}
 	for _, h := range heads {
 		p.lmax = max(p.lmax, lens[h/group])
 	}
@@ -158,8 +167,13 @@ func (p *windowPlan) batches(maxRows int) [][][4]int32 {
 
 // windowSums runs the window kernels for plan p over layer l of c, with
 // queries q, leaving the sums in the arena buffer "out" (len(heads) rows of
-// p.lmax floats) and returning it. On the device thread.
+// p.lmax floats) and returning it: with cuBLAS for windows of at least
+// gemmMinWindow queries (see windowSumsGEMM), else with the fused kernels.
+// On the device thread.
 func (b *Backend) windowSums(c *Cache, l int, q []float32, p *windowPlan, nEntries int) (devptr, error) {
+	if b.dev.blas != 0 && p.w >= b.gemmWindow() {
+		return b.windowSumsGEMM(c, l, q, p, nEntries)
+	}
 	d := b.dev
 	L := &c.layers[l]
 	nrows := len(p.rows) / 3

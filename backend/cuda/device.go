@@ -41,6 +41,9 @@ type Device struct {
 
 	syncLaunches bool // Options.SyncLaunches
 
+	blas    uintptr // cuBLAS handle on stream, or 0
+	blasErr error   // why blas is 0
+
 	// mu is held for reading by every do for as long as its closure runs,
 	// and for writing by Close: Close waits for the calls in flight, and no
 	// call starts after it.
@@ -145,6 +148,7 @@ func openAPI(a *api, o Options) (*Device, error) {
 			return err
 		}
 		streamMade = true
+		d.openBLAS()
 		return nil
 	})
 	if err != nil {
@@ -254,10 +258,11 @@ func (d *Device) Close() error {
 		return fmt.Errorf("cuda: Device.Close: %d allocations (%d bytes) still live: close every Cache and Backend first", n, b)
 	}
 	err := d.th.do(func() error {
+		e0 := d.closeBLAS()
 		e1 := rtErr("cudaStreamDestroy", d.api.cudaStreamDestroy(d.stream))
 		e2 := drvErr("cuModuleUnload", d.api.cuModuleUnload(d.module))
 		e3 := drvErr("cuDevicePrimaryCtxRelease", d.api.cuDevicePrimaryCtxRelease(d.cuDev))
-		for _, e := range []error{e1, e2, e3} {
+		for _, e := range []error{e0, e1, e2, e3} {
 			if e != nil {
 				return e
 			}

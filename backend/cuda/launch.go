@@ -36,6 +36,9 @@ const (
 	kWindowPassD64  // window_pass for d <= 64
 	kAttendPartialD128
 	kAttendPartialD64
+	kWidenRows
+	kRowsSoftmax
+	kColsumRows
 	numKernels
 )
 
@@ -65,6 +68,9 @@ var kernelSpecs = [numKernels]kernelSpec{
 	kTopKRows:          {"topk_rows", []argKind{argPtr, argI32, argI32, argI32, argPtr, argI32, argPtr}},
 	kGatherRows:        {"gather_rows", []argKind{argPtr, argPtr, argU64, argU64, argI32, argI32, argPtr, argI32, argPtr}},
 	kAttendMerge:       {"attend_merge", []argKind{argPtr, argI32, argI32, argPtr}},
+	kWidenRows:         {"widen_rows", []argKind{argPtr, argPtr, argU64, argI32}},
+	kRowsSoftmax:       {"rows_softmax", []argKind{argPtr, argI32, argI32, argI32, argI32, argI32, argPtr}},
+	kColsumRows:        {"colsum_rows", []argKind{argPtr, argI32, argI32, argI32, argI32, argPtr, argPtr, argI32}},
 }
 
 // Geometry constants shared with kernels/compresskv.cu.

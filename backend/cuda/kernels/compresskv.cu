@@ -224,6 +224,56 @@ GLOBAL void window_merge(const float *stats, float *fin, int nrows, int ntiles) 
 }
 
 // ---------------------------------------------------------------------------
+// Window sums for long windows (H2O's all-query scoring), with the logits of
+// a chunk of query rows computed by cuBLAS (SGEMM, strided over the query
+// heads of one KV head) into lg: nb*C rows of ld floats, row b*C + i
+// holding query i of the chunk for batch entry b, against the L keys. Query
+// i sees keys j < visBase + i. rows_softmax folds each row into
+// fin = (max, 1/sum of exp); colsum_rows adds each key's normalised
+// probabilities over the chunk's rows, in row order, into out[b*outStride + j].
+
+// widen_rows converts n elements of a float32/float16/bfloat16 array to
+// float32, the operand type of the SGEMM.
+GLOBAL void widen_rows(const void *src, float *dst, u64 n, int dtype) {
+  for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x)
+    dst[i] = load(src, i, dtype);
+}
+
+// rows_softmax: one warp per row; blockDim.x == 32*WARPS.
+GLOBAL void rows_softmax(const float *lg, int ld, int L, int C, int nrows, int visBase, float *fin) {
+  const int lane = threadIdx.x % 32;
+  const int r = blockIdx.x * WARPS + threadIdx.x / 32;
+  if (r >= nrows) return;
+  const float *row = lg + (u64)r * ld;
+  int vis = visBase + r % C;
+  if (vis > L) vis = L;
+  float m = -__builtin_inff();
+  for (int j = lane; j < vis; j += 32) m = __nvvm_fmax_f(m, row[j]);
+  m = warp_max(m);
+  float s = 0.0f;
+  for (int j = lane; j < vis; j += 32) s += cexpf(row[j] - m);
+  s = warp_sum(s);
+  if (lane == 0) {
+    fin[2 * r] = m;
+    fin[2 * r + 1] = 1.0f / s;
+  }
+}
+
+// colsum_rows: grid (ceil(L/256), nb), one thread per key.
+GLOBAL void colsum_rows(const float *lg, int ld, int L, int C, int visBase, const float *fin, float *out,
+                        int outStride) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+  if (j >= L) return;
+  float acc = 0.0f;
+  for (int i = 0; i < C; i++) {
+    if (j >= visBase + i) continue;
+    const int r = b * C + i;
+    acc += cexpf(lg[(u64)r * ld + j] - fin[2 * r]) * fin[2 * r + 1];
+  }
+  out[(u64)b * outStride + j] += acc;
+}
+
+// ---------------------------------------------------------------------------
 // pool1d: 1-D pooling of rows of n scores, odd kernel, stride 1, padding
 // kernel/2, exactly as backend/cpu's Pool: average pooling sums in float64
 // (directly up to kernel 15, else with the CPU's sliding sum restarted every
