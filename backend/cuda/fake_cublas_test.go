@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/compresskv/compresskv/backend/cpu"
@@ -301,5 +302,25 @@ func TestNoBLAS(t *testing.T) {
 	}
 	if f.launches["window_pass_d64"] == 0 || f.launches["colsum_rows"] != 0 {
 		t.Fatalf("launches %v: want the fused kernels", f.launches)
+	}
+}
+
+// TestBLASCreateFails: a cuBLAS that loads but cannot create a handle
+// leaves the device usable, with the reason in BLAS().
+func TestBLASCreateFails(t *testing.T) {
+	f := newFakeGPU()
+	a := f.api()
+	f.addBLAS(a, new(int))
+	a.blas.cublasCreate = func(*uintptr) int32 { return 3 }
+	d, err := openAPI(a, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := d.BLAS(); err == nil || !strings.Contains(err.Error(), "CUBLAS_STATUS_ALLOC_FAILED (3)") {
+		t.Fatalf("BLAS() = %v", err)
+	}
+	if _, _, err := d.MemInfo(); err != nil {
+		t.Fatal(err)
 	}
 }

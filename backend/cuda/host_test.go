@@ -382,3 +382,45 @@ func TestKernelVariants(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadBLAS: cuBLAS is searched like the runtime, only in the runtime's
+// major version, skipping a candidate that lacks a symbol; without one the
+// table loads anyway and says why there is no cuBLAS.
+func TestLoadBLAS(t *testing.T) {
+	var tried []string
+	libs := map[string]uintptr{"libcudart.so.12": 1, "libcuda.so.1": 2, "libcublas.so.13": 3,
+		"libcublas.so.12": 4, "/usr/local/cuda/lib64/libcublas.so.12": 5}
+	dlsym := func(lib uintptr, name string) (uintptr, error) {
+		if lib == 4 && name == "cublasSgemmStridedBatched" {
+			return 0, errors.New("undefined symbol")
+		}
+		return lib<<16 | 1, nil
+	}
+	var blasLib uintptr
+	register := func(fptr any, sym uintptr) {
+		if _, ok := fptr.(*func(handle *uintptr) int32); ok {
+			blasLib = sym >> 16
+		}
+	}
+	a, err := loadAPI(fakeSystem(nil, nil, libs, &tried), dlsym, register, func(*api) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.blas == nil || a.blas.path != "/usr/local/cuda/lib64/libcublas.so.12" || blasLib != 5 {
+		t.Fatalf("cuBLAS %+v (bound from %d), error %v", a.blas, blasLib, a.blasErr)
+	}
+	if slices.Contains(tried, "libcublas.so.13") {
+		t.Error("a cuBLAS 13 was tried beside a CUDA 12 runtime")
+	}
+	delete(libs, "/usr/local/cuda/lib64/libcublas.so.12")
+	a, err = loadAPI(fakeSystem(nil, nil, libs, &tried), dlsym, register, func(*api) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.blas != nil || !errors.Is(a.blasErr, ErrNoCUDA) || !strings.Contains(a.blasErr.Error(), "libcublas.so.12 (no symbol cublasSgemmStridedBatched") {
+		t.Fatalf("cuBLAS %+v, error %v", a.blas, a.blasErr)
+	}
+	if got := blasSonames("/opt/x/libcudart.so.13"); !slices.Equal(got, []string{"libcublas.so.13"}) {
+		t.Errorf("sonames for a CUDA 13 runtime: %v", got)
+	}
+}
