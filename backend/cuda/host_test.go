@@ -174,7 +174,11 @@ func TestRuntimeFallback(t *testing.T) {
 func TestSystemDiscovery(t *testing.T) {
 	d, err := Open(Options{})
 	if err == nil {
-		t.Logf("CUDA found: %s, driver %d, libraries %v", d.Name(), d.DriverVersion(), fmt.Sprint(d.Libraries()))
+		blas, berr := d.BLAS()
+		if berr != nil {
+			blas = "none: " + berr.Error()
+		}
+		t.Logf("CUDA found: %s, driver %d, libraries %v; cuBLAS %s", d.Name(), d.DriverVersion(), fmt.Sprint(d.Libraries()), blas)
 		d.Close()
 		return
 	}
