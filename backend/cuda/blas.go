@@ -134,7 +134,7 @@ func (d *Device) closeBLAS() error {
 		return nil
 	}
 	h := d.blas
-	d.blas = 0
+	d.blas, d.blasErr = 0, fmt.Errorf("cuda: device: %w", ErrClosed)
 	return blasErr("cublasDestroy_v2", d.api.blas.cublasDestroy(h))
 }
 
@@ -142,6 +142,8 @@ func (d *Device) closeBLAS() error {
 // products that pay for one (see Backend.WindowScores), or the reason it
 // has none; without cuBLAS the fused kernels compute everything.
 func (d *Device) BLAS() (path string, err error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
 	if d.blas == 0 {
 		return "", d.blasErr
 	}

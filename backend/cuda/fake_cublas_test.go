@@ -4,6 +4,7 @@ package cuda
 // with the CPU backend and with the fused kernels.
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -173,6 +174,9 @@ func openBLASFake(t *testing.T) (*Device, *fakeGPU, *int) {
 		if err := d.Close(); err != nil {
 			t.Error(err)
 		}
+		if _, err := d.BLAS(); !errors.Is(err, ErrClosed) {
+			t.Errorf("BLAS() after Close: %v", err)
+		}
 		if n := f.live(); n != 0 {
 			t.Errorf("fake GPU holds %d allocations after Close", n)
 		}
@@ -208,6 +212,7 @@ func TestGEMMWindowMatchesCPU(t *testing.T) {
 			if path, err := dev.BLAS(); err != nil || path != "fake/libcublas.so.12" {
 				t.Fatalf("BLAS() = %q, %v", path, err)
 			}
+
 			h, c := twin(t, r, dev, tc.s, tc.dtype, tc.L)
 			heads := tc.heads
 			if heads == nil {
@@ -293,11 +298,11 @@ func TestNoBLAS(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(7, 8))
 	s := kvcache.Shape{Layers: 1, KVHeads: 1, HeadDim: 8}
-	_, c := twin(t, r, dev, s, kvcache.Float32, 300)
+	_, c := twin(t, r, dev, s, kvcache.Float32, 257)
 	b := dev.NewBackend()
 	defer b.Close()
-	out := [][]float32{make([]float32, 300)}
-	if err := b.WindowScores(c, 0, reftest.Normal(r, 300*8, 1), 300, 1, []int{0}, out); err != nil {
+	out := [][]float32{make([]float32, 257)}
+	if err := b.WindowScores(c, 0, reftest.Normal(r, 257*8, 1), 257, 1, []int{0}, out); err != nil {
 		t.Fatal(err)
 	}
 	if f.launches["window_pass_d64"] == 0 || f.launches["colsum_rows"] != 0 {
