@@ -26,6 +26,7 @@ type api struct {
 	cudaStreamCreate          func(s *uintptr, flags uint32) int32
 	cudaStreamDestroy         func(s uintptr) int32
 	cudaStreamSynchronize     func(s uintptr) int32
+	cudaStreamQuery           func(s uintptr) int32
 	cudaEventCreate           func(e *uintptr) int32
 	cudaEventRecord           func(e, s uintptr) int32
 	cudaEventSynchronize      func(e uintptr) int32
@@ -42,11 +43,15 @@ type api struct {
 	cuDevicePrimaryCtxRelease func(dev int32) int32
 	cuCtxSetCurrent           func(ctx uintptr) int32
 	cuModuleLoadData          func(mod *uintptr, image unsafe.Pointer) int32
+	cuModuleLoadDataEx        func(mod *uintptr, image unsafe.Pointer, n uint32, options *int32, values *uintptr) int32
 	cuModuleUnload            func(mod uintptr) int32
 	cuModuleGetFunction       func(fn *uintptr, mod uintptr, name *byte) int32
 	cuLaunchKernel            func(fn uintptr, gx, gy, gz, bx, by, bz, shmem uint32, stream uintptr, params, extra unsafe.Pointer) int32
 
 	runtimePath, driverPath string // where the libraries were found
+
+	blas    *blasAPI // cuBLAS, or nil
+	blasErr error    // why blas is nil
 }
 
 // cudaMemcpyKind values.
@@ -79,6 +84,7 @@ func (a *api) symbols() []symbol {
 		{0, "cudaStreamCreateWithFlags", &a.cudaStreamCreate},
 		{0, "cudaStreamDestroy", &a.cudaStreamDestroy},
 		{0, "cudaStreamSynchronize", &a.cudaStreamSynchronize},
+		{0, "cudaStreamQuery", &a.cudaStreamQuery},
 		{0, "cudaEventCreate", &a.cudaEventCreate},
 		{0, "cudaEventRecord", &a.cudaEventRecord},
 		{0, "cudaEventSynchronize", &a.cudaEventSynchronize},
@@ -95,33 +101,76 @@ func (a *api) symbols() []symbol {
 		{1, "cuDevicePrimaryCtxRelease_v2", &a.cuDevicePrimaryCtxRelease},
 		{1, "cuCtxSetCurrent", &a.cuCtxSetCurrent},
 		{1, "cuModuleLoadData", &a.cuModuleLoadData},
+		{1, "cuModuleLoadDataEx", &a.cuModuleLoadDataEx},
 		{1, "cuModuleUnload", &a.cuModuleUnload},
 		{1, "cuModuleGetFunction", &a.cuModuleGetFunction},
 		{1, "cuLaunchKernel", &a.cuLaunchKernel},
 	}
 }
 
-// loadAPI finds and opens the runtime and the driver and binds the table.
-func loadAPI(sys system, dlsym func(lib uintptr, name string) (uintptr, error), register func(fptr any, sym uintptr)) (*api, error) {
-	rt, rtPath, err := openFirst(sys, "CUDA runtime "+fmt.Sprint(runtimeSonames), runtimeSonames)
-	if err != nil {
-		return nil, err
-	}
-	drv, drvPath, err := openFirst(sys, "CUDA driver "+fmt.Sprint(driverSonames), driverSonames)
-	if err != nil {
-		return nil, err
-	}
-	a := &api{runtimePath: rtPath, driverPath: drvPath}
-	libs := [2]uintptr{rt, drv}
-	paths := [2]string{rtPath, drvPath}
-	for _, s := range a.symbols() {
-		sym, err := dlsym(libs[s.lib], s.name)
-		if err != nil || sym == 0 {
-			return nil, fmt.Errorf("cuda: %w: %s has no symbol %s (too old a CUDA?)", ErrNoCUDA, paths[s.lib], s.name)
+// loadAPI finds and opens the driver and the runtime and binds the table,
+// and cuBLAS when it is found (its absence is not an error: a.blasErr says
+// why).
+// Each candidate library is tried in turn until one binds every symbol the
+// table needs and, for the runtime, passes probe (it initialises against the
+// driver found): a libcudart.so.13 that a 12.x driver cannot serve, or one
+// missing a symbol, is skipped for the next candidate. The error, when none
+// is usable, lists every attempt and why it failed.
+func loadAPI(sys system, dlsym func(lib uintptr, name string) (uintptr, error), register func(fptr any, sym uintptr),
+	probe func(*api) error) (*api, error) {
+	a := &api{}
+	bind := func(which int, lib uintptr, path string) error {
+		syms := a.symbols()
+		addrs := make([]uintptr, len(syms))
+		for i, s := range syms {
+			if s.lib != which {
+				continue
+			}
+			sym, err := dlsym(lib, s.name)
+			if err != nil || sym == 0 {
+				return fmt.Errorf("no symbol %s: too old a CUDA?", s.name)
+			}
+			addrs[i] = sym
 		}
-		register(s.fptr, sym)
+		for i, s := range syms {
+			if s.lib == which {
+				register(s.fptr, addrs[i])
+			}
+		}
+		return nil
 	}
+	drvPath, err := openEach(sys, "CUDA driver "+fmt.Sprint(driverSonames), driverSonames, func(lib uintptr, path string) error {
+		return bind(1, lib, path)
+	})
+	if err != nil {
+		return nil, err
+	}
+	rtPath, err := openEach(sys, "CUDA runtime "+fmt.Sprint(runtimeSonames), runtimeSonames, func(lib uintptr, path string) error {
+		if err := bind(0, lib, path); err != nil {
+			return err
+		}
+		return probe(a)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w (driver %s)", err, drvPath)
+	}
+	a.runtimePath, a.driverPath = rtPath, drvPath
+	a.blas, a.blasErr = loadBLAS(sys, dlsym, register, rtPath)
 	return a, nil
+}
+
+// probeRuntime checks that the runtime just bound initialises against the
+// driver: cudaGetDeviceCount fails with cudaErrorInsufficientDriver when the
+// runtime is newer than the driver, cudaErrorStubLibrary for a stub.
+// cudaErrorNoDevice passes: the runtime works, and Open says there is no
+// device.
+func probeRuntime(a *api) error {
+	var n int32
+	code := a.cudaGetDeviceCount(&n)
+	if code == 0 || code == 100 {
+		return nil
+	}
+	return rtErr("cudaGetDeviceCount", code)
 }
 
 var (
@@ -137,7 +186,7 @@ func systemAPI() (*api, error) {
 	if loaded != nil {
 		return loaded, nil
 	}
-	a, err := loadAPI(osSystem(), dlsym, registerFunc)
+	a, err := loadAPI(osSystem(), dlsym, registerFunc, probeRuntime)
 	if err != nil {
 		return nil, err
 	}

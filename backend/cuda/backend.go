@@ -22,6 +22,12 @@ type Backend struct {
 	dev *Device
 	cpu *cpu.Backend
 
+	// gemmMinWindow is the smallest window that WindowScores computes with
+	// cuBLAS (0: defaultGEMMWindow); gemmChunk bounds the bytes of logits
+	// one SGEMM writes (0: defaultGEMMChunk). Tests and benchmarks set them.
+	gemmMinWindow int
+	gemmChunk     int64
+
 	mu     sync.Mutex
 	closed bool
 	arena  arena // used on the device thread only
@@ -85,11 +91,14 @@ func checkFinite(op string, q []float32, qHeads, d int) error {
 // windowPlan is the device work of one window-sums call: the query rows
 // grouped by KV head and their output entries.
 type windowPlan struct {
-	groups  [][4]int32 // (g, L, first row, rows) per group, in row order
-	rows    []int32    // (q offset, vis, out offset) per row
-	entries []int      // output entry of each row
-	lmax    int        // longest head, the stride of the output entries
-	ntiles  int
+	w, qHeads int
+	heads     []int      // the query head of each entry
+	lens      []int      // rows of each KV head
+	groups    [][4]int32 // (g, L, first row, rows) per group, in row order
+	rows      []int32    // (q offset, vis, out offset) per row
+	entries   []int      // output entry of each row
+	lmax      int        // longest head, the stride of the output entries
+	ntiles    int
 }
 
 // planWindow lays out the query rows of WindowScores: for entry e (query
@@ -99,7 +108,7 @@ type windowPlan struct {
 func planWindow(lens []int, w, qHeads, d int, heads []int) (*windowPlan, error) {
 	G := len(lens)
 	group := qHeads / G
-	p := &windowPlan{}
+	p := &windowPlan{w: w, qHeads: qHeads, heads: heads, lens: lens}
 	for _, h := range heads {
 		p.lmax = max(p.lmax, lens[h/group])
 	}
@@ -158,8 +167,13 @@ func (p *windowPlan) batches(maxRows int) [][][4]int32 {
 
 // windowSums runs the window kernels for plan p over layer l of c, with
 // queries q, leaving the sums in the arena buffer "out" (len(heads) rows of
-// p.lmax floats) and returning it. On the device thread.
+// p.lmax floats) and returning it: with cuBLAS for windows of at least
+// gemmMinWindow queries (see windowSumsGEMM), else with the fused kernels.
+// On the device thread.
 func (b *Backend) windowSums(c *Cache, l int, q []float32, p *windowPlan, nEntries int) (devptr, error) {
+	if b.dev.blas != 0 && p.w >= b.gemmWindow() {
+		return b.windowSumsGEMM(c, l, q, p, nEntries)
+	}
 	d := b.dev
 	L := &c.layers[l]
 	nrows := len(p.rows) / 3
@@ -204,6 +218,7 @@ func (b *Backend) windowSums(c *Cache, l int, q []float32, p *windowPlan, nEntri
 	headStride := uint64(L.cap) * uint64(c.shape.HeadDim)
 	dt, hd := int32(c.dtype), int32(c.shape.HeadDim)
 	block := dim3{tileRows, 1, 1}
+	pass := windowPassFor(c.shape.HeadDim)
 	var flat []int32
 	offs := make([]int, len(batches))
 	for i, bt := range batches {
@@ -218,7 +233,7 @@ func (b *Backend) windowSums(c *Cache, l int, q []float32, p *windowPlan, nEntri
 	for i, bt := range batches {
 		gd := groupsd + devptr(16*offs[i])
 		grid := dim3{uint32(p.ntiles), uint32(len(bt)), 1}
-		if err := d.launch(kWindowPass, grid, block, L.k, headStride, dt, hd, scale, qd, gd, rowsd,
+		if err := d.launch(pass, grid, block, L.k, headStride, dt, hd, scale, qd, gd, rowsd,
 			stats, fin, out, int32(p.ntiles), int32(1)); err != nil {
 			return 0, err
 		}
@@ -230,7 +245,7 @@ func (b *Backend) windowSums(c *Cache, l int, q []float32, p *windowPlan, nEntri
 	for i, bt := range batches {
 		gd := groupsd + devptr(16*offs[i])
 		grid := dim3{uint32(p.ntiles), uint32(len(bt)), 1}
-		if err := d.launch(kWindowPass, grid, block, L.k, headStride, dt, hd, scale, qd, gd, rowsd,
+		if err := d.launch(pass, grid, block, L.k, headStride, dt, hd, scale, qd, gd, rowsd,
 			stats, fin, out, int32(p.ntiles), int32(2)); err != nil {
 			return 0, err
 		}
@@ -355,7 +370,8 @@ func attendSplit(L int) (rows, splits int) {
 }
 
 // Attend implements backend.Backend on the device: each block takes one
-// split of the rows of one KV head for up to 8 of its query heads (an online
+// split of the rows of one KV head for up to 8 of its query heads (4 beyond
+// d = 128) (an online
 // softmax per warp, merged in the block), and a second kernel merges the
 // splits. Cost: 2 * qHeads * L * HeadDim multiply-adds; keys and values read
 // once per group of 8 query heads.
@@ -413,8 +429,9 @@ func (b *Backend) Attend(c kvcache.KVCache, layer int, q []float32, qHeads int, 
 		if err := b.dev.uploadI32(lensd, lens); err != nil {
 			return err
 		}
-		grid := dim3{uint32(splits), uint32(s.KVHeads), uint32(ceilDiv(group, headChunk))}
-		if err := b.dev.launch(kAttendPartial, grid, dim3{32 * warps, 1, 1}, L.k, L.v,
+		partial, chunk := attendPartialFor(d)
+		grid := dim3{uint32(splits), uint32(s.KVHeads), uint32(ceilDiv(group, chunk))}
+		if err := b.dev.launch(partial, grid, dim3{32 * warps, 1, 1}, L.k, L.v,
 			uint64(L.cap)*uint64(d), int32(dc.dtype), int32(d), float32(1/math.Sqrt(float64(d))),
 			qd, lensd, int32(group), int32(rows), int32(splits), part); err != nil {
 			return err

@@ -159,18 +159,18 @@ func (c *Cache) bufBytes(capacity int) int64 {
 	return int64(c.shape.KVHeads) * int64(capacity) * int64(c.shape.HeadDim) * int64(c.dtype.Size())
 }
 
-// swap frees layer L's key and value buffers and puts k and v, of capacity
-// rows per head, in their place.
+// swap puts k and v, of capacity rows per head, in place of layer L's key
+// and value buffers and frees the old ones (the layer holds the new ones
+// even if a free fails).
 func (c *Cache) swap(L *layer, k, v devptr, capacity int) error {
-	old := c.bufBytes(L.cap)
-	if err := c.dev.free(L.k, old); err != nil {
-		return err
-	}
-	if err := c.dev.free(L.v, old); err != nil {
-		return err
-	}
+	old, ok, ov := c.bufBytes(L.cap), L.k, L.v
 	L.k, L.v, L.cap = k, v, capacity
-	return nil
+	e1 := c.dev.free(ok, old)
+	e2 := c.dev.free(ov, old)
+	if e1 != nil {
+		return e1
+	}
+	return e2
 }
 
 func (c *Cache) check(op string, l int) error {
@@ -187,7 +187,9 @@ func (c *Cache) check(op string, l int) error {
 }
 
 // grow makes layer l hold at least n rows per head, moving the stored rows
-// to new buffers when it must. On the device thread.
+// to new buffers when it must. The old buffers are freed only after the
+// stream has finished copying out of them; on an error the new buffers are
+// freed and the layer keeps its old ones. On the device thread.
 func (c *Cache) grow(l, n int) error {
 	L := &c.layers[l]
 	if n <= L.cap {
@@ -204,7 +206,16 @@ func (c *Cache) grow(l, n int) error {
 		c.dev.free(k, size)
 		return err
 	}
+	fail := func(err error) error {
+		// Let queued copies into k and v finish before they are freed (the
+		// error may be theirs); the first error is the one reported.
+		c.dev.sync()
+		c.dev.free(k, size)
+		c.dev.free(v, size)
+		return err
+	}
 	rowBytes := c.shape.HeadDim * c.dtype.Size()
+	copied := false
 	for g, p := range L.pos {
 		if len(p) == 0 {
 			continue
@@ -212,10 +223,18 @@ func (c *Cache) grow(l, n int) error {
 		dst := devptr(int64(g) * int64(newCap) * int64(rowBytes))
 		src := devptr(int64(g) * int64(L.cap) * int64(rowBytes))
 		if err := c.dev.copyD(k+dst, L.k+src, len(p)*rowBytes); err != nil {
-			return err
+			return fail(err)
 		}
 		if err := c.dev.copyD(v+dst, L.v+src, len(p)*rowBytes); err != nil {
-			return err
+			return fail(err)
+		}
+		copied = true
+	}
+	if copied {
+		// The copies run on a non-blocking stream: wait for them before the
+		// buffers they read are freed.
+		if err := c.dev.sync(); err != nil {
+			return fail(err)
 		}
 	}
 	return c.swap(L, k, v, newCap)
@@ -352,6 +371,7 @@ func (c *Cache) Compact(l int, keep [][]int) error {
 		var nk, nv devptr
 		if kept > 0 {
 			size := c.bufBytes(kept)
+			metaBytes := int64(4 * (len(idx) + len(counts)))
 			var err error
 			if nk, err = c.dev.alloc(size); err != nil {
 				return err
@@ -360,19 +380,27 @@ func (c *Cache) Compact(l int, keep [][]int) error {
 				c.dev.free(nk, size)
 				return err
 			}
-			meta, err := c.dev.alloc(int64(4 * (len(idx) + len(counts))))
+			meta, err := c.dev.alloc(metaBytes)
 			if err != nil {
 				c.dev.free(nk, size)
 				c.dev.free(nv, size)
 				return err
 			}
-			defer c.dev.free(meta, int64(4*(len(idx)+len(counts))))
-			pidx, pcnt := meta, meta+devptr(4*len(idx))
-			if err := c.dev.uploadI32(pidx, idx); err != nil {
+			// On an error the layer keeps its rows: wait for the queued
+			// work, then free the new buffers.
+			fail := func(err error) error {
+				c.dev.sync()
+				c.dev.free(nk, size)
+				c.dev.free(nv, size)
+				c.dev.free(meta, metaBytes)
 				return err
 			}
+			pidx, pcnt := meta, meta+devptr(4*len(idx))
+			if err := c.dev.uploadI32(pidx, idx); err != nil {
+				return fail(err)
+			}
 			if err := c.dev.uploadI32(pcnt, counts); err != nil {
-				return err
+				return fail(err)
 			}
 			grid := dim3{uint32(ceilDiv(kept, gatherRows)), uint32(G), 1}
 			block := dim3{uint32(min(256, max(32, int(units)))), 1, 1}
@@ -381,10 +409,15 @@ func (c *Cache) Compact(l int, keep [][]int) error {
 			for _, p := range [2][2]devptr{{L.k, nk}, {L.v, nv}} {
 				if err := c.dev.launch(kGatherRows, grid, block, p[0], p[1], srcStride, dstStride,
 					int32(units), wide, pidx, int32(kept), pcnt); err != nil {
-					return err
+					return fail(err)
 				}
 			}
 			if err := c.dev.sync(); err != nil {
+				return fail(err)
+			}
+			if err := c.dev.free(meta, metaBytes); err != nil {
+				c.dev.free(nk, size)
+				c.dev.free(nv, size)
 				return err
 			}
 		}

@@ -1,7 +1,11 @@
 package cuda
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -11,6 +15,11 @@ import (
 type Options struct {
 	// Ordinal is the CUDA device index (0 for the first GPU).
 	Ordinal int
+	// SyncLaunches makes every kernel launch wait for the kernel to finish,
+	// so that a fault (an illegal or misaligned address, an assertion) is
+	// reported by the launch of the kernel that caused it. It costs the
+	// overlap of kernels with the host; for diagnosis.
+	SyncLaunches bool
 }
 
 // Device is one GPU's primary context with the backend's kernel module
@@ -30,8 +39,21 @@ type Device struct {
 	driver   int // driver version, e.g. 12040
 	runtime_ int
 
-	mu     sync.Mutex
+	syncLaunches bool // Options.SyncLaunches
+
+	blas    uintptr // cuBLAS handle on stream, or 0
+	blasErr error   // why blas is 0
+
+	// mu is held for reading by every do for as long as its closure runs,
+	// and for writing by Close: Close waits for the calls in flight, and no
+	// call starts after it.
+	mu     sync.RWMutex
 	closed bool
+
+	// unsynced names the kernels launched since the stream was last known
+	// idle and fault-free (device thread only): a fault that a later call
+	// reports is blamed on them.
+	unsynced []string
 
 	live      atomic.Int64 // device allocations not yet freed
 	liveBytes atomic.Int64
@@ -53,7 +75,7 @@ func Open(o Options) (*Device, error) {
 
 // openAPI opens a device through the table a (the real one or a fake).
 func openAPI(a *api, o Options) (*Device, error) {
-	d := &Device{api: a, ordinal: o.Ordinal}
+	d := &Device{api: a, ordinal: o.Ordinal, syncLaunches: o.SyncLaunches}
 	var retained, loadedMod, streamMade bool
 	undo := func() {
 		if streamMade {
@@ -109,11 +131,9 @@ func openAPI(a *api, o Options) (*Device, error) {
 			undo()
 			return err
 		}
-		img := ptxImage()
-		err := drvErr("cuModuleLoadData", a.cuModuleLoadData(&d.module, unsafe.Pointer(&img[0])))
-		if err != nil {
+		if err := d.loadModule(); err != nil {
 			undo()
-			return fmt.Errorf("%w: the driver could not JIT the bundled PTX (sm_80, PTX 7.0): is the driver older than CUDA 11.0 or the GPU older than sm_80?", err)
+			return err
 		}
 		loadedMod = true
 		for k, s := range kernelSpecs {
@@ -128,6 +148,7 @@ func openAPI(a *api, o Options) (*Device, error) {
 			return err
 		}
 		streamMade = true
+		d.openBLAS()
 		return nil
 	})
 	if err != nil {
@@ -135,6 +156,60 @@ func openAPI(a *api, o Options) (*Device, error) {
 	}
 	d.th = th
 	return d, nil
+}
+
+// jitLogBytes is the size of the buffer the driver's JIT writes its error
+// log to.
+const jitLogBytes = 16 << 10
+
+// CUjit_option values of cuModuleLoadDataEx.
+const (
+	jitErrorLogBuffer     = 5 // CU_JIT_ERROR_LOG_BUFFER: char *
+	jitErrorLogBufferSize = 6 // CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES: in: the buffer's size; out: the log's
+)
+
+// loadModule loads the embedded PTX with cuModuleLoadDataEx, so that a JIT
+// failure comes back with the compiler's error log, and says what a failure
+// most likely means. On the device thread.
+func (d *Device) loadModule() error {
+	img := ptxImage()
+	logBuf := make([]byte, jitLogBytes)
+	opts := []int32{jitErrorLogBuffer, jitErrorLogBufferSize}
+	// optionValues holds a pointer and a size in pointer-sized slots; the
+	// driver writes the log's length back into the size slot.
+	// The buffer is pinned, so its address may be held as a uintptr.
+	vals := []uintptr{uintptr(unsafe.Pointer(&logBuf[0])), uintptr(len(logBuf))}
+	var pin runtime.Pinner
+	pin.Pin(&logBuf[0])
+	pin.Pin(&img[0])
+	pin.Pin(&opts[0])
+	pin.Pin(&vals[0])
+	code := d.api.cuModuleLoadDataEx(&d.module, unsafe.Pointer(&img[0]), uint32(len(opts)), &opts[0], &vals[0])
+	pin.Unpin()
+	err := drvErr("cuModuleLoadDataEx", code)
+	if err == nil {
+		return nil
+	}
+	n := min(int(vals[1]), len(logBuf))
+	if i := bytes.IndexByte(logBuf[:n], 0); i >= 0 {
+		n = i
+	}
+	msg := strings.TrimSpace(string(logBuf[:n]))
+	why := "the driver could not JIT the bundled PTX (sm_80, PTX 7.0)"
+	switch code {
+	case 221:
+		why += ": the driver's PTX JIT compiler (libnvidia-ptxjitcompiler) is missing; install the full driver, not only its kernel module"
+	case 223:
+		why += ": JIT compilation is disabled (CUDA_DISABLE_PTX_JIT is set?); the backend ships PTX only"
+	case 222:
+		why += ": the driver is older than the PTX version; CUDA 11.0 or newer is needed"
+	case 209, 218:
+		why += ": is the driver older than CUDA 11.0 or the GPU older than sm_80?"
+	}
+	if msg != "" {
+		why += "; JIT log: " + msg
+	}
+	return fmt.Errorf("%w: %s", err, why)
 }
 
 // Name returns the GPU's name as the driver reports it.
@@ -183,10 +258,11 @@ func (d *Device) Close() error {
 		return fmt.Errorf("cuda: Device.Close: %d allocations (%d bytes) still live: close every Cache and Backend first", n, b)
 	}
 	err := d.th.do(func() error {
+		e0 := d.closeBLAS()
 		e1 := rtErr("cudaStreamDestroy", d.api.cudaStreamDestroy(d.stream))
 		e2 := drvErr("cuModuleUnload", d.api.cuModuleUnload(d.module))
 		e3 := drvErr("cuDevicePrimaryCtxRelease", d.api.cuDevicePrimaryCtxRelease(d.cuDev))
-		for _, e := range []error{e1, e2, e3} {
+		for _, e := range []error{e0, e1, e2, e3} {
 			if e != nil {
 				return e
 			}
@@ -198,12 +274,13 @@ func (d *Device) Close() error {
 	return err
 }
 
-// do runs f on the device thread, or returns ErrClosed.
+// do runs f on the device thread, or returns ErrClosed. It holds d.mu for
+// reading while f runs, so that Close never tears the device down under a
+// call (f must not call do).
 func (d *Device) do(f func() error) error {
-	d.mu.Lock()
-	closed := d.closed
-	d.mu.Unlock()
-	if closed {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
 		return fmt.Errorf("cuda: device: %w", ErrClosed)
 	}
 	return d.th.do(f)
@@ -242,7 +319,7 @@ func (d *Device) upload(dst devptr, src unsafe.Pointer, n int) error {
 	if n == 0 {
 		return nil
 	}
-	return rtErr("cudaMemcpyAsync(HtoD)", d.api.cudaMemcpyHtoD(uintptr(dst), src, uintptr(n), memcpyHtoD, d.stream))
+	return d.blame(rtErr("cudaMemcpyAsync(HtoD)", d.api.cudaMemcpyHtoD(uintptr(dst), src, uintptr(n), memcpyHtoD, d.stream)))
 }
 
 func (d *Device) download(dst unsafe.Pointer, src devptr, n int) error {
@@ -250,7 +327,7 @@ func (d *Device) download(dst unsafe.Pointer, src devptr, n int) error {
 		return nil
 	}
 	if err := rtErr("cudaMemcpyAsync(DtoH)", d.api.cudaMemcpyDtoH(dst, uintptr(src), uintptr(n), memcpyDtoH, d.stream)); err != nil {
-		return err
+		return d.blame(err)
 	}
 	return d.sync()
 }
@@ -259,19 +336,38 @@ func (d *Device) copyD(dst, src devptr, n int) error {
 	if n == 0 {
 		return nil
 	}
-	return rtErr("cudaMemcpyAsync(DtoD)", d.api.cudaMemcpyDtoD(uintptr(dst), uintptr(src), uintptr(n), memcpyDtoD, d.stream))
+	return d.blame(rtErr("cudaMemcpyAsync(DtoD)", d.api.cudaMemcpyDtoD(uintptr(dst), uintptr(src), uintptr(n), memcpyDtoD, d.stream)))
 }
 
 func (d *Device) memset(p devptr, n int) error {
 	if n == 0 {
 		return nil
 	}
-	return rtErr("cudaMemsetAsync", d.api.cudaMemsetAsync(uintptr(p), 0, uintptr(n), d.stream))
+	return d.blame(rtErr("cudaMemsetAsync", d.api.cudaMemsetAsync(uintptr(p), 0, uintptr(n), d.stream)))
 }
 
 // sync waits for the stream and reports an asynchronous kernel error.
 func (d *Device) sync() error {
-	return rtErr("cudaStreamSynchronize", d.api.cudaStreamSynchronize(d.stream))
+	err := d.blame(rtErr("cudaStreamSynchronize", d.api.cudaStreamSynchronize(d.stream)))
+	if err == nil {
+		d.unsynced = d.unsynced[:0]
+	}
+	return err
+}
+
+// blame returns err, naming the kernels launched since the stream was last
+// known fault-free when err is a kernel fault that a later call (a copy, a
+// synchronisation) reported. On the device thread.
+func (d *Device) blame(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *Error
+	if errors.As(err, &ce) && isFault(ce.Code) && len(d.unsynced) > 0 {
+		return fmt.Errorf("%w: an asynchronous fault of a kernel launched since the last synchronisation: %s",
+			err, strings.Join(d.unsynced, ", "))
+	}
+	return err
 }
 
 // uploadI32 and uploadF32 copy host slices to device memory.

@@ -11,6 +11,8 @@ var errUnsupported = errors.New("dlopen is not supported on " + runtime.GOOS)
 
 func dlopen(string) (uintptr, error) { return 0, errUnsupported }
 
+func dlclose(uintptr) {}
+
 func dlsym(uintptr, string) (uintptr, error) { return 0, errUnsupported }
 
 func registerFunc(any, uintptr) {}

@@ -8,6 +8,8 @@ func dlopen(path string) (uintptr, error) {
 	return purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 }
 
+func dlclose(lib uintptr) { purego.Dlclose(lib) }
+
 func dlsym(lib uintptr, name string) (uintptr, error) { return purego.Dlsym(lib, name) }
 
 func registerFunc(fptr any, sym uintptr) { purego.RegisterFunc(fptr, sym) }

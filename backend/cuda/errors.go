@@ -46,13 +46,21 @@ var runtimeNames = map[int]string{
 	201: "cudaErrorDeviceUninitialized",
 	209: "cudaErrorNoKernelImageForDevice",
 	218: "cudaErrorInvalidPtx",
+	221: "cudaErrorJitCompilerNotFound",
 	222: "cudaErrorUnsupportedPtxVersion",
+	223: "cudaErrorJitCompilationDisabled",
 	400: "cudaErrorInvalidResourceHandle",
 	500: "cudaErrorSymbolNotFound",
 	600: "cudaErrorNotReady",
 	700: "cudaErrorIllegalAddress",
 	701: "cudaErrorLaunchOutOfResources",
 	702: "cudaErrorLaunchTimeout",
+	710: "cudaErrorAssert",
+	714: "cudaErrorHardwareStackError",
+	715: "cudaErrorIllegalInstruction",
+	716: "cudaErrorMisalignedAddress",
+	717: "cudaErrorInvalidAddressSpace",
+	718: "cudaErrorInvalidPc",
 	719: "cudaErrorLaunchFailure",
 	999: "cudaErrorUnknown",
 }
@@ -72,7 +80,9 @@ var driverNames = map[int]string{
 	201: "CUDA_ERROR_INVALID_CONTEXT",
 	209: "CUDA_ERROR_NO_BINARY_FOR_GPU",
 	218: "CUDA_ERROR_INVALID_PTX",
+	221: "CUDA_ERROR_JIT_COMPILER_NOT_FOUND",
 	222: "CUDA_ERROR_UNSUPPORTED_PTX_VERSION",
+	223: "CUDA_ERROR_JIT_COMPILATION_DISABLED",
 	301: "CUDA_ERROR_FILE_NOT_FOUND",
 	400: "CUDA_ERROR_INVALID_HANDLE",
 	500: "CUDA_ERROR_NOT_FOUND",
@@ -80,9 +90,20 @@ var driverNames = map[int]string{
 	700: "CUDA_ERROR_ILLEGAL_ADDRESS",
 	701: "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES",
 	702: "CUDA_ERROR_LAUNCH_TIMEOUT",
+	710: "CUDA_ERROR_ASSERT",
+	714: "CUDA_ERROR_HARDWARE_STACK_ERROR",
+	715: "CUDA_ERROR_ILLEGAL_INSTRUCTION",
+	716: "CUDA_ERROR_MISALIGNED_ADDRESS",
+	717: "CUDA_ERROR_INVALID_ADDRESS_SPACE",
+	718: "CUDA_ERROR_INVALID_PC",
 	719: "CUDA_ERROR_LAUNCH_FAILED",
 	999: "CUDA_ERROR_UNKNOWN",
 }
+
+// isFault reports whether code (the same number in both APIs) is a fault of
+// a kernel: an error that the device reports asynchronously, after the
+// launch returned, and that leaves the context unusable.
+func isFault(code int) bool { return code >= 700 && code <= 720 && code != 701 }
 
 // rtErr maps a cudaError_t returned by fn to nil or an *Error.
 func rtErr(fn string, code int32) error {

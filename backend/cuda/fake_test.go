@@ -147,6 +147,7 @@ func (f *fakeGPU) api() *api {
 	a.cudaStreamCreate = func(s *uintptr, _ uint32) int32 { defer lock()(); *s = 0x5; return 0 }
 	a.cudaStreamDestroy = func(uintptr) int32 { defer lock()(); return 0 }
 	a.cudaStreamSynchronize = func(uintptr) int32 { defer lock()(); return 0 }
+	a.cudaStreamQuery = func(uintptr) int32 { defer lock()(); return 0 }
 	a.cudaEventCreate = func(e *uintptr) int32 { defer lock()(); *e = 0x9; return 0 }
 	a.cudaEventRecord = func(_, _ uintptr) int32 { return 0 }
 	a.cudaEventSynchronize = func(uintptr) int32 { return 0 }
@@ -182,6 +183,9 @@ func (f *fakeGPU) api() *api {
 		}
 		*m = 0x3
 		return 0
+	}
+	a.cuModuleLoadDataEx = func(m *uintptr, img unsafe.Pointer, _ uint32, _ *int32, _ *uintptr) int32 {
+		return a.cuModuleLoadData(m, img)
 	}
 	a.cuModuleUnload = func(uintptr) int32 { return 0 }
 	a.cuModuleGetFunction = func(fn *uintptr, _ uintptr, name *byte) int32 {
@@ -231,7 +235,7 @@ func (f *fakeGPU) emulate(k kernel, a []uint64, grid, block [3]int) {
 	exp := func(x float32) float32 { return float32(math.Exp(float64(x))) }
 	inf := float32(math.Inf(1))
 	switch k {
-	case kWindowPass:
+	case kWindowPass, kWindowPassD128, kWindowPassD64:
 		keys, hs, dt, d, scale := uintptr(a[0]), a[1], int32(a[2]), i32(a[3]), f32of(a[4])
 		q, groups, rows, stats, fin, out, ntiles, pass := uintptr(a[5]), uintptr(a[6]), uintptr(a[7]), uintptr(a[8]), uintptr(a[9]), uintptr(a[10]), i32(a[11]), i32(a[12])
 		if block[0] != tileRows {
@@ -357,7 +361,7 @@ func (f *fakeGPU) emulate(k kernel, a []uint64, grid, block [3]int) {
 					f.mem(src+uintptr(w*(uint64(g)*ss+sr*units)), int(w*units)))
 			}
 		}
-	case kAttendPartial:
+	case kAttendPartial, kAttendPartialD128, kAttendPartialD64:
 		keys, vals, hs, dt, d, scale := uintptr(a[0]), uintptr(a[1]), a[2], int32(a[3]), i32(a[4]), f32of(a[5])
 		q, lens, group, splitRows, nsplit, part := uintptr(a[6]), uintptr(a[7]), i32(a[8]), i32(a[9]), i32(a[10]), uintptr(a[11])
 		for split := 0; split < grid[0]; split++ {
@@ -420,5 +424,7 @@ func (f *fakeGPU) emulate(k kernel, a []uint64, grid, block [3]int) {
 				o[x] = acc / S
 			}
 		}
+	default:
+		f.emulateGEMMKernels(k, a, grid, block) // fake_cublas_test.go
 	}
 }

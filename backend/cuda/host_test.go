@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"unsafe"
@@ -78,7 +79,7 @@ func TestLoadAPIBindsEverySymbol(t *testing.T) {
 		return 0x1000, nil
 	}
 	n := 0
-	a, err := loadAPI(sys, dlsym, func(fptr any, sym uintptr) { n++ })
+	a, err := loadAPI(sys, dlsym, func(fptr any, sym uintptr) { n++ }, func(*api) error { return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,14 +92,80 @@ func TestLoadAPIBindsEverySymbol(t *testing.T) {
 			return 0, errors.New("undefined symbol")
 		}
 		return 1, nil
-	}, func(any, uintptr) {})
+	}, func(any, uintptr) {}, func(*api) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "cuDevicePrimaryCtxRelease_v2") {
 		t.Fatalf("missing symbol: %v", err)
 	}
 	// No driver: the error lists what was tried for it.
-	_, err = loadAPI(fakeSystem(nil, nil, map[string]uintptr{"libcudart.so.13": 1}, &tried), dlsym, func(any, uintptr) {})
+	_, err = loadAPI(fakeSystem(nil, nil, map[string]uintptr{"libcudart.so.13": 1}, &tried), dlsym, func(any, uintptr) {}, func(*api) error { return nil })
 	if !errors.Is(err, ErrNoCUDA) || !strings.Contains(err.Error(), "/usr/lib/x86_64-linux-gnu/libcuda.so.1") {
 		t.Fatalf("no driver: %v", err)
+	}
+}
+
+// TestRuntimeFallback: a runtime that loads but cannot serve the driver
+// (cudaErrorInsufficientDriver) or lacks a symbol is skipped for the next
+// candidate, and closed; when none is usable, the error reports every
+// attempt with its reason.
+func TestRuntimeFallback(t *testing.T) {
+	const (
+		rt13  = 0x13 // libcudart.so.13: newer than the driver
+		rt12  = 0x12 // libcudart.so.12: works
+		rtOld = 0x11 // an old runtime in /usr/local/cuda: lacks cudaStreamQuery
+		drv   = 0xd
+	)
+	var tried []string
+	libs := map[string]uintptr{"libcudart.so.13": rt13, "/usr/local/cuda/lib64/libcudart.so.12": rtOld,
+		"/usr/lib/x86_64-linux-gnu/libcudart.so.12": rt12, "libcuda.so.1": drv}
+	var closed []uintptr
+	sys := fakeSystem(nil, nil, libs, &tried)
+	sys.dlclose = func(h uintptr) { closed = append(closed, h) }
+	dlsym := func(lib uintptr, name string) (uintptr, error) {
+		if lib == rtOld && name == "cudaStreamQuery" {
+			return 0, errors.New("undefined symbol: cudaStreamQuery")
+		}
+		return lib<<16 | 1, nil
+	}
+	var bound uintptr // the library of the runtime symbols bound last
+	register := func(fptr any, sym uintptr) {
+		if lib := sym >> 16; lib != drv {
+			bound = lib
+		}
+	}
+	probes := 0
+	probe := func(*api) error {
+		probes++
+		if bound == rt13 {
+			return rtErr("cudaGetDeviceCount", 35)
+		}
+		return nil
+	}
+	a, err := loadAPI(sys, dlsym, register, probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.runtimePath != "/usr/lib/x86_64-linux-gnu/libcudart.so.12" || bound != rt12 || a.driverPath != "libcuda.so.1" {
+		t.Fatalf("runtime %s (bound %#x), driver %s", a.runtimePath, bound, a.driverPath)
+	}
+	if probes != 2 || !slices.Equal(closed, []uintptr{rt13, rtOld}) {
+		t.Fatalf("%d probes, closed %#x: want the .so.13 probed, and it and the old runtime closed", probes, closed)
+	}
+
+	// Without the working runtime, the error names each attempt and its reason.
+	delete(libs, "/usr/lib/x86_64-linux-gnu/libcudart.so.12")
+	_, err = loadAPI(sys, dlsym, register, probe)
+	if !errors.Is(err, ErrNoCUDA) {
+		t.Fatalf("error %v does not wrap ErrNoCUDA", err)
+	}
+	for _, want := range []string{
+		"libcudart.so.13 (cuda: cudaGetDeviceCount: cudaErrorInsufficientDriver (35))",
+		"/usr/local/cuda/lib64/libcudart.so.12 (no symbol cudaStreamQuery",
+		"/usr/lib/x86_64-linux-gnu/libcudart.so.12 (",
+		"driver libcuda.so.1",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not report %q: %v", want, err)
+		}
 	}
 }
 
@@ -107,7 +174,11 @@ func TestLoadAPIBindsEverySymbol(t *testing.T) {
 func TestSystemDiscovery(t *testing.T) {
 	d, err := Open(Options{})
 	if err == nil {
-		t.Logf("CUDA found: %s, driver %d, libraries %v", d.Name(), d.DriverVersion(), fmt.Sprint(d.Libraries()))
+		blas, berr := d.BLAS()
+		if berr != nil {
+			blas = "none: " + berr.Error()
+		}
+		t.Logf("CUDA found: %s, driver %d, libraries %v; cuBLAS %s", d.Name(), d.DriverVersion(), fmt.Sprint(d.Libraries()), blas)
 		d.Close()
 		return
 	}
@@ -131,6 +202,12 @@ func TestErrorNames(t *testing.T) {
 		{drvErr("cuModuleLoadData", 218), "cuda: cuModuleLoadData: CUDA_ERROR_INVALID_PTX (218)"},
 		{drvErr("cuInit", 100), "cuda: cuInit: CUDA_ERROR_NO_DEVICE (100)"},
 		{drvErr("cuLaunchKernel", 12345), "cuda: cuLaunchKernel: CUresult(unknown code) (12345)"},
+		{drvErr("cuModuleLoadDataEx", 221), "cuda: cuModuleLoadDataEx: CUDA_ERROR_JIT_COMPILER_NOT_FOUND (221)"},
+		{drvErr("cuModuleLoadDataEx", 223), "cuda: cuModuleLoadDataEx: CUDA_ERROR_JIT_COMPILATION_DISABLED (223)"},
+		{rtErr("cudaStreamSynchronize", 710), "cuda: cudaStreamSynchronize: cudaErrorAssert (710)"},
+		{rtErr("cudaStreamSynchronize", 715), "cuda: cudaStreamSynchronize: cudaErrorIllegalInstruction (715)"},
+		{rtErr("cudaStreamSynchronize", 716), "cuda: cudaStreamSynchronize: cudaErrorMisalignedAddress (716)"},
+		{drvErr("cuCtxSynchronize", 716), "cuda: cuCtxSynchronize: CUDA_ERROR_MISALIGNED_ADDRESS (716)"},
 	} {
 		if c.err == nil || c.err.Error() != c.want {
 			t.Errorf("got %v, want %s", c.err, c.want)
@@ -231,7 +308,7 @@ func TestPTXFresh(t *testing.T) {
 	}
 	out := filepath.Join(t.TempDir(), "compresskv.ptx")
 	cmd := exec.Command(clang, "-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch=sm_80", "-nocudainc", "-nocudalib",
-		"-O3", "-S", "-Xclang", "-target-feature", "-Xclang", "+ptx70", "-o", out, "kernels/compresskv.cu")
+		"-O3", "-S", "-Xclang", "-target-feature", "-Xclang", "+ptx70", "-ffp-contract=off", "-o", out, "kernels/compresskv.cu")
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %v\n%s", cmd, err, msg)
 	}
@@ -251,8 +328,103 @@ func TestGenerateLineMatchesTest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "//go:generate clang-16 -x cuda --cuda-device-only --cuda-gpu-arch=sm_80 -nocudainc -nocudalib -O3 -S -Xclang -target-feature -Xclang +ptx70 -o kernels/compresskv.ptx kernels/compresskv.cu"
+	want := "//go:generate clang-16 -x cuda --cuda-device-only --cuda-gpu-arch=sm_80 -nocudainc -nocudalib -O3 -S -Xclang -target-feature -Xclang +ptx70 -ffp-contract=off -o kernels/compresskv.ptx kernels/compresskv.cu"
 	if !strings.Contains(string(src), want) {
 		t.Fatal("ptx.go's go:generate line differs from the command TestPTXFresh runs")
+	}
+}
+
+// TestPTXContractionOff checks that the module's float arithmetic is what
+// the source writes, as the CPU backend's Go code computes it: no fused
+// multiply-add, and every add, sub and mul carries an explicit rounding
+// (.rn), which forbids the driver's JIT to fuse them either.
+func TestPTXContractionOff(t *testing.T) {
+	if n := regexp.MustCompile(`\bfma\.[a-z]+\.f(32|64)`).FindAllString(ptxSource, -1); len(n) != 0 {
+		t.Errorf("the PTX has %d fused multiply-adds (%s): build with -ffp-contract=off", len(n), n[0])
+	}
+	unrounded := regexp.MustCompile(`\b(add|sub|mul)(\.ftz)?(\.sat)?\.f(32|64)\b`).FindAllString(ptxSource, -1)
+	if len(unrounded) != 0 {
+		t.Errorf("the PTX has %d float add/sub/mul without .rn (%s), which the JIT may fuse", len(unrounded), unrounded[0])
+	}
+	if !strings.Contains(ptxSource, "mul.rn.f32") {
+		t.Error("the PTX has no mul.rn.f32: is the module empty?")
+	}
+}
+
+// TestKernelVariants checks the choice of kernel variant by head dimension:
+// each covers the dimensions the host gives it, and the variants take the
+// parameters of the kernel they specialise.
+func TestKernelVariants(t *testing.T) {
+	for d := 1; d <= maxHeadDim; d++ {
+		w, a := windowPassFor(d), 0
+		k, chunk := attendPartialFor(d)
+		switch {
+		case d <= 64:
+			a = 64
+		case d <= 128:
+			a = 128
+		default:
+			a = 256
+		}
+		wantW := map[int]kernel{64: kWindowPassD64, 128: kWindowPassD128, 256: kWindowPass}[a]
+		wantA := map[int]kernel{64: kAttendPartialD64, 128: kAttendPartialD128, 256: kAttendPartial}[a]
+		if w != wantW || k != wantA {
+			t.Fatalf("d=%d: %s and %s, want %s and %s", d, kernelSpecs[w].name, kernelSpecs[k].name, kernelSpecs[wantW].name, kernelSpecs[wantA].name)
+		}
+		if chunk < 1 || chunk > headChunk || (a == 256) != (chunk < headChunk) {
+			t.Fatalf("d=%d: %d query heads per attend_partial block", d, chunk)
+		}
+	}
+	for _, v := range []kernel{kWindowPassD128, kWindowPassD64} {
+		if !slices.Equal(kernelSpecs[v].args, kernelSpecs[kWindowPass].args) {
+			t.Errorf("%s's parameters differ from window_pass's", kernelSpecs[v].name)
+		}
+	}
+	for _, v := range []kernel{kAttendPartialD128, kAttendPartialD64} {
+		if !slices.Equal(kernelSpecs[v].args, kernelSpecs[kAttendPartial].args) {
+			t.Errorf("%s's parameters differ from attend_partial's", kernelSpecs[v].name)
+		}
+	}
+}
+
+// TestLoadBLAS: cuBLAS is searched like the runtime, only in the runtime's
+// major version, skipping a candidate that lacks a symbol; without one the
+// table loads anyway and says why there is no cuBLAS.
+func TestLoadBLAS(t *testing.T) {
+	var tried []string
+	libs := map[string]uintptr{"libcudart.so.12": 1, "libcuda.so.1": 2, "libcublas.so.13": 3,
+		"libcublas.so.12": 4, "/usr/local/cuda/lib64/libcublas.so.12": 5}
+	dlsym := func(lib uintptr, name string) (uintptr, error) {
+		if lib == 4 && name == "cublasSgemmStridedBatched" {
+			return 0, errors.New("undefined symbol")
+		}
+		return lib<<16 | 1, nil
+	}
+	var blasLib uintptr
+	register := func(fptr any, sym uintptr) {
+		if _, ok := fptr.(*func(handle *uintptr) int32); ok {
+			blasLib = sym >> 16
+		}
+	}
+	a, err := loadAPI(fakeSystem(nil, nil, libs, &tried), dlsym, register, func(*api) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.blas == nil || a.blas.path != "/usr/local/cuda/lib64/libcublas.so.12" || blasLib != 5 {
+		t.Fatalf("cuBLAS %+v (bound from %d), error %v", a.blas, blasLib, a.blasErr)
+	}
+	if slices.Contains(tried, "libcublas.so.13") {
+		t.Error("a cuBLAS 13 was tried beside a CUDA 12 runtime")
+	}
+	delete(libs, "/usr/local/cuda/lib64/libcublas.so.12")
+	a, err = loadAPI(fakeSystem(nil, nil, libs, &tried), dlsym, register, func(*api) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.blas != nil || !errors.Is(a.blasErr, ErrNoCUDA) || !strings.Contains(a.blasErr.Error(), "libcublas.so.12 (no symbol cublasSgemmStridedBatched") {
+		t.Fatalf("cuBLAS %+v, error %v", a.blas, a.blasErr)
+	}
+	if got := blasSonames("/opt/x/libcudart.so.13"); !slices.Equal(got, []string{"libcublas.so.13"}) {
+		t.Errorf("sonames for a CUDA 13 runtime: %v", got)
 	}
 }

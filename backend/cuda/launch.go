@@ -32,6 +32,13 @@ const (
 	kGatherRows
 	kAttendPartial
 	kAttendMerge
+	kWindowPassD128 // window_pass for d <= 128
+	kWindowPassD64  // window_pass for d <= 64
+	kAttendPartialD128
+	kAttendPartialD64
+	kWidenRows
+	kRowsSoftmax
+	kColsumRows
 	numKernels
 )
 
@@ -42,16 +49,28 @@ type kernelSpec struct {
 	args []argKind
 }
 
+var (
+	windowPassArgs = []argKind{argPtr, argU64, argI32, argI32, argF32,
+		argPtr, argPtr, argPtr, argPtr, argPtr, argPtr, argI32, argI32}
+	attendPartialArgs = []argKind{argPtr, argPtr, argU64, argI32, argI32, argF32, argPtr, argPtr, argI32, argI32, argI32, argPtr}
+)
+
 var kernelSpecs = [numKernels]kernelSpec{
-	kWindowPass: {"window_pass", []argKind{argPtr, argU64, argI32, argI32, argF32,
-		argPtr, argPtr, argPtr, argPtr, argPtr, argPtr, argI32, argI32}},
-	kWindowMerge:   {"window_merge", []argKind{argPtr, argPtr, argI32, argI32}},
-	kPool1d:        {"pool1d", []argKind{argPtr, argPtr, argI32, argI32, argI32, argI32, argI32}},
-	kMeanGroups:    {"mean_groups", []argKind{argPtr, argPtr, argI32, argI32, argI32}},
-	kTopKRows:      {"topk_rows", []argKind{argPtr, argI32, argI32, argI32, argPtr, argI32, argPtr}},
-	kGatherRows:    {"gather_rows", []argKind{argPtr, argPtr, argU64, argU64, argI32, argI32, argPtr, argI32, argPtr}},
-	kAttendPartial: {"attend_partial", []argKind{argPtr, argPtr, argU64, argI32, argI32, argF32, argPtr, argPtr, argI32, argI32, argI32, argPtr}},
-	kAttendMerge:   {"attend_merge", []argKind{argPtr, argI32, argI32, argPtr}},
+	kWindowPass:        {"window_pass", windowPassArgs},
+	kWindowPassD128:    {"window_pass_d128", windowPassArgs},
+	kWindowPassD64:     {"window_pass_d64", windowPassArgs},
+	kAttendPartial:     {"attend_partial", attendPartialArgs},
+	kAttendPartialD128: {"attend_partial_d128", attendPartialArgs},
+	kAttendPartialD64:  {"attend_partial_d64", attendPartialArgs},
+	kWindowMerge:       {"window_merge", []argKind{argPtr, argPtr, argI32, argI32}},
+	kPool1d:            {"pool1d", []argKind{argPtr, argPtr, argI32, argI32, argI32, argI32, argI32}},
+	kMeanGroups:        {"mean_groups", []argKind{argPtr, argPtr, argI32, argI32, argI32}},
+	kTopKRows:          {"topk_rows", []argKind{argPtr, argI32, argI32, argI32, argPtr, argI32, argPtr}},
+	kGatherRows:        {"gather_rows", []argKind{argPtr, argPtr, argU64, argU64, argI32, argI32, argPtr, argI32, argPtr}},
+	kAttendMerge:       {"attend_merge", []argKind{argPtr, argI32, argI32, argPtr}},
+	kWidenRows:         {"widen_rows", []argKind{argPtr, argPtr, argU64, argI32}},
+	kRowsSoftmax:       {"rows_softmax", []argKind{argPtr, argI32, argI32, argI32, argI32, argI32, argPtr}},
+	kColsumRows:        {"colsum_rows", []argKind{argPtr, argI32, argI32, argI32, argI32, argPtr, argPtr, argI32}},
 }
 
 // Geometry constants shared with kernels/compresskv.cu.
@@ -59,11 +78,37 @@ const (
 	warps       = 8   // WARPS
 	tileRows    = 256 // TILE: key rows per block of window_pass
 	maxHeadDim  = 256 // DMAX
-	headChunk   = 8   // HCH: query heads per block of attend_partial
 	topkThreads = 1024
+	headChunk   = 8 // HC: query heads per block of attend_partial up to d = 128 (half beyond)
 	gatherRows  = 8 // rows per block of gather_rows
 	poolThreads = 256
 )
+
+// windowPassFor returns the window_pass variant for head dimension d: the
+// ones for d <= 64 and d <= 128 hold fewer registers per thread.
+func windowPassFor(d int) kernel {
+	switch {
+	case d <= 64:
+		return kWindowPassD64
+	case d <= 128:
+		return kWindowPassD128
+	}
+	return kWindowPass
+}
+
+// attendPartialFor returns the attend_partial variant for head dimension d
+// and the number of query heads one of its blocks serves (grid.z covers a
+// group in chunks of that many): 8 up to d = 128, 4 beyond, so that the
+// per-lane accumulators of d = 256 fit in registers without spilling.
+func attendPartialFor(d int) (kernel, int) {
+	switch {
+	case d <= 64:
+		return kAttendPartialD64, headChunk
+	case d <= 128:
+		return kAttendPartialD128, headChunk
+	}
+	return kAttendPartial, headChunk / 2
+}
 
 // dim3 is a grid or block size.
 type dim3 struct{ x, y, z uint32 }
@@ -124,8 +169,15 @@ func packArgs(spec kernelSpec, args []any) (slots []uint64, ptrs []unsafe.Pointe
 	return slots, ptrs, nil
 }
 
+// cudaErrorNotReady: cudaStreamQuery's answer while work is pending.
+const errNotReady = 600
+
 // launch starts kernel k on the device's stream. It must run on the device
-// thread.
+// thread. The parameter slots are pinned for the call (kernelParams is a C
+// array of pointers into them). After the launch, the stream is queried
+// (without waiting) so that a fault already raised is reported here, naming
+// the kernels launched since the last synchronisation; with
+// Options.SyncLaunches the launch waits for the kernel.
 func (d *Device) launch(k kernel, grid, block dim3, args ...any) error {
 	spec := kernelSpecs[k]
 	if err := grid.check(false); err != nil {
@@ -138,13 +190,27 @@ func (d *Device) launch(k kernel, grid, block dim3, args ...any) error {
 	if err != nil {
 		return err
 	}
+	var pin runtime.Pinner
+	pin.Pin(&slots[0])
+	pin.Pin(&ptrs[0])
 	code := d.api.cuLaunchKernel(d.fn[k], grid.x, grid.y, grid.z, block.x, block.y, block.z, 0, d.stream,
 		unsafe.Pointer(&ptrs[0]), nil)
+	pin.Unpin()
 	runtime.KeepAlive(slots)
-	runtime.KeepAlive(ptrs)
 	if err := drvErr("cuLaunchKernel("+spec.name+")", code); err != nil {
-		return err
+		return d.blame(err)
 	}
 	d.launches.Add(1)
+	d.unsynced = append(d.unsynced, spec.name)
+	if d.syncLaunches {
+		return d.sync()
+	}
+	switch q := d.api.cudaStreamQuery(d.stream); q {
+	case 0:
+		d.unsynced = d.unsynced[:0]
+	case errNotReady:
+	default:
+		return d.blame(rtErr("cudaStreamQuery", q))
+	}
 	return nil
 }

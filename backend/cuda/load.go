@@ -35,6 +35,8 @@ type system struct {
 	getenv func(string) string
 	glob   func(string) ([]string, error)
 	dlopen func(path string) (uintptr, error)
+	// dlclose releases a library that was opened but not used; nil: keep it.
+	dlclose func(lib uintptr)
 }
 
 // candidates returns the paths to try for one library, in order: the
@@ -78,6 +80,19 @@ func candidates(sys system, sonames []string) []string {
 // openFirst opens the first candidate that loads, or returns an error
 // wrapping ErrNoCUDA that lists every path tried and why it failed.
 func openFirst(sys system, what string, sonames []string) (uintptr, string, error) {
+	var h uintptr
+	path, err := openEach(sys, what, sonames, func(lib uintptr, _ string) error {
+		h = lib
+		return nil
+	})
+	return h, path, err
+}
+
+// openEach tries the candidates in order: each that loads is handed to use,
+// and the first that use accepts (a nil error) is the answer. A library use
+// rejects is closed. Without an accepted one, the error wraps ErrNoCUDA and
+// lists every path tried with why it failed: not loadable, or use's error.
+func openEach(sys system, what string, sonames []string, use func(lib uintptr, path string) error) (string, error) {
 	var tried []string
 	seen := map[string]bool{}
 	for _, p := range candidates(sys, sonames) {
@@ -87,7 +102,15 @@ func openFirst(sys system, what string, sonames []string) (uintptr, string, erro
 		seen[p] = true
 		h, err := sys.dlopen(p)
 		if err == nil && h != 0 {
-			return h, p, nil
+			uerr := use(h, p)
+			if uerr == nil {
+				return p, nil
+			}
+			if sys.dlclose != nil {
+				sys.dlclose(h)
+			}
+			tried = append(tried, p+" ("+firstLine(uerr.Error())+")")
+			continue
 		}
 		why := "not loadable"
 		if err != nil {
@@ -95,7 +118,7 @@ func openFirst(sys system, what string, sonames []string) (uintptr, string, erro
 		}
 		tried = append(tried, p+" ("+why+")")
 	}
-	return 0, "", fmt.Errorf("cuda: %w: %s: tried %s", ErrNoCUDA, what, strings.Join(tried, ", "))
+	return "", fmt.Errorf("cuda: %w: %s: tried %s", ErrNoCUDA, what, strings.Join(tried, ", "))
 }
 
 func firstLine(s string) string {
@@ -107,5 +130,5 @@ func firstLine(s string) string {
 
 // osSystem is the real operating system.
 func osSystem() system {
-	return system{getenv: os.Getenv, glob: filepath.Glob, dlopen: dlopen}
+	return system{getenv: os.Getenv, glob: filepath.Glob, dlopen: dlopen, dlclose: dlclose}
 }

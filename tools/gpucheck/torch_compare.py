@@ -6,6 +6,10 @@ SelectCompact: CompressKV's selection with 4 SR heads on 4 KV heads (window
 8, causal inside the window, float32 softmax, sum, avg_pool1d 5 counting the
 padding, mean, top-k 2040 + window) and the gather of the kept rows of all
 8 KV heads. Attend: decode attention of one token (SDPA with GQA).
+H2OScores: H2O's scoring of one layer (every prompt query against every
+key, causal, float32 softmax, summed over the queries) for all 32 query
+heads, one head at a time so that the L x L logits fit; its rate is TFLOP/s
+of the 2*L*L*d logits per head, as the Go benchmark counts it.
 """
 import torch
 import torch.nn.functional as F
@@ -68,6 +72,22 @@ def main():
         ms = timed(attend)
         moved = 2.0 * G * L * D * 2
         print(f"Attend L={L >> 10}K {ms:.3f} {moved / (ms * 1e-3) / 1e9:.1f}")
+
+    for L in (4 << 10, 16 << 10):
+        k = torch.randn(G, L, D, device=dev, dtype=torch.float16)
+        q = torch.randn(L, H, D, device=dev, dtype=torch.float16)
+        causal = torch.ones(L, L, dtype=torch.bool, device=dev).tril()
+
+        def h2o():
+            out = []
+            for h in range(H):
+                logits = (q[:, h, :].float() @ k[h // (H // G)].float().T) / D ** 0.5
+                logits = logits.masked_fill(~causal, float("-inf"))
+                out.append(torch.softmax(logits, dim=-1).sum(0))
+            return torch.stack(out)
+
+        ms = timed(h2o, reps=3)
+        print(f"H2OScores L={L >> 10}K {ms:.3f} {2.0 * H * L * L * D / (ms * 1e-3) / 1e12:.2f}")
 
 
 if __name__ == "__main__":

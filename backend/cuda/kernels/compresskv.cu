@@ -24,8 +24,6 @@ typedef unsigned long long u64;
 #define TILE 256          // key rows per block of the window kernels (= threads)
 #define QCH WARPS         // query rows per chunk of the window kernels
 #define DMAX 256          // largest head dimension
-#define DLANE (DMAX / 32) // values of a row per lane
-#define HCH 8             // query heads per block of attend_partial
 
 DEVICE float bits_f(u32 u) { return __builtin_bit_cast(float, u); }
 DEVICE u32 f_bits(float f) { return __builtin_bit_cast(u32, f); }
@@ -98,11 +96,10 @@ DEVICE float warp_max(float v) {
 //   Rows of one output entry are contiguous and share outOff.
 // grid.x indexes key tiles of TILE rows; blockDim.x == TILE.
 
-GLOBAL void window_pass(const void *keys, u64 headStride, int dtype, int d, float scale,
-                        const float *q, const int *groups, const int *rows,
-                        float *stats, const float *fin, float *out, int ntiles, int pass) {
-  SHARED static float qs[QCH * DMAX];
-  SHARED static float lg[QCH * TILE];
+template <int DL>
+DEVICE void window_pass_t(float *qs, float *lg, const void *keys, u64 headStride, int dtype, int d, float scale,
+                          const float *q, const int *groups, const int *rows,
+                          float *stats, const float *fin, float *out, int ntiles, int pass) {
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int tile = blockIdx.x, gi = blockIdx.y;
   const int g = groups[4 * gi], L = groups[4 * gi + 1];
@@ -123,15 +120,15 @@ GLOBAL void window_pass(const void *keys, u64 headStride, int dtype, int d, floa
   for (int c = 0; c < nr; c += QCH) {
     for (int i = tid; i < QCH * d; i += TILE) {
       int qi = i / d, x = i % d, r = c + qi;
-      qs[qi * DMAX + x] = r < nr ? q[rows[3 * (r0 + r)] + x] : 0.0f;
+      qs[qi * 32 * DL + x] = r < nr ? q[rows[3 * (r0 + r)] + x] : 0.0f;
     }
     __syncthreads();
     for (int jj = warp; jj < TILE; jj += WARPS) {
       int jr = j0 + jj;
       if (jr >= L) break;
-      float kv[DLANE];
+      float kv[DL];
 #pragma unroll
-      for (int t = 0; t < DLANE; t++) {
+      for (int t = 0; t < DL; t++) {
         int x = lane + 32 * t;
         kv[t] = x < d ? load(kb, (u64)jr * d + x, dtype) : 0.0f;
       }
@@ -139,9 +136,9 @@ GLOBAL void window_pass(const void *keys, u64 headStride, int dtype, int d, floa
       for (int qi = 0; qi < QCH; qi++) {
         float p = 0.0f;
 #pragma unroll
-        for (int t = 0; t < DLANE; t++) {
+        for (int t = 0; t < DL; t++) {
           int x = lane + 32 * t;
-          if (x < d) p += kv[t] * qs[qi * DMAX + x];
+          if (x < d) p += kv[t] * qs[qi * 32 * DL + x];
         }
         p = warp_sum(p);
         if (lane == 0) lg[qi * TILE + jj] = p * scale;
@@ -187,6 +184,22 @@ GLOBAL void window_pass(const void *keys, u64 headStride, int dtype, int d, floa
   if (pass == 2 && j < L && cur >= 0) out[(u64)cur + j] += acc;
 }
 
+// window_pass (d <= 256) and its variants for d <= 128 and d <= 64: one
+// kernel with per-lane arrays of d/32 values, so that the smaller head
+// dimensions hold fewer registers. The host chooses by d.
+#define WINDOW_PASS(NAME, DL)                                                                        \
+  GLOBAL void NAME(const void *keys, u64 headStride, int dtype, int d, float scale, const float *q,  \
+                   const int *groups, const int *rows, float *stats, const float *fin, float *out,  \
+                   int ntiles, int pass) {                                                            \
+    SHARED static float qs[QCH * 32 * DL];                                                            \
+    SHARED static float lg[QCH * TILE];                                                               \
+    window_pass_t<DL>(qs, lg, keys, headStride, dtype, d, scale, q, groups, rows, stats, fin, out,  \
+                      ntiles, pass);                                                                  \
+  }
+WINDOW_PASS(window_pass, 8)
+WINDOW_PASS(window_pass_d128, 4)
+WINDOW_PASS(window_pass_d64, 2)
+
 // window_merge folds the per-tile (max, sum) of each of nrows rows into
 // fin = (max, 1/sum). One warp per row; blockDim.x == 32*WARPS.
 GLOBAL void window_merge(const float *stats, float *fin, int nrows, int ntiles) {
@@ -208,6 +221,56 @@ GLOBAL void window_merge(const float *stats, float *fin, int nrows, int ntiles) 
     fin[2 * r] = m;
     fin[2 * r + 1] = 1.0f / s;
   }
+}
+
+// ---------------------------------------------------------------------------
+// Window sums for long windows (H2O's all-query scoring), with the logits of
+// a chunk of query rows computed by cuBLAS (SGEMM, strided over the query
+// heads of one KV head) into lg: nb*C rows of ld floats, row b*C + i
+// holding query i of the chunk for batch entry b, against the L keys. Query
+// i sees keys j < visBase + i. rows_softmax folds each row into
+// fin = (max, 1/sum of exp); colsum_rows adds each key's normalised
+// probabilities over the chunk's rows, in row order, into out[b*outStride + j].
+
+// widen_rows converts n elements of a float32/float16/bfloat16 array to
+// float32, the operand type of the SGEMM.
+GLOBAL void widen_rows(const void *src, float *dst, u64 n, int dtype) {
+  for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x)
+    dst[i] = load(src, i, dtype);
+}
+
+// rows_softmax: one warp per row; blockDim.x == 32*WARPS.
+GLOBAL void rows_softmax(const float *lg, int ld, int L, int C, int nrows, int visBase, float *fin) {
+  const int lane = threadIdx.x % 32;
+  const int r = blockIdx.x * WARPS + threadIdx.x / 32;
+  if (r >= nrows) return;
+  const float *row = lg + (u64)r * ld;
+  int vis = visBase + r % C;
+  if (vis > L) vis = L;
+  float m = -__builtin_inff();
+  for (int j = lane; j < vis; j += 32) m = __nvvm_fmax_f(m, row[j]);
+  m = warp_max(m);
+  float s = 0.0f;
+  for (int j = lane; j < vis; j += 32) s += cexpf(row[j] - m);
+  s = warp_sum(s);
+  if (lane == 0) {
+    fin[2 * r] = m;
+    fin[2 * r + 1] = 1.0f / s;
+  }
+}
+
+// colsum_rows: grid (ceil(L/256), nb), one thread per key.
+GLOBAL void colsum_rows(const float *lg, int ld, int L, int C, int visBase, const float *fin, float *out,
+                        int outStride) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+  if (j >= L) return;
+  float acc = 0.0f;
+  for (int i = 0; i < C; i++) {
+    if (j >= visBase + i) continue;
+    const int r = b * C + i;
+    acc += cexpf(lg[(u64)r * ld + j] - fin[2 * r]) * fin[2 * r + 1];
+  }
+  out[(u64)b * outStride + j] += acc;
 }
 
 // ---------------------------------------------------------------------------
@@ -386,71 +449,70 @@ GLOBAL void gather_rows(const void *src, void *dst, u64 srcStride, u64 dstStride
 // ---------------------------------------------------------------------------
 // Decode attention of one token (backend.Backend.Attend), split along the
 // rows: attend_partial gives each block (split, KV head g, chunk of up to
-// HCH query heads of g's group) the rows [split*splitRows, +splitRows) and
+// HC query heads of g's group) the rows [split*splitRows, +splitRows) and
 // writes an online-softmax state (max, sum, acc[d]) per query head and split
 // into part[(h*nsplit + split)*(d+2)]; attend_merge combines the splits.
 
-GLOBAL void attend_partial(const void *keys, const void *vals, u64 headStride, int dtype, int d, float scale,
-                           const float *q, const int *lens, int group, int splitRows, int nsplit, float *part) {
-  SHARED static float qs[HCH * DMAX];
-  SHARED static float wacc[WARPS * DMAX];
-  SHARED static float wms[2 * WARPS];
+template <int DL, int HC>
+DEVICE void attend_partial_t(float *qs, float *wacc, float *wms, const void *keys, const void *vals, u64 headStride,
+                             int dtype, int d, float scale, const float *q, const int *lens, int group,
+                             int splitRows, int nsplit, float *part) {
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int split = blockIdx.x, g = blockIdx.y, hc0 = blockIdx.z * HCH;
-  const int nh = group - hc0 < HCH ? group - hc0 : HCH;
+  const int split = blockIdx.x, g = blockIdx.y, hc0 = blockIdx.z * HC;
+  const int nh = group - hc0 < HC ? group - hc0 : HC;
   const int L = lens[g];
   const int s0 = split * splitRows, s1 = s0 + splitRows < L ? s0 + splitRows : L;
   const int h0 = g * group + hc0;
-  for (int i = tid; i < nh * d; i += blockDim.x) qs[(i / d) * DMAX + i % d] = q[(u64)(h0 + i / d) * d + i % d];
+  for (int i = tid; i < nh * d; i += blockDim.x) qs[(i / d) * 32 * DL + i % d] = q[(u64)(h0 + i / d) * d + i % d];
   __syncthreads();
   const void *kb = head_base(keys, g, headStride, dtype);
   const void *vb = head_base(vals, g, headStride, dtype);
-  float m[HCH], sum[HCH], acc[HCH][DLANE];
+  float m[HC], sum[HC], acc[HC][DL];
 #pragma unroll
-  for (int hh = 0; hh < HCH; hh++) {
+  for (int hh = 0; hh < HC; hh++) {
     m[hh] = -__builtin_inff();
     sum[hh] = 0.0f;
 #pragma unroll
-    for (int t = 0; t < DLANE; t++) acc[hh][t] = 0.0f;
+    for (int t = 0; t < DL; t++) acc[hh][t] = 0.0f;
   }
   for (int j = s0 + warp; j < s1; j += WARPS) {
-    float kv[DLANE], vv[DLANE];
+    float kv[DL], vv[DL];
 #pragma unroll
-    for (int t = 0; t < DLANE; t++) {
+    for (int t = 0; t < DL; t++) {
       int x = lane + 32 * t;
       kv[t] = x < d ? load(kb, (u64)j * d + x, dtype) : 0.0f;
       vv[t] = x < d ? load(vb, (u64)j * d + x, dtype) : 0.0f;
     }
 #pragma unroll
-    for (int hh = 0; hh < HCH; hh++) {
+    for (int hh = 0; hh < HC; hh++) {
       if (hh >= nh) continue;
       float p = 0.0f;
 #pragma unroll
-      for (int t = 0; t < DLANE; t++) {
+      for (int t = 0; t < DL; t++) {
         int x = lane + 32 * t;
-        if (x < d) p += kv[t] * qs[hh * DMAX + x];
+        if (x < d) p += kv[t] * qs[hh * 32 * DL + x];
       }
       const float l = warp_sum(p) * scale;
       if (l > m[hh]) {
         const float f = cexpf(m[hh] - l);
         sum[hh] *= f;
 #pragma unroll
-        for (int t = 0; t < DLANE; t++) acc[hh][t] *= f;
+        for (int t = 0; t < DL; t++) acc[hh][t] *= f;
         m[hh] = l;
       }
       const float e = cexpf(l - m[hh]);
       sum[hh] += e;
 #pragma unroll
-      for (int t = 0; t < DLANE; t++) acc[hh][t] += e * vv[t];
+      for (int t = 0; t < DL; t++) acc[hh][t] += e * vv[t];
     }
   }
 #pragma unroll
-  for (int hh = 0; hh < HCH; hh++) {
+  for (int hh = 0; hh < HC; hh++) {
     if (hh >= nh) continue; // uniform over the block
 #pragma unroll
-    for (int t = 0; t < DLANE; t++) {
+    for (int t = 0; t < DL; t++) {
       int x = lane + 32 * t;
-      if (x < d) wacc[warp * DMAX + x] = acc[hh][t];
+      if (x < d) wacc[warp * 32 * DL + x] = acc[hh][t];
     }
     if (lane == 0) {
       wms[2 * warp] = m[hh];
@@ -467,13 +529,28 @@ GLOBAL void attend_partial(const void *keys, const void *vals, u64 headStride, i
         float sw = wms[2 * w + 1];
         if (sw == 0.0f) continue;
         float f = cexpf(wms[2 * w] - M);
-        a += (x == 0 ? 0.0f : x == 1 ? sw : wacc[w * DMAX + x - 2]) * f;
+        a += (x == 0 ? 0.0f : x == 1 ? sw : wacc[w * 32 * DL + x - 2]) * f;
       }
       pp[x] = x == 0 ? M : a;
     }
     __syncthreads();
   }
 }
+
+// attend_partial (d <= 256) and its variants for d <= 128 and d <= 64, as
+// window_pass's.
+#define ATTEND_PARTIAL(NAME, DL, HC)                                                                     \
+  GLOBAL void NAME(const void *keys, const void *vals, u64 headStride, int dtype, int d, float scale,   \
+                   const float *q, const int *lens, int group, int splitRows, int nsplit, float *part) { \
+    SHARED static float qs[HC * 32 * DL];                                                                 \
+    SHARED static float wacc[WARPS * 32 * DL];                                                            \
+    SHARED static float wms[2 * WARPS];                                                                   \
+    attend_partial_t<DL, HC>(qs, wacc, wms, keys, vals, headStride, dtype, d, scale, q, lens, group,         \
+                         splitRows, nsplit, part);                                                        \
+  }
+ATTEND_PARTIAL(attend_partial, 8, 4)
+ATTEND_PARTIAL(attend_partial_d128, 4, 8)
+ATTEND_PARTIAL(attend_partial_d64, 2, 8)
 
 // attend_merge combines the nsplit states of query head blockIdx.x into
 // out[h*d : (h+1)*d].
