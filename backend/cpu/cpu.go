@@ -166,7 +166,7 @@ func chunks(n int) int {
 // scratch is the per-goroutine working memory of the kernels.
 type scratch struct {
 	keys, vals []float32 // decoded block of rows
-	logits     []float32 // one row of logits over a block
+	logits     []float32 // logits over a block: one head's, or four heads' (4 a row)
 	chunk      []float32 // WindowScores without store: one chunk's logits
 }
 
@@ -175,10 +175,10 @@ func (s *scratch) grow(d int) {
 		s.keys = make([]float32, n)
 		s.vals = make([]float32, n)
 	}
-	if cap(s.logits) < blockRows {
-		s.logits = make([]float32, blockRows)
+	if cap(s.logits) < 4*blockRows {
+		s.logits = make([]float32, 4*blockRows)
 	}
-	s.keys, s.vals, s.logits = s.keys[:cap(s.keys)], s.vals[:cap(s.vals)], s.logits[:blockRows]
+	s.keys, s.vals, s.logits = s.keys[:cap(s.keys)], s.vals[:cap(s.vals)], s.logits[:4*blockRows]
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}

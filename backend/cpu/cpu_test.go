@@ -143,6 +143,10 @@ func TestAttendReference(t *testing.T) {
 	for _, dt := range dtypes {
 		L := 3*chunkRows + 5
 		checkAttend(t, fmt.Sprintf("%v/long/L%d", dt, L), seed, newCache(t, r, 1, 2, 8, L, dt), randVec(r, 4*8, 3), 4)
+		// Groups of 4 and 8 query heads (the four-head kernels) across
+		// chunks, at a d the assembly takes whole and one it does not.
+		checkAttend(t, fmt.Sprintf("%v/long-group4/L%d", dt, L), seed, newCache(t, r, 1, 2, 32, L, dt), randVec(r, 8*32, 3), 8)
+		checkAttend(t, fmt.Sprintf("%v/long-group8/L%d", dt, L), seed, newCache(t, r, 1, 1, 24, L, dt), randVec(r, 8*24, 3), 8)
 	}
 }
 
