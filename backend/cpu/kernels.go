@@ -27,7 +27,11 @@ func dot(a, b []float32) float32 {
 }
 
 // dotsGo writes to dst[j] the inner product of q with row j of rows (rows of
-// len(q) values, len(dst) of them), multiplied by scale.
+// d = len(q) values, len(dst) of them), multiplied by scale:
+//
+//	for j := range dst {
+//		dst[j] = scale * dot(q, rows[j*d:(j+1)*d])
+//	}
 func dotsGo(dst, q, rows []float32, scale float32) {
 	d := len(q)
 	rows = rows[:len(dst)*d]
@@ -74,7 +78,11 @@ func dot4(q, k0, k1, k2, k3 []float32) (float32, float32, float32, float32) {
 	return a0 + a1, b0 + b1, c0 + c1, e0 + e1
 }
 
-// axpyGo adds a*x to y (len(y) == len(x)).
+// axpyGo adds a*x to y (len(y) == len(x)):
+//
+//	for i := range y {
+//		y[i] += a * x[i]
+//	}
 func axpyGo(y []float32, a float32, x []float32) {
 	x = x[:len(y)]
 	for i := range y {
@@ -82,8 +90,14 @@ func axpyGo(y []float32, a float32, x []float32) {
 	}
 }
 
-// accRowsGo adds sum_j p[j]*rows[j] to acc; rows holds len(p) rows of len(acc)
-// values.
+// accRowsGo adds sum_j p[j]*rows[j] to acc; rows holds len(p) rows of
+// d = len(acc) values:
+//
+//	for j, pj := range p {
+//		for i := range acc {
+//			acc[i] += pj * rows[j*d+i]
+//		}
+//	}
 func accRowsGo(acc, p, rows []float32) {
 	d := len(acc)
 	rows = rows[:len(p)*d]
@@ -121,7 +135,13 @@ func maxOfGo(x []float32) float32 {
 	return m
 }
 
-// expShiftGo replaces x[i] by exp(x[i]-m) and returns the sum of the results.
+// expShiftGo replaces x[i] by exp(x[i]-m) and returns the sum of the
+// results:
+//
+//	for i, v := range x {
+//		x[i] = exp(v - m)
+//		s += x[i]
+//	}
 func expShiftGo(x []float32, m float32) float32 {
 	var s float32
 	for i, v := range x {
