@@ -145,6 +145,7 @@ func TestAttendReference(t *testing.T) {
 		checkAttend(t, fmt.Sprintf("%v/long/L%d", dt, L), seed, newCache(t, r, 1, 2, 8, L, dt), randVec(r, 4*8, 3), 4)
 		// Groups of 4 and 8 query heads (the four-head kernels) across
 		// chunks, at a d the assembly takes whole and one it does not.
+		L = chunkRows + 37
 		checkAttend(t, fmt.Sprintf("%v/long-group4/L%d", dt, L), seed, newCache(t, r, 1, 2, 32, L, dt), randVec(r, 8*32, 3), 8)
 		checkAttend(t, fmt.Sprintf("%v/long-group8/L%d", dt, L), seed, newCache(t, r, 1, 1, 24, L, dt), randVec(r, 8*24, 3), 8)
 	}
@@ -432,10 +433,12 @@ func TestTopKReference(t *testing.T) {
 	r, seed := newRand(t)
 	b := New()
 	for _, n := range []int{1, 5, 17, 100, 1000, 10007, 3*topkPart + 5} {
-		if n > topkPart {
+		reps := 4
+		if n > 3*topkPart {
 			b = parallel() // parts on several workers
+			reps = 1
 		}
-		for range 4 {
+		for range reps {
 			scores := make([]float32, n)
 			levels := 1 + r.IntN(n+1) // few levels: many ties
 			for i := range scores {
