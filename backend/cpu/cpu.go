@@ -1,8 +1,11 @@
 // Package cpu implements backend.Backend in portable Go.
 //
-// It reads a cache in place through kvcache.HostReader, decoding float16 and
-// bfloat16 rows block by block into a small scratch, and accumulates in
-// float32. Large calls are split into units of work (KV head x block of
+// It reads a cache in place through kvcache.HostReader and accumulates in
+// float32. Where four query heads read one KV head (decode attention of a
+// group of 4 or 8, window scores of four window queries), the four-head
+// kernels read each row once for the four and convert float16 and bfloat16
+// rows in registers; elsewhere 16-bit rows are decoded block by block into
+// a small scratch. Large calls are split into units of work (KV head x block of
 // rows) that run on up to GOMAXPROCS goroutines; the split depends only on
 // the shapes, never on the number of workers, so a parallel call returns
 // exactly the same bits as a serial one.
