@@ -20,7 +20,6 @@ package cpu
 
 import (
 	"fmt"
-	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -132,12 +131,10 @@ func headRows(op string, c kvcache.HostReader, layer, g int) (k, v kvcache.Rows,
 
 // checkFinite returns an error naming the first non-finite value of q.
 func checkFinite(op string, q []float32, qHeads, d int) error {
-	for i, x := range q {
-		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-			row := i / (qHeads * d)
-			h := (i / d) % qHeads
-			return fmt.Errorf("cpu: %s: query row %d head %d value %d is %v: %w", op, row, h, i%d, x, kvcache.ErrNonFinite)
-		}
+	if i := firstNonFinite(q); i >= 0 {
+		row := i / (qHeads * d)
+		h := (i / d) % qHeads
+		return fmt.Errorf("cpu: %s: query row %d head %d value %d is %v: %w", op, row, h, i%d, q[i], kvcache.ErrNonFinite)
 	}
 	return nil
 }
