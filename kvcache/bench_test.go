@@ -3,6 +3,8 @@ package kvcache
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"slices"
 	"testing"
 )
 
@@ -36,37 +38,58 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
-// BenchmarkCompact measures keeping every 8th of 4096 rows in every head of a
-// layer; MB/s counts the bytes the layer held before.
+// BenchmarkCompact measures compaction of every head of a layer: keeping
+// every 8th of 4,096 rows (no two kept rows adjacent), and keeping 1,024 of
+// 32,768 rows in runs of 1-9 consecutive rows, as pooled scores select them.
+// MB/s counts the bytes the layer held before.
 func BenchmarkCompact(b *testing.B) {
-	const rows = 4096
-	for _, dt := range allDTypes {
-		b.Run(dt.String(), func(b *testing.B) {
-			base, err := NewHost(llama8B, dt)
-			if err != nil {
-				b.Fatal(err)
-			}
-			k, v := randKV(rand.New(rand.NewPCG(3, 4)), rows, llama8B)
-			if err := base.Append(0, k, v); err != nil {
-				b.Fatal(err)
-			}
-			keep := make([][]int, llama8B.KVHeads)
-			for g := range keep {
-				for i := 0; i < rows; i += 8 {
-					keep[g] = append(keep[g], i)
-				}
-			}
-			b.SetBytes(base.Bytes())
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				b.StopTimer()
-				c := base.Clone()
-				b.StartTimer()
-				if err := c.Compact(0, keep); err != nil {
+	r := rand.New(rand.NewPCG(7, 8))
+	var runs []int
+	for len(runs) < 1024 {
+		start, n := r.IntN(32768-9), 1+r.IntN(9)
+		for i := start; i < start+n; i++ {
+			runs = append(runs, i)
+		}
+		slices.Sort(runs)
+		runs = slices.Compact(runs)
+	}
+	runs = runs[:1024]
+	var every8 []int
+	for i := 0; i < 4096; i += 8 {
+		every8 = append(every8, i)
+	}
+	for _, tc := range []struct {
+		name string
+		rows int
+		keep []int
+	}{{"every8th/4096", 4096, every8}, {"runs/32768", 32768, runs}} {
+		for _, dt := range allDTypes {
+			b.Run(tc.name+"/"+dt.String(), func(b *testing.B) {
+				base, err := NewHost(llama8B, dt)
+				if err != nil {
 					b.Fatal(err)
 				}
-			}
-			b.ReportMetric(float64(rows/8*llama8B.KVHeads), "rows-kept")
-		})
+				k, v := randKV(rand.New(rand.NewPCG(3, 4)), tc.rows, llama8B)
+				if err := base.Append(0, k, v); err != nil {
+					b.Fatal(err)
+				}
+				keep := make([][]int, llama8B.KVHeads)
+				for g := range keep {
+					keep[g] = tc.keep
+				}
+				b.SetBytes(base.Bytes())
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					c := base.Clone()
+					runtime.GC()
+					b.StartTimer()
+					if err := c.Compact(0, keep); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(len(tc.keep)*llama8B.KVHeads), "rows-kept")
+			})
+		}
 	}
 }

@@ -397,25 +397,32 @@ func (c *Host) Compact(layer int, keep [][]int) error {
 	return nil
 }
 
-// gather keeps rows (ascending row indices) of s, rows of d values each.
-// When the kept rows use less than half of s's capacity they are copied
-// into a new slice of their size, releasing the rest; otherwise they move
-// down in place.
+// gather keeps rows (ascending row indices) of s, rows of d values each,
+// copying each run of consecutive kept rows as one block. When the kept rows
+// use at least half of s's capacity they move down in place (no allocation:
+// repeated compactions reuse the same storage); otherwise they are gathered
+// into new storage of their size, which releases the rest.
 func gather[T any](s []T, rows []int, d int) []T {
-	n := len(rows)
-	if 2*n*d < cap(s) {
-		out := make([]T, n*d)
-		for i, r := range rows {
-			copy(out[i*d:(i+1)*d], s[r*d:(r+1)*d])
+	out, fresh := s, 2*len(rows)*d < cap(s)
+	if fresh {
+		if len(rows) == 0 {
+			return nil
 		}
-		return out
+		out = make([]T, len(rows)*d)
 	}
-	for i, r := range rows {
-		if i != r {
-			copy(s[i*d:(i+1)*d], s[r*d:(r+1)*d])
+	n := 0 // rows placed so far
+	for i := 0; i < len(rows); {
+		r0, k := rows[i], i+1
+		for k < len(rows) && rows[k] == rows[k-1]+1 {
+			k++
 		}
+		if run := k - i; fresh || n != r0 {
+			copy(out[n*d:(n+run)*d], s[r0*d:(r0+run)*d])
+		}
+		n += k - i
+		i = k
 	}
-	return s[:n*d]
+	return out[:n*d]
 }
 
 // Bytes implements KVCache: keys and values of every stored row plus their

@@ -160,23 +160,53 @@ func (j *attendJob) unit(u int, s *scratch) {
 		}
 		return
 	}
+	// The unit's state: the running maximum and sum of each query head of
+	// the group, then their weighted sums of values, d each.
 	st := j.state[u*group*(d+2) : (u+1)*group*(d+2)]
+	ms, sums, accs := st[:group], st[group:2*group], st[2*group:]
 	for hi := range group {
-		hs := st[hi*(d+2) : (hi+1)*(d+2)]
-		hs[0], hs[1] = float32(math.Inf(-1)), 0
-		clear(hs[2:])
+		ms[hi], sums[hi] = float32(math.Inf(-1)), 0
 	}
+	clear(accs)
 	for j0 := c0; j0 < c1; j0 += blockRows {
 		j1 := min(c1, j0+blockRows)
 		nb := j1 - j0
+		pf := min(c1, j1+blockRows)
+		prefetchRows(j.k[g], j1, pf)
+		prefetchRows(j.v[g], j1, pf)
+		if group%4 == 0 {
+			// Four query heads at a time: each row is read (and
+			// converted) once for the four.
+			for h4 := 0; h4 < group; h4 += 4 {
+				h := g*group + h4
+				lg := s.logits[:4*nb]
+				m := (*[4]float32)(ms[h4 : h4+4])
+				bm := *m
+				logitsQuad(lg, j.q[h*d:(h+4)*d], j.k[g], j0, j1, s.keys, j.scale, &bm)
+				acc := accs[h4*d : (h4+4)*d]
+				for i := range 4 {
+					if bm[i] > m[i] {
+						f := expf(m[i] - bm[i])
+						sums[h4+i] *= f
+						scale(acc[i*d:(i+1)*d], f)
+						m[i] = bm[i]
+					}
+				}
+				bs := expShiftQuad(lg, m)
+				for i := range 4 {
+					sums[h4+i] += bs[i]
+				}
+				accQuad(acc, lg, j.v[g], j0, j1, s.vals)
+			}
+			continue
+		}
 		keys := rowsBlock(j.k[g], j0, j1, s.keys)
 		vals := rowsBlock(j.v[g], j0, j1, s.vals)
 		for hi := range group {
 			h := g*group + hi
-			hs := st[hi*(d+2) : (hi+1)*(d+2)]
 			lg := s.logits[:nb]
 			dots(lg, j.q[h*d:(h+1)*d], keys, j.scale)
-			m, sum, acc := hs[0], hs[1], hs[2:]
+			m, sum, acc := ms[hi], sums[hi], accs[hi*d:(hi+1)*d]
 			if bm := maxOf(lg); bm > m {
 				f := expf(m - bm)
 				sum *= f
@@ -185,7 +215,7 @@ func (j *attendJob) unit(u int, s *scratch) {
 			}
 			sum += expShift(lg, m)
 			accRows(acc, lg, vals)
-			hs[0], hs[1] = m, sum
+			ms[hi], sums[hi] = m, sum
 		}
 	}
 }
@@ -197,26 +227,29 @@ func (j *attendJob) merge() {
 		g, hi := h/group, h%group
 		o := j.out[h*d : (h+1)*d]
 		u0, u1 := j.firstUnit[g], j.firstUnit[g+1]
-		state := func(u int) []float32 {
-			return j.state[(u*group+hi)*(d+2) : (u*group+hi+1)*(d+2)]
+		// state returns the maximum, sum and values of head hi in unit u.
+		state := func(u int) (float32, float32, []float32) {
+			st := j.state[u*group*(d+2) : (u+1)*group*(d+2)]
+			return st[hi], st[group+hi], st[2*group+hi*d : 2*group+(hi+1)*d]
 		}
 		if u1-u0 == 1 {
-			hs := state(u0)
-			copy(o, hs[2:])
-			scale(o, 1/hs[1])
+			_, sum, acc := state(u0)
+			copy(o, acc)
+			scale(o, 1/sum)
 			continue
 		}
 		m := float32(math.Inf(-1))
 		for u := u0; u < u1; u++ {
-			m = max(m, state(u)[0])
+			um, _, _ := state(u)
+			m = max(m, um)
 		}
 		clear(o)
 		var sum float32
 		for u := u0; u < u1; u++ {
-			hs := state(u)
-			f := expf(hs[0] - m)
-			sum += hs[1] * f
-			axpy(o, f, hs[2:])
+			um, us, acc := state(u)
+			f := expf(um - m)
+			sum += us * f
+			axpy(o, f, acc)
 		}
 		scale(o, 1/sum)
 	}

@@ -2,9 +2,12 @@ package cpu
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/compresskv/compresskv/kvcache"
 )
@@ -25,7 +28,7 @@ var (
 
 // benchCache returns a one-layer cache of L random tokens, built once per
 // process for each (L, dtype).
-func benchCache(b *testing.B, L int, dt kvcache.DType) *kvcache.Host {
+func benchCache(b testing.TB, L int, dt kvcache.DType) *kvcache.Host {
 	benchMu.Lock()
 	defer benchMu.Unlock()
 	key := fmt.Sprint(L, dt)
@@ -53,10 +56,12 @@ func benchCache(b *testing.B, L int, dt kvcache.DType) *kvcache.Host {
 	return c
 }
 
-var benchSizes = []int{4096, 32768}
+var benchSizes = []int{4096, 16384, 32768}
 
+// BenchmarkWindowScores: all 32 query heads score (SnapKV's scoring), which
+// reads every KV head's keys once.
 func BenchmarkWindowScores(b *testing.B) {
-	for _, dt := range []kvcache.DType{kvcache.Float32, kvcache.Float16} {
+	for _, dt := range dtypes {
 		for _, L := range benchSizes {
 			b.Run(fmt.Sprintf("%v/L%d", dt, L), func(b *testing.B) {
 				c := benchCache(b, L, dt)
@@ -69,23 +74,18 @@ func BenchmarkWindowScores(b *testing.B) {
 					out[h] = make([]float32, L)
 				}
 				be := New()
-				b.ResetTimer()
-				for range b.N {
+				atWall(b, float64(benchG*L*benchD*dt.Size()), func() {
 					if err := be.WindowScores(c, 0, q, benchW, benchH, heads, out); err != nil {
 						b.Fatal(err)
 					}
-				}
-				sec := b.Elapsed().Seconds() / float64(b.N)
-				keyBytes := float64(benchG * L * benchD * dt.Size())
-				b.ReportMetric(sec*1e3, "ms/op")
-				b.ReportMetric(keyBytes/sec/1e9, "GB/s")
+				})
 			})
 		}
 	}
 }
 
 func BenchmarkAttend(b *testing.B) {
-	for _, dt := range []kvcache.DType{kvcache.Float32, kvcache.Float16} {
+	for _, dt := range dtypes {
 		for _, L := range benchSizes {
 			b.Run(fmt.Sprintf("%v/L%d", dt, L), func(b *testing.B) {
 				c := benchCache(b, L, dt)
@@ -93,16 +93,11 @@ func BenchmarkAttend(b *testing.B) {
 				q := randVec(r, benchH*benchD, 1)
 				out := make([]float32, benchH*benchD)
 				be := New()
-				b.ResetTimer()
-				for range b.N {
+				atWall(b, float64(2*benchG*L*benchD*dt.Size()), func() {
 					if err := be.Attend(c, 0, q, benchH, out); err != nil {
 						b.Fatal(err)
 					}
-				}
-				sec := b.Elapsed().Seconds() / float64(b.N)
-				kvBytes := float64(2 * benchG * L * benchD * dt.Size())
-				b.ReportMetric(sec*1e3, "ms/op")
-				b.ReportMetric(kvBytes/sec/1e9, "GB/s")
+				})
 			})
 		}
 	}
@@ -162,27 +157,80 @@ func BenchmarkKernelExp(b *testing.B) {
 	b.ReportMetric(float64(1024)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gexp/s")
 }
 
-// BenchmarkMemoryBandwidth measures the read bandwidth of the machine: the
-// vector max (maxOf) of a 256 MiB slice on 1 and 2 goroutines, the figure
-// decode attention is compared with.
+// BenchmarkMemoryBandwidth reports the probe every benchmark here compares
+// with (Probe.Read on 1 and 2 goroutines), on its own.
 func BenchmarkMemoryBandwidth(b *testing.B) {
-	x := make([]float32, 64<<20) // 256 MiB
-	for i := range x {
-		x[i] = float32(i)
-	}
+	p := benchProbe(b)
 	for _, workers := range []int{1, 2} {
 		b.Run(fmt.Sprintf("goroutines%d", workers), func(b *testing.B) {
+			var gb []float64
 			for range b.N {
-				done := make(chan struct{})
-				part := len(x) / workers
-				for w := range workers {
-					go func() { maxOf(x[w*part : (w+1)*part]); done <- struct{}{} }()
-				}
-				for range workers {
-					<-done
-				}
+				g, _ := p.Read(workers)
+				gb = append(gb, g)
 			}
-			b.ReportMetric(float64(len(x)*4)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			slices.Sort(gb)
+			b.ReportMetric(gb[len(gb)/2], "GB/s")
+			b.ReportMetric(gb[len(gb)-1], "GB/s-max")
 		})
 	}
+}
+
+// Per-core compute rates, data in the second-level cache: how fast one
+// goroutine computes a row when memory is not the limit. Twice the GB/s-core
+// figure (two cores) above the probe's bandwidth is what lets a kernel run
+// at the wall; the shared machine slows some rounds, so the fastest of many
+// rounds is reported.
+
+// BenchmarkAttendRow: decode attention over one KV head of 1,024 rows, d
+// 128, a group of 4 query heads (Llama-3.1-8B's), on one goroutine.
+func BenchmarkAttendRow(b *testing.B) {
+	for _, dt := range dtypes {
+		b.Run(dt.String(), func(b *testing.B) {
+			r := rand.New(rand.NewPCG(8, 9))
+			const L = 1024
+			c := newCache(b, r, 1, 1, benchD, L, dt)
+			q := randVec(r, 4*benchD, 1)
+			out := make([]float32, 4*benchD)
+			be := NewWithWorkers(1)
+			fastest(b, L, float64(2*benchD*dt.Size()), func() {
+				if err := be.Attend(c, 0, q, 4, out); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkWindowRow: window scores of CompressKV's shape on one KV head of
+// 1,024 rows (one SR head, 8 window queries, d 128), on one goroutine.
+func BenchmarkWindowRow(b *testing.B) {
+	for _, dt := range dtypes {
+		b.Run(dt.String(), func(b *testing.B) {
+			r := rand.New(rand.NewPCG(8, 9))
+			const L = 1024
+			c := newCache(b, r, 1, 1, benchD, L, dt)
+			q := randVec(r, benchW*4*benchD, 1)
+			out := [][]float32{make([]float32, L)}
+			be := NewWithWorkers(1)
+			fastest(b, L, float64(benchD*dt.Size()), func() {
+				if err := be.WindowScores(c, 0, q, benchW, 4, []int{1}, out); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+	}
+}
+
+// fastest runs f in max(50, b.N) rounds and reports the fastest as ns/row
+// (rows per call) and GB/s-core (bytes read per row over that time).
+func fastest(b *testing.B, rows int, bytesPerRow float64, f func()) {
+	f()
+	best := math.Inf(1)
+	for range max(50, b.N) {
+		t0 := time.Now()
+		f()
+		best = min(best, float64(time.Since(t0).Nanoseconds())/float64(rows))
+	}
+	b.ReportMetric(best, "ns/row")
+	b.ReportMetric(bytesPerRow/best, "GB/s-core")
 }

@@ -1,8 +1,11 @@
 // Package cpu implements backend.Backend in portable Go.
 //
-// It reads a cache in place through kvcache.HostReader, decoding float16 and
-// bfloat16 rows block by block into a small scratch, and accumulates in
-// float32. Large calls are split into units of work (KV head x block of
+// It reads a cache in place through kvcache.HostReader and accumulates in
+// float32. Where four query heads read one KV head (decode attention of a
+// group of 4 or 8, window scores of four window queries), the four-head
+// kernels read each row once for the four and convert float16 and bfloat16
+// rows in registers; elsewhere 16-bit rows are decoded block by block into
+// a small scratch. Large calls are split into units of work (KV head x block of
 // rows) that run on up to GOMAXPROCS goroutines; the split depends only on
 // the shapes, never on the number of workers, so a parallel call returns
 // exactly the same bits as a serial one.
@@ -17,7 +20,6 @@ package cpu
 
 import (
 	"fmt"
-	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -129,12 +131,10 @@ func headRows(op string, c kvcache.HostReader, layer, g int) (k, v kvcache.Rows,
 
 // checkFinite returns an error naming the first non-finite value of q.
 func checkFinite(op string, q []float32, qHeads, d int) error {
-	for i, x := range q {
-		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-			row := i / (qHeads * d)
-			h := (i / d) % qHeads
-			return fmt.Errorf("cpu: %s: query row %d head %d value %d is %v: %w", op, row, h, i%d, x, kvcache.ErrNonFinite)
-		}
+	if i := firstNonFinite(q); i >= 0 {
+		row := i / (qHeads * d)
+		h := (i / d) % qHeads
+		return fmt.Errorf("cpu: %s: query row %d head %d value %d is %v: %w", op, row, h, i%d, q[i], kvcache.ErrNonFinite)
 	}
 	return nil
 }
@@ -166,7 +166,7 @@ func chunks(n int) int {
 // scratch is the per-goroutine working memory of the kernels.
 type scratch struct {
 	keys, vals []float32 // decoded block of rows
-	logits     []float32 // one row of logits over a block
+	logits     []float32 // logits over a block: one head's, or four heads' (4 a row)
 	chunk      []float32 // WindowScores without store: one chunk's logits
 }
 
@@ -175,10 +175,10 @@ func (s *scratch) grow(d int) {
 		s.keys = make([]float32, n)
 		s.vals = make([]float32, n)
 	}
-	if cap(s.logits) < blockRows {
-		s.logits = make([]float32, blockRows)
+	if cap(s.logits) < 4*blockRows {
+		s.logits = make([]float32, 4*blockRows)
 	}
-	s.keys, s.vals, s.logits = s.keys[:cap(s.keys)], s.vals[:cap(s.vals)], s.logits[:blockRows]
+	s.keys, s.vals, s.logits = s.keys[:cap(s.keys)], s.vals[:cap(s.vals)], s.logits[:4*blockRows]
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}

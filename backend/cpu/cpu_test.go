@@ -143,6 +143,11 @@ func TestAttendReference(t *testing.T) {
 	for _, dt := range dtypes {
 		L := 3*chunkRows + 5
 		checkAttend(t, fmt.Sprintf("%v/long/L%d", dt, L), seed, newCache(t, r, 1, 2, 8, L, dt), randVec(r, 4*8, 3), 4)
+		// Groups of 4 and 8 query heads (the four-head kernels) across
+		// chunks, at a d the assembly takes whole and one it does not.
+		L = chunkRows + 37
+		checkAttend(t, fmt.Sprintf("%v/long-group4/L%d", dt, L), seed, newCache(t, r, 1, 2, 32, L, dt), randVec(r, 8*32, 3), 8)
+		checkAttend(t, fmt.Sprintf("%v/long-group8/L%d", dt, L), seed, newCache(t, r, 1, 1, 24, L, dt), randVec(r, 8*24, 3), 8)
 	}
 }
 
@@ -268,6 +273,95 @@ func TestPoolReference(t *testing.T) {
 	}
 }
 
+// TestPoolParallel pools rows long enough to be split over workers: the
+// result matches the float64 reference and, bit for bit, the serial path.
+func TestPoolParallel(t *testing.T) {
+	r, seed := newRand(t)
+	for _, n := range []int{poolChunk + 1, 3*poolChunk - 7} {
+		for _, kernel := range []int{1, 5, 15, 17, 101} {
+			src := randVec(r, n, 1)
+			for _, kind := range []backend.Pooling{backend.AvgPool, backend.MaxPool} {
+				want := refPool(src, kernel, kind == backend.AvgPool)
+				serial, par := make([]float32, n), make([]float32, n)
+				if err := NewWithWorkers(1).Pool(serial, src, kernel, kind); err != nil {
+					t.Fatal(err)
+				}
+				if err := parallel().Pool(par, src, kernel, kind); err != nil {
+					t.Fatal(err)
+				}
+				if e, at := maxRelErr(par, want, 1e-3); e > 1e-6 {
+					t.Errorf("%v n %d kernel %d (seed %d): [%d] = %g, want %g", kind, n, kernel, seed, at, par[at], want[at])
+				}
+				if !slices.Equal(serial, par) {
+					t.Errorf("%v n %d kernel %d (seed %d): parallel result differs from serial", kind, n, kernel, seed)
+				}
+			}
+		}
+	}
+}
+
+// TestMeanRows compares MeanRows with the plain float32 loop it documents,
+// bit for bit (zeros compare equal whatever their sign), serial and split
+// over workers, with dst aliasing the first row too.
+func TestMeanRows(t *testing.T) {
+	r, seed := newRand(t)
+	for _, n := range []int{1, 7, poolChunk + 3, 3 * poolChunk} {
+		for _, k := range []int{1, 2, 4, 5} {
+			rows := make([][]float32, k)
+			for i := range rows {
+				rows[i] = randVec(r, n, 1)
+			}
+			want := make([]float32, n)
+			for _, row := range rows {
+				for i, v := range row {
+					want[i] += v
+				}
+			}
+			inv := 1 / float32(k)
+			for i := range want {
+				want[i] *= inv
+			}
+			for _, b := range []*Backend{NewWithWorkers(1), parallel()} {
+				got, checkGuard := guarded(t, make([]float32, n), 4)
+				if err := b.MeanRows(got, rows); err != nil {
+					t.Fatal(err)
+				}
+				checkGuard("MeanRows")
+				if !slices.Equal(got, want) {
+					t.Fatalf("n %d rows %d (seed %d): MeanRows differs from the float32 loop", n, k, seed)
+				}
+				first := slices.Clone(rows[0])
+				in := append([][]float32{first}, rows[1:]...)
+				if err := b.MeanRows(first, in); err != nil || !slices.Equal(first, want) {
+					t.Fatalf("n %d rows %d (seed %d): in place: %v", n, k, seed, err)
+				}
+			}
+		}
+	}
+	b := New()
+	for _, tc := range []struct {
+		name string
+		dst  []float32
+		rows [][]float32
+	}{
+		{"no rows", make([]float32, 2), nil},
+		{"short row", make([]float32, 2), [][]float32{{1, 2}, {1}}},
+		{"overlap", nil, nil},
+	} {
+		if tc.name == "overlap" {
+			x := []float32{1, 2, 3, 4}
+			tc.dst, tc.rows = x[:2], [][]float32{{5, 6}, x[1:3]}
+		}
+		keep := slices.Clone(tc.dst)
+		if err := b.MeanRows(tc.dst, tc.rows); err == nil || !strings.HasPrefix(err.Error(), "cpu: MeanRows:") {
+			t.Errorf("%s: error %v", tc.name, err)
+		}
+		if !slices.Equal(keep, tc.dst) {
+			t.Errorf("%s: output changed on error", tc.name)
+		}
+	}
+}
+
 func TestPoolErrors(t *testing.T) {
 	b := New()
 	src := []float32{1, 2, 3}
@@ -338,8 +432,13 @@ func TestTopKByHand(t *testing.T) {
 func TestTopKReference(t *testing.T) {
 	r, seed := newRand(t)
 	b := New()
-	for _, n := range []int{1, 5, 17, 100, 1000, 10007} {
-		for range 4 {
+	for _, n := range []int{1, 5, 17, 100, 1000, 10007, 3*topkPart + 5} {
+		reps := 4
+		if n > 3*topkPart {
+			b = parallel() // parts on several workers
+			reps = 1
+		}
+		for range reps {
 			scores := make([]float32, n)
 			levels := 1 + r.IntN(n+1) // few levels: many ties
 			for i := range scores {

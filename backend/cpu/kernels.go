@@ -27,7 +27,11 @@ func dot(a, b []float32) float32 {
 }
 
 // dotsGo writes to dst[j] the inner product of q with row j of rows (rows of
-// len(q) values, len(dst) of them), multiplied by scale.
+// d = len(q) values, len(dst) of them), multiplied by scale:
+//
+//	for j := range dst {
+//		dst[j] = scale * dot(q, rows[j*d:(j+1)*d])
+//	}
 func dotsGo(dst, q, rows []float32, scale float32) {
 	d := len(q)
 	rows = rows[:len(dst)*d]
@@ -74,7 +78,11 @@ func dot4(q, k0, k1, k2, k3 []float32) (float32, float32, float32, float32) {
 	return a0 + a1, b0 + b1, c0 + c1, e0 + e1
 }
 
-// axpyGo adds a*x to y (len(y) == len(x)).
+// axpyGo adds a*x to y (len(y) == len(x)):
+//
+//	for i := range y {
+//		y[i] += a * x[i]
+//	}
 func axpyGo(y []float32, a float32, x []float32) {
 	x = x[:len(y)]
 	for i := range y {
@@ -82,8 +90,14 @@ func axpyGo(y []float32, a float32, x []float32) {
 	}
 }
 
-// accRowsGo adds sum_j p[j]*rows[j] to acc; rows holds len(p) rows of len(acc)
-// values.
+// accRowsGo adds sum_j p[j]*rows[j] to acc; rows holds len(p) rows of
+// d = len(acc) values:
+//
+//	for j, pj := range p {
+//		for i := range acc {
+//			acc[i] += pj * rows[j*d+i]
+//		}
+//	}
 func accRowsGo(acc, p, rows []float32) {
 	d := len(acc)
 	rows = rows[:len(p)*d]
@@ -121,7 +135,13 @@ func maxOfGo(x []float32) float32 {
 	return m
 }
 
-// expShiftGo replaces x[i] by exp(x[i]-m) and returns the sum of the results.
+// expShiftGo replaces x[i] by exp(x[i]-m) and returns the sum of the
+// results:
+//
+//	for i, v := range x {
+//		x[i] = exp(v - m)
+//		s += x[i]
+//	}
 func expShiftGo(x []float32, m float32) float32 {
 	var s float32
 	for i, v := range x {
@@ -197,4 +217,106 @@ func decodeBF16Go(dst []float32, src []uint16) {
 	for i, h := range src {
 		dst[i] = math.Float32frombits(uint32(h) << 16)
 	}
+}
+
+// sumWordsGo returns the wrapping sum of x:
+//
+//	for _, v := range x {
+//		s += v
+//	}
+//
+// with eight accumulators, so that loads, not additions, set the pace.
+func sumWordsGo(x []uint64) uint64 {
+	var s [8]uint64
+	for len(x) >= 8 {
+		v := x[:8:8]
+		s[0] += v[0]
+		s[1] += v[1]
+		s[2] += v[2]
+		s[3] += v[3]
+		s[4] += v[4]
+		s[5] += v[5]
+		s[6] += v[6]
+		s[7] += v[7]
+		x = x[8:]
+	}
+	for _, v := range x {
+		s[0] += v
+	}
+	return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7]
+}
+
+// The quad kernels serve four query heads of one KV group at once, so that
+// each key and value row is read (and, in 16-bit storage, converted) once
+// for the four. Logits and probabilities are laid out row-major, four per
+// row: x[j*4+h] is row j, head h.
+
+// logitsQuadGo writes the scaled logits of rows against 4 query heads
+// (q holds 4 rows of d values) and raises mx[h] to the largest logit of
+// head h (NaN skipped):
+//
+//	for j := range len(dst) / 4 {
+//		for h := range 4 {
+//			dst[j*4+h] = scale * dot(q[h*d:(h+1)*d], rows[j*d:(j+1)*d])
+//			mx[h] = max(mx[h], dst[j*4+h])
+//		}
+//	}
+func logitsQuadGo(dst, q, rows []float32, scale float32, mx *[4]float32) {
+	d := len(q) / 4
+	n := len(dst) / 4
+	rows = rows[:n*d]
+	for j := range n {
+		r := rows[j*d : (j+1)*d]
+		o := dst[j*4 : j*4+4 : j*4+4]
+		o[0] = dot(q[:d], r) * scale
+		o[1] = dot(q[d:2*d], r) * scale
+		o[2] = dot(q[2*d:3*d], r) * scale
+		o[3] = dot(q[3*d:4*d], r) * scale
+		for h, v := range o {
+			if v > mx[h] {
+				mx[h] = v
+			}
+		}
+	}
+}
+
+// accQuadGo adds the rows weighted by p into the 4 accumulators of acc
+// (4 rows of d values):
+//
+//	for j := range len(p) / 4 {
+//		for h := range 4 {
+//			for i := range d {
+//				acc[h*d+i] += p[j*4+h] * rows[j*d+i]
+//			}
+//		}
+//	}
+func accQuadGo(acc, p, rows []float32) {
+	d := len(acc) / 4
+	n := len(p) / 4
+	rows = rows[:n*d]
+	a0, a1, a2, a3 := acc[:d], acc[d:2*d], acc[2*d:3*d], acc[3*d:4*d]
+	for j := range n {
+		r := rows[j*d : (j+1)*d]
+		pp := p[j*4 : j*4+4 : j*4+4]
+		axpyGo(a0, pp[0], r)
+		axpyGo(a1, pp[1], r)
+		axpyGo(a2, pp[2], r)
+		axpyGo(a3, pp[3], r)
+	}
+}
+
+// expShiftQuadGo replaces each value of x by its exponential relative to
+// its head's maximum and returns the sum per head:
+//
+//	for i := range x {
+//		x[i] = exp(x[i] - m[i%4])
+//		sums[i%4] += x[i]
+//	}
+func expShiftQuadGo(x []float32, m *[4]float32) (sums [4]float32) {
+	for i, v := range x {
+		e := expf(v - m[i%4])
+		x[i] = e
+		sums[i%4] += e
+	}
+	return sums
 }

@@ -746,3 +746,450 @@ bf16_2_loop:
 	JB   bf16_2_loop
 	VZEROUPPER
 	RET
+
+// func sumWordsAVX2(x []uint64) uint64
+// Wrapping sum of x, len(x) a positive multiple of 32 (256 bytes a step,
+// four independent accumulators).
+TEXT ·sumWordsAVX2(SB), NOSPLIT, $0-32
+	MOVQ x_base+0(FP), SI
+	MOVQ x_len+8(FP), CX
+	LEAQ (SI)(CX*8), DX
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+
+sum2_loop:
+	VPADDQ (SI), Y0, Y0
+	VPADDQ 32(SI), Y1, Y1
+	VPADDQ 64(SI), Y2, Y2
+	VPADDQ 96(SI), Y3, Y3
+	VPADDQ 128(SI), Y0, Y0
+	VPADDQ 160(SI), Y1, Y1
+	VPADDQ 192(SI), Y2, Y2
+	VPADDQ 224(SI), Y3, Y3
+	ADDQ $256, SI
+	CMPQ SI, DX
+	JB   sum2_loop
+
+	VPADDQ Y1, Y0, Y0
+	VPADDQ Y3, Y2, Y2
+	VPADDQ Y2, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPADDQ X1, X0, X0
+	VPSHUFD $0x4e, X0, X1
+	VPADDQ X1, X0, X0
+	VMOVQ X0, AX
+	MOVQ AX, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func prefetchBytes(p unsafe.Pointer, n int)
+// Asks for the n bytes at p (n > 0) to be brought into the caches, one
+// request per 64-byte line; it reads nothing and cannot fault.
+TEXT ·prefetchBytes(SB), NOSPLIT, $0-16
+	MOVQ p+0(FP), SI
+	MOVQ n+8(FP), CX
+	LEAQ (SI)(CX*1), DX
+
+pf_loop:
+	PREFETCHT0 (SI)
+	ADDQ $64, SI
+	CMPQ SI, DX
+	JB   pf_loop
+	RET
+
+// Row loads of the quad kernels: one ymm of 8 float32 values from 8 stored
+// values at addr, in each storage type.
+#define LDF32(addr, reg) VMOVUPS addr, reg
+#define LDF16(addr, reg) VCVTPH2PS addr, reg
+#define LDBF16(addr, reg) VPMOVZXWD addr, reg; VPSLLD $16, reg, reg
+
+// LOGITS_STEP is one step of 8 columns of logitsQuad: rows j (R10) and j+1
+// (R10+R11) against the 4 query heads (R12, stride R8; R9 = 3 strides),
+// into Y0..Y3 (row j, heads 0..3) and Y4..Y7 (row j+1).
+#define LOGITS_STEP(LD) \
+	LD((R10), Y8); \
+	LD((R10)(R11*1), Y9); \
+	VMOVUPS (R12), Y10; \
+	VFMADD231PS Y8, Y10, Y0; \
+	VFMADD231PS Y9, Y10, Y4; \
+	VMOVUPS (R12)(R8*1), Y11; \
+	VFMADD231PS Y8, Y11, Y1; \
+	VFMADD231PS Y9, Y11, Y5; \
+	VMOVUPS (R12)(R8*2), Y12; \
+	VFMADD231PS Y8, Y12, Y2; \
+	VFMADD231PS Y9, Y12, Y6; \
+	VMOVUPS (R12)(R9*1), Y13; \
+	VFMADD231PS Y8, Y13, Y3; \
+	VFMADD231PS Y9, Y13, Y7
+
+// ACC_STEP is one row of accQuad over 16 columns: the row's 16 values at
+// R10 (the second 8 at R10+half) times p[j][0..3] (R12) into Y0..Y7 (two
+// ymm per head).
+#define ACC_STEP(LD, half) \
+	LD((R10), Y8); \
+	LD(half(R10), Y9); \
+	VBROADCASTSS (R12), Y10; \
+	VFMADD231PS Y8, Y10, Y0; \
+	VFMADD231PS Y9, Y10, Y1; \
+	VBROADCASTSS 4(R12), Y11; \
+	VFMADD231PS Y8, Y11, Y2; \
+	VFMADD231PS Y9, Y11, Y3; \
+	VBROADCASTSS 8(R12), Y12; \
+	VFMADD231PS Y8, Y12, Y4; \
+	VFMADD231PS Y9, Y12, Y5; \
+	VBROADCASTSS 12(R12), Y13; \
+	VFMADD231PS Y8, Y13, Y6; \
+	VFMADD231PS Y9, Y13, Y7
+
+// func logitsQuadF32AVX2(dst, q []float32, rows []float32, scale float32, mx *[4]float32)
+// As logitsQuadGo over float32 rows: n = len(dst)/4 rows, a positive even
+// number; d = len(q)/4 a multiple of 8.
+TEXT ·logitsQuadF32AVX2(SB), NOSPLIT, $0-88
+	MOVQ dst_base+0(FP), DI
+	MOVQ dst_len+8(FP), CX
+	MOVQ q_base+24(FP), SI
+	MOVQ q_len+32(FP), DX
+	MOVQ rows_base+48(FP), BX
+	VBROADCASTSS scale+72(FP), Y15
+	SHRQ $3, CX             // pairs of rows
+	MOVQ DX, R8             // 4d values: q head stride d*4 bytes
+	LEAQ (R8)(R8*2), R9
+	MOVQ DX, R11
+	SHLQ $2, R11
+	SHRQ $2, R11            // row stride: d values in bytes
+	MOVQ mx+80(FP), AX
+	VBROADCASTF128 (AX), Y14 // running maxima, 4 heads twice
+
+lqf32_pair:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ BX, R10
+	MOVQ SI, R12
+	LEAQ (SI)(R8*1), R13    // end of head 0's query
+
+lqf32_step:
+	LOGITS_STEP(LDF32)
+	ADDQ $32, R10
+	ADDQ $32, R12
+	CMPQ R12, R13
+	JB   lqf32_step
+
+	HADD8                   // Y0 = [row j heads 0..3, row j+1 heads 0..3]
+	VMULPS Y15, Y0, Y0
+	VMOVUPS Y0, (DI)
+	VMAXPS Y0, Y14, Y14     // NaN may be skipped: it stays in dst
+	ADDQ $32, DI
+	LEAQ (BX)(R11*2), BX
+	DECQ CX
+	JNZ  lqf32_pair
+	VEXTRACTF128 $1, Y14, X1
+	VMAXPS X1, X14, X14
+	VMOVUPS X14, (AX)
+	VZEROUPPER
+	RET
+
+// func accQuadF32AVX2(acc, p []float32, rows []float32)
+// As accQuadGo over float32 rows: d = len(acc)/4 a multiple of 16,
+// n = len(p)/4 >= 1.
+TEXT ·accQuadF32AVX2(SB), NOSPLIT, $0-72
+	MOVQ acc_base+0(FP), DI
+	MOVQ acc_len+8(FP), DX
+	MOVQ p_base+24(FP), SI
+	MOVQ p_len+32(FP), CX
+	MOVQ rows_base+48(FP), BX
+	SHRQ $2, CX             // n
+	MOVQ DX, R8             // 4d values: acc head stride d*4 bytes
+	LEAQ (R8)(R8*2), R9
+	MOVQ DX, R11
+	SHLQ $2, R11
+	SHRQ $2, R11            // row stride: d values in bytes
+	SHRQ $6, DX             // blocks of 16 columns
+
+aqf32_cols:
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	VMOVUPS (DI)(R8*1), Y2
+	VMOVUPS 32(DI)(R8*1), Y3
+	VMOVUPS (DI)(R8*2), Y4
+	VMOVUPS 32(DI)(R8*2), Y5
+	VMOVUPS (DI)(R9*1), Y6
+	VMOVUPS 32(DI)(R9*1), Y7
+	MOVQ BX, R10
+	MOVQ SI, R12
+	MOVQ CX, R13
+
+aqf32_rows:
+	ACC_STEP(LDF32, 32)
+	ADDQ R11, R10
+	ADDQ $16, R12
+	DECQ R13
+	JNZ  aqf32_rows
+
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, (DI)(R8*1)
+	VMOVUPS Y3, 32(DI)(R8*1)
+	VMOVUPS Y4, (DI)(R8*2)
+	VMOVUPS Y5, 32(DI)(R8*2)
+	VMOVUPS Y6, (DI)(R9*1)
+	VMOVUPS Y7, 32(DI)(R9*1)
+	ADDQ $64, DI
+	ADDQ $64, BX
+	DECQ DX
+	JNZ  aqf32_cols
+	VZEROUPPER
+	RET
+
+// func logitsQuadF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]float32)
+// As logitsQuadGo over uint16 rows: n = len(dst)/4 rows, a positive even
+// number; d = len(q)/4 a multiple of 8.
+TEXT ·logitsQuadF16AVX2(SB), NOSPLIT, $0-88
+	MOVQ dst_base+0(FP), DI
+	MOVQ dst_len+8(FP), CX
+	MOVQ q_base+24(FP), SI
+	MOVQ q_len+32(FP), DX
+	MOVQ rows_base+48(FP), BX
+	VBROADCASTSS scale+72(FP), Y15
+	SHRQ $3, CX             // pairs of rows
+	MOVQ DX, R8             // 4d values: q head stride d*4 bytes
+	LEAQ (R8)(R8*2), R9
+	MOVQ DX, R11
+	SHLQ $1, R11
+	SHRQ $2, R11            // row stride: d values in bytes
+	MOVQ mx+80(FP), AX
+	VBROADCASTF128 (AX), Y14 // running maxima, 4 heads twice
+
+lqf16_pair:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ BX, R10
+	MOVQ SI, R12
+	LEAQ (SI)(R8*1), R13    // end of head 0's query
+
+lqf16_step:
+	LOGITS_STEP(LDF16)
+	ADDQ $16, R10
+	ADDQ $32, R12
+	CMPQ R12, R13
+	JB   lqf16_step
+
+	HADD8                   // Y0 = [row j heads 0..3, row j+1 heads 0..3]
+	VMULPS Y15, Y0, Y0
+	VMOVUPS Y0, (DI)
+	VMAXPS Y0, Y14, Y14     // NaN may be skipped: it stays in dst
+	ADDQ $32, DI
+	LEAQ (BX)(R11*2), BX
+	DECQ CX
+	JNZ  lqf16_pair
+	VEXTRACTF128 $1, Y14, X1
+	VMAXPS X1, X14, X14
+	VMOVUPS X14, (AX)
+	VZEROUPPER
+	RET
+
+// func accQuadF16AVX2(acc, p []float32, rows []uint16)
+// As accQuadGo over uint16 rows: d = len(acc)/4 a multiple of 16,
+// n = len(p)/4 >= 1.
+TEXT ·accQuadF16AVX2(SB), NOSPLIT, $0-72
+	MOVQ acc_base+0(FP), DI
+	MOVQ acc_len+8(FP), DX
+	MOVQ p_base+24(FP), SI
+	MOVQ p_len+32(FP), CX
+	MOVQ rows_base+48(FP), BX
+	SHRQ $2, CX             // n
+	MOVQ DX, R8             // 4d values: acc head stride d*4 bytes
+	LEAQ (R8)(R8*2), R9
+	MOVQ DX, R11
+	SHLQ $1, R11
+	SHRQ $2, R11            // row stride: d values in bytes
+	SHRQ $6, DX             // blocks of 16 columns
+
+aqf16_cols:
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	VMOVUPS (DI)(R8*1), Y2
+	VMOVUPS 32(DI)(R8*1), Y3
+	VMOVUPS (DI)(R8*2), Y4
+	VMOVUPS 32(DI)(R8*2), Y5
+	VMOVUPS (DI)(R9*1), Y6
+	VMOVUPS 32(DI)(R9*1), Y7
+	MOVQ BX, R10
+	MOVQ SI, R12
+	MOVQ CX, R13
+
+aqf16_rows:
+	ACC_STEP(LDF16, 16)
+	ADDQ R11, R10
+	ADDQ $16, R12
+	DECQ R13
+	JNZ  aqf16_rows
+
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, (DI)(R8*1)
+	VMOVUPS Y3, 32(DI)(R8*1)
+	VMOVUPS Y4, (DI)(R8*2)
+	VMOVUPS Y5, 32(DI)(R8*2)
+	VMOVUPS Y6, (DI)(R9*1)
+	VMOVUPS Y7, 32(DI)(R9*1)
+	ADDQ $64, DI
+	ADDQ $32, BX
+	DECQ DX
+	JNZ  aqf16_cols
+	VZEROUPPER
+	RET
+
+// func logitsQuadBF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]float32)
+// As logitsQuadGo over uint16 rows: n = len(dst)/4 rows, a positive even
+// number; d = len(q)/4 a multiple of 8.
+TEXT ·logitsQuadBF16AVX2(SB), NOSPLIT, $0-88
+	MOVQ dst_base+0(FP), DI
+	MOVQ dst_len+8(FP), CX
+	MOVQ q_base+24(FP), SI
+	MOVQ q_len+32(FP), DX
+	MOVQ rows_base+48(FP), BX
+	VBROADCASTSS scale+72(FP), Y15
+	SHRQ $3, CX             // pairs of rows
+	MOVQ DX, R8             // 4d values: q head stride d*4 bytes
+	LEAQ (R8)(R8*2), R9
+	MOVQ DX, R11
+	SHLQ $1, R11
+	SHRQ $2, R11            // row stride: d values in bytes
+	MOVQ mx+80(FP), AX
+	VBROADCASTF128 (AX), Y14 // running maxima, 4 heads twice
+
+lqbf16_pair:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ BX, R10
+	MOVQ SI, R12
+	LEAQ (SI)(R8*1), R13    // end of head 0's query
+
+lqbf16_step:
+	LOGITS_STEP(LDBF16)
+	ADDQ $16, R10
+	ADDQ $32, R12
+	CMPQ R12, R13
+	JB   lqbf16_step
+
+	HADD8                   // Y0 = [row j heads 0..3, row j+1 heads 0..3]
+	VMULPS Y15, Y0, Y0
+	VMOVUPS Y0, (DI)
+	VMAXPS Y0, Y14, Y14     // NaN may be skipped: it stays in dst
+	ADDQ $32, DI
+	LEAQ (BX)(R11*2), BX
+	DECQ CX
+	JNZ  lqbf16_pair
+	VEXTRACTF128 $1, Y14, X1
+	VMAXPS X1, X14, X14
+	VMOVUPS X14, (AX)
+	VZEROUPPER
+	RET
+
+// func accQuadBF16AVX2(acc, p []float32, rows []uint16)
+// As accQuadGo over uint16 rows: d = len(acc)/4 a multiple of 16,
+// n = len(p)/4 >= 1.
+TEXT ·accQuadBF16AVX2(SB), NOSPLIT, $0-72
+	MOVQ acc_base+0(FP), DI
+	MOVQ acc_len+8(FP), DX
+	MOVQ p_base+24(FP), SI
+	MOVQ p_len+32(FP), CX
+	MOVQ rows_base+48(FP), BX
+	SHRQ $2, CX             // n
+	MOVQ DX, R8             // 4d values: acc head stride d*4 bytes
+	LEAQ (R8)(R8*2), R9
+	MOVQ DX, R11
+	SHLQ $1, R11
+	SHRQ $2, R11            // row stride: d values in bytes
+	SHRQ $6, DX             // blocks of 16 columns
+
+aqbf16_cols:
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	VMOVUPS (DI)(R8*1), Y2
+	VMOVUPS 32(DI)(R8*1), Y3
+	VMOVUPS (DI)(R8*2), Y4
+	VMOVUPS 32(DI)(R8*2), Y5
+	VMOVUPS (DI)(R9*1), Y6
+	VMOVUPS 32(DI)(R9*1), Y7
+	MOVQ BX, R10
+	MOVQ SI, R12
+	MOVQ CX, R13
+
+aqbf16_rows:
+	ACC_STEP(LDBF16, 16)
+	ADDQ R11, R10
+	ADDQ $16, R12
+	DECQ R13
+	JNZ  aqbf16_rows
+
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, (DI)(R8*1)
+	VMOVUPS Y3, 32(DI)(R8*1)
+	VMOVUPS Y4, (DI)(R8*2)
+	VMOVUPS Y5, 32(DI)(R8*2)
+	VMOVUPS Y6, (DI)(R9*1)
+	VMOVUPS Y7, 32(DI)(R9*1)
+	ADDQ $64, DI
+	ADDQ $32, BX
+	DECQ DX
+	JNZ  aqbf16_cols
+	VZEROUPPER
+	RET
+
+
+// func expShiftQuadAVX2(x []float32, m *[4]float32, sums *[4]float32)
+// As expShiftQuadGo: x[i] = exp(x[i]-m[i%4]), sums[h] = the sum of the
+// results of head h; len(x) a positive multiple of 8, x[i]-m[i%4] <= 88.
+TEXT ·expShiftQuadAVX2(SB), NOSPLIT, $0-40
+	MOVQ x_base+0(FP), SI
+	MOVQ x_len+8(FP), CX
+	MOVQ m+24(FP), AX
+	MOVQ sums+32(FP), DI
+	VBROADCASTF128 (AX), Y14
+	VXORPS Y15, Y15, Y15
+	VMOVUPS EXPC(12), Y6
+	VMOVUPS EXPC(5), Y7
+	VMOVUPS EXPC(8), Y8
+	VMOVUPS EXPC(7), Y9
+	VMOVUPS EXPC(6), Y10
+	VMOVUPS EXPC(9), Y11
+	VMOVUPS EXPC(11), Y12
+	VMOVUPS EXPC(10), Y13
+	LEAQ (SI)(CX*4), DX
+
+expq2_loop:
+	VMOVUPS (SI), Y0
+	VSUBPS Y14, Y0, Y0
+	EXP8
+	VMOVUPS Y0, (SI)
+	ADDQ $32, SI
+	CMPQ SI, DX
+	JB   expq2_loop
+
+	VEXTRACTF128 $1, Y15, X1
+	VADDPS X15, X1, X0
+	VMOVUPS X0, (DI)
+	VZEROUPPER
+	RET

@@ -7,6 +7,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/compresskv/compresskv/kvcache"
 )
 
 // levels runs f once per kernel level this processor supports, with the
@@ -44,9 +46,9 @@ func checkKernels(t *testing.T, r *rand.Rand, seed uint64, d, n int) {
 	t.Helper()
 	name := fmt.Sprintf("d%d/n%d (seed %d)", d, n, seed)
 	q, rows := randVec(r, d, 1), randVec(r, n*d+3, 1)
-	dst := make([]float32, n+1)
-	dst[n] = 42
-	dots(dst[:n], q, rows, 0.25)
+	dst, check := guarded(t, make([]float32, n), 5)
+	dots(dst, q, rows, 0.25)
+	check("dots " + name)
 	for j := range n {
 		var want float64
 		for i := range d {
@@ -57,52 +59,83 @@ func checkKernels(t *testing.T, r *rand.Rand, seed uint64, d, n int) {
 			t.Errorf("dots %s: [%d] = %g, want %g", name, j, dst[j], want)
 		}
 	}
-	if dst[n] != 42 {
-		t.Errorf("dots %s wrote past its output", name)
-	}
-	acc := randVec(r, d+1, 1)
+	acc0 := randVec(r, d, 1)
+	acc, check := guarded(t, acc0, 7)
 	p := randVec(r, n, 1)
 	want := make([]float64, d)
 	for i := range d {
-		want[i] = float64(acc[i])
+		want[i] = float64(acc0[i])
 		for j := range n {
 			want[i] += float64(p[j]) * float64(rows[j*d+i])
 		}
 	}
-	last := acc[d]
-	accRows(acc[:d], p, rows)
-	if e, at := maxRelErr(acc[:d], want, 1); e > 1e-5 {
+	accRows(acc, p, rows)
+	check("accRows " + name)
+	if e, at := maxRelErr(acc, want, 1); e > 1e-5 {
 		t.Errorf("accRows %s: [%d] = %g, want %g", name, at, acc[at], want[at])
 	}
-	if acc[d] != last {
-		t.Errorf("accRows %s wrote past its output", name)
-	}
-	x := randVec(r, n*d/8+n, 4)
-	m := maxOfGo(x) + float32(r.NormFloat64())
-	if got, want := maxOf(x), maxOfGo(x); got != want {
+	x0 := randVec(r, n*d/8+n, 4)
+	m := maxOfGo(x0) + float32(r.NormFloat64())
+	if got, want := maxOf(x0), maxOfGo(x0); got != want {
 		t.Errorf("maxOf %s: %g, want %g", name, got, want)
 	}
-	wantE := make([]float64, len(x))
+	wantE := make([]float64, len(x0))
 	var wantS float64
-	for i, v := range x {
+	for i, v := range x0 {
 		wantE[i] = math.Exp(float64(v - m)) // the rounded difference, as the kernels see it
 		wantS += wantE[i]
 	}
+	x, check := guarded(t, x0, 3)
 	gotS := expShift(x, m)
+	check("expShift " + name)
 	if e, at := maxRelErr(x, wantE, 1e-30); e > 5e-7 {
 		t.Errorf("expShift %s: [%d] = %g, want %g", name, at, x[at], wantE[at])
 	}
 	if e := math.Abs(float64(gotS)-wantS) / wantS; e > 1e-6*math.Sqrt(float64(len(x))) {
 		t.Errorf("expShift %s: sum %g, want %g", name, gotS, wantS)
 	}
-	y := randVec(r, len(x), 1)
-	wantY := make([]float64, len(y))
-	for i := range y {
-		wantY[i] = float64(y[i]) + 0.5*float64(x[i])
+	y0 := randVec(r, len(x), 1)
+	wantY := make([]float64, len(y0))
+	for i := range y0 {
+		wantY[i] = float64(y0[i]) + 0.5*float64(x[i])
 	}
+	y, check := guarded(t, y0, 9)
 	axpy(y, 0.5, x)
+	check("axpy " + name)
 	if e, at := maxRelErr(y, wantY, 1); e > 1e-6 {
 		t.Errorf("axpy %s: [%d] = %g, want %g", name, at, y[at], wantY[at])
+	}
+	h := make([]uint16, len(x))
+	for i := range h {
+		h[i] = uint16(r.Uint32())
+	}
+	for _, bf := range []bool{false, true} {
+		got, check := guarded(t, make([]float32, len(h)), 8)
+		if bf {
+			decodeBF16(got, h)
+			check("decodeBF16 " + name)
+		} else {
+			decodeF16(got, h)
+			check("decodeF16 " + name)
+		}
+		for i, v := range h {
+			want := kvcache.F16ToF32(v)
+			if bf {
+				want = kvcache.BF16ToF32(v)
+			}
+			if math.Float32bits(got[i]) != math.Float32bits(want) && !(got[i] != got[i] && want != want) {
+				t.Fatalf("decode (bfloat16 %v) %s: [%d] of %#04x = %g, want %g", bf, name, i, v, got[i], want)
+			}
+		}
+	}
+	words := make([]uint64, n*d/4+n)
+	var wantW uint64
+	for i := range words {
+		words[i] = r.Uint64()
+		wantW += words[i]
+	}
+	if got := sumWords(words); got != wantW {
+		t.Errorf("sumWords %s: %d, want %d", name, got, wantW)
 	}
 }
 

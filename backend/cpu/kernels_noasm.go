@@ -2,6 +2,8 @@
 
 package cpu
 
+import "github.com/compresskv/compresskv/kvcache"
+
 // Without assembly (other architectures, or the noasm build tag) every
 // kernel is its portable Go reference.
 
@@ -15,3 +17,17 @@ func accRows(acc, p, rows []float32)             { accRowsGo(acc, p, rows) }
 func axpy(y []float32, a float32, x []float32)   { axpyGo(y, a, x) }
 func decodeF16(dst []float32, src []uint16)      { decodeF16Go(dst, src) }
 func decodeBF16(dst []float32, src []uint16)     { decodeBF16Go(dst, src) }
+func sumWords(x []uint64) uint64                 { return sumWordsGo(x) }
+
+// prefetchRows does nothing without assembly.
+func prefetchRows(r kvcache.Rows, j0, j1 int) {}
+
+func logitsQuad(dst, q []float32, r kvcache.Rows, j0, j1 int, buf []float32, scale float32, mx *[4]float32) {
+	logitsQuadGo(dst[:(j1-j0)*4], q, rowsBlock(r, j0, j1, buf), scale, mx)
+}
+
+func accQuad(acc, p []float32, r kvcache.Rows, j0, j1 int, buf []float32) {
+	accQuadGo(acc, p[:(j1-j0)*4], rowsBlock(r, j0, j1, buf))
+}
+
+func expShiftQuad(x []float32, m *[4]float32) [4]float32 { return expShiftQuadGo(x, m) }

@@ -17,7 +17,8 @@ const directKernel = 15
 // float64 (the zero padding counts, so every window is divided by kernel);
 // max pooling ignores the padding. dst may be src itself; other overlaps of
 // dst and src go through a copy. NaN in src is an error wrapping
-// backend.ErrNaN. Cost: O(len(src) * min(kernel, 15)).
+// backend.ErrNaN. Cost: O(len(src) * min(kernel, 15)), split over the
+// backend's workers in chunks of 4,096 outputs when it is long.
 func (b *Backend) Pool(dst, src []float32, kernel int, kind backend.Pooling) error {
 	if kernel < 1 || kernel%2 == 0 {
 		return fmt.Errorf("cpu: Pool: kernel %d, want an odd size >= 1", kernel)
@@ -39,15 +40,66 @@ func (b *Backend) Pool(dst, src []float32, kernel int, kind backend.Pooling) err
 	if overlap(dst, src) {
 		buf := poolBuf.Get().(*[]float32)
 		*buf = append((*buf)[:0], src...)
-		pool(dst, *buf, kernel, kind)
+		b.pool(dst, *buf, kernel, kind)
 		poolBuf.Put(buf)
 		return nil
 	}
-	pool(dst, src, kernel, kind)
+	b.pool(dst, src, kernel, kind)
 	return nil
 }
 
-var poolBuf = sync.Pool{New: func() any { return new([]float32) }}
+const (
+	// poolChunk is the number of outputs of one unit of parallel pooling.
+	poolChunk = 4096
+	// outputWork is the cost of one pooled output (or one score of TopK)
+	// in the unit run's threshold counts, multiply-adds of the kernels:
+	// 16K outputs and more go to several workers.
+	outputWork = 64
+)
+
+// poolJob pools src into dst in chunks of outputs; each output is computed
+// as the serial code computes it, so the split changes no bit.
+type poolJob struct {
+	dst, src []float32
+	kernel   int
+	kind     backend.Pooling
+	chunk    int
+}
+
+func (j *poolJob) unit(u int, _ *scratch) {
+	i0 := u * j.chunk
+	i1 := min(len(j.dst), i0+j.chunk)
+	switch {
+	case j.kind == backend.MaxPool:
+		maxPoolDirect(j.dst, j.src, j.kernel, i0, i1)
+	case j.kernel <= directKernel:
+		avgPoolDirect(j.dst, j.src, j.kernel, i0, i1)
+	default:
+		avgPoolSliding(j.dst, j.src, j.kernel, i0, i1)
+	}
+}
+
+// pool pools src into dst (no overlap), on the backend's workers when src is
+// long. Max pooling with a kernel above directKernel runs whole (its
+// prefix and suffix maxima span the row).
+func (b *Backend) pool(dst, src []float32, kernel int, kind backend.Pooling) {
+	if kind == backend.MaxPool && kernel > directKernel {
+		maxPoolSliding(dst, src, kernel)
+		return
+	}
+	// Chunks start at multiples of kernel: the sliding sum restarts there.
+	chunk := (poolChunk + kernel - 1) / kernel * kernel
+	j := poolJobs.Get().(*poolJob)
+	*j = poolJob{dst: dst, src: src, kernel: kernel, kind: kind, chunk: chunk}
+	b.run(j, (len(dst)+chunk-1)/chunk, int64(len(dst))*outputWork, 0)
+	*j = poolJob{}
+	poolJobs.Put(j)
+}
+
+var (
+	poolBuf  = sync.Pool{New: func() any { return new([]float32) }}
+	poolJobs = sync.Pool{New: func() any { return new(poolJob) }}
+)
 
 // overlap reports whether the memory of a and b (both non-empty) overlaps.
 func overlap(a, b []float32) bool {
@@ -57,27 +109,12 @@ func overlap(a, b []float32) bool {
 	return a0 < b1 && b0 < a1
 }
 
-func pool(dst, src []float32, kernel int, kind backend.Pooling) {
-	if kind == backend.AvgPool {
-		if kernel <= directKernel {
-			avgPoolDirect(dst, src, kernel)
-		} else {
-			avgPoolSliding(dst, src, kernel)
-		}
-		return
-	}
-	if kernel <= directKernel {
-		maxPoolDirect(dst, src, kernel)
-	} else {
-		maxPoolSliding(dst, src, kernel)
-	}
-}
-
-// avgPoolDirect sums each window of src (zero outside) in float64.
-func avgPoolDirect(dst, src []float32, kernel int) {
+// avgPoolDirect sums each window of src (zero outside) in float64, for
+// outputs [i0, i1).
+func avgPoolDirect(dst, src []float32, kernel, i0, i1 int) {
 	n, r := len(src), kernel/2
 	inv := 1 / float64(kernel)
-	for i := range dst {
+	for i := i0; i < i1; i++ {
 		lo, hi := max(0, i-r), min(n, i+r+1)
 		var s float64
 		for _, v := range src[lo:hi] {
@@ -89,11 +126,12 @@ func avgPoolDirect(dst, src []float32, kernel int) {
 
 // avgPoolSliding keeps a running float64 sum of the window, summed afresh
 // every kernel steps so that rounding cannot drift: O(n) for any kernel.
-func avgPoolSliding(dst, src []float32, kernel int) {
+// It computes outputs [i0, i1), i0 a multiple of kernel.
+func avgPoolSliding(dst, src []float32, kernel, i0, i1 int) {
 	n, r := len(src), kernel/2
 	inv := 1 / float64(kernel)
 	var s float64
-	for i := range dst {
+	for i := i0; i < i1; i++ {
 		lo, hi := max(0, i-r), min(n, i+r+1)
 		if i%kernel == 0 {
 			s = 0
@@ -112,10 +150,11 @@ func avgPoolSliding(dst, src []float32, kernel int) {
 	}
 }
 
-// maxPoolDirect takes the maximum of each window of src, padding ignored.
-func maxPoolDirect(dst, src []float32, kernel int) {
+// maxPoolDirect takes the maximum of each window of src, padding ignored,
+// for outputs [i0, i1).
+func maxPoolDirect(dst, src []float32, kernel, i0, i1 int) {
 	n, r := len(src), kernel/2
-	for i := range dst {
+	for i := i0; i < i1; i++ {
 		lo, hi := max(0, i-r), min(n, i+r+1)
 		m := src[lo]
 		for _, v := range src[lo+1 : hi] {

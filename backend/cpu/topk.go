@@ -17,8 +17,11 @@ import (
 // answer unique: it is exactly the first k of a full sort by that order
 // (-0 and +0 count as equal scores). A quickselect with median-of-three
 // pivots finds the k smallest keys, and a bitmap of the chosen indices
-// returns them in ascending order. Cost: O(len(scores)) expected, with an
-// O(n log n) bound; no allocation once warm beyond growing dst.
+// returns them in ascending order. Long inputs are split in parts of 8,192
+// scores that select their own k best on the backend's workers before one
+// last selection among those candidates (the same answer: it is unique).
+// Cost: O(len(scores)) expected, with an O(n log n) bound; no allocation
+// once warm beyond growing dst.
 func (b *Backend) TopK(dst []int, scores []float32, k int) ([]int, error) {
 	n := len(scores)
 	if uint64(n) > math.MaxUint32 {
@@ -41,12 +44,27 @@ func (b *Backend) TopK(dst []int, scores []float32, k int) ([]int, error) {
 	}
 	sc := topkPool.Get().(*topkScratch)
 	defer topkPool.Put(sc)
-	keys := sc.keys[:0]
-	for i, v := range scores {
-		keys = append(keys, uint64(orderKey(v))<<32|uint64(i))
+	if cap(sc.keys) < n {
+		sc.keys = make([]uint64, n)
 	}
-	sc.keys = keys
-	selectSmallest(keys, k)
+	keys := sc.keys[:n]
+	// Parts of topkPart scores select their own k best on the workers; the
+	// best k of the whole are among those candidates.
+	parts := (n + topkPart - 1) / topkPart
+	j := &sc.job
+	*j = topkJob{scores: scores, keys: keys, k: k}
+	b.run(j, parts, int64(n)*outputWork, 0)
+	j.scores, j.keys = nil, nil
+	m := 0
+	for p := 0; p < parts; p++ {
+		lo := p * topkPart
+		c := min(k, min(n, lo+topkPart)-lo)
+		copy(keys[m:m+c], keys[lo:lo+c])
+		m += c
+	}
+	if k < m {
+		selectSmallest(keys[:m], k)
+	}
 	// Mark the chosen indices in a bitmap and read it back in order.
 	words := (n + 63) / 64
 	if cap(sc.bits) < words {
@@ -67,7 +85,31 @@ func (b *Backend) TopK(dst []int, scores []float32, k int) ([]int, error) {
 	return dst, nil
 }
 
+// topkPart is the number of scores of one unit of TopK's parallel work.
+const topkPart = 8192
+
+// topkJob packs the keys of one part of the scores and moves the part's k
+// smallest keys to its front.
+type topkJob struct {
+	scores []float32
+	keys   []uint64
+	k      int
+}
+
+func (j *topkJob) unit(u int, _ *scratch) {
+	lo := u * topkPart
+	hi := min(len(j.scores), lo+topkPart)
+	keys := j.keys[lo:hi]
+	for i, v := range j.scores[lo:hi] {
+		keys[i] = uint64(orderKey(v))<<32 | uint64(lo+i)
+	}
+	if j.k < len(keys) {
+		selectSmallest(keys, j.k)
+	}
+}
+
 type topkScratch struct {
+	job  topkJob
 	keys []uint64
 	bits []uint64
 }

@@ -118,6 +118,7 @@ type windowJob struct {
 	firstUnit    []int // units of group i are [firstUnit[i], firstUnit[i+1])
 	state        []float32
 	counts       []int
+	quads        []float32 // per entry (grouped order), the window queries of its head by fours: [w/4][4][d]
 	storeSize    int       // rows x L over the groups: exponentials kept between passes
 	store        []float32 // chunk c of group g: rows x chunk length at store + rows*c*chunkRows
 	stored       bool      // the second pass reads store instead of recomputing
@@ -150,6 +151,7 @@ func (j *windowJob) setup(c kvcache.HostReader, layer int, q []float32, w, qHead
 		state:     j.state[:0],
 		counts:    growInt(j.counts, G+1),
 		store:     j.store,
+		quads:     j.quads,
 	}
 	// Counting sort of the entries by KV head, stable.
 	clear(j.counts)
@@ -184,6 +186,16 @@ func (j *windowJob) setup(c kvcache.HostReader, layer int, q []float32, w, qHead
 		e0 = e1
 	}
 	j.state = growF32(j.state, nstate)
+	// The window queries of each entry's head, four by four, contiguous as
+	// the four-query kernel reads them.
+	quads := w / 4
+	j.quads = growF32(j.quads, len(heads)*quads*4*d)
+	for ei, e := range j.entries {
+		h := heads[e]
+		for i := range quads * 4 {
+			copy(j.quads[(ei*quads*4+i)*d:(ei*quads*4+i+1)*d], q[(i*qHeads+h)*d:(i*qHeads+h+1)*d])
+		}
+	}
 	return nil
 }
 
@@ -245,15 +257,45 @@ func (j *windowJob) unit(u int, s *scratch) {
 }
 
 // logits writes into ex the scaled logits of every window query of group gr
-// over rows [c0, c1), -Inf where the causal mask hides the row.
+// over rows [c0, c1), -Inf where the causal mask hides the row. In 16-bit
+// storage, blocks of rows that every window query sees go through the
+// four-query kernel (each key row converted in registers once for four
+// queries of a head); the block the mask cuts, the w%4 last queries and
+// float32 keys go one query at a time through dots.
 func (j *windowJob) logits(gr *wgroup, c0, c1 int, ex []float32, s *scratch) {
 	d, w, L, n := j.d, j.w, gr.L, c1-c0
+	quads := w / 4
 	for j0 := c0; j0 < c1; j0 += blockRows {
 		j1 := min(c1, j0+blockRows)
-		keys := rowsBlock(gr.k, j0, j1, s.keys)
+		nb := j1 - j0
+		// Window query 0 sees rows < L-w+1: before that every query sees
+		// the whole block. Float32 keys go through dots: read in place,
+		// they gain nothing from the four-query kernel (measured the same
+		// or slower), where 16-bit keys save their conversion to scratch.
+		open := j1 <= L-w+1 && gr.k.DType != kvcache.Float32
+		var keys []float32
+		if !open || quads*4 < w {
+			keys = rowsBlock(gr.k, j0, j1, s.keys)
+		}
 		for ei, e := range j.entries[gr.e0:gr.e1] {
 			h := j.heads[e]
-			for i := range w {
+			i0 := 0
+			if open {
+				for t := range quads {
+					lg := s.logits[:4*nb]
+					var mx [4]float32
+					qq := j.quads[((gr.e0+ei)*quads+t)*4*d : ((gr.e0+ei)*quads+t+1)*4*d]
+					logitsQuad(lg, qq, gr.k, j0, j1, s.keys, j.scale, &mx)
+					for c := range 4 {
+						row := ex[(ei*w+4*t+c)*n+j0-c0 : (ei*w+4*t+c)*n+j1-c0]
+						for jj := range row {
+							row[jj] = lg[jj*4+c]
+						}
+					}
+				}
+				i0 = quads * 4
+			}
+			for i := i0; i < w; i++ {
 				r := ei*w + i
 				row := ex[r*n : (r+1)*n]
 				vis := max(j0, min(j1, L-w+i+1)) // window query i sees rows < L-w+i+1

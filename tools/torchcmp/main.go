@@ -1,12 +1,22 @@
 // Command torchcmp runs one layer of a Llama-3.1-8B-shaped cache through
 // compresskv and through a plain PyTorch implementation of the same steps
-// (torchcmp.py, Debian's python3-torch), in one run, and prints the times
-// side by side as ratios.
+// (torchcmp.py, Debian's python3-torch), in one run, and prints each step
+// against the memory wall and against PyTorch.
 //
-// It measures: scoring + selection + compaction of one layer (CompressKV with
-// 4 SR heads, SnapKV with all 32 heads, budget 1024), decode attention of one
-// token over the whole layer, and the machine's memory read bandwidth on 1
-// and 2 goroutines (so that decode can be stated as a share of it).
+// Every compresskv step is timed in rounds; each round first reads the
+// bandwidth probe of backend/cpu (a vectorised sum of 256 MiB on two
+// goroutines), so that the step's floor, the bytes it must read divided by
+// the bandwidth measured beside it, moves with the machine's other load.
+// It reports, per step, length and storage type: min and median
+// milliseconds, the median ratio to the floor ("x floor", 1.0 is the wall)
+// and PyTorch's time on the same storage (bfloat16 for float16, which
+// PyTorch's CPU matmul does not take).
+//
+// Steps: CompressKV's layer (scoring its 4 SR heads, selection, compaction;
+// floor: the SR heads' KV-head keys once plus the kept rows' keys and
+// values), its selection alone (Plan) and its compaction alone (Apply);
+// SnapKV's layer (all 32 heads score: every key once, plus the kept rows);
+// decode attention of one token (every key and value once).
 //
 //	OMP_NUM_THREADS=2 go run ./tools/torchcmp -python /usr/bin/python3
 //
@@ -27,7 +37,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/compresskv/compresskv/backend/cpu"
@@ -41,13 +50,22 @@ const (
 
 var srHeads = []int{0, 9, 18, 27} // one per KV head group, as torchcmp.py's default
 
+// stat is one step's measurement: milliseconds (min, median) and the
+// median of the per-round ratios of its time to its floor.
+type stat struct {
+	min, med, xFloor float64
+	bw               float64 // median probe bandwidth of its rounds, GB/s
+}
+
 func main() {
-	lengths := flag.String("lengths", "4096,32768", "comma-separated prompt lengths")
-	reps := flag.Int("reps", 5, "timed repetitions (median reported)")
+	lengths := flag.String("lengths", "4096,16384,32768", "comma-separated prompt lengths")
+	reps := flag.Int("reps", 5, "timed rounds per step (at least 3)")
 	python := flag.String("python", "python3", "Python with torch; empty skips the PyTorch side")
 	script := flag.String("script", "", "path of torchcmp.py (default: beside this source, tools/torchcmp)")
+	types := flag.String("dtypes", "float32,float16,bfloat16", "storage types")
 	flag.Parse()
 	log.SetFlags(0)
+	*reps = max(3, *reps)
 	var Ls []int
 	for _, s := range strings.Split(*lengths, ",") {
 		L, err := strconv.Atoi(strings.TrimSpace(s))
@@ -56,38 +74,83 @@ func main() {
 		}
 		Ls = append(Ls, L)
 	}
+	var dts []kvcache.DType
+	for _, s := range strings.Split(*types, ",") {
+		dt, err := kvcache.ParseDType(strings.TrimSpace(s))
+		if err != nil {
+			log.Fatalf("torchcmp: %v", err)
+		}
+		dts = append(dts, dt)
+	}
+	probe, err := cpu.NewProbe(0)
+	if err != nil {
+		log.Fatal(err)
+	}
 
-	fmt.Printf("GOMAXPROCS %d, %s\n", runtime.GOMAXPROCS(0), runtime.GOARCH)
-	bw1, bw2 := bandwidth(1, *reps), bandwidth(2, *reps)
-	fmt.Printf("memory read bandwidth: %.1f GB/s (1 goroutine), %.1f GB/s (2 goroutines)\n", bw1, bw2)
-	bwMax := max(bw1, bw2)
+	fmt.Printf("GOMAXPROCS %d, %s, %s\n", runtime.GOMAXPROCS(0), runtime.GOARCH, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	var bw1, bw2 []float64
+	for range *reps {
+		g1, _ := probe.Read(1)
+		g2, _ := probe.Read(2)
+		bw1, bw2 = append(bw1, g1), append(bw2, g2)
+	}
+	fmt.Printf("memory read bandwidth (probe, %d MiB): 1 goroutine %s GB/s, 2 goroutines %s GB/s (min/median/max of %d)\n",
+		probe.Bytes()>>20, spread(bw1), spread(bw2), *reps)
 
-	goMs := map[string]float64{}
+	goMs := map[string]stat{}
 	for _, L := range Ls {
-		for _, dt := range []kvcache.DType{kvcache.Float32, kvcache.Float16} {
+		for _, dt := range dts {
 			base, q := fill(L, dt)
-			for _, m := range []compresskv.Method{compresskv.CompressKV, compresskv.SnapKV} {
-				goMs[fmt.Sprintf("%s/%d/%v", m, L, dt)] = timeCompress(m, base, q, *reps)
+			size := float64(dt.Size())
+			kept := float64(2*G*budget*d) * size // keys and values of the kept rows
+			srKeys := float64(len(srHeads)*L*d) * size
+			key := fmt.Sprintf("%d/%v", L, dt)
+			ck := policy(compresskv.CompressKV)
+			goMs["compresskv/"+key] = measure(probe, *reps, srKeys+kept, compressRun(ck, base, q))
+			goMs["select/"+key] = measure(probe, *reps, srKeys, func() func() {
+				return func() {
+					if _, err := ck.Plan(base, q, H); err != nil {
+						log.Fatal(err)
+					}
+				}
+			})
+			plan, err := ck.Plan(base, q, H)
+			if err != nil {
+				log.Fatal(err)
 			}
-			ms := timeAttend(base, *reps)
-			goMs[fmt.Sprintf("decode/%d/%v", L, dt)] = ms
-			gb := float64(2*G*L*d*dt.Size()) / 1e9
-			fmt.Printf("decode L=%d %v: %.2f ms, %.1f GB/s of K+V = %.0f%% of the measured bandwidth\n",
-				L, dt, ms, gb/(ms/1e3), 100*gb/(ms/1e3)/bwMax)
+			goMs["compact/"+key] = measure(probe, *reps, kept, func() func() {
+				c := base.Clone()
+				return func() {
+					if err := ck.Apply(c, plan); err != nil {
+						log.Fatal(err)
+					}
+				}
+			})
+			goMs["snapkv/"+key] = measure(probe, *reps, float64(G*L*d)*size+kept, compressRun(policy(compresskv.SnapKV), base, q))
+			goMs["decode/"+key] = measure(probe, *reps, float64(2*G*L*d)*size, attendRun(base))
 		}
 	}
 
 	var torch struct {
-		Torch   string             `json:"torch"`
-		Threads int                `json:"threads"`
-		Ms      map[string]float64 `json:"ms"`
+		Torch   string                `json:"torch"`
+		Threads int                   `json:"threads"`
+		Ms      map[string][2]float64 `json:"ms"`
 	}
 	if *python != "" {
 		path := *script
 		if path == "" {
 			path = filepath.Join("tools", "torchcmp", "torchcmp.py")
 		}
+		var tt []string
+		for _, dt := range dts {
+			if dt == kvcache.Float32 && !slices.Contains(tt, "float32") {
+				tt = append(tt, "float32")
+			} else if dt != kvcache.Float32 && !slices.Contains(tt, "bfloat16") {
+				tt = append(tt, "bfloat16")
+			}
+		}
 		cmd := exec.Command(*python, path, "--lengths", *lengths, "--reps", strconv.Itoa(*reps),
+			"--dtypes", strings.Join(tt, ","),
 			"--sr-heads", strings.Trim(strings.Join(strings.Fields(fmt.Sprint(srHeads)), ","), "[]"))
 		cmd.Stderr = os.Stderr
 		if os.Getenv("OMP_NUM_THREADS") == "" {
@@ -103,25 +166,61 @@ func main() {
 		fmt.Printf("PyTorch %s, %d threads\n", torch.Torch, torch.Threads)
 	}
 
-	fmt.Printf("\n%-34s %12s %12s %8s\n", "step (one layer, float32 unless said)", "compresskv", "PyTorch", "ratio")
-	row := func(name, goKey, torchKey string) {
-		g := goMs[goKey]
-		t, ok := torch.Ms[torchKey]
-		if !ok {
-			fmt.Printf("%-34s %9.2f ms %12s %8s\n", name, g, "-", "-")
-			return
-		}
-		fmt.Printf("%-34s %9.2f ms %9.2f ms %7.1fx\n", name, g, t, t/g)
+	fmt.Printf("\n%-30s %-9s %17s %8s %7s %17s %8s\n", "step, one layer", "storage", "compresskv ms", "x floor", "% bw", "PyTorch ms", "PyTorch/")
+	fmt.Printf("%-30s %-9s %17s %8s %7s %17s %8s\n", "", "", "min / median", "median", "median", "min / median", "ours")
+	steps := []struct{ name, key, torchKey string }{
+		{"CompressKV (select+compact)", "compresskv", "compresskv"},
+		{"  selection alone", "select", ""},
+		{"  compaction alone", "compact", ""},
+		{"  vs PyTorch scoring all 32", "compresskv", "compresskv-all-heads"},
+		{"SnapKV (32 heads score)", "snapkv", "snapkv"},
+		{"decode attention", "decode", "decode"},
 	}
 	for _, L := range Ls {
-		row(fmt.Sprintf("CompressKV L=%d", L), fmt.Sprintf("compresskv/%d/float32", L), fmt.Sprintf("compresskv/%d", L))
-		row(fmt.Sprintf("  vs torch scoring all 32 heads L=%d", L), fmt.Sprintf("compresskv/%d/float32", L), fmt.Sprintf("compresskv-all-heads/%d", L))
-		row(fmt.Sprintf("  float16 storage L=%d", L), fmt.Sprintf("compresskv/%d/float16", L), fmt.Sprintf("compresskv/%d", L))
-		row(fmt.Sprintf("SnapKV L=%d", L), fmt.Sprintf("snapkv/%d/float32", L), fmt.Sprintf("snapkv/%d", L))
-		row(fmt.Sprintf("  float16 storage L=%d", L), fmt.Sprintf("snapkv/%d/float16", L), fmt.Sprintf("snapkv/%d", L))
-		row(fmt.Sprintf("decode attention L=%d", L), fmt.Sprintf("decode/%d/float32", L), fmt.Sprintf("decode/%d", L))
-		row(fmt.Sprintf("  float16 storage L=%d", L), fmt.Sprintf("decode/%d/float16", L), fmt.Sprintf("decode/%d", L))
+		fmt.Printf("L = %d\n", L)
+		for _, s := range steps {
+			for _, dt := range dts {
+				g := goMs[fmt.Sprintf("%s/%d/%v", s.key, L, dt)]
+				tdt := "float32"
+				if dt != kvcache.Float32 {
+					tdt = "bfloat16"
+				}
+				line := fmt.Sprintf("%-30s %-9v %7.2f / %7.2f %7.2fx %6.0f%%", s.name, dt, g.min, g.med, g.xFloor, 100/g.xFloor)
+				if t, ok := torch.Ms[fmt.Sprintf("%s/%d/%s", s.torchKey, L, tdt)]; ok && s.torchKey != "" {
+					line += fmt.Sprintf(" %7.2f / %7.2f %7.2fx", t[0], t[1], t[1]/g.med)
+					if tdt != dt.String() {
+						line += " (" + tdt + ")"
+					}
+				}
+				fmt.Println(line)
+			}
+		}
 	}
+}
+
+// spread formats the min, median and max of x.
+func spread(x []float64) string {
+	s := slices.Sorted(slices.Values(x))
+	return fmt.Sprintf("%.1f / %.1f / %.1f", s[0], s[len(s)/2], s[len(s)-1])
+}
+
+func policy(m compresskv.Method) *compresskv.Policy {
+	ranking := append([]int(nil), srHeads...)
+	for h := range H {
+		if !slices.Contains(ranking, h) {
+			ranking = append(ranking, h)
+		}
+	}
+	prof := &compresskv.Profile{
+		Version:     compresskv.ProfileVersion,
+		Model:       compresskv.ModelInfo{Name: "torchcmp", Layers: 1, QueryHeads: H, KVHeads: G, HeadDim: d},
+		HeadRanking: [][]int{ranking},
+	}
+	p, err := compresskv.New(m, compresskv.Config{Budget: budget, Window: W, Profile: prof})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return p
 }
 
 // fill returns a one-layer cache of L random tokens and the window queries.
@@ -152,35 +251,19 @@ func fill(L int, dt kvcache.DType) (*kvcache.Host, [][]float32) {
 	return c, [][]float32{q}
 }
 
-// timeCompress returns the median milliseconds of Compress on a fresh clone
-// of base (cloned and collected outside the timing).
-func timeCompress(m compresskv.Method, base *kvcache.Host, q [][]float32, reps int) float64 {
-	ranking := append([]int(nil), srHeads...)
-	for h := range H {
-		if !slices.Contains(ranking, h) {
-			ranking = append(ranking, h)
-		}
-	}
-	prof := &compresskv.Profile{
-		Version:     compresskv.ProfileVersion,
-		Model:       compresskv.ModelInfo{Name: "torchcmp", Layers: 1, QueryHeads: H, KVHeads: G, HeadDim: d},
-		HeadRanking: [][]int{ranking},
-	}
-	p, err := compresskv.New(m, compresskv.Config{Budget: budget, Window: W, Profile: prof})
-	if err != nil {
-		log.Fatal(err)
-	}
-	return median(reps, func() func() {
+// compressRun prepares Compress of a fresh clone of base.
+func compressRun(p *compresskv.Policy, base *kvcache.Host, q [][]float32) func() func() {
+	return func() func() {
 		c := base.Clone()
 		return func() {
 			if _, err := p.Compress(c, q, H); err != nil {
 				log.Fatal(err)
 			}
 		}
-	})
+	}
 }
 
-func timeAttend(c *kvcache.Host, reps int) float64 {
+func attendRun(c *kvcache.Host) func() func() {
 	r := rand.New(rand.NewPCG(4, 5))
 	q := make([]float32, H*d)
 	for i := range q {
@@ -188,83 +271,35 @@ func timeAttend(c *kvcache.Host, reps int) float64 {
 	}
 	out := make([]float32, H*d)
 	b := cpu.New()
-	return median(reps, func() func() {
+	return func() func() {
 		return func() {
 			if err := b.Attend(c, 0, q, H, out); err != nil {
 				log.Fatal(err)
 			}
 		}
-	})
+	}
 }
 
-// median runs prepare (untimed) and the function it returns (timed) reps
-// times after one warm run, and returns the median in milliseconds.
-func median(reps int, prepare func() func()) float64 {
+// measure runs prepare (untimed) and the function it returns (timed) in
+// reps rounds after one warm run; each round reads the probe first. bytes
+// is what the step must read at least: its floor in a round is bytes over
+// the probe's bandwidth in that round.
+func measure(p *cpu.Probe, reps int, bytes float64, prepare func() func()) stat {
 	prepare()()
-	var ms []float64
+	var ms, x, bw []float64
 	for range reps {
 		f := prepare()
 		runtime.GC()
+		g, _ := p.Read(2)
 		t0 := time.Now()
 		f()
-		ms = append(ms, float64(time.Since(t0))/1e6)
+		sec := time.Since(t0).Seconds()
+		ms = append(ms, sec*1e3)
+		x = append(x, sec/(bytes/(g*1e9)))
+		bw = append(bw, g)
 	}
 	slices.Sort(ms)
-	return ms[len(ms)/2]
-}
-
-// bandwidth returns the read bandwidth in GB/s of summing a 512 MiB slice
-// (beyond any cache) on the given number of goroutines, best of reps.
-func bandwidth(workers, reps int) float64 {
-	x := make([]uint64, 64<<20)
-	for i := range x {
-		x[i] = uint64(i)
-	}
-	best := 0.0
-	var sink uint64
-	for range reps + 1 {
-		var wg sync.WaitGroup
-		sums := make([]uint64, workers)
-		part := len(x) / workers
-		t0 := time.Now()
-		for w := range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				sums[w] = sum(x[w*part : (w+1)*part])
-			}()
-		}
-		wg.Wait()
-		gb := float64(len(x)*8) / 1e9 / time.Since(t0).Seconds()
-		best = max(best, gb)
-		for _, s := range sums {
-			sink += s
-		}
-	}
-	if sink == 1 {
-		fmt.Print("")
-	}
-	return best
-}
-
-// sum adds x with 8 independent accumulators, enough loads in flight for
-// the memory, not the adds, to set the pace.
-func sum(x []uint64) uint64 {
-	var s [8]uint64
-	for len(x) >= 8 {
-		v := x[:8:8]
-		s[0] += v[0]
-		s[1] += v[1]
-		s[2] += v[2]
-		s[3] += v[3]
-		s[4] += v[4]
-		s[5] += v[5]
-		s[6] += v[6]
-		s[7] += v[7]
-		x = x[8:]
-	}
-	for _, v := range x {
-		s[0] += v
-	}
-	return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7]
+	slices.Sort(x)
+	slices.Sort(bw)
+	return stat{min: ms[0], med: ms[len(ms)/2], xFloor: x[len(x)/2], bw: bw[len(bw)/2]}
 }
