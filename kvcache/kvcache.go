@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 
 	"github.com/compresskv/compresskv/internal/finite"
+	"github.com/compresskv/compresskv/internal/par"
 )
 
 // Shape is the geometry of a cache: layers, KV heads per layer, values per row.
@@ -378,22 +379,7 @@ func (c *Host) Compact(layer int, keep [][]int) error {
 		}
 		return nil
 	}
-	var wg sync.WaitGroup
-	next := make(chan int, G)
-	for g := range keep {
-		next <- g
-	}
-	close(next)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for g := range next {
-				work(g)
-			}
-		}()
-	}
-	wg.Wait()
+	par.Workers(G, workers, work)
 	return nil
 }
 

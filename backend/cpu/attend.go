@@ -5,6 +5,7 @@ import (
 	"math"
 	"sync"
 
+	"github.com/compresskv/compresskv/internal/finite"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -41,7 +42,7 @@ func (b *Backend) Attend(c kvcache.KVCache, layer int, q []float32, qHeads int, 
 	j.out = out
 	b.run(j, j.firstUnit[s.KVHeads], j.work, s.HeadDim)
 	j.merge()
-	if i := firstNonFinite(out); i >= 0 {
+	if i := finite.First(out); i >= 0 {
 		return fmt.Errorf("cpu: %s: layer %d head %d: output value %d is %v (does the cache hold values that overflowed its storage type?): %w",
 			op, layer, i/s.HeadDim, i%s.HeadDim, out[i], kvcache.ErrNonFinite)
 	}
@@ -82,7 +83,7 @@ func (b *Backend) AttentionWeights(c kvcache.KVCache, layer int, q []float32, qH
 	j.pass = 2
 	b.run(j, qHeads, j.work, s.HeadDim)
 	for h := range out {
-		if i := firstNonFinite(out[h]); i >= 0 {
+		if i := finite.First(out[h]); i >= 0 {
 			return out, fmt.Errorf("cpu: %s: layer %d head %d: weight of row %d is %v (does the cache hold values that overflowed its storage type?): %w",
 				op, layer, h, i, out[h][i], kvcache.ErrNonFinite)
 		}

@@ -22,9 +22,10 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
-	"sync/atomic"
 
 	"github.com/compresskv/compresskv/backend"
+	"github.com/compresskv/compresskv/internal/finite"
+	"github.com/compresskv/compresskv/internal/par"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -131,7 +132,7 @@ func headRows(op string, c kvcache.HostReader, layer, g int) (k, v kvcache.Rows,
 
 // checkFinite returns an error naming the first non-finite value of q.
 func checkFinite(op string, q []float32, qHeads, d int) error {
-	if i := firstNonFinite(q); i >= 0 {
+	if i := finite.First(q); i >= 0 {
 		row := i / (qHeads * d)
 		h := (i / d) % qHeads
 		return fmt.Errorf("cpu: %s: query row %d head %d value %d is %v: %w", op, row, h, i%d, q[i], kvcache.ErrNonFinite)
@@ -205,25 +206,14 @@ func (b *Backend) run(j job, n int, work int64, d int) {
 		scratchPool.Put(s)
 		return
 	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	wg.Add(workers)
-	for range workers {
-		go func() {
-			defer wg.Done()
-			s := scratchPool.Get().(*scratch)
-			s.grow(d)
-			for {
-				u := int(next.Add(1) - 1)
-				if u >= n {
-					break
-				}
-				j.unit(u, s)
-			}
-			scratchPool.Put(s)
-		}()
-	}
-	wg.Wait()
+	par.Pull(n, workers, func(next func() (int, bool)) {
+		s := scratchPool.Get().(*scratch)
+		s.grow(d)
+		for u, ok := next(); ok; u, ok = next() {
+			j.unit(u, s)
+		}
+		scratchPool.Put(s)
+	})
 }
 
 // growF32 returns s resliced to n values, reallocated if short.
@@ -239,15 +229,4 @@ func growInt(s []int, n int) []int {
 		return make([]int, n)
 	}
 	return s[:n]
-}
-
-// firstNonFinite returns the index of the first NaN or infinite value of x,
-// or -1.
-func firstNonFinite(x []float32) int {
-	for i, v := range x {
-		if v-v != 0 { // NaN or ±Inf
-			return i
-		}
-	}
-	return -1
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/compresskv/compresskv/backend"
+	"github.com/compresskv/compresskv/internal/finite"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -79,7 +80,7 @@ func (b *Backend) WindowScores(c kvcache.KVCache, layer int, q []float32, w, qHe
 	b.run(j, units, j.work, s.HeadDim)
 
 	for e, h := range heads {
-		if i := firstNonFinite(out[e]); i >= 0 {
+		if i := finite.First(out[e]); i >= 0 {
 			return fmt.Errorf("cpu: %s: layer %d head %d: score of row %d is %v (does the cache hold values that overflowed its storage type?): %w",
 				op, layer, h, i, out[e][i], kvcache.ErrNonFinite)
 		}

@@ -18,31 +18,36 @@ func For(n int, f func(i int)) {
 
 // Workers is For with at most workers goroutines.
 func Workers(n, workers int, f func(i int)) {
+	Pull(n, workers, func(next func() (int, bool)) {
+		for i, ok := next(); ok; i, ok = next() {
+			f(i)
+		}
+	})
+}
+
+// Pull runs worker on up to min(n, workers) goroutines, the caller's
+// included (on the caller's alone when that is one); each worker takes the
+// index of its next piece from next until next reports false, so a worker
+// can set up state (scratch memory) once for all the pieces it runs.
+func Pull(n, workers int, worker func(next func() (int, bool))) {
 	workers = min(n, workers)
-	if workers <= 1 {
-		for i := 0; i < n; i++ {
-			f(i)
-		}
-		return
+	var counter atomic.Int64
+	next := func() (int, bool) {
+		i := int(counter.Add(1) - 1)
+		return i, i < n
 	}
-	var next atomic.Int64
-	run := func() {
-		for {
-			i := int(next.Add(1) - 1)
-			if i >= n {
-				return
-			}
-			f(i)
-		}
+	if workers <= 1 {
+		worker(next)
+		return
 	}
 	var wg sync.WaitGroup
 	for w := 1; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			run()
+			worker(next)
 		}()
 	}
-	run()
+	worker(next)
 	wg.Wait()
 }
