@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -31,5 +32,39 @@ func TestGenerateStories(t *testing.T) {
 	}
 	if err := run([]string{"-model", model, "-tokenizer", filepath.Join(stories, "tok512.bin"), "-policy", "nope"}, &out); err == nil {
 		t.Fatal("an unknown policy was accepted")
+	}
+}
+
+// TestGenerateStreaming bounds the cache while generating with stories260K
+// (skipped without ../shared): with -max-cache beyond the whole sequence
+// the text is the full cache's, token for token; with a small one the
+// cache is compressed during the prefill and the decode, and the report
+// says so.
+func TestGenerateStreaming(t *testing.T) {
+	model := filepath.Join(stories, "stories260K.bin")
+	if _, err := os.Stat(model); err != nil {
+		t.Skipf("stories260K not present at %s: %v", stories, err)
+	}
+	base := []string{"-model", model, "-tokenizer", filepath.Join(stories, "tok512.bin"),
+		"-prompt", "Once upon a time, there was a little girl named Lily. She loved to play outside", "-n", "60"}
+	text := func(args ...string) (string, string) {
+		t.Helper()
+		var out strings.Builder
+		if err := run(append(slices.Clone(base), args...), &out); err != nil {
+			t.Fatal(err)
+		}
+		gen, report, _ := strings.Cut(out.String(), "\n\nmodel ")
+		return gen, report
+	}
+	full, _ := text("-policy", "full")
+	for _, p := range []string{"snapkv", "adakv", "streamingllm"} {
+		if got, report := text("-policy", p, "-max-cache", "200", "-chunk", "8"); got != full {
+			t.Fatalf("%s with a bound beyond the sequence changed the text:\n%s\nwant\n%s\n%s", p, got, full, report)
+		}
+		_, report := text("-policy", p, "-max-cache", "16", "-chunk", "8")
+		t.Log(report)
+		if !strings.Contains(report, "streaming: max-cache 16, chunk 8") || strings.Contains(report, " 0 layer compressions") {
+			t.Fatalf("%s: report %q", p, report)
+		}
 	}
 }
