@@ -13,6 +13,9 @@
 //	go run ./examples/generate -policy snapkv -max-cache 64 -chunk 64
 //	go run ./examples/generate -model ../shared/models/stories260K/stories260K.bin \
 //	    -tokenizer ../shared/models/stories260K/tok512.bin -prompt "Once upon a time" -policy snapkv -budget 16
+//
+// "generate quality needle" and "generate quality decode" measure what the
+// bound costs (see quality.go and docs/RESULTS.md).
 package main
 
 import (
@@ -39,6 +42,9 @@ func main() {
 }
 
 func run(args []string, stdout io.Writer) error {
+	if len(args) >= 2 && args[0] == "quality" {
+		return quality(args[1], args[2:], stdout)
+	}
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
 	var (
 		modelPath = fs.String("model", llama.DefaultModel, "llama2.c checkpoint")
