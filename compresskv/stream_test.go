@@ -114,7 +114,11 @@ func rowBytes(s kvcache.Shape, dt kvcache.DType) int64 {
 func TestStreamStaysBounded(t *testing.T) {
 	rng, seed := newRNG(t)
 	for _, sh := range []shapeCase{{"GQA", 2, 4}, {"MHA", 3, 3}} {
-		for _, dt := range []kvcache.DType{kvcache.Float32, kvcache.Float16} {
+		dts := []kvcache.DType{kvcache.Float32, kvcache.Float16}
+		if testing.Short() {
+			dts = dts[1:]
+		}
+		for _, dt := range dts {
 			s := kvcache.Shape{Layers: 3, KVHeads: sh.G, HeadDim: 8}
 			seq := newStreamSeq(rng, s, sh.H, 230, dt)
 			full := seq.full(t)
@@ -409,7 +413,7 @@ func TestStreamBadInput(t *testing.T) {
 			for a := 0; a < seq.n; a += 8 {
 				for l := 0; l < s.Layers; l++ {
 					k, v, q := seq.tokens(l, a, a+8)
-					if bad {
+					if bad && a%24 == 0 {
 						before := snap(c)
 						huge := slices.Clone(k)
 						huge[3] = 70000 // overflows float16
