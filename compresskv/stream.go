@@ -333,11 +333,10 @@ func (s *Stream) compress(ctx context.Context, layer int) error {
 		return err
 	}
 	defer done()
+	// Fewer tokens than the window were seen only while the layer is
+	// within its budget, when no queries are read.
 	var q []float32
-	if s.need > 0 {
-		if s.qn[layer] < s.need {
-			return fmt.Errorf("compresskv: stream: layer %d: %d query rows kept, the window needs %d", layer, s.qn[layer], s.need)
-		}
+	if s.need > 0 && s.qn[layer] == s.need {
 		q = s.q[layer]
 	}
 	keep, err := p.planStored(b, s.c, layer, q, s.cfg.QHeads, s.budgets[layer])
@@ -353,9 +352,14 @@ func (s *Stream) compress(ctx context.Context, layer int) error {
 		}
 		s.stats.Compressions++
 	}
+	// Each head's room is what it keeps plus a chunk and the slack; a layer
+	// within its budget (nothing evicted) gets the whole bound.
 	room := s.room[layer]
 	for g := range room {
 		room[g] = s.c.Len(layer, g) + s.cfg.Chunk + s.cfg.Slack
+		if keep == nil {
+			room[g] = s.Bound(layer)
+		}
 	}
 	s.since[layer] = 0
 	if sc, ok := s.c.(streamCapacity); ok {

@@ -523,3 +523,34 @@ func TestStreamEvery(t *testing.T) {
 		t.Fatalf("%d compressions over 84 tokens beyond the budget, want one every 5", got)
 	}
 }
+
+// TestStreamCompressEarly: compressing a layer that holds fewer tokens than
+// its budget (even fewer than the window) changes nothing and keeps its
+// whole room.
+func TestStreamCompressEarly(t *testing.T) {
+	rng, _ := newRNG(t)
+	s := kvcache.Shape{Layers: 1, KVHeads: 2, HeadDim: 8}
+	seq := newStreamSeq(rng, s, 4, 40, kvcache.Float32)
+	p, _ := New(SnapKV, Config{Budget: 16, Window: 4})
+	c, _ := kvcache.NewHost(s, kvcache.Float32)
+	st, err := NewStream(p, c, StreamConfig{QHeads: 4, Chunk: 2, Slack: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < seq.n; i++ {
+		before := snap(c)
+		if err := st.Compress(context.Background(), 0); err != nil {
+			t.Fatalf("after %d tokens: %v", i, err)
+		}
+		if i <= 16 && !sameSnapshot(before, snap(c)) {
+			t.Fatalf("after %d tokens, within the budget, Compress changed the cache", i)
+		}
+		if c.Len(0, 0) > 16 || c.Capacity(0, 0) != 18 {
+			t.Fatalf("after %d tokens and Compress: %d rows, room %d; want at most 16 and 18", i, c.Len(0, 0), c.Capacity(0, 0))
+		}
+		k, v, q := seq.tokens(0, i, i+1)
+		if err := st.Append(context.Background(), 0, k, v, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
