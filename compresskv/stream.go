@@ -189,7 +189,8 @@ func (s *Stream) Policy() *Policy { return s.p }
 func (s *Stream) Budgets() []int { return append([]int(nil), s.budgets...) }
 
 // Bound returns the most rows a KV head of layer holds after any call:
-// its budget, one chunk and the slack.
+// its budget, one chunk and the slack. It panics on a layer out of range,
+// as KVCache.Len does.
 func (s *Stream) Bound(layer int) int { return s.budgets[layer] + s.cfg.Chunk + s.cfg.Slack }
 
 // Config returns the Stream's configuration with defaults filled in.
