@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"slices"
 
 	"github.com/compresskv/compresskv/backend"
 	"github.com/compresskv/compresskv/internal/par"
@@ -434,4 +436,86 @@ func promptLen(c kvcache.KVCache) (int, error) {
 		}
 	}
 	return L, nil
+}
+
+// planStored selects the rows one layer keeps when it is compressed again,
+// as a Stream does while a sequence runs: the candidates are the rows the
+// layer stores (not positions), the window is each head's last W rows, and
+// the KV heads may hold different numbers of rows (Ada-KV's head-wise
+// lengths). A layer whose heads hold the same number of rows is planned as
+// planLayer plans a prefilled one. Otherwise the scorer must give one row
+// per KV head, of that head's candidates; the rows are padded with -Inf to
+// the longest so that the selector sees one prefix length, and the padded
+// positions it picks (only when a head has fewer candidates than it may
+// keep) are dropped. It returns nil when no head holds more than B rows.
+func (p *Policy) planStored(b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, B int) ([][]int, error) {
+	s := c.Shape()
+	W := p.cfg.Window
+	lens := make([]int, s.KVHeads)
+	even, longest := true, 0
+	for g := range lens {
+		lens[g] = c.Len(layer, g)
+		even = even && lens[g] == lens[0]
+		longest = max(longest, lens[g])
+	}
+	if even {
+		return p.planLayer(b, c, layer, q, qHeads, lens[0], B)
+	}
+	if B < W {
+		return nil, fmt.Errorf("compresskv: layer %d: budget %d below the window %d", layer, B, W)
+	}
+	if longest <= B {
+		return nil, nil
+	}
+	if p.scorer == nil {
+		return nil, fmt.Errorf("compresskv: %s: layer %d: heads hold different numbers of rows and the policy has no scorer to rank each: %w", p.name, layer, ErrUneven)
+	}
+	for g, n := range lens {
+		if n < W {
+			return nil, fmt.Errorf("compresskv: layer %d: KV head %d holds %d rows, fewer than the window %d: %w", layer, g, n, W, ErrUneven)
+		}
+	}
+	in := &ScoreInput{Backend: b, Cache: c, Layer: layer, Queries: q, QHeads: qHeads, Len: longest, Window: W}
+	in.NQ = p.scorer.QueryRows(longest, W)
+	if err := backend.CheckQueries(s, q, in.NQ, qHeads); err != nil {
+		return nil, fmt.Errorf("compresskv: %s: layer %d: the %s scorer reads the last %d rows: %w", p.name, layer, p.scorer.Name(), in.NQ, err)
+	}
+	scores, err := p.scorer.Score(in)
+	if err != nil {
+		return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
+	}
+	if len(scores) != s.KVHeads {
+		return nil, fmt.Errorf("compresskv: %s: layer %d: the %s scorer gave %d rows for %d KV heads of different lengths: %w", p.name, layer, p.scorer.Name(), len(scores), s.KVHeads, ErrUneven)
+	}
+	padded := make([][]float32, s.KVHeads)
+	for g, row := range scores {
+		if len(row) != lens[g]-W {
+			return nil, fmt.Errorf("compresskv: %s: layer %d: score row %d has %d values, want %d (rows of KV head %d but the window)", p.name, layer, g, len(row), lens[g]-W, g)
+		}
+		padded[g] = slices.Grow(row, longest-lens[g])
+		for range longest - lens[g] {
+			padded[g] = append(padded[g], float32(math.Inf(-1)))
+		}
+	}
+	sel, err := p.selector.Select(b, padded, s.KVHeads, longest-W, B-W)
+	if err != nil {
+		return nil, fmt.Errorf("compresskv: %s: layer %d: %w", p.name, layer, err)
+	}
+	if len(sel) != s.KVHeads {
+		return nil, fmt.Errorf("compresskv: %s: layer %d: selector returned %d heads, want %d", p.name, layer, len(sel), s.KVHeads)
+	}
+	keep := make([][]int, s.KVHeads)
+	for g, rows := range sel {
+		k := make([]int, 0, len(rows)+W)
+		for _, r := range rows {
+			if r < lens[g]-W {
+				k = append(k, r)
+			}
+		}
+		for j := lens[g] - W; j < lens[g]; j++ {
+			k = append(k, j)
+		}
+		keep[g] = k
+	}
+	return keep, nil
 }

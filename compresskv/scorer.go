@@ -51,17 +51,24 @@ type ScoreInput struct {
 func (in *ScoreInput) Prefix() int { return in.Len - in.Window }
 
 // windowSums returns, for each query head of heads, the attention of all NQ
-// query rows summed over them, restricted to the prefix.
+// query rows summed over them, restricted to the prefix: the rows of its KV
+// head but the last W (Len - W when every head holds Len rows; a layer
+// compressed again with head-wise lengths gives each head its own).
 func (in *ScoreInput) windowSums(heads []int) ([][]float32, error) {
 	out := make([][]float32, len(heads))
-	for i := range out {
-		out[i] = make([]float32, in.Len)
+	group := max(in.QHeads/in.Cache.Shape().KVHeads, 1)
+	for i, h := range heads {
+		n := in.Len
+		if h >= 0 && h < in.QHeads && h/group < in.Cache.Shape().KVHeads {
+			n = in.Cache.Len(in.Layer, h/group)
+		}
+		out[i] = make([]float32, n)
 	}
 	if err := in.Backend.WindowScores(in.Cache, in.Layer, in.Queries, in.NQ, in.QHeads, heads, out); err != nil {
 		return nil, fmt.Errorf("layer %d: %w", in.Layer, err)
 	}
 	for i := range out {
-		out[i] = out[i][:in.Prefix()]
+		out[i] = out[i][:len(out[i])-in.Window]
 	}
 	return out, nil
 }
@@ -234,6 +241,11 @@ func (s SRScorer) Score(in *ScoreInput) ([][]float32, error) {
 	rows, err := in.windowSums(heads)
 	if err != nil {
 		return nil, err
+	}
+	for _, r := range rows[1:] {
+		if len(r) != len(rows[0]) {
+			return nil, fmt.Errorf("%s: layer %d: the SR heads read KV heads of different lengths; one shared row needs a layer whose heads hold the same rows: %w", s.Name(), in.Layer, ErrUneven)
+		}
 	}
 	if err := pool(in.Backend, rows, s.Kernel, s.Pooling); err != nil {
 		return nil, err

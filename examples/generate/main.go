@@ -3,12 +3,23 @@
 // chosen policy and budget, then decodes greedily or by sampling, and prints
 // the text, prefill and decode speed, and the cache bytes before and after.
 //
+// With -max-cache the cache is bounded from the first token to the last
+// (compresskv.Stream): the prompt is prefilled in chunks of -chunk tokens,
+// and a layer is compressed back to -max-cache tokens whenever it holds
+// more than -max-cache + -chunk + slack, during the prefill and during
+// decoding; the peak bytes the cache reserved are printed.
+//
 //	go run ./examples/generate -policy snapkv -budget 64
+//	go run ./examples/generate -policy snapkv -max-cache 64 -chunk 64
 //	go run ./examples/generate -model ../shared/models/stories260K/stories260K.bin \
 //	    -tokenizer ../shared/models/stories260K/tok512.bin -prompt "Once upon a time" -policy snapkv -budget 16
+//
+// "generate quality needle" and "generate quality decode" measure what the
+// bound costs (see quality.go and docs/RESULTS.md).
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -31,6 +42,9 @@ func main() {
 }
 
 func run(args []string, stdout io.Writer) error {
+	if len(args) >= 2 && args[0] == "quality" {
+		return quality(args[1], args[2:], stdout)
+	}
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
 	var (
 		modelPath = fs.String("model", llama.DefaultModel, "llama2.c checkpoint")
@@ -45,6 +59,9 @@ func run(args []string, stdout io.Writer) error {
 		dtype     = fs.String("dtype", "f32", "cache storage: f32, f16, bf16")
 		temp      = fs.Float64("temp", 0, "sampling temperature (0: greedy)")
 		seed      = fs.Uint64("seed", 1, "sampling seed")
+		chunk     = fs.Int("chunk", 256, "prefill chunk in tokens")
+		maxCache  = fs.Int("max-cache", 0, "bound the cache while it runs: tokens kept per layer after each compression, during the prefill and the decode (0: compress once after the prefill, to -budget)")
+		slack     = fs.Int("slack", 0, "with -max-cache: tokens a layer gathers beyond -max-cache and one chunk before it is compressed again (0: the window; negative: none)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -56,6 +73,16 @@ func run(args []string, stdout io.Writer) error {
 	meth, err := compresskv.ParseMethod(*method)
 	if err != nil {
 		return err
+	}
+	if *chunk < 1 {
+		return fmt.Errorf("-chunk %d: want at least 1", *chunk)
+	}
+	if *maxCache < 0 {
+		return fmt.Errorf("-max-cache %d: want 0 (off) or a budget", *maxCache)
+	}
+	streaming := *maxCache > 0
+	if streaming {
+		*budget = *maxCache
 	}
 	cfg := compresskv.Config{Budget: *budget, Window: *window, Kernel: *kernel}
 	if meth == compresskv.CompressKV {
@@ -71,25 +98,40 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cache, err := m.NewCache(dt)
-	if err != nil {
-		return err
-	}
-	s, err := m.NewSession(cache, nil)
-	if err != nil {
-		return err
-	}
 	ids := tok.Encode(*prompt, true, false)
+	var (
+		s      *llama.Session
+		stream *compresskv.Stream
+		res    *compresskv.Result
+		cache  *kvcache.Host
+		logits []float32
+		peak   int64 // one-shot: the cache's reserved bytes after the prefill
+	)
 	t0 := time.Now()
-	logits, q, err := s.Prefill(ids, 256)
-	if err != nil {
-		return err
+	if streaming {
+		if s, stream, err = newStreamSession(context.Background(), m, policy, dt, *chunk, *slack); err != nil {
+			return err
+		}
+		if logits, err = prefill(s, ids, *chunk); err != nil {
+			return err
+		}
+	} else {
+		if cache, err = m.NewCache(dt); err != nil {
+			return err
+		}
+		if s, err = m.NewSession(cache, nil); err != nil {
+			return err
+		}
+		var q [][]float32
+		if logits, q, err = s.Prefill(ids, *chunk); err != nil {
+			return err
+		}
+		peak = cache.Reserved()
+		if res, err = s.Compress(policy, q); err != nil {
+			return err
+		}
 	}
 	prefill := time.Since(t0)
-	res, err := s.Compress(policy, q)
-	if err != nil {
-		return err
-	}
 	rng := rand.New(rand.NewPCG(*seed, 1))
 	var out []int
 	t1 := time.Now()
@@ -108,10 +150,16 @@ func run(args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "model %s: %d layers, %d query / %d KV heads, d=%d\n", *modelPath, m.Layers, m.Heads, m.KVHeads, m.HeadDim())
 	fmt.Fprintf(stdout, "prefill: %d tokens, %.0f tokens/s\n", len(ids), float64(len(ids))/prefill.Seconds())
 	fmt.Fprintf(stdout, "decode:  %d tokens, %.0f tokens/s\n", len(out), float64(len(out))/decode.Seconds())
-	fmt.Fprintf(stdout, "cache (%s, budget %d, %v): %d bytes after prefill, %d after compression (%.1f%%)\n",
-		policy.Name(), *budget, dt, res.BytesBefore, res.BytesAfter, 100*float64(res.BytesAfter)/float64(res.BytesBefore))
-	if res.Note != "" {
-		fmt.Fprintf(stdout, "note: %s\n", res.Note)
+	if streaming {
+		st := stream.Stats()
+		fmt.Fprintf(stdout, "cache (%s, streaming: max-cache %d, chunk %d, slack %d, %v): %d bytes at the end, peak %d bytes reserved (bound %d rows per KV head per layer), %d layer compressions\n",
+			policy.Name(), *maxCache, *chunk, stream.Config().Slack, dt, s.Cache().Bytes(), st.PeakReserved, stream.Bound(0), st.Compressions)
+	} else {
+		fmt.Fprintf(stdout, "cache (%s, budget %d, %v): %d bytes after prefill, %d after compression (%.1f%%), peak %d bytes reserved\n",
+			policy.Name(), *budget, dt, res.BytesBefore, res.BytesAfter, 100*float64(res.BytesAfter)/float64(res.BytesBefore), max(peak, cache.Reserved()))
+		if res.Note != "" {
+			fmt.Fprintf(stdout, "note: %s\n", res.Note)
+		}
 	}
 	return nil
 }
