@@ -213,7 +213,7 @@ func build(tok compresskv.Tokenizer, o *options) ([]compresskv.Probe, []compress
 		if err != nil {
 			return nil, nil, "", err
 		}
-		set := compresskv.ErrSet{Name: fmt.Sprintf("stories (%d prompts)", len(more))}
+		set := compresskv.ErrSet{Name: "stories"}
 		for _, p := range more {
 			set.Prompts = append(set.Prompts, p.Prompt)
 			set.Steps = max(set.Steps, p.AnswerEnd-p.AnswerStart+1)
