@@ -50,7 +50,7 @@ func main() {
 type options struct {
 	model, tokenizer, haystack, text, out, check string
 	probes                                       string
-	lengths, textLengths, sentences              []int
+	lengths, textLengths, sentences, leads       []int
 	depths, needles, perCell                     int
 	budget, steps, textSamples, minAnswered      int
 	indicator                                    bool
@@ -71,10 +71,11 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.check, "check", "", "a profile to compare the result with (rankings, scores, weights)")
 	lengths := fs.String("lengths", "256,512,768,1024", "needle prompt lengths in tokens")
 	textLengths := fs.String("text-lengths", "", "plain-text prompt lengths for the layer error (empty: -lengths, or 128,256 for stories)")
-	sentences := fs.String("sentences", "3,5,8,11", "story probes: filler sentences between the name and the cue")
+	sentences := fs.String("sentences", "3,6", "story probes: sentences between the name and the cue")
+	leads := fs.String("leads", "0,4,8", "story probes: sentences before the girl is named (0: the story opens with her)")
 	fs.IntVar(&o.depths, "depths", 11, "needle depths per length, evenly from 0 to 100%")
 	fs.IntVar(&o.needles, "needles", 3, "needles per length and depth")
-	fs.IntVar(&o.perCell, "per", 24, "story probes per filler count")
+	fs.IntVar(&o.perCell, "per", 16, "story probes per lead and sentence count")
 	fs.IntVar(&o.budget, "budget", 32, "uniform budget per layer of the shadow eviction")
 	fs.IntVar(&o.steps, "steps", 32, "decode steps per text sample for the layer error")
 	fs.IntVar(&o.textSamples, "text-samples", 24, "plain-text samples (and second-set probes) for the layer error")
@@ -82,7 +83,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.indicator, "indicator", false, "count an answer token once (the paper's Eq. 5) instead of once per occurrence")
 	fs.Uint64Var(&o.seed, "seed", 7, "probe seed")
 	fs.IntVar(&o.kernel, "kernel", 0, "pooling kernel of the shadow eviction (0: 9 for needles, the library's 5 for stories)")
-	quick := fs.Bool("quick", false, "a small grid (lengths 256,512; 5 depths; 1 needle; 6 text samples; 8 stories per count)")
+	quick := fs.Bool("quick", false, "a small grid (lengths 256,512; 5 depths; 1 needle; 6 text samples; 6 stories per cell)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -90,7 +91,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if *quick {
-		*lengths, o.depths, o.needles, o.textSamples, o.perCell = "256,512", 5, 1, 6, 8
+		*lengths, o.depths, o.needles, o.textSamples, o.perCell = "256,512", 5, 1, 6, 6
 	}
 	var err error
 	if o.lengths, err = niah.ParseInts(*lengths); err != nil {
@@ -98,6 +99,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.sentences, err = niah.ParseInts(*sentences); err != nil {
 		return nil, fmt.Errorf("sentences: %w", err)
+	}
+	if o.leads, err = niah.ParseCounts(*leads); err != nil {
+		return nil, fmt.Errorf("leads: %w", err)
 	}
 	switch o.probes {
 	case "needle":
@@ -205,11 +209,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func build(tok compresskv.Tokenizer, o *options) ([]compresskv.Probe, []compresskv.ErrSet, string, error) {
 	switch o.probes {
 	case "stories":
-		probes, err := niah.StoryProbes(tok, niah.StoryCalibNames, niah.StoryCalibFill, o.sentences, o.perCell, o.seed)
+		probes, err := niah.StoryProbes(tok, niah.StoryCalibNames, niah.StoryCalibFill, o.leads, o.sentences, o.perCell, o.seed)
 		if err != nil {
 			return nil, nil, "", err
 		}
-		more, err := niah.StoryProbes(tok, niah.StoryCalibNames, niah.StoryCalibFill, o.sentences, max(1, o.textSamples/len(o.sentences)), o.seed+1)
+		more, err := niah.StoryProbes(tok, niah.StoryCalibNames, niah.StoryCalibFill, o.leads, o.sentences, max(1, o.textSamples/(len(o.leads)*len(o.sentences))), o.seed+1)
 		if err != nil {
 			return nil, nil, "", err
 		}
@@ -218,7 +222,7 @@ func build(tok compresskv.Tokenizer, o *options) ([]compresskv.Probe, []compress
 			set.Prompts = append(set.Prompts, p.Prompt)
 			set.Steps = max(set.Steps, p.AnswerEnd-p.AnswerStart+1)
 		}
-		return probes, []compresskv.ErrSet{set}, fmt.Sprintf("character-name stories (niah.StoryCalibNames, niah.StoryCalibFill), %v filler sentences x %d, seed %d", o.sentences, o.perCell, o.seed), nil
+		return probes, []compresskv.ErrSet{set}, fmt.Sprintf("character-name stories (niah.StoryCalibNames, niah.StoryCalibFill), leads %v x %v sentences after x %d, seed %d", o.leads, o.sentences, o.perCell, o.seed), nil
 	}
 	hay, err := niah.LoadHaystack(o.haystack)
 	if err != nil {

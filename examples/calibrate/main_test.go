@@ -46,7 +46,7 @@ func TestStoriesEndToEnd(t *testing.T) {
 	}
 	dir := t.TempDir()
 	args := []string{"-probes", "stories", "-model", model, "-tokenizer", filepath.Join(stories, "tok512.bin"),
-		"-haystack", "../../testdata/haystack/calib.txt", "-sentences", "5,8", "-per", "3", "-text-samples", "2", "-steps", "4", "-min", "1"}
+		"-haystack", "../../testdata/haystack/calib.txt", "-leads", "0,4", "-sentences", "3", "-per", "3", "-text-samples", "2", "-steps", "4", "-min", "1"}
 	var out strings.Builder
 	first := filepath.Join(dir, "a.json")
 	if err := run(context.Background(), append(args, "-out", first), &out, io.Discard); err != nil {
@@ -56,7 +56,7 @@ func TestStoriesEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(prof.HeadRanking) != 5 || len(prof.LayerWeights) != 5 || !strings.Contains(out.String(), "probes 5 sentences:") {
+	if len(prof.HeadRanking) != 5 || len(prof.LayerWeights) != 5 || !strings.Contains(out.String(), "probes lead 4, 3 after:") {
 		t.Fatalf("profile %+v\n%s", prof, out.String())
 	}
 	out.Reset()

@@ -55,8 +55,9 @@ func run(args []string, stdout io.Writer) error {
 	kernel := fs.Int("kernel", llama.DefaultKernel, "pooling kernel of SnapKV, PyramidKV, Ada-KV and CompressKV")
 	policyList := fs.String("policies", "streamingllm,h2o,snapkv,pyramidkv,adakv,compresskv", "policies")
 	probeKind := fs.String("probes", "", "also a retrieval comparison on probes of this kind: stories (character names)")
-	sentenceList := fs.String("sentences", "3,5,8,11", "story probes: filler sentences between the name and the cue")
-	per := fs.Int("per", 24, "story probes per filler count")
+	sentenceList := fs.String("sentences", "3,6", "story probes: sentences between the name and the cue")
+	leadList := fs.String("leads", "0,4,8", "story probes: sentences before the girl is named")
+	per := fs.Int("per", 64, "story probes per lead and sentence count")
 	seed := fs.Uint64("seed", 101, "story probe seed")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -173,7 +174,11 @@ func run(args []string, stdout io.Writer) error {
 		return fmt.Errorf("sentences: %w", err)
 	}
 	fmt.Fprintln(stdout)
-	return retrieval(stdout, m, tok, methods, budgets, *kernel, prof, sentences, *per, *seed)
+	leads, err := niah.ParseCounts(*leadList)
+	if err != nil {
+		return fmt.Errorf("leads: %w", err)
+	}
+	return retrieval(stdout, m, tok, methods, budgets, *kernel, prof, leads, sentences, *per, *seed)
 }
 
 // forced feeds tokens one by one and returns the logits after each.

@@ -66,7 +66,7 @@ func TestRetrievalStories(t *testing.T) {
 	var out strings.Builder
 	err := run([]string{"-model", model, "-tokenizer", filepath.Join(stories, "tok512.bin"), "-text", "../../testdata/haystack/eval.txt",
 		"-length", "64", "-steps", "2", "-samples", "1", "-budgets", "16,200", "-policies", "full,snapkv", "-probes", "stories",
-		"-sentences", "5,8", "-per", "6"}, &out)
+		"-leads", "0,4", "-sentences", "3", "-per", "6"}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}

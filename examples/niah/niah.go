@@ -166,3 +166,22 @@ func ParseInts(s string) ([]int, error) {
 	}
 	return out, nil
 }
+
+// ParseCounts parses a comma-separated list of counts, zero allowed.
+func ParseCounts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%q is not a count", f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no counts in %q", s)
+	}
+	return out, nil
+}
