@@ -19,12 +19,13 @@ import (
 // An engine whose cache is not a kvcache.KVCache implements it without
 // copying its cache at every step: Attention computes softmax rows from
 // its own keys; Prompt is the only place a kvcache.KVCache is needed, once
-// per error prompt, and it may be a read-only view over the engine's own
-// memory (Shape, Len, Positions and the HostReader's Rows are all the CPU
-// backend reads) or a one-time copy of the prompt's keys; Shadow receives
-// the kept positions, so the shadow eviction can be a mask over the
-// engine's own cache (attention restricted to the kept positions and to
-// every position run after the call) instead of a second cache.
+// per error prompt, and Policy.Plan only reads it, so it may be a
+// kvcache.HostReader view over the engine's own rows (the CPU backend reads
+// nothing else; Append and Compact are never called), a backend/cuda device
+// cache, or a one-time copy of the prompt's keys; Shadow receives the kept
+// positions, so the shadow eviction can be a mask over the engine's own
+// cache (attention restricted to the kept positions and to every position
+// run after the call) instead of a second cache.
 type CalibrationModel interface {
 	// Info returns the model's shape; the profile is made for it.
 	Info() ModelInfo

@@ -3,6 +3,7 @@ package compresskv
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"unicode"
@@ -262,7 +263,7 @@ func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n 
 	if hay == "" {
 		return Probe{}, errors.New("compresskv: needle: empty haystack")
 	}
-	if depth < 0 || depth > 1 || depth != depth {
+	if depth < 0 || depth > 1 || math.IsNaN(depth) {
 		return Probe{}, fmt.Errorf("compresskv: needle: depth %v outside [0, 1]", depth)
 	}
 	if n.Value == "" || !strings.Contains(n.Template.Needle, "{n}") {
