@@ -164,6 +164,8 @@ func (r *copyRun) Attention(dst [][][]float32) ([][][]float32, error) {
 	return out, nil
 }
 
+// Prompt returns a read-only view of a cache of random keys, and random
+// window queries.
 func (r *copyRun) Prompt(window int) (kvcache.KVCache, [][]float32, error) {
 	s := kvcache.Shape{Layers: r.m.info.Layers, KVHeads: r.m.info.KVHeads, HeadDim: r.m.info.HeadDim}
 	c, err := kvcache.NewHost(s, kvcache.Float32)
@@ -186,8 +188,18 @@ func (r *copyRun) Prompt(window int) (kvcache.KVCache, [][]float32, error) {
 			q[l][i] = float32(rng.NormFloat64())
 		}
 	}
-	return c, q, nil
+	return readOnly{c}, q, nil
 }
+
+// readOnly is a kvcache.HostReader view that refuses changes, as an engine's
+// view over its own rows would: planning the shadow eviction must only read.
+type readOnly struct{ *kvcache.Host }
+
+func (readOnly) Append(int, []float32, []float32) error {
+	return errors.New("read-only view: Append")
+}
+
+func (readOnly) Compact(int, [][]int) error { return errors.New("read-only view: Compact") }
 
 func (r *copyRun) Shadow(keep [][][]int) error {
 	for _, k := range keep {
@@ -235,7 +247,8 @@ func needleGrid(seed uint64) NeedleGrid {
 // TestCalibrateFindsCopyHead: on a fake model whose one head does the
 // copying, Calibrate answers every needle probe, ranks that head first in
 // its layer, gives the layers weights in the ratio of their shadow errors,
-// keeps the shadow budget, and returns the same profile for the same seed.
+// keeps the shadow budget while planning it on a read-only view of the
+// engine's cache, and returns the same profile for the same seed.
 func TestCalibrateFindsCopyHead(t *testing.T) {
 	tok := newWordTok()
 	probes, err := NeedleProbes(tok, needleGrid(3))
