@@ -40,6 +40,9 @@ func TestDefaults(t *testing.T) {
 // writes a valid profile, and a second run with the same seed is reported
 // equal to the first by -check.
 func TestStoriesEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("seconds of model runs; minutes under the race detector")
+	}
 	model := filepath.Join(stories, "stories260K.bin")
 	if _, err := os.Stat(model); err != nil {
 		t.Skipf("stories260K not present at %s: %v", stories, err)

@@ -59,6 +59,9 @@ func TestFidelityStories(t *testing.T) {
 // prints one row per policy whose counts are out of the probes the full
 // cache answers, and the full cache answers all of those.
 func TestRetrievalStories(t *testing.T) {
+	if testing.Short() {
+		t.Skip("seconds of model runs; minutes under the race detector")
+	}
 	model := filepath.Join(stories, "stories260K.bin")
 	if _, err := os.Stat(model); err != nil {
 		t.Skipf("stories260K not present at %s: %v", stories, err)
