@@ -100,6 +100,9 @@ func NewProbe(tok Tokenizer, prompt, answer string) (Probe, error) {
 // cover the bytes [at, at+len(answer)) of text. It binary-searches prefix
 // decodings, so it costs O(log n) decodes.
 func tokenSpan(tok Tokenizer, ids []int, text, answer string, at int) (int, int, error) {
+	if len(ids) == 0 {
+		return 0, 0, errors.New("the tokenizer encoded the prompt as no tokens")
+	}
 	dec := tok.Decode(ids)
 	if dec != text {
 		// Decoding may differ from the text (a dummy prefix, normalised
@@ -396,7 +399,7 @@ func TextPrompts(tok Tokenizer, text string, lengths []int, count int) ([][]int,
 			return nil, fmt.Errorf("compresskv: text prompts: %d bytes of text for prompts of %d tokens", len(text), L)
 		}
 		start := (i * 65537) % (len(text) - L)
-		for span := L - 1; ; span *= 2 {
+		for span := L - 1; ; span = max(2*span, span+1) {
 			ids := tok.Encode(text[start:min(len(text), start+span)])
 			if len(ids) >= L {
 				out[i] = ids[:L]

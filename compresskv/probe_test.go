@@ -243,4 +243,20 @@ func TestTextPrompts(t *testing.T) {
 	if _, err := TextPrompts(byteTok{}, "short", []int{50}, 1); err == nil {
 		t.Fatal("text shorter than a prompt accepted")
 	}
+	// The second prompt starts in trailing spaces and is taken from the
+	// beginning instead; two tokens, so the first try there is half of one.
+	wt := newWordTok()
+	ps, err = TextPrompts(wt, "a b"+strings.Repeat(" ", 30), []int{2}, 2)
+	if err != nil || len(ps[1]) != 2 || wt.Decode(ps[1]) != "a" {
+		t.Fatalf("%v %v", ps, err)
+	}
+	if _, err := NewProbe(nothingTok{}, "Lily", "Lily"); err == nil {
+		t.Fatal("a tokenizer that encodes nothing was accepted")
+	}
 }
+
+// nothingTok encodes every text as no tokens.
+type nothingTok struct{}
+
+func (nothingTok) Encode(string) []int { return nil }
+func (nothingTok) Decode([]int) string { return "" }
