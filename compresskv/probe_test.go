@@ -1,8 +1,10 @@
 package compresskv
 
 import (
+	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestJudge(t *testing.T) {
@@ -260,3 +262,37 @@ type nothingTok struct{}
 
 func (nothingTok) Encode(string) []int { return nil }
 func (nothingTok) Decode([]int) string { return "" }
+
+// TestNewProbeRandom: on random texts, the span of a random word's last
+// occurrence decodes to exactly that word at byte level, and holds it at
+// word level.
+func TestNewProbeRandom(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 3))
+	words := strings.Fields("lily tom ran to the park and saw a big red ball 42 7 x")
+	for trial := 0; trial < 200; trial++ {
+		n := 1 + rng.IntN(40)
+		ws := make([]string, n)
+		for i := range ws {
+			ws[i] = words[rng.IntN(len(words))]
+		}
+		text := strings.Join(ws, " ")
+		answer := ws[rng.IntN(n)]
+		p, err := NewProbe(bt, text, answer)
+		if err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		at := strings.LastIndex(text, answer)
+		if got := bt.Decode(p.Prompt[p.AnswerStart:p.AnswerEnd]); got != answer || p.AnswerStart != 1+at {
+			t.Fatalf("seed %d: %q in %q: span [%d, %d) holds %q", seed, answer, text, p.AnswerStart, p.AnswerEnd, got)
+		}
+		wt := newWordTok()
+		p, err = NewProbe(wt, text, answer)
+		if err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		if got := wt.Decode(p.Prompt[p.AnswerStart:p.AnswerEnd]); !strings.Contains(got, answer) {
+			t.Fatalf("seed %d: %q in %q: word span holds %q", seed, answer, text, got)
+		}
+	}
+}
