@@ -2,14 +2,19 @@
 // distributions: on held-out text, a prompt of -length tokens is prefilled,
 // the cache compressed, and the following -steps tokens of the text are fed
 // one by one; the mean KL divergence KL(full || compressed) of the
-// next-token distributions is reported per policy and budget.
+// next-token distributions is reported per policy and budget. With
+// -probes stories it also runs a retrieval comparison: character-name
+// probes (evaluation names and filler, disjoint from calibration's)
+// answered under each policy and budget.
 //
 //	go run ./examples/fidelity                       # the project's model on testdata/haystack/eval.txt
 //	go run ./examples/fidelity -model ../shared/models/stories260K/stories260K.bin \
-//	    -tokenizer ../shared/models/stories260K/tok512.bin -length 384 -policies full,streamingllm,h2o,snapkv,pyramidkv,adakv
+//	    -tokenizer ../shared/models/stories260K/tok512.bin -length 384 -kernel 5 -budgets 16,32,64 \
+//	    -profile out/stories260K.profile.json -probes stories
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,7 +33,11 @@ import (
 
 func main() {
 	log.SetFlags(0)
-	if err := run(os.Args[1:], os.Stdout); err != nil {
+	err := run(os.Args[1:], os.Stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
 		log.Fatal(err)
 	}
 }
@@ -45,8 +54,19 @@ func run(args []string, stdout io.Writer) error {
 	budgetList := fs.String("budgets", "16,32,64,128", "average budgets per layer")
 	kernel := fs.Int("kernel", llama.DefaultKernel, "pooling kernel of SnapKV, PyramidKV, Ada-KV and CompressKV")
 	policyList := fs.String("policies", "streamingllm,h2o,snapkv,pyramidkv,adakv,compresskv", "policies")
+	probeKind := fs.String("probes", "", "also a retrieval comparison on probes of this kind: stories (character names)")
+	sentenceList := fs.String("sentences", "3,6", "story probes: sentences between the name and the cue")
+	leadList := fs.String("leads", "0,4,8", "story probes: sentences before the girl is named")
+	per := fs.Int("per", 64, "story probes per lead and sentence count")
+	seed := fs.Uint64("seed", 101, "story probe seed")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *probeKind != "" && *probeKind != "stories" {
+		return fmt.Errorf("unknown probe kind %q (want stories)", *probeKind)
 	}
 	m, tok, err := llama.Open(*modelPath, *tokPath)
 	if err != nil {
@@ -146,7 +166,19 @@ func run(args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintln(tw)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil || *probeKind == "" {
+		return err
+	}
+	sentences, err := niah.ParseInts(*sentenceList)
+	if err != nil {
+		return fmt.Errorf("sentences: %w", err)
+	}
+	fmt.Fprintln(stdout)
+	leads, err := niah.ParseCounts(*leadList)
+	if err != nil {
+		return fmt.Errorf("leads: %w", err)
+	}
+	return retrieval(stdout, m, tok, methods, budgets, *kernel, prof, leads, sentences, *per, *seed)
 }
 
 // forced feeds tokens one by one and returns the logits after each.

@@ -54,3 +54,42 @@ func TestFidelityStories(t *testing.T) {
 		t.Fatalf("found %d policy rows in the report, want 2", rows)
 	}
 }
+
+// TestRetrievalStories: the retrieval comparison (skipped without ../shared)
+// prints one row per policy whose counts are out of the probes the full
+// cache answers, and the full cache answers all of those.
+func TestRetrievalStories(t *testing.T) {
+	if testing.Short() {
+		t.Skip("seconds of model runs; minutes under the race detector")
+	}
+	model := filepath.Join(stories, "stories260K.bin")
+	if _, err := os.Stat(model); err != nil {
+		t.Skipf("stories260K not present at %s: %v", stories, err)
+	}
+	var out strings.Builder
+	err := run([]string{"-model", model, "-tokenizer", filepath.Join(stories, "tok512.bin"), "-text", "../../testdata/haystack/eval.txt",
+		"-length", "64", "-steps", "2", "-samples", "1", "-budgets", "16,200", "-policies", "full,snapkv", "-probes", "stories",
+		"-leads", "0,4", "-sentences", "3", "-per", "6"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + out.String())
+	var answered int
+	rows := map[string][]string{}
+	for _, line := range strings.Split(out.String(), "\n") {
+		if i := strings.Index(line, "of the "); i >= 0 {
+			answered, _ = strconv.Atoi(strings.Fields(line[i+len("of the "):])[0])
+		}
+		if f := strings.Fields(line); len(f) == 3 && strings.Contains(f[1], "/") {
+			rows[f[0]] = f[1:]
+		}
+	}
+	if answered == 0 || len(rows) != 2 {
+		t.Fatalf("answered %d, rows %v", answered, rows)
+	}
+	all := strconv.Itoa(answered) + "/" + strconv.Itoa(answered)
+	// Full keeps everything; a budget above every prompt's length keeps everything too.
+	if rows["full"][0] != all || rows["full"][1] != all || rows["snapkv"][1] != all {
+		t.Fatalf("rows %v, want %s for the full cache and for SnapKV at 200", rows, all)
+	}
+}

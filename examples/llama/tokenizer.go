@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -178,10 +179,9 @@ func (t *Tokenizer) Piece(prev, id int) string {
 	if prev == BOS && strings.HasPrefix(p, " ") {
 		p = p[1:]
 	}
-	var b byte
 	if len(p) == 6 && strings.HasPrefix(p, "<0x") && p[5] == '>' {
-		if _, err := fmt.Sscanf(p, "<0x%02X>", &b); err == nil {
-			return string([]byte{b})
+		if b, err := strconv.ParseUint(p[3:5], 16, 8); err == nil {
+			return string([]byte{byte(b)})
 		}
 	}
 	return p

@@ -4,32 +4,26 @@
 // value, which the model must then produce. The templates are the ones the
 // project's model was trained on (tools/train/train.py); the words used for
 // calibration and for evaluation are disjoint, and so are their haystacks.
+// The prompts themselves are built by the library's probe builders
+// (compresskv.BuildNeedle); StoryProbes builds the character-name probes of
+// small story models.
 package niah
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
 
+	"github.com/compresskv/compresskv/compresskv"
 	"github.com/compresskv/compresskv/examples/llama"
 )
 
 // Template is one needle wording.
-type Template struct {
-	Needle   string // with {w} (the key word) and {n} (the value)
-	Question string // with {w}
-	Prefix   string // the answer's start, with {w}; the value follows it
-}
+type Template = compresskv.NeedleTemplate
 
 // Templates are the needle wordings the project's model was trained on.
-var Templates = []Template{
-	{"The special magic number for {w} is {n}.", "What is the special magic number for {w}?", "The special magic number for {w} is "},
-	{"The secret code of the {w} is {n}.", "What is the secret code of the {w}?", "The secret code of the {w} is "},
-	{"Remember that the {w} key opens door {n}.", "Which door does the {w} key open?", "The {w} key opens door "},
-	{"The {w} was born in the year {n}.", "In which year was the {w} born?", "The {w} was born in the year "},
-}
+var Templates = compresskv.DefaultNeedleTemplates
 
 // EvalWords and CalibWords are the key words of evaluation and calibration
 // needles; no word is in both.
@@ -51,31 +45,27 @@ type Needle struct {
 	Value    string // the digits to retrieve
 }
 
-func fill(s string, n Needle) string {
-	return strings.NewReplacer("{w}", n.Word, "{n}", n.Value).Replace(s)
+func (n Needle) lib() compresskv.Needle {
+	return compresskv.Needle{Template: Templates[n.Template], Key: n.Word, Value: n.Value}
 }
 
 // Sentence returns the needle as inserted in the haystack.
-func (n Needle) Sentence() string { return fill(Templates[n.Template].Needle, n) }
+func (n Needle) Sentence() string { return n.lib().Sentence() }
 
 // Ask returns the question and the answer's start that end the prompt.
-func (n Needle) Ask() string {
-	t := Templates[n.Template]
-	return "\n" + fill(t.Question, n) + " " + fill(t.Prefix, n)
-}
+func (n Needle) Ask() string { return n.lib().Ask() }
 
 // Needles returns count needles drawn with seed from words, one template
-// each in turn, five-digit values.
+// each in turn, five-digit values (compresskv.Needles over Templates); nil
+// when words is empty or count negative.
 func Needles(words []string, count int, seed uint64) []Needle {
-	rng := rand.New(rand.NewPCG(seed, 0x6e65))
-	perm := rng.Perm(len(words))
+	lib, err := compresskv.Needles(Templates, words, count, 5, seed)
+	if err != nil {
+		return nil
+	}
 	out := make([]Needle, count)
-	for i := range out {
-		v := make([]byte, 5)
-		for j := range v {
-			v[j] = byte('0' + rng.IntN(10))
-		}
-		out[i] = Needle{Template: i % len(Templates), Word: words[perm[i%len(perm)]], Value: string(v)}
+	for i, n := range lib {
+		out[i] = Needle{Template: i % len(Templates), Word: n.Key, Value: n.Value}
 	}
 	return out
 }
@@ -103,43 +93,20 @@ type Prompt struct {
 // Build returns a prompt of exactly length tokens with tok (a byte-level
 // tokenizer: one token per byte), taking the haystack from hay at offset
 // start (wrapping around), with the needle at depth (0..1) of the haystack
-// part, on a word boundary.
+// part, on a word boundary: compresskv.BuildNeedle, checked to be exact.
 func Build(tok *llama.Tokenizer, hay string, start, length int, depth float64, n Needle) (Prompt, error) {
-	needle := " " + n.Sentence() + " "
-	ask := n.Ask()
-	room := length - 1 - len(needle) - len(ask)
-	if room < 16 {
-		return Prompt{}, fmt.Errorf("niah: %d tokens leave no room for a haystack around %q", length, n.Sentence())
+	p, err := compresskv.BuildNeedle(llama.ProbeTokenizer{Tokenizer: tok}, hay, start, length, depth, n.lib())
+	if err != nil {
+		return Prompt{}, err
 	}
-	if depth < 0 || depth > 1 {
-		return Prompt{}, fmt.Errorf("niah: depth %v outside [0, 1]", depth)
+	if len(p.Prompt) != length {
+		return Prompt{}, fmt.Errorf("niah: prompt of %d tokens, want %d (a byte-level tokenizer is needed)", len(p.Prompt), length)
 	}
-	var sb strings.Builder
-	for i := start % len(hay); sb.Len() < room; i = 0 {
-		sb.WriteString(hay[i:min(len(hay), i+room-sb.Len())])
-	}
-	h := sb.String()
-	cut := int(depth * float64(len(h)))
-	if sp := strings.LastIndexByte(h[:cut], ' '); sp >= 0 && depth < 1 {
-		cut = sp + 1
-	}
-	text := h[:cut] + needle + h[cut:] + ask
-	ids := tok.Encode(text, true, false)
-	if len(ids) != length {
-		return Prompt{}, fmt.Errorf("niah: prompt of %d tokens, want %d (a byte-level tokenizer is needed)", len(ids), length)
-	}
-	vs := 1 + cut + strings.Index(needle, n.Value)
-	return Prompt{Tokens: ids, Needle: n, Depth: depth, ValueStart: vs, ValueEnd: vs + len(n.Value)}, nil
+	return Prompt{Tokens: p.Prompt, Needle: n, Depth: depth, ValueStart: p.AnswerStart, ValueEnd: p.AnswerEnd}, nil
 }
 
 // Depths returns k depths evenly from 0 to 1 (k=11: 0, 0.1, ..., 1).
-func Depths(k int) []float64 {
-	d := make([]float64, k)
-	for i := range d {
-		d[i] = float64(i) / float64(max(1, k-1))
-	}
-	return d
-}
+func Depths(k int) []float64 { return compresskv.Depths(k) }
 
 // Greedy decodes from the logits of the prompt's last token, at most max
 // tokens, stopping after a token that is not a digit (the period that ends
@@ -196,6 +163,25 @@ func ParseInts(s string) ([]int, error) {
 			return nil, fmt.Errorf("%q is not a positive integer", f)
 		}
 		out = append(out, n)
+	}
+	return out, nil
+}
+
+// ParseCounts parses a comma-separated list of counts, zero allowed.
+func ParseCounts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%q is not a count", f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no counts in %q", s)
 	}
 	return out, nil
 }
