@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"sync"
 
 	"github.com/compresskv/compresskv/backend"
 	"github.com/compresskv/compresskv/backend/cpu"
+	"github.com/compresskv/compresskv/internal/par"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -87,7 +87,7 @@ func (s *Session) Forward(tokens []int) ([]float32, error) {
 			return nil, fmt.Errorf("llama: cache layers have seen %d and %d tokens", s.cache.Seen(0), s.cache.Seen(l))
 		}
 	}
-	d, kv, hd, H := m.Dim, m.KVDim(), m.HeadDim(), m.Heads
+	d, kv, H := m.Dim, m.KVDim(), m.Heads
 	pos0 := s.Pos()
 	x := make([]float32, n*d)
 	for i, t := range tokens {
@@ -114,18 +114,19 @@ func (s *Session) Forward(tokens []int) ([]float32, error) {
 		if s.Hooks.Query != nil {
 			s.Hooks.Query(l, pos0, q)
 		}
-		if err := s.cache.Append(l, k, v); err != nil {
-			return nil, fmt.Errorf("llama: layer %d: %w", l, err)
+		// Causal attention on the session's backend: each token of a
+		// prefill chunk is appended and then attends to every row stored
+		// so far, itself included.
+		for i := 0; i < n; i++ {
+			if err := s.cache.Append(l, k[i*kv:(i+1)*kv], v[i*kv:(i+1)*kv]); err != nil {
+				return nil, fmt.Errorf("llama: layer %d: %w", l, err)
+			}
+			if err := s.backend.Attend(s.cache, l, q[i*d:(i+1)*d], H, att[i*d:(i+1)*d]); err != nil {
+				return nil, fmt.Errorf("llama: layer %d: %w", l, err)
+			}
 		}
 		if s.Hooks.KV != nil {
 			s.Hooks.KV(l, pos0, k, v)
-		}
-		if n == 1 {
-			if err := s.backend.Attend(s.cache, l, q, H, att); err != nil {
-				return nil, fmt.Errorf("llama: layer %d: %w", l, err)
-			}
-		} else if err := causalAttention(att, s.cache, l, q, n, H, hd); err != nil {
-			return nil, fmt.Errorf("llama: layer %d: %w", l, err)
 		}
 		matmul(out, att, ly.wo, n, d, d)
 		if s.Hooks.AttnOut != nil {
@@ -218,16 +219,8 @@ func matmul(out, x, w []float32, n, cols, rows int) {
 		work(0, rows)
 		return
 	}
-	var wg sync.WaitGroup
 	per := (rows + workers - 1) / workers
-	for r0 := 0; r0 < rows; r0 += per {
-		wg.Add(1)
-		go func(r0, r1 int) {
-			defer wg.Done()
-			work(r0, r1)
-		}(r0, min(rows, r0+per))
-	}
-	wg.Wait()
+	par.For((rows+per-1)/per, func(i int) { work(i*per, min(rows, (i+1)*per)) })
 }
 
 func dot(a, b []float32) float32 {
@@ -243,69 +236,4 @@ func dot(a, b []float32) float32 {
 		s0 += a[i] * b[i]
 	}
 	return (s0 + s1) + (s2 + s3)
-}
-
-// causalAttention computes the attention of a prefill chunk of n tokens,
-// whose keys and values were just appended to layer l of c: token i sees
-// every earlier row and the chunk's rows up to itself. out is [n][H*hd].
-func causalAttention(out []float32, c kvcache.KVCache, l int, q []float32, n, H, hd int) error {
-	hr, ok := c.(kvcache.HostReader)
-	if !ok {
-		return fmt.Errorf("chunked prefill needs a cache in host memory (%T is not a kvcache.HostReader); run one token at a time", c)
-	}
-	G := c.Shape().KVHeads
-	group := H / G
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	for g := 0; g < G; g++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(g int) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			kr, vr := hr.Rows(l, g)
-			keys, vals := decodeAll(kr), decodeAll(vr)
-			rows := kr.N
-			before := rows - n
-			p := make([]float32, rows)
-			for h := g * group; h < (g+1)*group; h++ {
-				for i := 0; i < n; i++ {
-					qi := q[(i*H+h)*hd : (i*H+h+1)*hd]
-					vis := before + i + 1
-					mx := float32(math.Inf(-1))
-					for j := 0; j < vis; j++ {
-						p[j] = dot(qi, keys[j*hd:(j+1)*hd]) * scale
-						mx = max(mx, p[j])
-					}
-					var z float32
-					for j := 0; j < vis; j++ {
-						p[j] = float32(math.Exp(float64(p[j] - mx)))
-						z += p[j]
-					}
-					o := out[(i*H+h)*hd : (i*H+h+1)*hd]
-					clear(o)
-					inv := 1 / z
-					for j := 0; j < vis; j++ {
-						w := p[j] * inv
-						vj := vals[j*hd : (j+1)*hd]
-						for x := range o {
-							o[x] += w * vj[x]
-						}
-					}
-				}
-			}
-		}(g)
-	}
-	wg.Wait()
-	return nil
-}
-
-func decodeAll(r kvcache.Rows) []float32 {
-	if r.DType == kvcache.Float32 {
-		return r.F32
-	}
-	out := make([]float32, len(r.U16))
-	kvcache.Decode(r.DType, out, r.U16)
-	return out
 }
