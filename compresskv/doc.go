@@ -27,10 +27,26 @@
 //   - an Allocator spreads the total budget over layers (UniformAllocator,
 //     PyramidAllocator, ErrorAwareAllocator).
 //
+// A method is one row of the library's method table (New, ParseMethod and
+// Methods read it); each piece checks its own settings (Validator) and its
+// fit to the cache (Fitter), and a scorer says how many query rows it reads
+// (Policy.QueryRows: pass exactly those).
+//
 // CompressKV needs a Profile: the semantic retrieval heads of each layer
 // (package heads finds them from needle-in-a-haystack probes) and,
 // optionally, per-layer weights from the measured eviction error (package
-// alloc). docs/DESIGN.md in the repository says exactly what each method
+// alloc). Calibrate makes one for any model whose engine implements
+// CalibrationModel: it builds probes in the model's own tokens (Tokenizer,
+// NeedleProbes, NewProbe), records the retrieval heads while the model
+// answers, and measures each layer's eviction error. A profile published for
+// a large model by the reference implementation converts with
+// examples/profile.
+//
+// Compress works once, after a full prefill. A Stream keeps one sequence's
+// cache within a bound from the first token to the last: it compresses
+// between chunks of a chunked prefill and every few tokens while decoding.
+//
+// docs/DESIGN.md in the repository says exactly what each method
 // computes; where the paper and its reference code differ, the code's form is
 // the default and the paper's an option.
 package compresskv
