@@ -21,7 +21,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -324,6 +323,15 @@ func report(w io.Writer, o *options, t *tally, elapsed time.Duration) {
 	tw.Flush()
 }
 
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// heatmaps writes one figure per budget: a panel per policy, accuracy by
+// prompt length and needle depth.
 func heatmaps(o *options, t *tally, w io.Writer) error {
 	if err := os.MkdirAll(o.outDir, 0o755); err != nil {
 		return err
@@ -334,32 +342,48 @@ func heatmaps(o *options, t *tally, w io.Writer) error {
 	}
 	cols := make([]string, o.depths)
 	for i, d := range niah.Depths(o.depths) {
-		cols[i] = strconv.Itoa(int(d*100+0.5)) + "%"
+		cols[i] = strconv.Itoa(int(d*100 + 0.5))
 	}
 	var written []string
 	for _, b := range o.budgets {
-		var panels []niah.Panel
+		fig := niah.Figure{
+			Title: fmt.Sprintf("Needle retrieval, %s: average budget %d tokens per layer (window %d included)",
+				o.model, b, compresskv.DefaultWindow),
+			Subtitle: fmt.Sprintf("%s per cell, %v cache, pooling kernel %d. Panels: policy: accuracy, share of the cache kept",
+				plural(o.needles, "needle"), o.dtype, o.kernel),
+			RowTitle:  "prompt length",
+			ColTitle:  "needle depth (%)",
+			RowLabels: rows,
+			ColLabels: cols,
+		}
 		for _, meth := range o.methods {
 			bb := b
 			if meth == compresskv.Full {
 				bb = o.budgets[0]
 			}
 			grid := t.acc[string(meth)][bb]
-			acc := make([][]float64, len(grid))
+			cells := make([][]niah.Cell, len(grid))
+			ok, n := 0, 0
 			for li, row := range grid {
-				acc[li] = make([]float64, len(row))
+				cells[li] = make([]niah.Cell, len(row))
 				for di, c := range row {
-					acc[li][di] = float64(c.ok) / float64(max(1, c.n))
+					cells[li][di] = niah.Cell{OK: c.ok, N: c.n}
+					ok, n = ok+c.ok, n+c.n
 				}
 			}
-			panels = append(panels, niah.Panel{Title: string(meth), Acc: acc})
+			title := fmt.Sprintf("%s: %.0f%%, %.0f%% kept", meth, 100*float64(ok)/float64(max(1, n)),
+				100*t.kept[string(meth)][bb]/float64(max(1, t.runs[string(meth)][bb])))
+			if meth == compresskv.Full {
+				title = fmt.Sprintf("%s: %.0f%%, no compression", meth, 100*float64(ok)/float64(max(1, n)))
+			}
+			fig.Panels = append(fig.Panels, niah.Panel{Title: title, Cells: cells})
 		}
 		path := filepath.Join(o.outDir, fmt.Sprintf("needle_budget%d.png", b))
 		f, err := os.Create(path)
 		if err != nil {
 			return err
 		}
-		if err := niah.WriteHeatmaps(f, panels, rows, cols); err != nil {
+		if err := niah.WriteHeatmaps(f, fig); err != nil {
 			f.Close()
 			return err
 		}
@@ -368,7 +392,6 @@ func heatmaps(o *options, t *tally, w io.Writer) error {
 		}
 		written = append(written, path)
 	}
-	sort.Strings(written)
-	fmt.Fprintf(w, "heatmaps (rows: length, columns: depth 0..100%%, red 0%% .. green 100%%): %s\n", strings.Join(written, ", "))
+	fmt.Fprintf(w, "heatmaps (accuracy by prompt length and needle depth, one panel per policy): %s\n", strings.Join(written, ", "))
 	return nil
 }
