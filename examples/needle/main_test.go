@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bytes"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestKeptWhole(t *testing.T) {
+	for _, tc := range []struct {
+		heads      [][]int
+		start, end int
+		want       bool
+	}{
+		{nil, 3, 8, true}, // a layer that kept everything
+		{[][]int{{0, 3, 4, 5, 6, 7, 9}}, 3, 8, true},
+		{[][]int{{0, 3, 4, 5, 6, 7, 9}, {3, 4, 5, 6, 7}}, 3, 8, true},
+		{[][]int{{0, 3, 4, 5, 6, 7, 9}, {3, 4, 6, 7, 8}}, 3, 8, false}, // the second head lost 5
+		{[][]int{{3, 4, 5, 6}}, 3, 8, false},                           // the end is missing
+		{[][]int{{4, 5, 6, 7}}, 3, 8, false},
+		{[][]int{{}}, 3, 8, false},
+		{[][]int{{1, 2}}, 3, 8, false},
+	} {
+		if got := keptWhole(tc.heads, tc.start, tc.end); got != tc.want {
+			t.Errorf("keptWhole(%v, %d, %d) = %v", tc.heads, tc.start, tc.end, got)
+		}
+	}
+}
+
+func TestZeroNote(t *testing.T) {
+	grid := [][]cell{{{0, 3}, {0, 3}}, {{0, 3}, {0, 3}}}
+	ps := &planStats{budgets: map[int][]int{256: {242, 14}, 1024: {242, 14}}, value: []int{12, 0}, n: 12}
+	got := zeroNote("pyramidkv", 128, 8, grid, ps, []int{256, 1024})
+	want := "pyramidkv answers none at budget 128: its layers keep 242 and 14 tokens at 256; layer 1, left with the 8-token window and 6 more, kept the needle's whole value in 0 of 12 prompts"
+	if got != want {
+		t.Errorf("zeroNote:\n got %s\nwant %s", got, want)
+	}
+	// Budgets that change with the length are shown at both ends; equal
+	// losses go to the layer with the smaller budget.
+	ps = &planStats{budgets: map[int][]int{256: {40, 24}, 1024: {48, 16}}, value: []int{0, 0}, n: 12}
+	got = zeroNote("x", 32, 8, grid, ps, []int{1024, 256})
+	want = "x answers none at budget 32: its layers keep 40 and 24 tokens at 256, its layers keep 48 and 16 tokens at 1024; layer 1, left with the 8-token window and 8 more, kept the needle's whole value in 0 of 12 prompts"
+	if got != want {
+		t.Errorf("zeroNote:\n got %s\nwant %s", got, want)
+	}
+	grid[1][1].ok = 1
+	if got := zeroNote("x", 32, 8, grid, ps, []int{256}); got != "" {
+		t.Errorf("a policy with a right answer got a note: %s", got)
+	}
+}
+
+func TestParseQuick(t *testing.T) {
+	o, err := parse([]string{"-quick"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.lengths) != 3 || o.depths != 6 || o.needles != 1 || len(o.budgets) != 3 {
+		t.Errorf("-quick: lengths %v, %d depths, %d needles, budgets %v", o.lengths, o.depths, o.needles, o.budgets)
+	}
+	o, err = parse([]string{"-quick", "-depths", "11", "-budgets", "64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.depths != 11 || len(o.budgets) != 1 || o.budgets[0] != 64 || o.needles != 1 {
+		t.Errorf("explicit flags lost under -quick: %d depths, budgets %v, %d needles", o.depths, o.budgets, o.needles)
+	}
+	for _, bad := range [][]string{{"-depths", "0"}, {"-needles", "-1"}, {"-lengths", "x"}, {"-policies", "nope"}} {
+		if _, err := parse(bad); err == nil {
+			t.Errorf("parse(%v) accepted", bad)
+		}
+	}
+}
+
+// TestRunSmallGrid runs the benchmark on the project's model over a tiny
+// grid: PyramidKV, whose last layer keeps the window and a few tokens on
+// this 2-layer model, gets its one-line explanation from the plans' budgets;
+// the full cache and SnapKV, which answer, get none; heatmaps are written.
+func TestRunSmallGrid(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the model over 2 prompts and 3 policies")
+	}
+	root := "../.."
+	if _, err := os.Stat(filepath.Join(root, "testdata/retrieval.bin")); err != nil {
+		t.Skip("no model:", err)
+	}
+	out := t.TempDir()
+	var stdout, progress bytes.Buffer
+	err := run([]string{
+		"-model", filepath.Join(root, "testdata/retrieval.bin"),
+		"-profile", filepath.Join(root, "testdata/retrieval.profile.json"),
+		"-haystack", filepath.Join(root, "testdata/haystack/eval.txt"),
+		"-lengths", "256", "-depths", "2", "-needles", "1", "-budgets", "128",
+		"-policies", "full,snapkv,pyramidkv", "-out", out,
+	}, &stdout, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := stdout.String()
+	var notes []string
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, "answers none") {
+			notes = append(notes, line)
+		}
+	}
+	if len(notes) != 1 || !strings.HasPrefix(notes[0], "pyramidkv answers none at budget 128: its layers keep ") ||
+		!strings.Contains(notes[0], "layer 1, left with the 8-token window and ") {
+		t.Fatalf("notes %q in:\n%s", notes, text)
+	}
+	f, err := os.Open(filepath.Join(out, "needle_budget128.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := png.Decode(f); err != nil {
+		t.Fatal(err)
+	}
+}
