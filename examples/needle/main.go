@@ -528,6 +528,9 @@ func heatmaps(o *options, t *tally, w io.Writer) error {
 			RowLabels: rows,
 			ColLabels: cols,
 		}
+		if len(o.methods) == 1 && o.methods[0] == compresskv.Full {
+			fig.Title = fmt.Sprintf("Needle retrieval, %s: the full cache", o.model)
+		}
 		for _, meth := range o.methods {
 			bb := b
 			if meth == compresskv.Full {

@@ -93,7 +93,7 @@ func drawFigure(f Figure) (*image.RGBA, [][][]image.Rectangle, error) {
 		for _, p := range f.Panels {
 			for _, row := range p.Cells {
 				for _, cl := range row {
-					cellW = max(cellW, textWidth(fraction(cl), s)+8)
+					cellW = max(cellW, textWidth(fraction(cl), s)+16)
 				}
 			}
 		}
