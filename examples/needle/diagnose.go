@@ -98,13 +98,19 @@ func diagnose(m *llama.Model, o *options, jobs []job, policies map[string]map[in
 				var results []result
 				for _, name := range names {
 					for b, pol := range policies[name] {
-						st, err := diagnosePrompt(m, cache, logits, q, j.p, pol, grid)
 						if err != nil {
-							errs <- fmt.Errorf("%s at budget %d: %w", name, b, err)
-							continue
+							break
+						}
+						var st diagStats
+						if st, err = diagnosePrompt(m, cache, logits, q, j.p, pol, grid); err != nil {
+							err = fmt.Errorf("%s at budget %d: %w", name, b, err)
 						}
 						results = append(results, result{key{name, b, L}, st})
 					}
+				}
+				if err != nil {
+					errs <- err // one per prompt at most: the channel holds one per prompt
+					continue
 				}
 				mu.Lock()
 				ss := sinks[L]

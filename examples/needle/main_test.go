@@ -5,6 +5,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -116,5 +117,67 @@ func TestRunSmallGrid(t *testing.T) {
 	defer f.Close()
 	if _, err := png.Decode(f); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDiagnose runs -diagnose on two prompts: at a budget beyond the prompt
+// every plan keeps everything, so every count is the number of prompts and
+// putting the first token back changes no answer; at budget 128 the counts
+// stay within the prompts; the attention weights are probabilities.
+func TestDiagnose(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the model over 2 prompts")
+	}
+	root := "../.."
+	if _, err := os.Stat(filepath.Join(root, "testdata/retrieval.bin")); err != nil {
+		t.Skip("no model:", err)
+	}
+	var stdout, progress bytes.Buffer
+	err := run([]string{
+		"-model", filepath.Join(root, "testdata/retrieval.bin"),
+		"-profile", filepath.Join(root, "testdata/retrieval.profile.json"),
+		"-haystack", filepath.Join(root, "testdata/haystack/eval.txt"),
+		"-lengths", "256", "-depths", "2", "-needles", "1", "-budgets", "128,512",
+		"-policies", "snapkv", "-diagnose",
+	}, &stdout, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := 0
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 2+4*3 && f[0] == "256": // length, prompts, 4 x "w / a"
+			for i := 2; i < len(f); i += 3 {
+				for _, x := range []string{f[i], f[i+2]} {
+					if v, err := strconv.ParseFloat(x, 64); err != nil || v < 0 || v > 1 {
+						t.Errorf("attention weight %q in %q", x, line)
+					}
+				}
+			}
+			rows++
+		case len(f) > 3 && f[0] == "snapkv":
+			// policy budget length right +all +at x4 first x4 value x4
+			if len(f) != 4+1+4+4+4 || f[3] != strings.Split(f[3], "/")[0]+"/2" {
+				t.Fatalf("row %q", line)
+			}
+			nums := append([]string{strings.Split(f[3], "/")[0]}, f[4:]...)
+			for _, x := range nums {
+				v, err := strconv.Atoi(x)
+				if err != nil || v < 0 || v > 2 {
+					t.Errorf("count %q in %q", x, line)
+				}
+				if f[1] == "512" && v != 2 && x != nums[0] {
+					t.Errorf("budget 512 keeps everything of 256 tokens, yet %q in %q", x, line)
+				}
+			}
+			if f[1] == "512" && (nums[0] != "2" || f[4] != "2") {
+				t.Errorf("the full cache answers both prompts: %q", line)
+			}
+			rows++
+		}
+	}
+	if rows != 3 {
+		t.Fatalf("%d rows in:\n%s", rows, stdout.String())
 	}
 }
