@@ -3,7 +3,10 @@
 // once with full attention; every policy then compresses its own copy of the
 // stored cache and the answer is decoded greedily over it. It prints accuracy
 // per policy and budget with the share of the full cache kept, and writes one
-// heatmap PNG per budget (length x depth, a panel per policy).
+// heatmap PNG per budget (length x depth, a panel per policy). A policy that
+// answers no prompt at a budget gets one line computed from its plans: each
+// layer's budget, and how often the layer that lost it most kept the
+// needle's value.
 //
 //	go run ./examples/needle -quick          # the README's main command: 18 prompts, about 10 s of CPU
 //	go run ./examples/needle                 # the full grid: 132 prompts
