@@ -281,8 +281,8 @@ func diagnosePrompt(m *llama.Model, cache *kvcache.Host, logits []float32, q [][
 		return st, err
 	}
 	answer := func(s *llama.Session) (int, error) {
-		ans, err := niah.Greedy(s, logits, len(p.Needle.Value)+1, nil)
-		if err != nil || !niah.Correct(ans, p.Needle) {
+		ok, err := answers(s, logits, p.Needle)
+		if err != nil || !ok {
 			return 0, err
 		}
 		return 1, nil

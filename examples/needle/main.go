@@ -19,6 +19,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -337,12 +338,12 @@ func evaluate(m *llama.Model, o *options, p niah.Prompt, policies map[string]map
 			if err != nil {
 				return fmt.Errorf("%s at budget %d: %w", name, b, err)
 			}
-			ans, err := niah.Greedy(cs, logits, len(p.Needle.Value)+1, nil)
+			ok, err := answers(cs, logits, p.Needle)
 			if err != nil {
 				return err
 			}
 			record(name, b, outcome{
-				ok:    niah.Correct(ans, p.Needle),
+				ok:    ok,
 				kept:  float64(res.BytesAfter) / float64(res.BytesBefore),
 				plan:  res.Plan,
 				value: [2]int{p.ValueStart, p.ValueEnd},
@@ -350,6 +351,31 @@ func evaluate(m *llama.Model, o *options, p niah.Prompt, policies map[string]map
 		}
 	}
 	return nil
+}
+
+// errWrongDigit stops decoding at the first token that differs from the
+// needle's value: the answer is wrong whatever follows.
+var errWrongDigit = errors.New("wrong digit")
+
+// answers decodes greedily from the prompt's logits and reports whether the
+// answer is the needle's value (niah.Correct), stopping at the first wrong
+// digit rather than decoding the rest of a wrong answer.
+func answers(s *llama.Session, logits []float32, n niah.Needle) (bool, error) {
+	i := 0
+	ans, err := niah.Greedy(s, logits, len(n.Value)+1, func(id int) error {
+		if i < len(n.Value) && id != llama.ByteBase+int(n.Value[i]) {
+			return errWrongDigit
+		}
+		i++
+		return nil
+	})
+	if errors.Is(err, errWrongDigit) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return niah.Correct(ans, n), nil
 }
 
 func report(w io.Writer, o *options, t *tally, elapsed time.Duration) {

@@ -8,6 +8,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/examples/llama"
+	"github.com/compresskv/compresskv/examples/niah"
+	"github.com/compresskv/compresskv/kvcache"
 )
 
 func TestKeptWhole(t *testing.T) {
@@ -179,5 +184,68 @@ func TestDiagnose(t *testing.T) {
 	}
 	if rows != 3 {
 		t.Fatalf("%d rows in:\n%s", rows, stdout.String())
+	}
+}
+
+// TestAnswersStopsEarly checks that stopping at the first wrong digit gives
+// the verdict of decoding the whole answer, on the project's model with a
+// full cache and with a cache cut to the window (where answers go wrong).
+func TestAnswersStopsEarly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the model")
+	}
+	root := "../.."
+	m, err := llama.Load(filepath.Join(root, "testdata/retrieval.bin"))
+	if err != nil {
+		t.Skip("no model:", err)
+	}
+	hay, err := niah.LoadHaystack(filepath.Join(root, "testdata/haystack/eval.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := llama.ByteTokenizer()
+	stream, err := compresskv.New(compresskv.StreamingLLM, compresskv.Config{Budget: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[bool]int{}
+	for i, n := range niah.Needles(niah.EvalWords, 4, 5) {
+		p, err := niah.Build(tok, hay, i*997, 256, float64(i)/3, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cache, _ := m.NewCache(kvcache.Float32)
+		s, _ := m.NewSession(cache, nil)
+		logits, q, err := s.Prefill(p.Tokens, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pol := range []*compresskv.Policy{nil, stream} {
+			session := func() *llama.Session {
+				c := cache.Clone()
+				cs, _ := m.NewSession(c, nil)
+				if pol != nil {
+					if _, err := cs.Compress(pol, q); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return cs
+			}
+			full, err := niah.Greedy(session(), logits, len(n.Value)+1, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := answers(session(), logits, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := niah.Correct(full, n); got != want {
+				t.Errorf("needle %d, policy %v: answers says %v, the whole answer %q says %v", i, pol != nil, got, tok.Decode(full), want)
+			}
+			seen[got]++
+		}
+	}
+	if seen[true] == 0 || seen[false] == 0 {
+		t.Errorf("verdicts %v: the test needs right and wrong answers", seen)
 	}
 }
