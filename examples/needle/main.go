@@ -8,7 +8,7 @@
 // layer's budget, and how often the layer that lost it most kept the
 // needle's value.
 //
-//	go run ./examples/needle -quick          # the README's main command: 18 prompts, about 10 s of CPU
+//	go run ./examples/needle -quick          # the README's main command: 15 prompts, about 10 s of CPU
 //	go run ./examples/needle                 # the full grid: 132 prompts
 //	go run ./examples/needle -ablate 4,8,16  # mask top SR vs top classic retrieval heads
 //	go run ./examples/needle -diagnose -lengths 256 -budgets 128 -policies snapkv,compresskv
@@ -75,14 +75,14 @@ func parse(args []string) (*options, error) {
 	fs.IntVar(&o.kernel, "kernel", llama.DefaultKernel, "pooling kernel of SnapKV, PyramidKV, Ada-KV and CompressKV")
 	fs.Uint64Var(&o.seed, "seed", 11, "needle seed")
 	fs.BoolVar(&o.diagnose, "diagnose", false, "instead of the grid: per policy, budget and length, which layers and KV heads kept the needle's value and the first token, and the accuracy when the first token is put back")
-	quick := fs.Bool("quick", false, "a small grid, about 10 s of CPU on 2 cores (the README's main command): lengths 256,512,1024, 6 depths, 1 needle per cell, budgets 32,64,128; flags given explicitly win")
+	quick := fs.Bool("quick", false, "a small grid, about 10 s of CPU on 2 cores (the README's main command): lengths 256,512,1024, 5 depths, 1 needle per cell, budgets 32,64,128; flags given explicitly win")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if *quick {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for name, v := range map[string]string{"lengths": "256,512,1024", "depths": "6", "needles": "1", "budgets": "32,64,128"} {
+		for name, v := range map[string]string{"lengths": "256,512,1024", "depths": "5", "needles": "1", "budgets": "32,64,128"} {
 			if !set[name] {
 				if err := fs.Set(name, v); err != nil {
 					return nil, err

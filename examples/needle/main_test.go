@@ -63,7 +63,7 @@ func TestParseQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(o.lengths) != 3 || o.depths != 6 || o.needles != 1 || len(o.budgets) != 3 {
+	if len(o.lengths) != 3 || o.depths != 5 || o.needles != 1 || len(o.budgets) != 3 {
 		t.Errorf("-quick: lengths %v, %d depths, %d needles, budgets %v", o.lengths, o.depths, o.needles, o.budgets)
 	}
 	o, err = parse([]string{"-quick", "-depths", "11", "-budgets", "64"})
