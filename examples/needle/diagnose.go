@@ -33,6 +33,8 @@ type diagStats struct {
 type sinkStats struct {
 	n              int
 	window, answer [][]float64 // [layer][KV head]: summed mean weight per query head
+	// headWindow and headAnswer are the same per query head, [layer][head].
+	headWindow, headAnswer [][]float64
 }
 
 // diagnose runs every prompt under every compressing policy and budget and
@@ -115,9 +117,11 @@ func diagnose(m *llama.Model, o *options, jobs []job, policies map[string]map[in
 				mu.Lock()
 				ss := sinks[L]
 				if ss == nil {
-					ss = &sinkStats{window: make([][]float64, nl), answer: make([][]float64, nl)}
+					ss = &sinkStats{window: make([][]float64, nl), answer: make([][]float64, nl),
+						headWindow: make([][]float64, nl), headAnswer: make([][]float64, nl)}
 					for l := range ss.window {
 						ss.window[l], ss.answer[l] = make([]float64, G), make([]float64, G)
+						ss.headWindow[l], ss.headAnswer[l] = make([]float64, m.Heads), make([]float64, m.Heads)
 					}
 					sinks[L] = ss
 				}
@@ -126,6 +130,10 @@ func diagnose(m *llama.Model, o *options, jobs []job, policies map[string]map[in
 					for g := range G {
 						ss.window[l][g] += sk.window[l][g]
 						ss.answer[l][g] += sk.answer[l][g]
+					}
+					for h := range m.Heads {
+						ss.headWindow[l][h] += sk.headWindow[l][h]
+						ss.headAnswer[l][h] += sk.headAnswer[l][h]
 					}
 				}
 				for _, r := range results {
@@ -189,6 +197,24 @@ func diagnose(m *llama.Model, o *options, jobs []job, policies map[string]map[in
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "the same per query head (KV head = head / query heads per KV head):")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "length\tlayer\t")
+	for h := range m.Heads {
+		fmt.Fprintf(tw, "head %d\t", h)
+	}
+	fmt.Fprintln(tw)
+	for _, L := range o.lengths {
+		s := sinks[L]
+		for l := range nl {
+			fmt.Fprintf(tw, "%d\t%d\t", L, l)
+			for h := range m.Heads {
+				fmt.Fprintf(tw, "%.3f / %.3f\t", s.headWindow[l][h]/float64(s.n), s.headAnswer[l][h]/float64(s.n))
+			}
+			fmt.Fprintln(tw)
+		}
+	}
+	tw.Flush()
 	fmt.Fprintln(w, "right answers: as planned; with position 0 put back into every KV head; into one KV head only. Then the prompts whose plan kept position 0, and the needle's whole value, per KV head:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "policy\tbudget\tlength\tright\t+pos 0 all\t")
@@ -247,9 +273,11 @@ func firstTokenAttention(m *llama.Model, cache *kvcache.Host, logits []float32, 
 	for h := range heads {
 		heads[h] = h
 	}
-	st := sinkStats{n: 1, window: make([][]float64, m.Layers), answer: make([][]float64, m.Layers)}
+	st := sinkStats{n: 1, window: make([][]float64, m.Layers), answer: make([][]float64, m.Layers),
+		headWindow: make([][]float64, m.Layers), headAnswer: make([][]float64, m.Layers)}
 	for l := range m.Layers {
 		st.window[l], st.answer[l] = make([]float64, G), make([]float64, G)
+		st.headWindow[l], st.headAnswer[l] = make([]float64, H), make([]float64, H)
 		out := make([][]float32, H)
 		for h := range out {
 			out[h] = make([]float32, L)
@@ -265,6 +293,8 @@ func firstTokenAttention(m *llama.Model, cache *kvcache.Host, logits []float32, 
 			g := h / (H / G)
 			st.window[l][g] += float64(out[h][0]) / float64(Wn) / float64(H/G)
 			st.answer[l][g] += float64(aw[h][0]) / float64(H/G)
+			st.headWindow[l][h] = float64(out[h][0]) / float64(Wn)
+			st.headAnswer[l][h] = float64(aw[h][0])
 		}
 	}
 	return st, nil
