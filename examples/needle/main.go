@@ -3,11 +3,16 @@
 // once with full attention; every policy then compresses its own copy of the
 // stored cache and the answer is decoded greedily over it. It prints accuracy
 // per policy and budget with the share of the full cache kept, and writes one
-// heatmap PNG per budget (length x depth, a panel per policy).
+// heatmap PNG per budget (length x depth, a panel per policy). A policy that
+// answers no prompt at a budget gets one line computed from its plans: each
+// layer's budget, and how often the layer that lost it most kept the
+// needle's value.
 //
-//	go run ./examples/needle -quick          # the README's main command, under two minutes on 2 cores
-//	go run ./examples/needle                 # the full grid
+//	go run ./examples/needle -quick          # the README's main command: 15 prompts, about 10 s of CPU
+//	go run ./examples/needle                 # the full grid: 132 prompts
 //	go run ./examples/needle -ablate 4,8,16  # mask top SR vs top classic retrieval heads
+//	go run ./examples/needle -diagnose -lengths 256 -budgets 128 -policies snapkv,compresskv
+//	                                         # which layers and heads keep the needle and the first token
 //
 // Needles and haystack (testdata/haystack/eval.txt, niah.EvalWords) are
 // disjoint from calibration's.
@@ -46,6 +51,7 @@ type options struct {
 	model, profile, haystack, outDir string
 	lengths, budgets, ablate         []int
 	depths, needles                  int
+	diagnose                         bool
 	methods                          []compresskv.Method
 	dtype                            kvcache.DType
 	kernel                           int
@@ -68,12 +74,24 @@ func parse(args []string) (*options, error) {
 	dtype := fs.String("dtype", "f32", "cache storage: f32, f16, bf16")
 	fs.IntVar(&o.kernel, "kernel", llama.DefaultKernel, "pooling kernel of SnapKV, PyramidKV, Ada-KV and CompressKV")
 	fs.Uint64Var(&o.seed, "seed", 11, "needle seed")
-	quick := fs.Bool("quick", false, "lengths 256,512,1024; 1 needle per cell (the README's main command)")
+	fs.BoolVar(&o.diagnose, "diagnose", false, "instead of the grid: per policy, budget and length, which layers and KV heads kept the needle's value and the first token, and the accuracy when the first token is put back")
+	quick := fs.Bool("quick", false, "a small grid, about 10 s of CPU on 2 cores (the README's main command): lengths 256,512,1024, 5 depths, 1 needle per cell, budgets 32,64,128; flags given explicitly win")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if *quick {
-		*lengths, o.needles = "256,512,1024", 1
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, v := range map[string]string{"lengths": "256,512,1024", "depths": "5", "needles": "1", "budgets": "32,64,128"} {
+			if !set[name] {
+				if err := fs.Set(name, v); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	if o.depths < 1 || o.needles < 1 {
+		return nil, fmt.Errorf("-depths %d and -needles %d must be at least 1", o.depths, o.needles)
 	}
 	var err error
 	if o.lengths, err = niah.ParseInts(*lengths); err != nil {
@@ -107,18 +125,66 @@ type tally struct {
 	acc  map[string]map[int][][]cell // policy -> budget -> [length][depth]
 	kept map[string]map[int]float64  // policy -> budget -> summed kept share
 	runs map[string]map[int]int
+	// plans holds, per policy and budget, what the plans kept.
+	plans map[string]map[int]*planStats
 }
 
-func (t *tally) add(policy string, budget, li, di int, ok bool, kept float64) {
+// planStats summarises a policy's plans at one budget over the prompts.
+type planStats struct {
+	budgets map[int][]int // prompt length -> the plan's budget of each layer
+	// value[l] counts the prompts in which every KV head of layer l kept
+	// the needle's whole value (a layer that kept everything counts).
+	value []int
+	n     int
+}
+
+// outcome is one prompt's result under one policy and budget.
+type outcome struct {
+	ok    bool
+	kept  float64 // share of the full cache's bytes kept
+	plan  compresskv.Plan
+	value [2]int // the needle's value span [start, end) in the prompt
+}
+
+func (t *tally) add(policy string, budget, li, di, length int, r outcome) {
 	t.Lock()
 	defer t.Unlock()
 	c := &t.acc[policy][budget][li][di]
 	c.n++
-	if ok {
+	if r.ok {
 		c.ok++
 	}
-	t.kept[policy][budget] += kept
+	t.kept[policy][budget] += r.kept
 	t.runs[policy][budget]++
+	ps := t.plans[policy][budget]
+	if ps == nil {
+		ps = &planStats{budgets: map[int][]int{}, value: make([]int, len(r.plan.Keep))}
+		t.plans[policy][budget] = ps
+	}
+	if r.plan.Budgets != nil {
+		ps.budgets[length] = r.plan.Budgets
+	}
+	for l, heads := range r.plan.Keep {
+		if keptWhole(heads, r.value[0], r.value[1]) {
+			ps.value[l]++
+		}
+	}
+	ps.n++
+}
+
+// keptWhole reports whether every KV head's kept rows (ascending; nil: the
+// layer kept everything) include all of [start, end).
+func keptWhole(heads [][]int, start, end int) bool {
+	if end <= start {
+		return true
+	}
+	for _, rows := range heads {
+		i := sort.SearchInts(rows, start)
+		if i+end-start > len(rows) || rows[i] != start || rows[i+end-start-1] != end-1 {
+			return false
+		}
+	}
+	return true
 }
 
 func run(args []string, stdout, progress io.Writer) error {
@@ -144,10 +210,10 @@ func run(args []string, stdout, progress io.Writer) error {
 		return ablation(m, prof, hay, o, stdout, progress)
 	}
 	policies := map[string]map[int]*compresskv.Policy{}
-	t := &tally{acc: map[string]map[int][][]cell{}, kept: map[string]map[int]float64{}, runs: map[string]map[int]int{}}
+	t := &tally{acc: map[string]map[int][][]cell{}, kept: map[string]map[int]float64{}, runs: map[string]map[int]int{}, plans: map[string]map[int]*planStats{}}
 	for _, meth := range o.methods {
 		name := string(meth)
-		policies[name], t.acc[name], t.kept[name], t.runs[name] = map[int]*compresskv.Policy{}, map[int][][]cell{}, map[int]float64{}, map[int]int{}
+		policies[name], t.acc[name], t.kept[name], t.runs[name], t.plans[name] = map[int]*compresskv.Policy{}, map[int][][]cell{}, map[int]float64{}, map[int]int{}, map[int]*planStats{}
 		for _, b := range o.budgets {
 			if meth == compresskv.Full && b != o.budgets[0] {
 				continue
@@ -164,25 +230,12 @@ func run(args []string, stdout, progress io.Writer) error {
 			t.acc[name][b] = grid
 		}
 	}
-	type job struct {
-		li, di int
-		p      niah.Prompt
+	jobs, err := prompts(hay, o)
+	if err != nil {
+		return err
 	}
-	var jobs []job
-	tok := llama.ByteTokenizer()
-	needles := niah.Needles(niah.EvalWords, len(o.lengths)*o.depths*o.needles, o.seed)
-	i := 0
-	for li, L := range o.lengths {
-		for di, depth := range niah.Depths(o.depths) {
-			for k := 0; k < o.needles; k++ {
-				p, err := niah.Build(tok, hay, (i*7919)%len(hay), L, depth, needles[i])
-				if err != nil {
-					return err
-				}
-				jobs = append(jobs, job{li, di, p})
-				i++
-			}
-		}
+	if o.diagnose {
+		return diagnose(m, o, jobs, policies, stdout, progress)
 	}
 	start := time.Now()
 	var done int
@@ -195,8 +248,8 @@ func run(args []string, stdout, progress io.Writer) error {
 		go func() {
 			defer wg.Done()
 			for j := range work {
-				if err := evaluate(m, o, j.p, policies, func(pol string, b int, ok bool, kept float64) {
-					t.add(pol, b, j.li, j.di, ok, kept)
+				if err := evaluate(m, o, j.p, policies, func(pol string, b int, r outcome) {
+					t.add(pol, b, j.li, j.di, o.lengths[j.li], r)
 				}); err != nil {
 					errs <- err
 					continue
@@ -226,6 +279,33 @@ func run(args []string, stdout, progress io.Writer) error {
 	return nil
 }
 
+// job is one prompt of the grid: length index li, depth index di.
+type job struct {
+	li, di int
+	p      niah.Prompt
+}
+
+// prompts builds the grid's prompts, length by length, depth by depth.
+func prompts(hay string, o *options) ([]job, error) {
+	var jobs []job
+	tok := llama.ByteTokenizer()
+	needles := niah.Needles(niah.EvalWords, len(o.lengths)*o.depths*o.needles, o.seed)
+	i := 0
+	for li, L := range o.lengths {
+		for di, depth := range niah.Depths(o.depths) {
+			for k := 0; k < o.needles; k++ {
+				p, err := niah.Build(tok, hay, (i*7919)%len(hay), L, depth, needles[i])
+				if err != nil {
+					return nil, err
+				}
+				jobs = append(jobs, job{li, di, p})
+				i++
+			}
+		}
+	}
+	return jobs, nil
+}
+
 func needsProfile(o *options) bool {
 	if len(o.ablate) > 0 {
 		return true
@@ -240,7 +320,7 @@ func needsProfile(o *options) bool {
 
 // evaluate prefills one prompt and decodes its answer under every policy and
 // budget, each over its own copy of the prefilled cache.
-func evaluate(m *llama.Model, o *options, p niah.Prompt, policies map[string]map[int]*compresskv.Policy, record func(string, int, bool, float64)) error {
+func evaluate(m *llama.Model, o *options, p niah.Prompt, policies map[string]map[int]*compresskv.Policy, record func(string, int, outcome)) error {
 	cache, err := m.NewCache(o.dtype)
 	if err != nil {
 		return err
@@ -258,14 +338,44 @@ func evaluate(m *llama.Model, o *options, p niah.Prompt, policies map[string]map
 			if err != nil {
 				return fmt.Errorf("%s at budget %d: %w", name, b, err)
 			}
-			ans, err := niah.Greedy(cs, logits, len(p.Needle.Value)+1, nil)
+			ok, err := answers(cs, logits, p.Needle)
 			if err != nil {
 				return err
 			}
-			record(name, b, niah.Correct(ans, p.Needle), float64(res.BytesAfter)/float64(res.BytesBefore))
+			record(name, b, outcome{
+				ok:    ok,
+				kept:  float64(res.BytesAfter) / float64(res.BytesBefore),
+				plan:  res.Plan,
+				value: [2]int{p.ValueStart, p.ValueEnd},
+			})
 		}
 	}
 	return nil
+}
+
+// errWrongDigit stops decoding at the first token that differs from the
+// needle's value: the answer is wrong whatever follows.
+var errWrongDigit = errors.New("wrong digit")
+
+// answers decodes greedily from the prompt's logits and reports whether the
+// answer is the needle's value (niah.Correct), stopping at the first wrong
+// digit rather than decoding the rest of a wrong answer.
+func answers(s *llama.Session, logits []float32, n niah.Needle) (bool, error) {
+	i := 0
+	ans, err := niah.Greedy(s, logits, len(n.Value)+1, func(id int) error {
+		if i < len(n.Value) && id != llama.ByteBase+int(n.Value[i]) {
+			return errWrongDigit
+		}
+		i++
+		return nil
+	})
+	if errors.Is(err, errWrongDigit) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return niah.Correct(ans, n), nil
 }
 
 func report(w io.Writer, o *options, t *tally, elapsed time.Duration) {
@@ -323,8 +433,106 @@ func report(w io.Writer, o *options, t *tally, elapsed time.Duration) {
 		}
 	}
 	tw.Flush()
+	for _, meth := range o.methods {
+		for _, b := range o.budgets {
+			if line := zeroNote(string(meth), b, compresskv.DefaultWindow, t.acc[string(meth)][b], t.plans[string(meth)][b], o.lengths); line != "" {
+				fmt.Fprintln(w, line)
+			}
+		}
+	}
 }
 
+// zeroNote explains, in one line computed from the plans, a policy that
+// answered no prompt at a budget: each layer's budget (window included) and
+// the layer that most often lost part of the needle's value (ties: the one
+// with the smaller budget). It returns "" when the policy answered some
+// prompt.
+func zeroNote(policy string, budget, window int, grid [][]cell, ps *planStats, lengths []int) string {
+	ok, n := 0, 0
+	for _, row := range grid {
+		for _, c := range row {
+			ok, n = ok+c.ok, n+c.n
+		}
+	}
+	if ok > 0 || n == 0 || ps == nil || len(ps.value) == 0 {
+		return ""
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%s answers none at budget %d:", policy, budget)
+	// Layer budgets, at the shortest and the longest prompt when they differ.
+	var shown []string
+	var last []int
+	for _, L := range []int{slicesMin(lengths), slicesMax(lengths)} {
+		bs, found := ps.budgets[L]
+		if !found {
+			continue
+		}
+		txt := andList(bs)
+		if len(shown) > 0 && shown[len(shown)-1] == txt {
+			continue
+		}
+		if len(shown) > 0 {
+			sb.WriteString(",")
+		}
+		fmt.Fprintf(&sb, " its layers keep %s tokens at %d", txt, L)
+		shown, last = append(shown, txt), bs
+	}
+	worst := 0
+	for l, v := range ps.value {
+		if v < ps.value[worst] || v == ps.value[worst] && last != nil && l < len(last) && last[l] < last[worst] {
+			worst = l
+		}
+	}
+	if last != nil && worst < len(last) {
+		fmt.Fprintf(&sb, "; layer %d, left with the %d-token window and %d more,", worst, window, last[worst]-window)
+	} else {
+		fmt.Fprintf(&sb, "; layer %d", worst)
+	}
+	fmt.Fprintf(&sb, " kept the needle's whole value in %d of %d prompts", ps.value[worst], ps.n)
+	return sb.String()
+}
+
+// andList writes 1, 2 and 3.
+func andList(x []int) string {
+	var sb strings.Builder
+	for i, v := range x {
+		switch {
+		case i == 0:
+		case i == len(x)-1:
+			sb.WriteString(" and ")
+		default:
+			sb.WriteString(", ")
+		}
+		sb.WriteString(strconv.Itoa(v))
+	}
+	return sb.String()
+}
+
+func slicesMin(x []int) int {
+	m := x[0]
+	for _, v := range x {
+		m = min(m, v)
+	}
+	return m
+}
+
+func slicesMax(x []int) int {
+	m := x[0]
+	for _, v := range x {
+		m = max(m, v)
+	}
+	return m
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// heatmaps writes one figure per budget: a panel per policy, accuracy by
+// prompt length and needle depth.
 func heatmaps(o *options, t *tally, w io.Writer) error {
 	if err := os.MkdirAll(o.outDir, 0o755); err != nil {
 		return err
@@ -335,32 +543,51 @@ func heatmaps(o *options, t *tally, w io.Writer) error {
 	}
 	cols := make([]string, o.depths)
 	for i, d := range niah.Depths(o.depths) {
-		cols[i] = strconv.Itoa(int(d*100+0.5)) + "%"
+		cols[i] = strconv.Itoa(int(d*100 + 0.5))
 	}
 	var written []string
 	for _, b := range o.budgets {
-		var panels []niah.Panel
+		fig := niah.Figure{
+			Title: fmt.Sprintf("Needle retrieval, %s: average budget %d tokens per layer (window %d included)",
+				o.model, b, compresskv.DefaultWindow),
+			Subtitle: fmt.Sprintf("%s per cell, %v cache, pooling kernel %d. Panels: policy: accuracy, share of the cache kept",
+				plural(o.needles, "needle"), o.dtype, o.kernel),
+			RowTitle:  "prompt length",
+			ColTitle:  "needle depth (%)",
+			RowLabels: rows,
+			ColLabels: cols,
+		}
+		if len(o.methods) == 1 && o.methods[0] == compresskv.Full {
+			fig.Title = fmt.Sprintf("Needle retrieval, %s: the full cache", o.model)
+		}
 		for _, meth := range o.methods {
 			bb := b
 			if meth == compresskv.Full {
 				bb = o.budgets[0]
 			}
 			grid := t.acc[string(meth)][bb]
-			acc := make([][]float64, len(grid))
+			cells := make([][]niah.Cell, len(grid))
+			ok, n := 0, 0
 			for li, row := range grid {
-				acc[li] = make([]float64, len(row))
+				cells[li] = make([]niah.Cell, len(row))
 				for di, c := range row {
-					acc[li][di] = float64(c.ok) / float64(max(1, c.n))
+					cells[li][di] = niah.Cell{OK: c.ok, N: c.n}
+					ok, n = ok+c.ok, n+c.n
 				}
 			}
-			panels = append(panels, niah.Panel{Title: string(meth), Acc: acc})
+			title := fmt.Sprintf("%s: %.0f%%, %.0f%% kept", meth, 100*float64(ok)/float64(max(1, n)),
+				100*t.kept[string(meth)][bb]/float64(max(1, t.runs[string(meth)][bb])))
+			if meth == compresskv.Full {
+				title = fmt.Sprintf("%s: %.0f%%, no compression", meth, 100*float64(ok)/float64(max(1, n)))
+			}
+			fig.Panels = append(fig.Panels, niah.Panel{Title: title, Cells: cells})
 		}
 		path := filepath.Join(o.outDir, fmt.Sprintf("needle_budget%d.png", b))
 		f, err := os.Create(path)
 		if err != nil {
 			return err
 		}
-		if err := niah.WriteHeatmaps(f, panels, rows, cols); err != nil {
+		if err := niah.WriteHeatmaps(f, fig); err != nil {
 			f.Close()
 			return err
 		}
@@ -369,7 +596,6 @@ func heatmaps(o *options, t *tally, w io.Writer) error {
 		}
 		written = append(written, path)
 	}
-	sort.Strings(written)
-	fmt.Fprintf(w, "heatmaps (rows: length, columns: depth 0..100%%, red 0%% .. green 100%%): %s\n", strings.Join(written, ", "))
+	fmt.Fprintf(w, "heatmaps (accuracy by prompt length and needle depth, one panel per policy): %s\n", strings.Join(written, ", "))
 	return nil
 }

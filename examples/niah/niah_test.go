@@ -1,8 +1,6 @@
 package niah
 
 import (
-	"bytes"
-	"image/png"
 	"strings"
 	"testing"
 
@@ -58,21 +56,6 @@ func TestCorrect(t *testing.T) {
 		if got := Correct(ids(s), n); got != want {
 			t.Errorf("Correct(%q) = %v, want %v", s, got, want)
 		}
-	}
-}
-
-func TestHeatmap(t *testing.T) {
-	var buf bytes.Buffer
-	panels := []Panel{{Title: "full", Acc: [][]float64{{1, 0.5}, {0, 1}}}, {Title: "compresskv", Acc: [][]float64{{1, 1}, {1, 0}}}}
-	if err := WriteHeatmaps(&buf, panels, []string{"256", "512"}, []string{"0%", "100%"}); err != nil {
-		t.Fatal(err)
-	}
-	img, err := png.Decode(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b := img.Bounds(); b.Dx() < 60 || b.Dy() < 30 {
-		t.Fatalf("heatmap of %v", b)
 	}
 }
 
