@@ -87,7 +87,7 @@ func (s *Session) Forward(tokens []int) ([]float32, error) {
 			return nil, fmt.Errorf("llama: cache layers have seen %d and %d tokens", s.cache.Seen(0), s.cache.Seen(l))
 		}
 	}
-	d, kv, H := m.Dim, m.KVDim(), m.Heads
+	d, kv := m.Dim, m.KVDim()
 	pos0 := s.Pos()
 	x := make([]float32, n*d)
 	for i, t := range tokens {
@@ -114,16 +114,11 @@ func (s *Session) Forward(tokens []int) ([]float32, error) {
 		if s.Hooks.Query != nil {
 			s.Hooks.Query(l, pos0, q)
 		}
-		// Causal attention on the session's backend: each token of a
-		// prefill chunk is appended and then attends to every row stored
-		// so far, itself included.
-		for i := 0; i < n; i++ {
-			if err := s.cache.Append(l, k[i*kv:(i+1)*kv], v[i*kv:(i+1)*kv]); err != nil {
-				return nil, fmt.Errorf("llama: layer %d: %w", l, err)
-			}
-			if err := s.backend.Attend(s.cache, l, q[i*d:(i+1)*d], H, att[i*d:(i+1)*d]); err != nil {
-				return nil, fmt.Errorf("llama: layer %d: %w", l, err)
-			}
+		if err := s.cache.Append(l, k, v); err != nil {
+			return nil, fmt.Errorf("llama: layer %d: %w", l, err)
+		}
+		if err := s.attend(l, q, n, att); err != nil {
+			return nil, fmt.Errorf("llama: layer %d: %w", l, err)
 		}
 		if s.Hooks.KV != nil {
 			s.Hooks.KV(l, pos0, k, v)
@@ -236,4 +231,57 @@ func dot(a, b []float32) float32 {
 		s0 += a[i] * b[i]
 	}
 	return (s0 + s1) + (s2 + s3)
+}
+
+// attend computes the attention of the n tokens just appended to layer l on
+// the session's backend: token i of a prefill chunk attends to every earlier
+// row and to the chunk's rows up to itself (causal attention), through a
+// view of the cache without the chunk's later rows.
+func (s *Session) attend(l int, q []float32, n int, att []float32) error {
+	H, d := s.m.Heads, s.m.Dim
+	if n == 1 {
+		return s.backend.Attend(s.cache, l, q, H, att)
+	}
+	hr, ok := s.cache.(kvcache.HostReader)
+	if !ok {
+		return fmt.Errorf("chunked prefill needs a cache in host memory (%T is not a kvcache.HostReader); run one token at a time", s.cache)
+	}
+	for i := 0; i < n; i++ {
+		if err := s.backend.Attend(prefixView{hr, n - 1 - i}, l, q[i*d:(i+1)*d], H, att[i*d:(i+1)*d]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prefixView is a host cache without the last drop rows of every head.
+type prefixView struct {
+	kvcache.HostReader
+	drop int
+}
+
+// Len implements kvcache.KVCache.
+func (p prefixView) Len(layer, g int) int { return p.HostReader.Len(layer, g) - p.drop }
+
+// Positions implements kvcache.KVCache.
+func (p prefixView) Positions(layer, g int, dst []int32) []int32 {
+	all := p.HostReader.Positions(layer, g, nil)
+	return append(dst, all[:len(all)-p.drop]...)
+}
+
+// Rows implements kvcache.HostReader.
+func (p prefixView) Rows(layer, g int) (k, v kvcache.Rows) {
+	k, v = p.HostReader.Rows(layer, g)
+	return cut(k, k.N-p.drop), cut(v, v.N-p.drop)
+}
+
+func cut(r kvcache.Rows, n int) kvcache.Rows {
+	r.N = n
+	if r.F32 != nil {
+		r.F32 = r.F32[:n*r.D]
+	}
+	if r.U16 != nil {
+		r.U16 = r.U16[:n*r.D]
+	}
+	return r
 }
