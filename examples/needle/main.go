@@ -26,7 +26,6 @@ import (
 	"log"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,6 +36,7 @@ import (
 	"github.com/compresskv/compresskv/compresskv"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
+	"github.com/compresskv/compresskv/internal/par"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -240,36 +240,22 @@ func run(args []string, stdout, progress io.Writer) error {
 	start := time.Now()
 	var done int
 	var mu sync.Mutex
-	errs := make(chan error, len(jobs))
-	work := make(chan job)
-	var wg sync.WaitGroup
-	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range work {
-				if err := evaluate(m, o, j.p, policies, func(pol string, b int, r outcome) {
-					t.add(pol, b, j.li, j.di, o.lengths[j.li], r)
-				}); err != nil {
-					errs <- err
-					continue
-				}
-				mu.Lock()
-				done++
-				if done%10 == 0 || done == len(jobs) {
-					fmt.Fprintf(progress, "needle: %d/%d prompts, %.0fs\n", done, len(jobs), time.Since(start).Seconds())
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	for _, j := range jobs {
-		work <- j
-	}
-	close(work)
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	errs := make([]error, len(jobs))
+	par.For(len(jobs), func(i int) {
+		j := jobs[i]
+		if errs[i] = evaluate(m, o, j.p, policies, func(pol string, b int, r outcome) {
+			t.add(pol, b, j.li, j.di, o.lengths[j.li], r)
+		}); errs[i] != nil {
+			return
+		}
+		mu.Lock()
+		done++
+		if done%10 == 0 || done == len(jobs) {
+			fmt.Fprintf(progress, "needle: %d/%d prompts, %.0fs\n", done, len(jobs), time.Since(start).Seconds())
+		}
+		mu.Unlock()
+	})
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	report(stdout, o, t, time.Since(start))
