@@ -38,6 +38,9 @@ func openFake(t *testing.T) (*Device, *fakeGPU) {
 		if len(f.tids) != 1 {
 			t.Errorf("CUDA was called from %d OS threads, want 1", len(f.tids))
 		}
+		for _, err := range f.faults {
+			t.Errorf("kernel fault: %v", err)
+		}
 	})
 	return d, f
 }
@@ -113,8 +116,8 @@ var fakeShapes = []struct {
 	{kvcache.Shape{Layers: 1, KVHeads: 3, HeadDim: 12}, 6, 530, kvcache.BFloat16},
 }
 
-// TestFakeMatchesCPU runs the backend's host logic on the fake GPU (kernels
-// emulated in Go) and compares every operation with the CPU backend.
+// TestFakeMatchesCPU runs the backend on the fake GPU (the PTX kernels in the
+// executor) and compares every operation with the CPU backend.
 func TestFakeMatchesCPU(t *testing.T) {
 	for _, sh := range fakeShapes {
 		t.Run(fmt.Sprintf("%v_G%d_H%d_d%d_L%d", sh.dtype, sh.s.KVHeads, sh.H, sh.s.HeadDim, sh.L), func(t *testing.T) {
