@@ -1417,7 +1417,7 @@ func intRange(t string) (int64, int64) {
 }
 
 func sat32(f float32) float32 {
-	if f != f || f < 0 {
+	if f != f || f <= 0 { // NaN and -0 give +0
 		return 0
 	}
 	if f > 1 {

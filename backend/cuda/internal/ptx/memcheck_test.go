@@ -20,7 +20,7 @@ type testAlloc struct {
 }
 
 func (m *testMem) alloc(n int) uint64 {
-	base := uint64(0x10_0000_0000) + uint64(len(m.allocs))<<20
+	base := uint64(0x10_0000_0000) + uint64(len(m.allocs))<<32
 	m.allocs = append(m.allocs, testAlloc{base, make([]byte, n)})
 	return base
 }
