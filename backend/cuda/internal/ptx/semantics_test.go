@@ -101,7 +101,9 @@ func f32in(r *rand.Rand) float32 {
 	return float32(r.NormFloat64() * math.Exp2(float64(r.IntN(20)-10)))
 }
 
-func sameF32(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) || (a != a && b != b) }
+func sameF32(a, b float32) bool {
+	return math.Float32bits(a) == math.Float32bits(b) || (a != a && b != b)
+}
 
 // fmaExact rounds a*b+c computed exactly.
 func fmaExact(a, b, c float32) float32 {
