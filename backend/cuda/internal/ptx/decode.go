@@ -496,6 +496,9 @@ func (d *decoder) finish() error {
 	}
 	// a fall-through past the last instruction exits
 	d.k.code = append(d.k.code, inst{op: opExit, line: -1, text: "(end of kernel)"})
+	if len(d.slots) > 1<<16 {
+		return fmt.Errorf("ptx: %s: %d register slots, the executor handles 65536", d.k.Name, len(d.slots))
+	}
 	d.k.nregs = len(d.slots)
 	d.k.consts = d.slots
 	d.k.constValid = d.isConst

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unsafe"
 )
 
 // Memory is the device's global memory: Region returns the allocation that
@@ -84,6 +85,11 @@ type exec struct {
 }
 
 // Run executes one launch of k over mem. It returns the first fault.
+//
+// A launch runs on the caller's goroutine alone, over memory the caller owns
+// for its duration, so the interpreter's functions are marked go:norace:
+// the race detector then checks the code that calls it (the fake device and
+// the backend's threads) at a tolerable cost instead of every emulated load.
 func (k *Kernel) Run(mem Memory, l Launch) (Stats, error) {
 	x := &exec{k: k, mem: mem, grid: l.Grid, block: l.Block}
 	for i := 0; i < 3; i++ {
@@ -127,8 +133,8 @@ func (k *Kernel) Run(mem Memory, l Launch) (Stats, error) {
 		return Stats{}, fmt.Errorf("ptx: %s: %d bytes of static shared memory, more than 48 KiB", k.Name, static)
 	}
 	x.n = k.nregs
-	x.regs = make([]uint64, x.nthreads*x.n)
-	x.valid = make([]byte, x.nthreads*x.n)
+	x.regs = make([]uint64, x.nthreads*x.n+1<<16)
+	x.valid = make([]byte, x.nthreads*x.n+1<<16)
 	x.pc = make([]int32, x.nthreads)
 	x.state = make([]uint8, x.nthreads)
 	x.cache = make([]region, k.nmem)
@@ -175,6 +181,7 @@ func (x *exec) tid(t int) [3]int {
 	return [3]int{t % x.block[0], t / x.block[0] % x.block[1], t / (x.block[0] * x.block[1])}
 }
 
+//go:norace
 func (x *exec) runBlock() error {
 	n := x.n
 	for t := 0; t < x.nthreads; t++ {
@@ -277,6 +284,8 @@ func (x *exec) runBlock() error {
 
 // resolveWarp performs the warp-synchronous instruction that lanes of the
 // warp [lo, hi) wait at, once every lane of its member mask is there.
+//
+//go:norace
 func (x *exec) resolveWarp(lo, hi int) (bool, error) {
 	first := -1
 	for t := lo; t < hi; t++ {
@@ -410,6 +419,8 @@ func b2u(b bool) uint64 {
 }
 
 // access returns the bytes of a size-byte access at addr.
+//
+//go:norace
 func (x *exec) access(t int, pc int32, in *inst, addr uint64, size int) ([]byte, error) {
 	if addr%uint64(size) != 0 {
 		return nil, x.fault(t, pc, "misaligned", "%d-byte access at %#x", size, addr)
@@ -492,10 +503,16 @@ func (k *Kernel) operandName(in *inst, s int32) string {
 	return fmt.Sprintf("register slot %d", s)
 }
 
+//go:norace
 func (x *exec) run(t int) error {
 	n := x.n
 	r := x.regs[t*n : t*n+n]
 	v := x.valid[t*n : t*n+n]
+	// Slot indices were checked at decode (< nregs <= 1<<16) and the
+	// register file has 1<<16 slots of padding past the last thread, so
+	// the hot path indexes without bounds checks.
+	R := (*[1 << 16]uint64)(unsafe.Pointer(&x.regs[t*n]))
+	V := (*[1 << 16]byte)(unsafe.Pointer(&x.valid[t*n]))
 	pc := x.pc[t]
 	code := x.k.code
 	hits := x.hits
@@ -503,101 +520,101 @@ func (x *exec) run(t int) error {
 		in := &code[pc]
 		hits[pc]++
 		if in.guard != 0 {
-			if v[in.guard] == 0 {
+			if V[uint16(in.guard)] == 0 {
 				return x.uninit(t, pc, in, v)
 			}
-			if (r[in.guard] != 0) == in.gneg {
+			if (R[uint16(in.guard)] != 0) == in.gneg {
 				pc++
 				continue
 			}
 		}
-		if v[in.a]&v[in.b]&v[in.c] == 0 {
+		if V[uint16(in.a)]&V[uint16(in.b)]&V[uint16(in.c)] == 0 {
 			return x.uninit(t, pc, in, v)
 		}
 		switch in.op {
 		case opNop:
 		case opAdd32:
-			r[in.d] = uint64(uint32(r[in.a]) + uint32(r[in.b]))
+			R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)]) + uint32(R[uint16(in.b)]))
 		case opSub32:
-			r[in.d] = uint64(uint32(r[in.a]) - uint32(r[in.b]))
+			R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)]) - uint32(R[uint16(in.b)]))
 		case opMulLo32:
-			r[in.d] = uint64(uint32(r[in.a]) * uint32(r[in.b]))
+			R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)]) * uint32(R[uint16(in.b)]))
 		case opMulHiS32:
-			r[in.d] = uint64(uint32(uint64(int64(int32(r[in.a]))*int64(int32(r[in.b]))) >> 32))
+			R[uint16(in.d)] = uint64(uint32(uint64(int64(int32(R[uint16(in.a)]))*int64(int32(R[uint16(in.b)]))) >> 32))
 		case opMulHiU32:
-			r[in.d] = (r[in.a] & 0xffffffff) * (r[in.b] & 0xffffffff) >> 32
+			R[uint16(in.d)] = (R[uint16(in.a)] & 0xffffffff) * (R[uint16(in.b)] & 0xffffffff) >> 32
 		case opMulWideS32:
-			r[in.d] = uint64(int64(int32(r[in.a])) * int64(int32(r[in.b])))
+			R[uint16(in.d)] = uint64(int64(int32(R[uint16(in.a)])) * int64(int32(R[uint16(in.b)])))
 		case opMulWideU32:
-			r[in.d] = (r[in.a] & 0xffffffff) * (r[in.b] & 0xffffffff)
+			R[uint16(in.d)] = (R[uint16(in.a)] & 0xffffffff) * (R[uint16(in.b)] & 0xffffffff)
 		case opMadLo32:
-			r[in.d] = uint64(uint32(r[in.a])*uint32(r[in.b]) + uint32(r[in.c]))
+			R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)])*uint32(R[uint16(in.b)]) + uint32(R[uint16(in.c)]))
 		case opMadWideS32:
-			r[in.d] = uint64(int64(int32(r[in.a]))*int64(int32(r[in.b]))) + r[in.c]
+			R[uint16(in.d)] = uint64(int64(int32(R[uint16(in.a)]))*int64(int32(R[uint16(in.b)]))) + R[uint16(in.c)]
 		case opMadWideU32:
-			r[in.d] = (r[in.a]&0xffffffff)*(r[in.b]&0xffffffff) + r[in.c]
+			R[uint16(in.d)] = (R[uint16(in.a)]&0xffffffff)*(R[uint16(in.b)]&0xffffffff) + R[uint16(in.c)]
 		case opDivS32, opDivU32, opRemS32, opRemU32:
-			if uint32(r[in.b]) == 0 {
+			if uint32(R[uint16(in.b)]) == 0 {
 				return x.fault(t, pc, "fault", "integer division by zero")
 			}
-			a, b := uint32(r[in.a]), uint32(r[in.b])
+			a, b := uint32(R[uint16(in.a)]), uint32(R[uint16(in.b)])
 			switch in.op {
 			case opDivS32:
-				r[in.d] = uint64(uint32(int32(a) / int32(b)))
+				R[uint16(in.d)] = uint64(uint32(int32(a) / int32(b)))
 			case opDivU32:
-				r[in.d] = uint64(a / b)
+				R[uint16(in.d)] = uint64(a / b)
 			case opRemS32:
-				r[in.d] = uint64(uint32(int32(a) % int32(b)))
+				R[uint16(in.d)] = uint64(uint32(int32(a) % int32(b)))
 			case opRemU32:
-				r[in.d] = uint64(a % b)
+				R[uint16(in.d)] = uint64(a % b)
 			}
 		case opMinS32:
-			r[in.d] = uint64(uint32(min(int32(r[in.a]), int32(r[in.b]))))
+			R[uint16(in.d)] = uint64(uint32(min(int32(R[uint16(in.a)]), int32(R[uint16(in.b)]))))
 		case opMaxS32:
-			r[in.d] = uint64(uint32(max(int32(r[in.a]), int32(r[in.b]))))
+			R[uint16(in.d)] = uint64(uint32(max(int32(R[uint16(in.a)]), int32(R[uint16(in.b)]))))
 		case opMinU32:
-			r[in.d] = uint64(min(uint32(r[in.a]), uint32(r[in.b])))
+			R[uint16(in.d)] = uint64(min(uint32(R[uint16(in.a)]), uint32(R[uint16(in.b)])))
 		case opMaxU32:
-			r[in.d] = uint64(max(uint32(r[in.a]), uint32(r[in.b])))
+			R[uint16(in.d)] = uint64(max(uint32(R[uint16(in.a)]), uint32(R[uint16(in.b)])))
 		case opAnd32:
-			r[in.d] = uint64(uint32(r[in.a] & r[in.b]))
+			R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)] & R[uint16(in.b)]))
 		case opOr32:
-			r[in.d] = uint64(uint32(r[in.a] | r[in.b]))
+			R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)] | R[uint16(in.b)]))
 		case opXor32:
-			r[in.d] = uint64(uint32(r[in.a] ^ r[in.b]))
+			R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)] ^ R[uint16(in.b)]))
 		case opNot32:
-			r[in.d] = uint64(^uint32(r[in.a]))
+			R[uint16(in.d)] = uint64(^uint32(R[uint16(in.a)]))
 		case opNeg32:
-			r[in.d] = uint64(-uint32(r[in.a]))
+			R[uint16(in.d)] = uint64(-uint32(R[uint16(in.a)]))
 		case opAbs32:
-			a := int32(r[in.a])
+			a := int32(R[uint16(in.a)])
 			if a < 0 {
 				a = -a
 			}
-			r[in.d] = uint64(uint32(a))
+			R[uint16(in.d)] = uint64(uint32(a))
 		case opShl32:
-			if s := uint32(r[in.b]); s < 32 {
-				r[in.d] = uint64(uint32(r[in.a]) << s)
+			if s := uint32(R[uint16(in.b)]); s < 32 {
+				R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)]) << s)
 			} else {
-				r[in.d] = 0
+				R[uint16(in.d)] = 0
 			}
 		case opShrU32:
-			if s := uint32(r[in.b]); s < 32 {
-				r[in.d] = uint64(uint32(r[in.a]) >> s)
+			if s := uint32(R[uint16(in.b)]); s < 32 {
+				R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)]) >> s)
 			} else {
-				r[in.d] = 0
+				R[uint16(in.d)] = 0
 			}
 		case opShrS32:
-			s := min(uint32(r[in.b]), 31)
-			r[in.d] = uint64(uint32(int32(r[in.a]) >> s))
+			s := min(uint32(R[uint16(in.b)]), 31)
+			R[uint16(in.d)] = uint64(uint32(int32(R[uint16(in.a)]) >> s))
 		case opPopc32:
-			r[in.d] = uint64(bits.OnesCount32(uint32(r[in.a])))
+			R[uint16(in.d)] = uint64(bits.OnesCount32(uint32(R[uint16(in.a)])))
 		case opClz32:
-			r[in.d] = uint64(bits.LeadingZeros32(uint32(r[in.a])))
+			R[uint16(in.d)] = uint64(bits.LeadingZeros32(uint32(R[uint16(in.a)])))
 		case opBrev32:
-			r[in.d] = uint64(bits.Reverse32(uint32(r[in.a])))
+			R[uint16(in.d)] = uint64(bits.Reverse32(uint32(R[uint16(in.a)])))
 		case opBfeU32, opBfeS32:
-			a, pos, ln := uint32(r[in.a]), uint32(r[in.b])&0xff, uint32(r[in.c])&0xff
+			a, pos, ln := uint32(R[uint16(in.a)]), uint32(R[uint16(in.b)])&0xff, uint32(R[uint16(in.c)])&0xff
 			var res uint32
 			if ln > 0 {
 				sbit := a >> 31
@@ -614,77 +631,77 @@ func (x *exec) run(t int) error {
 					res |= bit << i
 				}
 			}
-			r[in.d] = uint64(res)
+			R[uint16(in.d)] = uint64(res)
 		case opAdd64:
-			r[in.d] = r[in.a] + r[in.b]
+			R[uint16(in.d)] = R[uint16(in.a)] + R[uint16(in.b)]
 		case opSub64:
-			r[in.d] = r[in.a] - r[in.b]
+			R[uint16(in.d)] = R[uint16(in.a)] - R[uint16(in.b)]
 		case opMulLo64:
-			r[in.d] = r[in.a] * r[in.b]
+			R[uint16(in.d)] = R[uint16(in.a)] * R[uint16(in.b)]
 		case opMadLo64:
-			r[in.d] = r[in.a]*r[in.b] + r[in.c]
+			R[uint16(in.d)] = R[uint16(in.a)]*R[uint16(in.b)] + R[uint16(in.c)]
 		case opDivS64, opDivU64, opRemS64, opRemU64:
-			a, b := r[in.a], r[in.b]
+			a, b := R[uint16(in.a)], R[uint16(in.b)]
 			if b == 0 {
 				return x.fault(t, pc, "fault", "integer division by zero")
 			}
 			switch in.op {
 			case opDivS64:
-				r[in.d] = uint64(int64(a) / int64(b))
+				R[uint16(in.d)] = uint64(int64(a) / int64(b))
 			case opDivU64:
-				r[in.d] = a / b
+				R[uint16(in.d)] = a / b
 			case opRemS64:
-				r[in.d] = uint64(int64(a) % int64(b))
+				R[uint16(in.d)] = uint64(int64(a) % int64(b))
 			case opRemU64:
-				r[in.d] = a % b
+				R[uint16(in.d)] = a % b
 			}
 		case opMinS64:
-			r[in.d] = uint64(min(int64(r[in.a]), int64(r[in.b])))
+			R[uint16(in.d)] = uint64(min(int64(R[uint16(in.a)]), int64(R[uint16(in.b)])))
 		case opMaxS64:
-			r[in.d] = uint64(max(int64(r[in.a]), int64(r[in.b])))
+			R[uint16(in.d)] = uint64(max(int64(R[uint16(in.a)]), int64(R[uint16(in.b)])))
 		case opMinU64:
-			r[in.d] = min(r[in.a], r[in.b])
+			R[uint16(in.d)] = min(R[uint16(in.a)], R[uint16(in.b)])
 		case opMaxU64:
-			r[in.d] = max(r[in.a], r[in.b])
+			R[uint16(in.d)] = max(R[uint16(in.a)], R[uint16(in.b)])
 		case opAnd64:
-			r[in.d] = r[in.a] & r[in.b]
+			R[uint16(in.d)] = R[uint16(in.a)] & R[uint16(in.b)]
 		case opOr64:
-			r[in.d] = r[in.a] | r[in.b]
+			R[uint16(in.d)] = R[uint16(in.a)] | R[uint16(in.b)]
 		case opXor64:
-			r[in.d] = r[in.a] ^ r[in.b]
+			R[uint16(in.d)] = R[uint16(in.a)] ^ R[uint16(in.b)]
 		case opNot64:
-			r[in.d] = ^r[in.a]
+			R[uint16(in.d)] = ^R[uint16(in.a)]
 		case opNeg64:
-			r[in.d] = -r[in.a]
+			R[uint16(in.d)] = -R[uint16(in.a)]
 		case opShl64:
-			if s := uint32(r[in.b]); s < 64 {
-				r[in.d] = r[in.a] << s
+			if s := uint32(R[uint16(in.b)]); s < 64 {
+				R[uint16(in.d)] = R[uint16(in.a)] << s
 			} else {
-				r[in.d] = 0
+				R[uint16(in.d)] = 0
 			}
 		case opShrU64:
-			if s := uint32(r[in.b]); s < 64 {
-				r[in.d] = r[in.a] >> s
+			if s := uint32(R[uint16(in.b)]); s < 64 {
+				R[uint16(in.d)] = R[uint16(in.a)] >> s
 			} else {
-				r[in.d] = 0
+				R[uint16(in.d)] = 0
 			}
 		case opShrS64:
-			s := min(uint32(r[in.b]), 63)
-			r[in.d] = uint64(int64(r[in.a]) >> s)
+			s := min(uint32(R[uint16(in.b)]), 63)
+			R[uint16(in.d)] = uint64(int64(R[uint16(in.a)]) >> s)
 		case opPopc64:
-			r[in.d] = uint64(bits.OnesCount64(r[in.a]))
+			R[uint16(in.d)] = uint64(bits.OnesCount64(R[uint16(in.a)]))
 		case opClz64:
-			r[in.d] = uint64(bits.LeadingZeros64(r[in.a]))
+			R[uint16(in.d)] = uint64(bits.LeadingZeros64(R[uint16(in.a)]))
 		case opAndPred:
-			r[in.d] = r[in.a] & r[in.b]
+			R[uint16(in.d)] = R[uint16(in.a)] & R[uint16(in.b)]
 		case opOrPred:
-			r[in.d] = r[in.a] | r[in.b]
+			R[uint16(in.d)] = R[uint16(in.a)] | R[uint16(in.b)]
 		case opXorPred:
-			r[in.d] = r[in.a] ^ r[in.b]
+			R[uint16(in.d)] = R[uint16(in.a)] ^ R[uint16(in.b)]
 		case opNotPred:
-			r[in.d] = r[in.a] ^ 1
+			R[uint16(in.d)] = R[uint16(in.a)] ^ 1
 		case opAddF32, opSubF32, opMulF32, opDivF32, opMinF32, opMaxF32:
-			a, b := f32(r[in.a]), f32(r[in.b])
+			a, b := f32(R[uint16(in.a)]), f32(R[uint16(in.b)])
 			if in.ftz {
 				a, b = ftz(a), ftz(b)
 			}
@@ -706,9 +723,9 @@ func (x *exec) run(t int) error {
 			if in.ftz {
 				res = ftz(res)
 			}
-			r[in.d] = f32u(res)
+			R[uint16(in.d)] = f32u(res)
 		case opFmaF32:
-			a, b, c := f32(r[in.a]), f32(r[in.b]), f32(r[in.c])
+			a, b, c := f32(R[uint16(in.a)]), f32(R[uint16(in.b)]), f32(R[uint16(in.c)])
 			if in.ftz {
 				a, b, c = ftz(a), ftz(b), ftz(c)
 			}
@@ -716,19 +733,19 @@ func (x *exec) run(t int) error {
 			if in.ftz {
 				res = ftz(res)
 			}
-			r[in.d] = f32u(res)
+			R[uint16(in.d)] = f32u(res)
 		case opNegF32:
-			r[in.d] = uint64(uint32(r[in.a]) ^ 0x80000000)
+			R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)]) ^ 0x80000000)
 			if in.ftz {
-				r[in.d] = f32u(ftz(f32(r[in.d])))
+				R[uint16(in.d)] = f32u(ftz(f32(R[uint16(in.d)])))
 			}
 		case opAbsF32:
-			r[in.d] = uint64(uint32(r[in.a]) &^ 0x80000000)
+			R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)]) &^ 0x80000000)
 			if in.ftz {
-				r[in.d] = f32u(ftz(f32(r[in.d])))
+				R[uint16(in.d)] = f32u(ftz(f32(R[uint16(in.d)])))
 			}
 		case opRcpF32, opSqrtF32, opRsqrtF32, opEx2F32, opLg2F32:
-			a := f32(r[in.a])
+			a := f32(R[uint16(in.a)])
 			if in.ftz {
 				a = ftz(a)
 			}
@@ -748,33 +765,33 @@ func (x *exec) run(t int) error {
 			if in.ftz {
 				res = ftz(res)
 			}
-			r[in.d] = f32u(res)
+			R[uint16(in.d)] = f32u(res)
 		case opAddF64:
-			r[in.d] = f64u(float64(f64(r[in.a]) + f64(r[in.b])))
+			R[uint16(in.d)] = f64u(float64(f64(R[uint16(in.a)]) + f64(R[uint16(in.b)])))
 		case opSubF64:
-			r[in.d] = f64u(float64(f64(r[in.a]) - f64(r[in.b])))
+			R[uint16(in.d)] = f64u(float64(f64(R[uint16(in.a)]) - f64(R[uint16(in.b)])))
 		case opMulF64:
-			r[in.d] = f64u(float64(f64(r[in.a]) * f64(r[in.b])))
+			R[uint16(in.d)] = f64u(float64(f64(R[uint16(in.a)]) * f64(R[uint16(in.b)])))
 		case opDivF64:
-			r[in.d] = f64u(float64(f64(r[in.a]) / f64(r[in.b])))
+			R[uint16(in.d)] = f64u(float64(f64(R[uint16(in.a)]) / f64(R[uint16(in.b)])))
 		case opFmaF64:
-			r[in.d] = f64u(math.FMA(f64(r[in.a]), f64(r[in.b]), f64(r[in.c])))
+			R[uint16(in.d)] = f64u(math.FMA(f64(R[uint16(in.a)]), f64(R[uint16(in.b)]), f64(R[uint16(in.c)])))
 		case opNegF64:
-			r[in.d] = r[in.a] ^ 1<<63
+			R[uint16(in.d)] = R[uint16(in.a)] ^ 1<<63
 		case opAbsF64:
-			r[in.d] = r[in.a] &^ (1 << 63)
+			R[uint16(in.d)] = R[uint16(in.a)] &^ (1 << 63)
 		case opMinF64:
-			r[in.d] = f64u(minF64(f64(r[in.a]), f64(r[in.b])))
+			R[uint16(in.d)] = f64u(minF64(f64(R[uint16(in.a)]), f64(R[uint16(in.b)])))
 		case opMaxF64:
-			r[in.d] = f64u(maxF64(f64(r[in.a]), f64(r[in.b])))
+			R[uint16(in.d)] = f64u(maxF64(f64(R[uint16(in.a)]), f64(R[uint16(in.b)])))
 		case opRcpF64:
-			r[in.d] = f64u(float64(1 / f64(r[in.a])))
+			R[uint16(in.d)] = f64u(float64(1 / f64(R[uint16(in.a)])))
 		case opSqrtF64:
-			r[in.d] = f64u(math.Sqrt(f64(r[in.a])))
+			R[uint16(in.d)] = f64u(math.Sqrt(f64(R[uint16(in.a)])))
 		case opSetpS32, opSetpU32, opSetpS64, opSetpU64, opSetpF32, opSetpF64:
-			p := x.compare(in, r[in.a], r[in.b])
+			p := x.compare(in, R[uint16(in.a)], R[uint16(in.b)])
 			if in.aux2 != 0 {
-				c := (r[in.c] != 0) != in.cneg
+				c := (R[uint16(in.c)] != 0) != in.cneg
 				switch in.aux2 {
 				case 1:
 					p = p && c
@@ -784,11 +801,11 @@ func (x *exec) run(t int) error {
 					p = p != c
 				}
 			}
-			r[in.d] = b2u(p)
+			R[uint16(in.d)] = b2u(p)
 			if in.d2 != 0 {
-				q := !x.compare(in, r[in.a], r[in.b])
+				q := !x.compare(in, R[uint16(in.a)], R[uint16(in.b)])
 				if in.aux2 != 0 {
-					c := (r[in.c] != 0) != in.cneg
+					c := (R[uint16(in.c)] != 0) != in.cneg
 					switch in.aux2 {
 					case 1:
 						q = q && c
@@ -798,41 +815,41 @@ func (x *exec) run(t int) error {
 						q = q != c
 					}
 				}
-				r[in.d2] = b2u(q)
-				v[in.d2] = 1
+				R[uint16(in.d2)] = b2u(q)
+				V[uint16(in.d2)] = 1
 			}
 		case opSelp:
-			if r[in.c] != 0 {
-				r[in.d] = r[in.a]
+			if R[uint16(in.c)] != 0 {
+				R[uint16(in.d)] = R[uint16(in.a)]
 			} else {
-				r[in.d] = r[in.b]
+				R[uint16(in.d)] = R[uint16(in.b)]
 			}
 		case opMov:
-			r[in.d] = r[in.a]
+			R[uint16(in.d)] = R[uint16(in.a)]
 		case opPack64:
-			r[in.d] = r[in.a]&0xffffffff | r[in.b]<<32
+			R[uint16(in.d)] = R[uint16(in.a)]&0xffffffff | R[uint16(in.b)]<<32
 		case opPack32:
-			r[in.d] = r[in.a]&0xffff | (r[in.b]&0xffff)<<16
+			R[uint16(in.d)] = R[uint16(in.a)]&0xffff | (R[uint16(in.b)]&0xffff)<<16
 		case opUnpack64:
-			a := r[in.a]
-			r[in.d], r[in.d2] = a&0xffffffff, a>>32
-			v[in.d2] = 1
+			a := R[uint16(in.a)]
+			R[uint16(in.d)], R[uint16(in.d2)] = a&0xffffffff, a>>32
+			V[uint16(in.d2)] = 1
 		case opUnpack32:
-			a := r[in.a]
-			r[in.d], r[in.d2] = a&0xffff, a>>16&0xffff
-			v[in.d2] = 1
+			a := R[uint16(in.a)]
+			R[uint16(in.d)], R[uint16(in.d2)] = a&0xffff, a>>16&0xffff
+			V[uint16(in.d2)] = 1
 		case opCvtS64S32:
-			r[in.d] = uint64(int64(int32(r[in.a])))
+			R[uint16(in.d)] = uint64(int64(int32(R[uint16(in.a)])))
 		case opCvtU64U32, opCvtTrunc32:
-			r[in.d] = r[in.a] & 0xffffffff
+			R[uint16(in.d)] = R[uint16(in.a)] & 0xffffffff
 		case opCvtTrunc16:
-			r[in.d] = r[in.a] & 0xffff
+			R[uint16(in.d)] = R[uint16(in.a)] & 0xffff
 		case opCvtSext16:
-			r[in.d] = uint64(uint32(int32(int16(r[in.a]))))
+			R[uint16(in.d)] = uint64(uint32(int32(int16(R[uint16(in.a)]))))
 		case opCvtF32F16:
-			r[in.d] = f32u(halfToFloat(uint16(r[in.a])))
+			R[uint16(in.d)] = f32u(halfToFloat(uint16(R[uint16(in.a)])))
 		case opCvt:
-			r[in.d] = convert(in.cvt, in.ftz, r[in.a])
+			R[uint16(in.d)] = convert(in.cvt, in.ftz, R[uint16(in.a)])
 		case opLd:
 			if err := x.load(t, pc, in, r, v); err != nil {
 				return err
@@ -864,11 +881,12 @@ func (x *exec) run(t int) error {
 		default:
 			return x.fault(t, pc, "fault", "opcode %d has no semantics", in.op)
 		}
-		v[in.d] = 1
+		V[uint16(in.d)] = 1
 		pc++
 	}
 }
 
+//go:norace
 func (x *exec) load(t int, pc int32, in *inst, r []uint64, v []byte) error {
 	size := int(in.size)
 	if in.aux == spParam {
@@ -899,6 +917,7 @@ func (x *exec) load(t int, pc int32, in *inst, r []uint64, v []byte) error {
 	return nil
 }
 
+//go:norace
 func (x *exec) store(t int, pc int32, in *inst, r []uint64, v []byte) error {
 	size := int(in.size)
 	addr := r[in.a] + uint64(in.imm)
@@ -925,6 +944,7 @@ func (x *exec) store(t int, pc int32, in *inst, r []uint64, v []byte) error {
 	return nil
 }
 
+//go:norace
 func (x *exec) atomic(t int, pc int32, in *inst, r []uint64) error {
 	size := int(in.size)
 	b, err := x.access(t, pc, in, r[in.a]+uint64(in.imm), size)
@@ -979,6 +999,7 @@ func (x *exec) atomic(t int, pc int32, in *inst, r []uint64) error {
 	return nil
 }
 
+//go:norace
 func readLE(b []byte, size int, signed bool) uint64 {
 	switch size {
 	case 1:
@@ -1002,6 +1023,7 @@ func readLE(b []byte, size int, signed bool) uint64 {
 	return binary.LittleEndian.Uint64(b)
 }
 
+//go:norace
 func writeLE(b []byte, size int, v uint64) {
 	switch size {
 	case 1:
@@ -1015,6 +1037,7 @@ func writeLE(b []byte, size int, v uint64) {
 	}
 }
 
+//go:norace
 func (x *exec) compare(in *inst, ua, ub uint64) bool {
 	c := in.aux
 	switch in.op {
@@ -1173,6 +1196,8 @@ func maxF64(a, b float64) float64 {
 // product is exact in float64, the sum's rounding error is recovered with
 // TwoSum and decides the float32 rounding when the float64 sum lies exactly
 // halfway between two float32 values.
+//
+//go:norace
 func fma32(a, b, c float32) float32 {
 	p := float64(float64(a) * float64(b)) // exact
 	cc := float64(c)
