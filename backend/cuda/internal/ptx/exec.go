@@ -40,6 +40,7 @@ type Fault struct {
 	Msg           string
 }
 
+// Error names the class, kernel, PTX line and instruction, block and thread.
 func (f *Fault) Error() string {
 	return fmt.Sprintf("ptx: %s: %s: line %d (%s), block (%d,%d,%d) thread (%d,%d,%d): %s",
 		f.Kernel, f.Class, f.Line, f.Text, f.Block[0], f.Block[1], f.Block[2], f.Thread[0], f.Thread[1], f.Thread[2], f.Msg)
