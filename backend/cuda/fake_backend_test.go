@@ -298,7 +298,7 @@ func TestFakeCycles(t *testing.T) {
 	dev, f := openFake(t)
 	r, _ := reftest.Rand(t)
 	s := kvcache.Shape{Layers: 2, KVHeads: 2, HeadDim: 8}
-	cycles := 200
+	cycles := 100
 	if testing.Short() {
 		cycles = 20
 	}

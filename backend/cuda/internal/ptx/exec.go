@@ -134,8 +134,8 @@ func (k *Kernel) Run(mem Memory, l Launch) (Stats, error) {
 		return Stats{}, fmt.Errorf("ptx: %s: %d bytes of static shared memory, more than 48 KiB", k.Name, static)
 	}
 	x.n = k.nregs
-	x.regs = make([]uint64, x.nthreads*x.n+1<<16)
-	x.valid = make([]byte, x.nthreads*x.n+1<<16)
+	x.regs, x.valid = getFile(x.nthreads*x.n + 1<<16)
+	defer putFile(x.regs, x.valid)
 	x.pc = make([]int32, x.nthreads)
 	x.state = make([]uint8, x.nthreads)
 	x.cache = make([]region, k.nmem)
@@ -1451,6 +1451,25 @@ func sat32(f float32) float32 {
 	}
 	return f
 }
+
+// files recycles register files between launches: every block writes the
+// slots it reads (constants copied, registers marked unwritten), so a
+// recycled file needs no clearing.
+var files sync.Pool
+
+type file struct {
+	regs  []uint64
+	valid []byte
+}
+
+func getFile(n int) ([]uint64, []byte) {
+	if f, ok := files.Get().(*file); ok && len(f.regs) >= n {
+		return f.regs[:n], f.valid[:n]
+	}
+	return make([]uint64, n), make([]byte, n)
+}
+
+func putFile(regs []uint64, valid []byte) { files.Put(&file{regs, valid}) }
 
 // coverage records which instructions ran, across launches.
 type coverage struct {
