@@ -2,7 +2,7 @@ package ptx
 
 import (
 	"encoding/binary"
-	"fmt"
+	"errors"
 	"math"
 	"math/big"
 	"math/bits"
@@ -505,5 +505,65 @@ func TestPTXLiteral(t *testing.T) {
 	if _, ok := parseImm("%r1", immInt); ok {
 		t.Error("a register parsed as an immediate")
 	}
-	_ = fmt.Sprint()
+}
+
+// TestVectorAndGenericAccess: ld/st of .v2/.v4 vectors, generic loads and
+// stores that resolve to shared or global memory, and the alignment of a
+// vector access (its whole size).
+func TestVectorAndGenericAccess(t *testing.T) {
+	src := `
+.visible .entry k(.param .u64 k_p)
+{
+	.reg .f32 %f<8>;
+	.reg .b32 %r<8>;
+	.reg .b64 %rd<8>;
+	.shared .align 16 .b8 buf[32];
+	ld.param.u64 %rd1, [k_p];
+	cvta.to.global.u64 %rd1, %rd1;
+	ld.global.nc.v4.f32 {%f1, %f2, %f3, %f4}, [%rd1];
+	add.f32 %f5, %f1, %f4;
+	mov.u64 %rd2, buf;
+	cvta.shared.u64 %rd3, %rd2;
+	st.f32 [%rd3+4], %f5;
+	ld.shared.f32 %f6, [buf+4];
+	ld.v2.u32 {%r1, %r2}, [%rd1+8];
+	add.s32 %r3, %r1, %r2;
+	st.global.v2.f32 [%rd1+16], {%f6, %f2};
+	st.u32 [%rd1+24], %r3;
+	ret;
+}
+`
+	m := mustParse(t, src)
+	mem := &testMem{}
+	p := mem.alloc(32)
+	b := mem.bytes(p)
+	for i, v := range []float32{1.5, 2.25, 3, 4} {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	if _, err := m.Kernel("k").Run(mem, Launch{Grid: [3]int{1, 1, 1}, Block: [3]int{1, 1, 1}, Params: [][]byte{u64p(p)}}); err != nil {
+		t.Fatal(err)
+	}
+	got := []uint32{binary.LittleEndian.Uint32(b[16:]), binary.LittleEndian.Uint32(b[20:]), binary.LittleEndian.Uint32(b[24:])}
+	want := []uint32{math.Float32bits(5.5), math.Float32bits(2.25), math.Float32bits(3) + math.Float32bits(4)}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("word %d = %#x, want %#x", i, got[i], want[i])
+		}
+	}
+	// a v4 access is aligned to 16 bytes
+	bad := mustParse(t, `
+.visible .entry k(.param .u64 k_p)
+{
+	.reg .f32 %f<8>;
+	.reg .b64 %rd<4>;
+	ld.param.u64 %rd1, [k_p];
+	ld.global.v4.f32 {%f1, %f2, %f3, %f4}, [%rd1+8];
+	ret;
+}
+`)
+	_, err := bad.Kernel("k").Run(mem, Launch{Grid: [3]int{1, 1, 1}, Block: [3]int{1, 1, 1}, Params: [][]byte{u64p(p)}})
+	var f *Fault
+	if !errors.As(err, &f) || f.Class != "misaligned" {
+		t.Fatalf("v4 load at +8: %v", err)
+	}
 }
