@@ -998,26 +998,27 @@ func (d *decoder) decodeSetp(in *inst, base string, mods []string, ops []string)
 		"lo": cmpLT, "ls": cmpLE, "hi": cmpGT, "hs": cmpGE,
 		"equ": cmpEQU, "neu": cmpNEU, "ltu": cmpLTU, "leu": cmpLEU, "gtu": cmpGTU, "geu": cmpGEU, "num": cmpNUM, "nan": cmpNAN}
 	c, ok := cmps[mods[0]]
-	typ := mods[1]
 	if !ok {
 		return d.unimplemented(base, mods)
 	}
-	rest := mods[2:]
-	if len(rest) > 0 && rest[0] == "ftz" {
-		in.ftz = true
-		rest = rest[1:]
-	}
+	typ := ""
 	in.aux2 = 0
 	nops := 3
-	if len(rest) == 1 {
-		bop := map[string]uint8{"and": 1, "or": 2, "xor": 3}[rest[0]]
-		if bop == 0 {
+	for _, m := range mods[1:] {
+		switch {
+		case m == "ftz":
+			in.ftz = true
+		case m == "and" || m == "or" || m == "xor":
+			if in.aux2 != 0 {
+				return d.unimplemented(base, mods)
+			}
+			in.aux2 = map[string]uint8{"and": 1, "or": 2, "xor": 3}[m]
+			nops = 4
+		case typeSize(m) > 0 && typ == "":
+			typ = m
+		default:
 			return d.unimplemented(base, mods)
 		}
-		in.aux2 = bop
-		nops = 4
-	} else if len(rest) > 1 {
-		return d.unimplemented(base, mods)
 	}
 	switch typ {
 	case "s32", "s16":

@@ -116,7 +116,7 @@ func Parse(src string) (*Module, error) {
 			if strings.HasPrefix(t, ".address_size") && !strings.Contains(t, "64") {
 				return nil, fmt.Errorf("ptx: line %d: only .address_size 64 is supported", s.n)
 			}
-		case strings.HasPrefix(t, ".shared"):
+		case strings.HasPrefix(t, ".shared"), strings.HasPrefix(t, ".extern .shared"):
 			v, err := parseShared(t)
 			if err != nil {
 				return nil, fmt.Errorf("ptx: line %d: %v", s.n, err)
@@ -240,7 +240,12 @@ func (m *Module) parseEntry(stmts []srcLine, i int) (*Kernel, int, error) {
 		rest = ""
 	}
 	k := &Kernel{Name: name, dynIdx: -1}
-	k.shared = append(k.shared, m.shared...)
+	for _, v := range m.shared {
+		if v.size < 0 {
+			k.dynIdx = len(k.shared)
+		}
+		k.shared = append(k.shared, v)
+	}
 	// parameters up to ')'
 	var ptext strings.Builder
 	ptext.WriteString(rest)
@@ -344,7 +349,7 @@ func (m *Module) parseEntry(stmts []srcLine, i int) (*Kernel, int, error) {
 				return nil, 0, fmt.Errorf("ptx: %s line %d: %v", name, s.n, err)
 			}
 			continue
-		case strings.HasPrefix(t, ".shared"):
+		case strings.HasPrefix(t, ".shared"), strings.HasPrefix(t, ".extern .shared"):
 			v, err := parseShared(t)
 			if err != nil {
 				return nil, 0, fmt.Errorf("ptx: %s line %d: %v", name, s.n, err)

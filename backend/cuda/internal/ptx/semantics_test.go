@@ -211,7 +211,7 @@ func TestComparisons(t *testing.T) {
 	}
 	for name, f := range cmp {
 		got := unary(t, "setp."+name+".f32 %p1, %f10, %f11", "%p1", "pred", in)
-		got2 := unary(t, "setp."+name+".f32.and %p1|%p2, %f10, %f11, %p12", "%p2", "pred", in)
+		got2 := unary(t, "setp."+name+".and.f32 %p1|%p2, %f10, %f11, %p12", "%p2", "pred", in)
 		for i := range got {
 			a, b := float64(f32(in[i][0])), float64(f32(in[i][1]))
 			if (got[i] == 1) != f(a, b) {
@@ -565,5 +565,51 @@ func TestVectorAndGenericAccess(t *testing.T) {
 	var f *Fault
 	if !errors.As(err, &f) || f.Class != "misaligned" {
 		t.Fatalf("v4 load at +8: %v", err)
+	}
+}
+
+// TestFtzAndDynamicShared: .ftz flushes subnormal operands of setp, and
+// extern shared memory has the launch's size.
+func TestFtzAndDynamicShared(t *testing.T) {
+	sub := f32u(-1e-40) // a negative subnormal
+	lt := unary(t, "setp.lt.f32 %p1, %f10, %f11", "%p1", "pred", [][3]uint64{{sub, 0, 0}})
+	ltz := unary(t, "setp.lt.ftz.f32 %p1, %f10, %f11", "%p1", "pred", [][3]uint64{{sub, 0, 0}})
+	if lt[0] != 1 || ltz[0] != 0 {
+		t.Fatalf("-1e-40 < 0: %d, with ftz %d (want 1, 0)", lt[0], ltz[0])
+	}
+	src := `
+.extern .shared .align 4 .b8 dyn[];
+.visible .entry k(.param .u64 k_p)
+{
+	.reg .b32 %r<4>;
+	.reg .b64 %rd<6>;
+	ld.param.u64 %rd1, [k_p];
+	mov.u32 %r1, %tid.x;
+	mul.wide.u32 %rd2, %r1, 4;
+	mov.u64 %rd3, dyn;
+	add.s64 %rd4, %rd3, %rd2;
+	st.shared.u32 [%rd4], %r1;
+	bar.sync 0;
+	ld.shared.u32 %r2, [dyn+12];
+	add.s64 %rd5, %rd1, %rd2;
+	st.global.u32 [%rd5], %r2;
+	ret;
+}
+`
+	m := mustParse(t, src)
+	mem := &testMem{}
+	p := mem.alloc(4 * 16)
+	l := Launch{Grid: [3]int{1, 1, 1}, Block: [3]int{16, 1, 1}, SharedBytes: 64, Params: [][]byte{u64p(p)}}
+	if _, err := m.Kernel("k").Run(mem, l); err != nil {
+		t.Fatal(err)
+	}
+	if v := binary.LittleEndian.Uint32(mem.bytes(p)[60:]); v != 3 {
+		t.Fatalf("thread 15 read dyn[3] = %d, want 3", v)
+	}
+	l.SharedBytes = 60 // thread 15 stores past the end
+	_, err := m.Kernel("k").Run(mem, l)
+	var f *Fault
+	if !errors.As(err, &f) || f.Class != "out of bounds" || f.Thread != [3]int{15, 0, 0} {
+		t.Fatalf("60 bytes of dynamic shared memory for 16 words: %v", err)
 	}
 }
