@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/compresskv/compresskv/backend"
 	"github.com/compresskv/compresskv/backend/cpu"
@@ -443,5 +444,30 @@ func TestTopKExactOnTies(t *testing.T) {
 	})
 	if err != nil || nanOut[0] != 3 {
 		t.Fatalf("NaN at index 2 reported as %d, %v", nanOut[0], err)
+	}
+}
+
+// TestFakeRejectsUnknownInstruction: a module with an instruction the
+// executor does not implement fails to load on the fake device, the error
+// naming the instruction, so that a kernel change that needs one fails here
+// rather than on a user's GPU.
+func TestFakeRejectsUnknownInstruction(t *testing.T) {
+	i := strings.Index(ptxSource, "rcp.rn.f32")
+	if i < 0 {
+		t.Fatal("no rcp.rn.f32 in the module")
+	}
+	img := append([]byte(ptxSource[:i]+"sin.approx.f32"+ptxSource[i+len("rcp.rn.f32"):]), 0)
+	f := newFakeGPU()
+	a := f.api()
+	var m uintptr
+	if code := a.cuModuleLoadData(&m, unsafe.Pointer(&img[0])); code != 218 {
+		t.Fatalf("cuModuleLoadData = %d, want 218 (CUDA_ERROR_INVALID_PTX)", code)
+	}
+	if len(f.faults) != 1 || !strings.Contains(f.faults[0].Error(), "sin.approx.f32 not implemented") {
+		t.Fatalf("load errors: %v", f.faults)
+	}
+	img = ptxImage()
+	if code := a.cuModuleLoadData(&m, unsafe.Pointer(&img[0])); code != 0 {
+		t.Fatalf("the embedded module: cuModuleLoadData = %d: %v", code, f.faults)
 	}
 }
