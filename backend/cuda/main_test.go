@@ -31,14 +31,20 @@ var unreachable = []struct {
 	{"attend_partial", `^bra\.uni\s+\$L__BB6_353$`, "nh > 0: the branch past the output loop for a block without heads"},
 }
 
-// TestMain runs the tests, then, when the whole suite ran (no -run, no
-// -short), requires every line of every kernel of the embedded PTX to have
+// TestMain runs the tests, then, when the whole suite ran (no -run, -skip
+// or -short), requires every line of every kernel of the embedded PTX to have
 // executed in the executor, except those listed in unreachable. It prints
 // the coverage report with -v.
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
-	if code != 0 || testing.Short() || flag.Lookup("test.run").Value.String() != "" || flag.Lookup("test.list").Value.String() != "" {
+	filtered := false
+	for _, f := range []string{"test.run", "test.skip", "test.list"} {
+		if fl := flag.Lookup(f); fl != nil && fl.Value.String() != "" {
+			filtered = true
+		}
+	}
+	if code != 0 || testing.Short() || filtered {
 		os.Exit(code)
 	}
 	report, ok := ptxCoverage()
