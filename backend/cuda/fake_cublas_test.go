@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -105,55 +106,6 @@ func (f *fakeGPU) addBLAS(a *api, gemms *int) {
 		return 0
 	}
 	a.blas = b
-}
-
-// emulateGEMMKernels emulates, by their contract, the kernels of the cuBLAS
-// window sums (widen_rows, rows_softmax, colsum_rows), over the launched
-// grid. The fake's emulate hands them here.
-func (f *fakeGPU) emulateGEMMKernels(k kernel, a []uint64, grid, block [3]int) {
-	exp := func(x float32) float32 { return float32(math.Exp(float64(x))) }
-	switch k {
-	case kWidenRows:
-		src, dst, n, dt := uintptr(a[0]), uintptr(a[1]), a[2], int32(a[3])
-		o := f.f32(dst, int(n))
-		for i := range o {
-			o[i] = f.elem(src, uint64(i), dt)
-		}
-	case kRowsSoftmax:
-		lg, ld, L, C, nrows, visBase, fin := uintptr(a[0]), i32(a[1]), i32(a[2]), i32(a[3]), i32(a[4]), i32(a[5]), uintptr(a[6])
-		for r := 0; r < min(nrows, grid[0]*block[0]/32); r++ {
-			vis := min(visBase+r%C, L)
-			row := f.f32(lg+uintptr(4*r*ld), vis)
-			m := float32(math.Inf(-1))
-			for _, v := range row {
-				m = max(m, v)
-			}
-			var s float32
-			for _, v := range row {
-				s += exp(v - m)
-			}
-			fn := f.f32(fin+uintptr(8*r), 2)
-			fn[0], fn[1] = m, 1/s
-		}
-	case kColsumRows:
-		lg, ld, L, C, visBase, fin, out, os := uintptr(a[0]), i32(a[1]), i32(a[2]), i32(a[3]), i32(a[4]), uintptr(a[5]), uintptr(a[6]), i32(a[7])
-		for b := 0; b < grid[1]; b++ {
-			o := f.f32(out+uintptr(4*b*os), L)
-			rows := f.f32(lg+uintptr(4*b*C*ld), (C-1)*ld+L)
-			fn := f.f32(fin+uintptr(8*b*C), 2*C)
-			for j := 0; j < min(L, grid[0]*block[0]); j++ {
-				var acc float32
-				for i := 0; i < C; i++ {
-					if j < visBase+i {
-						acc += exp(rows[i*ld+j]-fn[2*i]) * fn[2*i+1]
-					}
-				}
-				o[j] += acc
-			}
-		}
-	default:
-		panic(fmt.Sprintf("fake GPU: no emulation of kernel %d", k))
-	}
 }
 
 // openBLASFake opens a Device on a fake GPU with cuBLAS; the test closes it.
@@ -328,4 +280,13 @@ func TestBLASCreateFails(t *testing.T) {
 	if _, _, err := d.MemInfo(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// f32 returns n float32 values of device memory at p (see mem).
+func (f *fakeGPU) f32(p uintptr, n int) []float32 {
+	if n == 0 {
+		return nil
+	}
+	b := f.mem(p, 4*n)
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), n)
 }
