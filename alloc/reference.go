@@ -9,6 +9,8 @@ import (
 	"math"
 	"sort"
 	"strconv"
+
+	"github.com/compresskv/compresskv/internal/jsonpos"
 )
 
 // AvgKey is the key of the averaged weights in the reference score file.
@@ -62,8 +64,8 @@ func ReadReferenceScores(r io.Reader) (*ReferenceScores, error) {
 		}
 		if err != nil {
 			if objects > 0 && !errors.Is(err, io.ErrUnexpectedEOF) {
-				if _, i := nonFiniteLiteral(data); i < 0 {
-					return nil, fmt.Errorf("alloc: reference scores: %s: data after JSON object %d that is not another JSON object (one per line)", where(data, skipSpace(data, at)), objects)
+				if _, i := jsonpos.NonFiniteLiteral(data); i < 0 {
+					return nil, fmt.Errorf("alloc: reference scores: %s: data after JSON object %d that is not another JSON object (one per line)", jsonpos.Where(data, jsonpos.SkipSpace(data, at)), objects)
 				}
 			}
 			return nil, fmt.Errorf("alloc: reference scores: %s", syntaxErr(data, at, err))
@@ -71,7 +73,7 @@ func ReadReferenceScores(r io.Reader) (*ReferenceScores, error) {
 		if d, ok := tok.(json.Delim); !ok || d != '{' {
 			what := "top level"
 			if objects > 0 {
-				what = fmt.Sprintf("%s, after JSON object %d,", where(data, skipSpace(data, at)), objects)
+				what = fmt.Sprintf("%s, after JSON object %d,", jsonpos.Where(data, jsonpos.SkipSpace(data, at)), objects)
 			}
 			return nil, fmt.Errorf("alloc: reference scores: %s is %s, not a JSON object", what, tokenKind(tok))
 		}
@@ -83,12 +85,12 @@ func ReadReferenceScores(r io.Reader) (*ReferenceScores, error) {
 			}
 			k, ok := tok.(string)
 			if !ok {
-				return nil, fmt.Errorf("alloc: reference scores: %s: want a key, found %s", where(data, at), tokenKind(tok))
+				return nil, fmt.Errorf("alloc: reference scores: %s: want a key, found %s", jsonpos.Where(data, at), tokenKind(tok))
 			}
 			if first, dup := seen[k]; dup {
-				return nil, fmt.Errorf("alloc: reference scores: key %q appears twice (%s and %s)", k, where(data, first), where(data, skipSpace(data, at)))
+				return nil, fmt.Errorf("alloc: reference scores: key %q appears twice (%s and %s)", k, jsonpos.Where(data, first), jsonpos.Where(data, jsonpos.SkipSpace(data, at)))
 			}
-			seen[k] = skipSpace(data, at)
+			seen[k] = jsonpos.SkipSpace(data, at)
 			at = dec.InputOffset()
 			var v any
 			if err := dec.Decode(&v); err != nil {
@@ -96,7 +98,7 @@ func ReadReferenceScores(r io.Reader) (*ReferenceScores, error) {
 			}
 			xs, err := numberArray(v)
 			if err != nil {
-				return nil, fmt.Errorf("alloc: reference scores: key %q (%s): %w", k, where(data, at), err)
+				return nil, fmt.Errorf("alloc: reference scores: key %q (%s): %w", k, jsonpos.Where(data, at), err)
 			}
 			if k == AvgKey {
 				avg, hasAvg = xs, true
@@ -225,66 +227,21 @@ func numberArray(v any) ([]float64, error) {
 	return out, nil
 }
 
-// where names a byte offset of data as line and column (in bytes), both
-// counted from 1.
-func where(data []byte, off int64) string {
-	off = min(max(off, 0), int64(len(data)))
-	line := 1 + bytes.Count(data[:off], []byte("\n"))
-	col := off - int64(bytes.LastIndexByte(data[:off], '\n'))
-	return fmt.Sprintf("line %d, column %d", line, col)
-}
-
 // syntaxErr describes a decoding error that began at offset at. A syntax
 // error caused by one of Python's non-finite literals (NaN, Infinity,
 // -Infinity) says so.
 func syntaxErr(data []byte, at int64, err error) string {
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
-		if lit, i := nonFiniteLiteral(data); i >= 0 {
-			return fmt.Sprintf("%s: non-finite value %s is not supported (layer scores must be finite and non-negative)", where(data, int64(i)), lit)
+		if lit, i := jsonpos.NonFiniteLiteral(data); i >= 0 {
+			return fmt.Sprintf("%s: non-finite value %s is not supported (layer scores must be finite and non-negative)", jsonpos.Where(data, int64(i)), lit)
 		}
-		return fmt.Sprintf("at or after %s: %v", where(data, skipSpace(data, at)), err)
+		return fmt.Sprintf("at or after %s: %v", jsonpos.Where(data, jsonpos.SkipSpace(data, at)), err)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return "unexpected end of input (EOF)"
 	}
-	return fmt.Sprintf("at or after %s: %v", where(data, skipSpace(data, at)), err)
-}
-
-// skipSpace returns the offset of the first byte at or after off that is not
-// JSON white space or a separator (',' or ':').
-func skipSpace(data []byte, off int64) int64 {
-	for off < int64(len(data)) && bytes.IndexByte([]byte(" \t\r\n,:"), data[off]) >= 0 {
-		off++
-	}
-	return off
-}
-
-// nonFiniteLiteral returns the first bare NaN, Infinity or -Infinity outside
-// JSON strings in data and its offset, or -1.
-func nonFiniteLiteral(data []byte) (string, int) {
-	inString, escaped := false, false
-	for i, c := range data {
-		switch {
-		case inString:
-			if escaped {
-				escaped = false
-			} else if c == '\\' {
-				escaped = true
-			} else if c == '"' {
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		default:
-			for _, lit := range []string{"NaN", "Infinity", "-Infinity"} {
-				if bytes.HasPrefix(data[i:], []byte(lit)) {
-					return lit, i
-				}
-			}
-		}
-	}
-	return "", -1
+	return fmt.Sprintf("at or after %s: %v", jsonpos.Where(data, jsonpos.SkipSpace(data, at)), err)
 }
 
 // tokenKind names a JSON token as returned by json.Decoder.Token.

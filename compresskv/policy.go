@@ -361,23 +361,43 @@ func (p *Policy) planLayer(b backend.Backend, c kvcache.KVCache, layer int, q []
 			return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
 		}
 	}
-	sel, err := p.selector.Select(b, scores, s.KVHeads, L-W, B-W)
+	sel, err := p.selectRows(b, scores, layer, s.KVHeads, L-W, B-W)
 	if err != nil {
-		return nil, fmt.Errorf("compresskv: %s: layer %d: %w", p.name, layer, err)
-	}
-	if len(sel) != s.KVHeads {
-		return nil, fmt.Errorf("compresskv: %s: layer %d: selector returned %d heads, want %d", p.name, layer, len(sel), s.KVHeads)
+		return nil, err
 	}
 	keep := make([][]int, s.KVHeads)
 	for g, rows := range sel {
-		k := make([]int, 0, len(rows)+W)
-		k = append(k, rows...)
-		for j := L - W; j < L; j++ {
-			k = append(k, j)
-		}
-		keep[g] = k
+		keep[g] = withWindow(rows, L, W)
 	}
 	return keep, nil
+}
+
+// selectRows runs the policy's selector over one layer's score rows and
+// checks that it returned a set for every KV head.
+func (p *Policy) selectRows(b backend.Backend, scores [][]float32, layer, kvHeads, prefix, c int) ([][]int, error) {
+	sel, err := p.selector.Select(b, scores, kvHeads, prefix, c)
+	if err != nil {
+		return nil, fmt.Errorf("compresskv: %s: layer %d: %w", p.name, layer, err)
+	}
+	if len(sel) != kvHeads {
+		return nil, fmt.Errorf("compresskv: %s: layer %d: selector returned %d heads, want %d", p.name, layer, len(sel), kvHeads)
+	}
+	return sel, nil
+}
+
+// withWindow returns the selected rows of a head of n rows that lie before
+// its window of w rows, followed by the window's rows: what the head keeps.
+func withWindow(rows []int, n, w int) []int {
+	k := make([]int, 0, len(rows)+w)
+	for _, r := range rows {
+		if r < n-w {
+			k = append(k, r)
+		}
+	}
+	for j := n - w; j < n; j++ {
+		k = append(k, j)
+	}
+	return k
 }
 
 // fused runs the layer's scoring and top-k selection in one call when the
@@ -497,25 +517,14 @@ func (p *Policy) planStored(b backend.Backend, c kvcache.KVCache, layer int, q [
 			padded[g] = append(padded[g], float32(math.Inf(-1)))
 		}
 	}
-	sel, err := p.selector.Select(b, padded, s.KVHeads, longest-W, B-W)
+	sel, err := p.selectRows(b, padded, layer, s.KVHeads, longest-W, B-W)
 	if err != nil {
-		return nil, fmt.Errorf("compresskv: %s: layer %d: %w", p.name, layer, err)
-	}
-	if len(sel) != s.KVHeads {
-		return nil, fmt.Errorf("compresskv: %s: layer %d: selector returned %d heads, want %d", p.name, layer, len(sel), s.KVHeads)
+		return nil, err
 	}
 	keep := make([][]int, s.KVHeads)
 	for g, rows := range sel {
-		k := make([]int, 0, len(rows)+W)
-		for _, r := range rows {
-			if r < lens[g]-W {
-				k = append(k, r)
-			}
-		}
-		for j := lens[g] - W; j < lens[g]; j++ {
-			k = append(k, j)
-		}
-		keep[g] = k
+		// Padded positions past a shorter head's candidates are dropped.
+		keep[g] = withWindow(rows, lens[g], W)
 	}
 	return keep, nil
 }

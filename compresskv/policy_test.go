@@ -619,17 +619,6 @@ func TestSnapKVMeansBeforeMaxPooling(t *testing.T) {
 
 // isTop reports whether kept is a top-len(kept) set of x up to tol.
 func isTop(x []float64, kept []int, tol float64) bool {
-	in := make([]bool, len(x))
-	for _, j := range kept {
-		in[j] = true
-	}
-	minIn, maxOut := math.Inf(1), math.Inf(-1)
-	for j, v := range x {
-		if in[j] {
-			minIn = math.Min(minIn, v)
-		} else {
-			maxOut = math.Max(maxOut, v)
-		}
-	}
+	minIn, maxOut := bounds(x, kept)
 	return minIn >= maxOut-tol
 }

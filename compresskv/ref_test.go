@@ -119,14 +119,24 @@ func checkTop(t *testing.T, what string, x []float64, kept []int, k int, tol flo
 	if len(kept) != k {
 		t.Fatalf("%s: kept %d positions, want %d", what, len(kept), k)
 	}
-	in := make([]bool, len(x))
 	for i, j := range kept {
 		if j < 0 || j >= len(x) || (i > 0 && j <= kept[i-1]) {
 			t.Fatalf("%s: kept positions not ascending and unique in [0,%d): %v", what, len(x), kept)
 		}
+	}
+	minIn, maxOut := bounds(x, kept)
+	if minIn < maxOut-tol {
+		t.Fatalf("%s: kept a score of %g while dropping %g (tol %g)", what, minIn, maxOut, tol)
+	}
+}
+
+// bounds returns the smallest kept score and the largest dropped one.
+func bounds(x []float64, kept []int) (minIn, maxOut float64) {
+	in := make([]bool, len(x))
+	for _, j := range kept {
 		in[j] = true
 	}
-	minIn, maxOut := math.Inf(1), math.Inf(-1)
+	minIn, maxOut = math.Inf(1), math.Inf(-1)
 	for j, v := range x {
 		if in[j] {
 			minIn = math.Min(minIn, v)
@@ -134,7 +144,5 @@ func checkTop(t *testing.T, what string, x []float64, kept []int, k int, tol flo
 			maxOut = math.Max(maxOut, v)
 		}
 	}
-	if minIn < maxOut-tol {
-		t.Fatalf("%s: kept a score of %g while dropping %g (tol %g)", what, minIn, maxOut, tol)
-	}
+	return minIn, maxOut
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/compresskv/compresskv/internal/jsonpos"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -279,7 +280,7 @@ func readObject(data []byte, fn func(key string, vals []json.RawMessage) error) 
 func formatErr(data []byte, at int64, err error) error {
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
-		if lit, i := nonFiniteLiteral(data); i >= 0 {
+		if lit, i := jsonpos.NonFiniteLiteral(data); i >= 0 {
 			return fmt.Errorf("%s: non-finite value %s is not supported: %w", where(data, int64(i)), lit, ErrFormat)
 		}
 		return fmt.Errorf("at or after %s: %v: %w", where(data, at), err, ErrFormat)
@@ -293,42 +294,7 @@ func formatErr(data []byte, at int64, err error) error {
 // where names the first byte at or after offset off of data that is not
 // JSON white space or a separator, as line and column (in bytes), both
 // counted from 1.
-func where(data []byte, off int64) string {
-	off = min(max(off, 0), int64(len(data)))
-	for off < int64(len(data)) && bytes.IndexByte([]byte(" \t\r\n,:"), data[off]) >= 0 {
-		off++
-	}
-	line := 1 + bytes.Count(data[:off], []byte("\n"))
-	col := off - int64(bytes.LastIndexByte(data[:off], '\n'))
-	return fmt.Sprintf("line %d, column %d", line, col)
-}
-
-// nonFiniteLiteral returns the first bare NaN, Infinity or -Infinity outside
-// JSON strings in data and its offset, or -1.
-func nonFiniteLiteral(data []byte) (string, int) {
-	inString, escaped := false, false
-	for i, c := range data {
-		switch {
-		case inString:
-			if escaped {
-				escaped = false
-			} else if c == '\\' {
-				escaped = true
-			} else if c == '"' {
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		default:
-			for _, lit := range []string{"NaN", "Infinity", "-Infinity"} {
-				if bytes.HasPrefix(data[i:], []byte(lit)) {
-					return lit, i
-				}
-			}
-		}
-	}
-	return "", -1
-}
+func where(data []byte, off int64) string { return jsonpos.Where(data, jsonpos.SkipSpace(data, off)) }
 
 // parseIndex parses a non-negative decimal index (digits only).
 func parseIndex(s string) (int, bool) {
