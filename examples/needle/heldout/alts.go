@@ -36,6 +36,10 @@ var alternatives = map[string]func(cfg compresskv.Config) (*compresskv.Policy, e
 		cfg.FloorRatio = 0.5
 		return compresskv.New(compresskv.AdaCompressKV, cfg)
 	},
+	"adackv-f1": func(cfg compresskv.Config) (*compresskv.Policy, error) {
+		cfg.FloorRatio = 1 // every KV head keeps c: no head-wise budgets
+		return compresskv.New(compresskv.AdaCompressKV, cfg)
+	},
 	// Uniform layer budgets instead of the error-aware ones.
 	"adackv-uniform": func(cfg compresskv.Config) (*compresskv.Policy, error) {
 		cfg = withDefaults(cfg)
@@ -151,4 +155,68 @@ func (s sharedSRSelector) Select(b backend.Backend, scores [][]float32, kvHeads,
 		}
 	}
 	return keep, nil
+}
+
+// fallbackScorer is GroupSRScorer, except that a group whose best SR score
+// is below Ratio times the layer's best (a group without retrieval heads),
+// and every group of the layers listed in Shared, is scored with the
+// layer's shared SR row, as CompressKV scores every head.
+type fallbackScorer struct {
+	group  compresskv.GroupSRScorer
+	Ratio  float64
+	Shared []int
+}
+
+func (s fallbackScorer) Name() string                      { return "group-sr-fallback" }
+func (s fallbackScorer) QueryRows(L, window int) int       { return window }
+func (s fallbackScorer) Fit(sh kvcache.Shape, h int) error { return s.group.Fit(sh, h) }
+func (s fallbackScorer) Validate(b, w int) error {
+	if s.group.Profile != nil && s.group.Profile.HeadScores == nil {
+		return fmt.Errorf("group-sr-fallback: the profile has no SR scores: %w", compresskv.ErrConfig)
+	}
+	return s.group.Validate(b, w)
+}
+
+func (s fallbackScorer) Score(in *compresskv.ScoreInput) ([][]float32, error) {
+	rows, err := s.group.Score(in)
+	if err != nil {
+		return nil, err
+	}
+	scores := s.group.Profile.HeadScores[in.Layer]
+	per := in.QHeads / len(rows)
+	var shared []float32
+	for g := range rows {
+		if !slices.Contains(s.Shared, in.Layer) && slices.Max(scores[g*per:(g+1)*per]) >= s.Ratio*slices.Max(scores) {
+			continue
+		}
+		if shared == nil {
+			sr := compresskv.SRScorer{Profile: s.group.Profile, K: s.group.K, Kernel: s.group.Kernel, Pooling: s.group.Pooling}
+			r, err := sr.Score(in)
+			if err != nil {
+				return nil, err
+			}
+			shared = r[0]
+		}
+		rows[g] = shared
+	}
+	return rows, nil
+}
+
+func init() {
+	fallback := func(name string, ratio float64, shared ...int) {
+		alternatives[name] = func(cfg compresskv.Config) (*compresskv.Policy, error) {
+			cfg = withDefaults(cfg)
+			sc := fallbackScorer{group: compresskv.GroupSRScorer{Profile: cfg.Profile, K: cfg.SRHeads, Kernel: cfg.Kernel, Pooling: cfg.Pooling}, Ratio: ratio, Shared: shared}
+			alloc := compresskv.Allocator(compresskv.UniformAllocator{})
+			if cfg.Profile.LayerWeights != nil {
+				alloc = compresskv.ErrorAwareAllocator{Weights: cfg.Profile.LayerWeights}
+			}
+			return compresskv.Compose(name, cfg, sc, compresskv.AdaKVSelector{FloorRatio: cfg.FloorRatio}, alloc)
+		}
+	}
+	fallback("adackv-fallback", 0.1)
+	// Attribution: CompressKV's shared scores in one layer, Ada-CompressKV's
+	// in the other (identical rows give both KV heads the same set).
+	fallback("adackv-shared-l0", 0, 0)
+	fallback("adackv-shared-l1", 0, 1)
 }

@@ -57,6 +57,7 @@ type options struct {
 	lengths, budgets                        []int
 	seeds                                   []uint64
 	prompts, kernel, hayBytes               int
+	limit                                   time.Duration
 	policies                                []string
 	variant                                 string
 }
@@ -74,6 +75,7 @@ func parse(args []string) (*options, error) {
 	budgets := fs.String("budgets", "16,32,64,128", "average budgets per layer")
 	seeds := fs.String("seeds", "101,202", "needle seeds (words, values, depths, haystack offsets)")
 	fs.IntVar(&o.prompts, "prompts", 50, "prompts per length and seed")
+	fs.DurationVar(&o.limit, "time", 0, "start no prompt after this long (0: no limit); prompts are taken in turn from every length and seed, so the cells stay balanced")
 	fs.IntVar(&o.kernel, "kernel", llama.DefaultKernel, "pooling kernel")
 	policies := fs.String("policies", strings.Join(baselines, ",")+",adacompresskv", "policies: methods, or the alternatives "+strings.Join(altNames(), ", "))
 	fs.StringVar(&o.variant, "variant", "adacompresskv", "the policy tested against the best baseline of each cell")
@@ -121,6 +123,8 @@ type outcome struct {
 	// spanKept holds, per layer and KV head, whether every token of the
 	// needle's value was kept.
 	spanKept []bool
+	// rows holds, per layer and KV head, the rows kept (0: all).
+	rows []int
 }
 
 func run(args []string, stdout, progress io.Writer) error {
@@ -190,14 +194,28 @@ func run(args []string, stdout, progress io.Writer) error {
 			}
 		}()
 	}
+	started := 0
 	for i := range prompts {
+		if o.limit > 0 && time.Since(start) > o.limit {
+			break
+		}
 		work <- i
+		started++
 	}
 	close(work)
 	wg.Wait()
 	close(errc)
 	if err := <-errc; err != nil {
 		return err
+	}
+	if started < len(prompts) {
+		fmt.Fprintf(progress, "heldout: time limit %v: %d of %d prompts measured\n", o.limit, started, len(prompts))
+		prompts, full = prompts[:started], full[:started]
+		for _, byBudget := range res {
+			for b := range byBudget {
+				byBudget[b] = byBudget[b][:started]
+			}
+		}
 	}
 	if o.csv != "" {
 		if err := writeCSV(o, prompts, res, full); err != nil {
@@ -212,10 +230,12 @@ func run(args []string, stdout, progress io.Writer) error {
 // HeldoutWords, depths uniform in [0, 1], haystack offsets at random.
 func makePrompts(o *options, hay string) ([]prompt, error) {
 	tok := llama.ByteTokenizer()
-	var out []prompt
-	for _, seed := range o.seeds {
+	// byCell[seed][length] holds that cell's prompts in order.
+	byCell := make([][][]prompt, len(o.seeds))
+	for si, seed := range o.seeds {
 		needles := niah.Needles(HeldoutWords, len(o.lengths)*o.prompts, seed)
 		rng := rand.New(rand.NewPCG(seed, 0x686f))
+		byCell[si] = make([][]prompt, len(o.lengths))
 		i := 0
 		for li, L := range o.lengths {
 			for k := 0; k < o.prompts; k++ {
@@ -223,8 +243,18 @@ func makePrompts(o *options, hay string) ([]prompt, error) {
 				if err != nil {
 					return nil, err
 				}
-				out = append(out, prompt{Prompt: p, li: li, seed: seed})
+				byCell[si][li] = append(byCell[si][li], prompt{Prompt: p, li: li, seed: seed})
 				i++
+			}
+		}
+	}
+	// In turn from every seed and length, so that a run cut short by -time
+	// has (nearly) as many prompts in every cell.
+	var out []prompt
+	for k := 0; k < o.prompts; k++ {
+		for si := range o.seeds {
+			for li := range o.lengths {
+				out = append(out, byCell[si][li][k])
 			}
 		}
 	}
@@ -260,7 +290,7 @@ func evaluate(m *llama.Model, p prompt, i int, pols map[string]map[int]*compress
 			if err != nil {
 				return err
 			}
-			res[name][b][i] = outcome{ok: niah.Correct(ans, p.Needle), spanKept: spanKept(r.Keep, p.Prompt, cache.Shape())}
+			res[name][b][i] = outcome{ok: niah.Correct(ans, p.Needle), spanKept: spanKept(r.Keep, p.Prompt, cache.Shape()), rows: keptRows(r.Keep, cache.Shape())}
 		}
 	}
 	return nil
@@ -288,12 +318,28 @@ func spanKept(keep [][][]int, p niah.Prompt, s kvcache.Shape) []bool {
 	return out
 }
 
+// keptRows returns, per layer and KV head, the rows the plan keeps (0 for a
+// layer it leaves whole).
+func keptRows(keep [][][]int, s kvcache.Shape) []int {
+	out := make([]int, 0, s.Layers*s.KVHeads)
+	for l := 0; l < s.Layers; l++ {
+		for g := 0; g < s.KVHeads; g++ {
+			n := 0
+			if keep != nil && keep[l] != nil {
+				n = len(keep[l][g])
+			}
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 func writeCSV(o *options, prompts []prompt, res map[string]map[int][]outcome, full []bool) error {
 	f, err := os.Create(o.csv)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(f, "seed,length,depth,word,policy,budget,full_ok,ok,value_kept_per_layer_head")
+	fmt.Fprintln(f, "seed,length,depth,word,policy,budget,full_ok,ok,value_kept_per_layer_head,rows_per_layer_head")
 	for _, name := range o.policies {
 		for _, b := range o.budgets {
 			for i, p := range prompts {
@@ -302,7 +348,11 @@ func writeCSV(o *options, prompts []prompt, res map[string]map[int][]outcome, fu
 				for j, k := range r.spanKept {
 					kept[j] = map[bool]string{true: "1", false: "0"}[k]
 				}
-				fmt.Fprintf(f, "%d,%d,%.4f,%s,%s,%d,%v,%v,%s\n", p.seed, o.lengths[p.li], p.Depth, p.Needle.Word, name, b, full[i], r.ok, strings.Join(kept, ""))
+				rows := make([]string, len(r.rows))
+				for j, n := range r.rows {
+					rows[j] = fmt.Sprint(n)
+				}
+				fmt.Fprintf(f, "%d,%d,%.4f,%s,%s,%d,%v,%v,%s,%s\n", p.seed, o.lengths[p.li], p.Depth, p.Needle.Word, name, b, full[i], r.ok, strings.Join(kept, ""), strings.Join(rows, " "))
 			}
 		}
 	}
@@ -415,11 +465,14 @@ func report(w io.Writer, o *options, prompts []prompt, res map[string]map[int][]
 	// Where the variant loses to the best baseline: which layer's KV heads
 	// dropped the needle's value.
 	s := len(res[o.variant][o.budgets[0]][0].spanKept)
-	fmt.Fprintln(w, "needle value kept whole, % of prompts, per slot = layer*KVHeads + KV head (all lengths):")
+	fmt.Fprintln(w, "per slot = layer*KVHeads + KV head, all lengths: kept = % of prompts whose needle value that head kept whole; rows = mean rows it kept (0: the layer kept all)")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "policy\tbudget\t")
 	for j := 0; j < s; j++ {
-		fmt.Fprintf(tw, "slot %d\t", j)
+		fmt.Fprintf(tw, "kept %d\t", j)
+	}
+	for j := 0; j < s; j++ {
+		fmt.Fprintf(tw, "rows %d\t", j)
 	}
 	fmt.Fprintln(tw)
 	for _, name := range o.policies {
@@ -433,6 +486,13 @@ func report(w io.Writer, o *options, prompts []prompt, res map[string]map[int][]
 					}
 				}
 				fmt.Fprintf(tw, "%.1f\t", 100*float64(n)/float64(len(prompts)))
+			}
+			for j := 0; j < s; j++ {
+				n := 0
+				for i := range prompts {
+					n += res[name][b][i].rows[j]
+				}
+				fmt.Fprintf(tw, "%.1f\t", float64(n)/float64(len(prompts)))
 			}
 			fmt.Fprintln(tw)
 		}
