@@ -203,8 +203,8 @@ func (s fallbackScorer) Score(in *compresskv.ScoreInput) ([][]float32, error) {
 }
 
 func init() {
-	fallback := func(name string, ratio float64, shared ...int) {
-		alternatives[name] = func(cfg compresskv.Config) (*compresskv.Policy, error) {
+	fallback := func(name string, ratio float64, shared ...int) func(compresskv.Config) (*compresskv.Policy, error) {
+		return func(cfg compresskv.Config) (*compresskv.Policy, error) {
 			cfg = withDefaults(cfg)
 			sc := fallbackScorer{group: compresskv.GroupSRScorer{Profile: cfg.Profile, K: cfg.SRHeads, Kernel: cfg.Kernel, Pooling: cfg.Pooling}, Ratio: ratio, Shared: shared}
 			alloc := compresskv.Allocator(compresskv.UniformAllocator{})
@@ -214,9 +214,42 @@ func init() {
 			return compresskv.Compose(name, cfg, sc, compresskv.AdaKVSelector{FloorRatio: cfg.FloorRatio}, alloc)
 		}
 	}
-	fallback("adackv-fallback", 0.1)
+	alternatives["adackv-fallback"] = fallback("adackv-fallback", 0.1)
 	// Attribution: CompressKV's shared scores in one layer, Ada-CompressKV's
 	// in the other (identical rows give both KV heads the same set).
-	fallback("adackv-shared-l0", 0, 0)
-	fallback("adackv-shared-l1", 0, 1)
+	alternatives["adackv-shared-l0"] = fallback("adackv-shared-l0", 0, 0)
+	alternatives["adackv-shared-l1"] = fallback("adackv-shared-l1", 0, 1)
+	// The rule the attribution suggests, read from the profile: one shared
+	// set in every layer whose first k SR heads lie in more than one group.
+	alternatives["adackv-spread"] = func(cfg compresskv.Config) (*compresskv.Policy, error) {
+		cfg = withDefaults(cfg)
+		shared, err := spreadLayers(cfg.Profile, cfg.SRHeads)
+		if err != nil {
+			return nil, err
+		}
+		return fallback("adackv-spread", 0, shared...)(cfg)
+	}
+}
+
+// spreadLayers returns the layers whose first k SR heads read more than one
+// KV head.
+func spreadLayers(p *compresskv.Profile, k int) ([]int, error) {
+	if p == nil {
+		return nil, fmt.Errorf("adackv-spread needs a profile")
+	}
+	per := p.Model.QueryHeads / p.Model.KVHeads
+	var out []int
+	for l := range p.HeadRanking {
+		heads, err := p.SRHeads(l, k)
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range heads {
+			if h/per != heads[0]/per {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return out, nil
 }

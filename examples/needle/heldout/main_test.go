@@ -4,9 +4,11 @@ import (
 	"math"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/compresskv/compresskv/compresskv"
 	"github.com/compresskv/compresskv/examples/niah"
 )
 
@@ -83,5 +85,27 @@ func TestHaystackHeldOut(t *testing.T) {
 	}
 	if len(HeldoutWords) < 40 {
 		t.Errorf("%d held-out words", len(HeldoutWords))
+	}
+}
+
+// TestSpreadLayers: on the project's profile the rule shares layer 0 (SR
+// heads 7, 4, 0, 1 read both KV heads) and not layer 1 (1, 2, 0, 3 read KV
+// head 0), so adackv-spread is adackv-shared-l0 there.
+func TestSpreadLayers(t *testing.T) {
+	prof, err := compresskv.LoadProfile("../../../testdata/retrieval.profile.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		k    int
+		want []int
+	}{{1, nil}, {2, nil}, {3, []int{0}}, {4, []int{0}}, {5, []int{0, 1}}} {
+		got, err := spreadLayers(prof, tc.k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("k=%d: shared layers %v, want %v", tc.k, got, tc.want)
+		}
 	}
 }
