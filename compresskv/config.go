@@ -37,7 +37,8 @@ type Config struct {
 	// Pooling is the kind of pooling: backend.AvgPool (default) or MaxPool.
 	Pooling backend.Pooling
 	// SRHeads is the number k of semantic retrieval heads per layer that
-	// CompressKV scores with. Default: the profile's own count
+	// CompressKV scores with (Ada-CompressKV: ceil(k/G) per group of each
+	// KV head's H/G query heads). Default: the profile's own count
 	// (Profile.SRHeadsPerLayer) if it has one, 4 otherwise. A count the
 	// profile's rankings cannot give (a layer ranks fewer heads) is an
 	// error.
@@ -48,15 +49,16 @@ type Config struct {
 	// Beta is PyramidKV's ratio between the average and the smallest
 	// selectable budget. Default 20.
 	Beta int
-	// FloorRatio is Ada-KV's share f of each head's budget that is
-	// guaranteed. Default 0.2; negative means 0.
+	// FloorRatio is Ada-KV's (and Ada-CompressKV's) share f of each head's
+	// budget that is guaranteed. Default 0.2; negative means 0.
 	FloorRatio float64
-	// LayerFloor and LayerCap bound CompressKV's error-aware layer budgets.
+	// LayerFloor and LayerCap bound the error-aware layer budgets of
+	// CompressKV and Ada-CompressKV.
 	// Defaults: min(32, Budget) and 3*Budget.
 	LayerFloor, LayerCap int
 	// Profile holds the model's semantic retrieval heads and layer weights;
-	// CompressKV requires its head ranking and uses its layer weights when
-	// present (uniform budgets otherwise).
+	// CompressKV and Ada-CompressKV require its head ranking and use its
+	// layer weights when present (uniform budgets otherwise).
 	Profile *Profile
 	// Backend runs the compute; nil chooses per call with ChooseBackend:
 	// the GPU for a cache in device memory, the CPU otherwise (the reason

@@ -20,8 +20,9 @@
 // A Policy is a composition of three pieces, each replaceable:
 //   - a Scorer scores the prefix positions of a layer (SRScorer: the mean
 //     pooled window attention of the layer's semantic retrieval heads;
-//     SnapKVScorer: each KV head's own query heads; H2OScorer: all prompt
-//     queries);
+//     SnapKVScorer: each KV head's own query heads; GroupSRScorer: the SR
+//     heads within each KV head's group, for Ada-CompressKV; H2OScorer: all
+//     prompt queries);
 //   - a Selector turns scores into kept positions per KV head (TopKSelector,
 //     StreamingSelector, AdaKVSelector);
 //   - an Allocator spreads the total budget over layers (UniformAllocator,

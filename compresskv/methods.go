@@ -17,6 +17,10 @@ const (
 	PyramidKV    Method = "pyramidkv"    // SnapKV selection, budgets falling linearly with depth
 	AdaKV        Method = "adakv"        // SnapKV scores, head-wise budgets from one layer-wide top-k
 	CompressKV   Method = "compresskv"   // semantic retrieval heads + error-aware layer budgets
+	// AdaCompressKV scores each KV head with SR heads of its own group,
+	// spreads each layer's budget over its KV heads as Ada-KV does and
+	// over layers as CompressKV does.
+	AdaCompressKV Method = "adacompresskv"
 )
 
 // pieces is what a method is made of; scorer may be nil (no scores needed),
@@ -60,14 +64,26 @@ var methods = []methodEntry{
 			scorer:   SRScorer{Profile: cfg.Profile, K: cfg.SRHeads, Kernel: cfg.Kernel, Pooling: cfg.Pooling},
 			selector: TopKSelector{},
 		}
-		if cfg.Profile != nil && cfg.Profile.LayerWeights != nil {
-			p.allocator = ErrorAwareAllocator{Weights: cfg.Profile.LayerWeights, Floor: cfg.LayerFloor, Cap: cfg.LayerCap}
-		} else {
-			p.allocator = UniformAllocator{}
-			p.note = "profile has no layer weights: uniform budgets"
-		}
+		p.allocator, p.note = layerAllocator(cfg)
 		return p
 	}},
+	{AdaCompressKV, []string{"adackv"}, func(cfg Config) pieces {
+		p := pieces{
+			scorer:   GroupSRScorer{Profile: cfg.Profile, K: cfg.SRHeads, Kernel: cfg.Kernel, Pooling: cfg.Pooling},
+			selector: AdaKVSelector{FloorRatio: cfg.FloorRatio},
+		}
+		p.allocator, p.note = layerAllocator(cfg)
+		return p
+	}},
+}
+
+// layerAllocator is the error-aware allocator of the profile's layer
+// weights, or uniform budgets with a note when the profile has none.
+func layerAllocator(cfg Config) (Allocator, string) {
+	if cfg.Profile != nil && cfg.Profile.LayerWeights != nil {
+		return ErrorAwareAllocator{Weights: cfg.Profile.LayerWeights, Floor: cfg.LayerFloor, Cap: cfg.LayerCap}, ""
+	}
+	return UniformAllocator{}, "profile has no layer weights: uniform budgets"
 }
 
 func snapScorer(cfg Config) Scorer { return SnapKVScorer{Kernel: cfg.Kernel, Pooling: cfg.Pooling} }
@@ -91,7 +107,8 @@ func lookup(m Method) (methodEntry, bool) {
 }
 
 // ParseMethod returns the method named s (case-insensitive, hyphens
-// ignored; "streaming", "snap", "pyramid", "ada" and "none" are accepted).
+// ignored; "streaming", "snap", "pyramid", "ada", "adackv" and "none" are
+// accepted).
 func ParseMethod(s string) (Method, error) {
 	key := strings.ToLower(strings.ReplaceAll(s, "-", ""))
 	for _, e := range methods {

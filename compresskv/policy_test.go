@@ -103,6 +103,7 @@ func checkInvariants(t *testing.T, name string, m Method, p *Policy, res *Result
 			t.Fatalf("%s: a budget >= the prompt must keep everything byte for byte", name)
 		}
 	}
+	_, headwise := p.selector.(AdaKVSelector) // Ada-KV, Ada-CompressKV
 	total := 0
 	for l := 0; l < s.Layers; l++ {
 		Bl := B
@@ -130,7 +131,7 @@ func checkInvariants(t *testing.T, name string, m Method, p *Policy, res *Result
 					t.Fatalf("%s: layer %d head %d: row %d is not the original row of position %d", name, l, g, i, x)
 				}
 			}
-			if m != AdaKV && m != Full && len(pos) != min(Bl, L) {
+			if !headwise && m != Full && len(pos) != min(Bl, L) {
 				t.Fatalf("%s: layer %d head %d keeps %d rows, budget %d", name, l, g, len(pos), Bl)
 			}
 			if m == CompressKV || m == StreamingLLM {
@@ -139,10 +140,11 @@ func checkInvariants(t *testing.T, name string, m Method, p *Policy, res *Result
 				}
 			}
 		}
-		if m == AdaKV && L > B {
-			// Ada-KV: capacities sum to at most G*(B-W) selected tokens.
-			if sel := layerKept - s.KVHeads*W; sel > s.KVHeads*(B-W)+s.KVHeads || sel < s.KVHeads*(B-W)-2*s.KVHeads {
-				t.Fatalf("%s: layer %d: Ada-KV keeps %d selected rows, want about %d", name, l, sel, s.KVHeads*(B-W))
+		if headwise && L > Bl {
+			// Head-wise budgets: capacities sum to about G*(B_l-W) selected
+			// tokens (rounding of each head's capacity).
+			if sel := layerKept - s.KVHeads*W; sel > s.KVHeads*(Bl-W)+s.KVHeads || sel < s.KVHeads*(Bl-W)-2*s.KVHeads {
+				t.Fatalf("%s: layer %d: %s keeps %d selected rows, want about %d", name, l, m, sel, s.KVHeads*(Bl-W))
 			}
 		}
 		total += layerKept / s.KVHeads
@@ -472,6 +474,8 @@ func TestBadInputLeavesCacheUnchanged(t *testing.T) {
 		{"query heads miscounted", SnapKV, Config{Budget: 16}, [][]float32{q8, q8}, 4, "want 256 (8 rows x 4 heads"},
 		{"NaN query", CompressKV, Config{Budget: 16, Profile: prof}, nan, 4, "non-finite"},
 		{"profile for another model", CompressKV, Config{Budget: 16, Profile: other}, q, 4, "profile of"},
+		{"profile for another model, per group", AdaCompressKV, Config{Budget: 16, Profile: other}, q, 4, "profile of"},
+		{"NaN query, per group", AdaCompressKV, Config{Budget: 16, Profile: prof}, nan, 4, "non-finite"},
 		{"H2O without all queries", H2O, Config{Budget: 16}, q, 4, "reads the last 40 prompt rows"},
 	}
 	for _, tc := range cases {
@@ -528,6 +532,10 @@ func TestConfigErrors(t *testing.T) {
 		{CompressKV, Config{Budget: 16, Profile: &broken}, "permutation"},
 		{CompressKV, Config{Budget: 16, Profile: prof, LayerFloor: 4}, "layer floor 4"},
 		{CompressKV, Config{Budget: 16, Profile: prof, LayerCap: 10}, "layer cap 10"},
+		{AdaCompressKV, Config{Budget: 16}, "profile"},
+		{AdaCompressKV, Config{Budget: 16, Profile: prof, SRHeads: 5}, "5 SR heads"},
+		{AdaCompressKV, Config{Budget: 16, Profile: prof, FloorRatio: 2}, "floor ratio"},
+		{AdaCompressKV, Config{Budget: 16, Profile: prof, LayerFloor: 4}, "layer floor 4"},
 		{PyramidKV, Config{Budget: 16, Beta: -2}, "beta"},
 		{"magic", Config{Budget: 16}, "unknown method"},
 	}
@@ -540,7 +548,7 @@ func TestConfigErrors(t *testing.T) {
 	if _, err := New(Full, Config{}); err != nil {
 		t.Errorf("Full needs no budget: %v", err)
 	}
-	for _, s := range []string{"SnapKV", "ada-kv", "streaming", "compresskv"} {
+	for _, s := range []string{"SnapKV", "ada-kv", "streaming", "compresskv", "Ada-CompressKV", "adackv"} {
 		if _, err := ParseMethod(s); err != nil {
 			t.Errorf("ParseMethod(%q): %v", s, err)
 		}
@@ -557,7 +565,7 @@ func TestCompressLayerMatchesCompress(t *testing.T) {
 	s := kvcache.Shape{Layers: 4, KVHeads: 2, HeadDim: 16}
 	c, q := fillCache(t, rng, s, kvcache.Float32, 120, 8, 8)
 	prof := randomProfile(rng, s, 8, true)
-	for _, m := range []Method{CompressKV, PyramidKV, AdaKV} {
+	for _, m := range []Method{CompressKV, PyramidKV, AdaKV, AdaCompressKV} {
 		p, err := New(m, Config{Budget: 40, Profile: prof})
 		if err != nil {
 			t.Fatal(err)

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"math"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/examples/niah"
+)
+
+// TestSignTest compares the exact sign test with the binomial sum written
+// out term by term.
+func TestSignTest(t *testing.T) {
+	choose := func(n, k int) float64 {
+		r := 1.0
+		for i := 1; i <= k; i++ {
+			r = r * float64(n-k+i) / float64(i)
+		}
+		return r
+	}
+	for _, tc := range [][2]int{{0, 0}, {0, 5}, {5, 0}, {3, 3}, {2, 9}, {12, 40}, {67, 12}} {
+		b, c := tc[0], tc[1]
+		n, k := b+c, min(b, c)
+		want := 0.0
+		for i := 0; i <= k; i++ {
+			want += choose(n, i) / math.Pow(2, float64(n))
+		}
+		want = min(1, 2*want)
+		if got := signTest(b, c); math.Abs(got-want) > 1e-9*want {
+			t.Errorf("signTest(%d, %d) = %g, want %g", b, c, got, want)
+		}
+	}
+	if p := signTest(0, 5); math.Abs(p-0.0625) > 1e-12 {
+		t.Errorf("signTest(0, 5) = %g, want 2/32", p)
+	}
+}
+
+// TestHalfWidth: the Wilson interval of 360 of 400 is 0.9 +- about 0.029.
+func TestHalfWidth(t *testing.T) {
+	if h := halfWidth(360, 400); math.Abs(h-0.0292) > 0.0005 {
+		t.Errorf("halfWidth(360, 400) = %g, want about 0.0292", h)
+	}
+	if h := halfWidth(0, 0); h != 0 {
+		t.Errorf("halfWidth(0, 0) = %g", h)
+	}
+}
+
+// TestHaystackHeldOut: the generated haystack is the committed one, has no
+// digits, and shares no key word with any needle list; the held-out words
+// are in no other list and in none of the haystack texts.
+func TestHaystackHeldOut(t *testing.T) {
+	text := newHaystackGen(1).text(200000)
+	committed, err := os.ReadFile("../../../testdata/haystack/heldout.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(committed) != text {
+		t.Fatal("testdata/haystack/heldout.txt is not what -write-haystack writes")
+	}
+	if strings.ContainsAny(text, "0123456789") {
+		t.Fatal("the haystack holds digits, which a needle's value could be confused with")
+	}
+	all := map[string]bool{}
+	for _, f := range []string{"train", "calib", "eval", "heldout"} {
+		b, err := os.ReadFile("../../../testdata/haystack/" + f + ".txt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range regexp.MustCompile(`[A-Za-z]+`).FindAllString(string(b), -1) {
+			all[strings.ToLower(w)] = true
+		}
+	}
+	lists := map[string]bool{}
+	for _, w := range append(niah.EvalWords, niah.CalibWords...) {
+		lists[w] = true
+	}
+	for _, w := range HeldoutWords {
+		if all[w] || lists[w] {
+			t.Errorf("held-out word %q occurs in a haystack text or another word list", w)
+		}
+	}
+	if len(HeldoutWords) < 40 {
+		t.Errorf("%d held-out words", len(HeldoutWords))
+	}
+}
+
+// TestSpreadLayers: on the project's profile the rule shares layer 0 (SR
+// heads 7, 4, 0, 1 read both KV heads) and not layer 1 (1, 2, 0, 3 read KV
+// head 0), so adackv-spread is adackv-shared-l0 there.
+func TestSpreadLayers(t *testing.T) {
+	prof, err := compresskv.LoadProfile("../../../testdata/retrieval.profile.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		k    int
+		want []int
+	}{{1, nil}, {2, nil}, {3, []int{0}}, {4, []int{0}}, {5, []int{0, 1}}} {
+		got, err := spreadLayers(prof, tc.k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("k=%d: shared layers %v, want %v", tc.k, got, tc.want)
+		}
+	}
+}
