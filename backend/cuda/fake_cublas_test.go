@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"unsafe"
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/compresskv/compresskv/backend/cpu"
 	"github.com/compresskv/compresskv/internal/reftest"
@@ -151,11 +151,12 @@ func TestGEMMWindowMatchesCPU(t *testing.T) {
 		w     int
 		dtype kvcache.DType
 		heads []int
+		peaky bool // one query row whose logits reach 1000s: exp flushes to zero
 	}{
-		{kvcache.Shape{Layers: 1, KVHeads: 2, HeadDim: 16}, 8, 129, 129, kvcache.Float16, nil},
-		{kvcache.Shape{Layers: 1, KVHeads: 3, HeadDim: 12}, 3, 131, 100, kvcache.BFloat16, nil},
-		{kvcache.Shape{Layers: 2, KVHeads: 1, HeadDim: 40}, 4, 77, 77, kvcache.Float32, []int{3, 1, 2, 0}},
-		{kvcache.Shape{Layers: 1, KVHeads: 2, HeadDim: 8}, 8, 150, 149, kvcache.Float32, []int{0, 1, 2, 5, 6, 7, 3}},
+		{kvcache.Shape{Layers: 1, KVHeads: 2, HeadDim: 16}, 8, 129, 129, kvcache.Float16, nil, false},
+		{kvcache.Shape{Layers: 1, KVHeads: 3, HeadDim: 12}, 3, 131, 100, kvcache.BFloat16, nil, true},
+		{kvcache.Shape{Layers: 2, KVHeads: 1, HeadDim: 40}, 4, 77, 77, kvcache.Float32, []int{3, 1, 2, 0}, false},
+		{kvcache.Shape{Layers: 1, KVHeads: 2, HeadDim: 8}, 8, 150, 149, kvcache.Float32, []int{0, 1, 2, 5, 6, 7, 3}, false},
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprintf("%v_G%d_H%d_d%d_L%d_w%d", tc.dtype, tc.s.KVHeads, tc.H, tc.s.HeadDim, tc.L, tc.w), func(t *testing.T) {
@@ -174,6 +175,15 @@ func TestGEMMWindowMatchesCPU(t *testing.T) {
 			}
 			q := reftest.Normal(r, tc.w*tc.H*tc.s.HeadDim, 1)
 			layer := tc.s.Layers - 1
+			if tc.peaky {
+				// Key row 0 of KV head 0 is 10e and the last query row of
+				// head 0 (it sees every key) 400e, for a unit vector e: that
+				// row's logit for key 0 is 4000/sqrt(d), its others about
+				// 400/sqrt(d) N(0,1), so exp flushes to zero in rows_softmax
+				// and colsum_rows; the other rows' logits for key 0 are
+				// about 10/sqrt(d) N(0,1), no harder than the rest.
+				h, c = peakyTwin(t, r, dev, tc.s, tc.dtype, tc.L, layer, q[(tc.w-1)*tc.H*tc.s.HeadDim:][:tc.s.HeadDim])
+			}
 			want := make([][]float32, len(heads))
 			for i := range want {
 				want[i] = make([]float32, tc.L)
@@ -280,6 +290,47 @@ func TestBLASCreateFails(t *testing.T) {
 	if _, _, err := d.MemInfo(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// peakyTwin is twin with one peaked pair in the given layer: qt (a query
+// row of d values, changed in place) becomes 400e for a random unit vector e,
+// and key row 0 of KV head 0 becomes 10e.
+func peakyTwin(t *testing.T, r *rand.Rand, dev *Device, s kvcache.Shape, dt kvcache.DType, n, layer int, qt []float32) (*kvcache.Host, *Cache) {
+	t.Helper()
+	e := reftest.Normal(r, s.HeadDim, 1)
+	var norm float64
+	for _, x := range e {
+		norm += float64(x) * float64(x)
+	}
+	for i, x := range e {
+		u := float64(x) / math.Sqrt(norm)
+		qt[i], e[i] = float32(400*u), float32(10*u)
+	}
+	h, err := kvcache.NewHost(s, dt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dev.NewCache(s, dt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	for l := 0; l < s.Layers; l++ {
+		for i, m := range []int{n / 3, n - n/3} { // two appends: the device buffers grow once
+			k := reftest.Normal(r, m*s.KVHeads*s.HeadDim, 1)
+			v := reftest.Normal(r, m*s.KVHeads*s.HeadDim, 1)
+			if l == layer && i == 0 {
+				copy(k, e) // row 0, KV head 0
+			}
+			if err := h.Append(l, k, v); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Append(l, k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return h, c
 }
 
 // f32 returns n float32 values of device memory at p (see mem).

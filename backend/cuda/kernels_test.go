@@ -32,12 +32,18 @@ var kernelCases = []kernelCase{
 	{7, 128, 1, 8, 16, kvcache.Float16, "ties", true},
 	{257, 64, 3, 4, 16, kvcache.Float32, "ties", false},
 	{255, 64, 2, 8, 16, kvcache.Float16, "peaky", true},
-	{255, 256, 2, 1, 8, kvcache.BFloat16, "peaky", false},
-	{257, 128, 1, 8, 8, kvcache.BFloat16, "normal", false},
+	// G >= 2 and L > 256: after Compact one KV head holds more than a
+	// tile of rows and another less, so pass 1 meets tiles past a head's
+	// length (per head-dimension variant of window_pass).
+	{257, 256, 2, 1, 8, kvcache.BFloat16, "peaky", false},
+	{300, 128, 2, 4, 8, kvcache.Float32, "normal", false},
+	// GQA 8 with peaky keys: every one of attend_partial's 8 query heads
+	// per block sees exp flush to zero.
+	{257, 128, 1, 8, 8, kvcache.BFloat16, "peaky", false},
 	{600, 256, 1, 4, 16, kvcache.Float32, "peaky", false},
 	{7, 256, 1, 8, 8, kvcache.Float16, "ties", false},
 	{255, 33, 1, 4, 8, kvcache.Float16, "normal", false}, // odd rows of 16-bit values: gather_rows' 2-byte path
-	{4099, 64, 1, 4, 8, kvcache.Float16, "normal", false},
+	{4099, 64, 1, 4, 8, kvcache.BFloat16, "normal", false},
 }
 
 // Bounds, relative to the float64 reference: window sums and attention

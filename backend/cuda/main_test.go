@@ -7,29 +7,87 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/compresskv/compresskv/backend/cuda/internal/ptx"
 )
 
 // unreachable lists PTX instructions that no launch of the backend can
-// execute, by kernel and a pattern of the instruction's text (line numbers
-// and register names change when the module is regenerated), each with the
-// reason. The coverage check fails on any other line never executed.
+// execute, each with the reason. An entry names the kernel, how many of its
+// instructions the entry excuses (TestUnreachableEntries holds it to that),
+// a pattern of the instruction's text and, because label numbers and
+// register names change whenever the module is regenerated, patterns of its
+// neighbourhood: before is matched against the up to contextLines lines
+// that precede it in the module, after against those that follow it (an
+// empty pattern matches anything). Context lines are joined with "\n", in
+// order, each with its whitespace collapsed to one space and its ';'
+// dropped, so `\A` anchors after at the next line and `$` anchors before at
+// the previous one. The coverage check fails on any other line never
+// executed.
 var unreachable = []struct {
-	kernel, pattern, why string
+	kernel  string
+	lines   int // how many instructions of the module the entry excuses
+	pattern string
+	before  string
+	after   string
+	why     string
 }{
-	// mean_groups: per >= 1 (Selection.PerRow is checked), so the loop over
-	// the group's rows always runs.
-	{"mean_groups", `^bra\.uni\s+\$L__BB3_2$`, "per >= 1: the branch for an empty group"},
-	{"mean_groups", `^cvt\.s64\.s32\s+%rd50, %r11$|^cvt\.s64\.s32\s+%rd49, %r1$|^mov\.f32\s+%f26, 0f00000000$`, "per >= 1: the sum of an empty group"},
-	// pool1d: kernels up to 15 sum at most 15 values directly; the loop
-	// unrolled by 8 never takes a second turn.
-	{"pool1d", `^bra\.uni\s+\$L__BB2_16$`, "kernel <= 15: no second turn of the 8-way unrolled sum"},
-	// topk_rows: with 0 < k < n the k-th key's bucket always exists, so
-	// the bucket scan always breaks before its end.
-	{"topk_rows", `^bra\.uni\s+\$L__BB4_33$`, "the scan over 256 buckets always finds the k-th key"},
-	// attend_partial: grid.z = ceil(group/8), so every block has at least
-	// one query head (nh > 0).
-	{"attend_partial", `^bra\.uni\s+\$L__BB6_353$`, "nh > 0: the branch past the output loop for a block without heads"},
+	// mean_groups: the host launches it only for Selection.PerRow >= 2
+	// (select.go, SelectLayer, rejects PerRow < 1 and skips the launch for
+	// 1; the tests pass per >= 1), so the loop over a group's rows always
+	// runs: the arm for per <= 0 (the branch to it, and the empty sum just
+	// before 1/per) never does.
+	{"mean_groups", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`,
+		`setp\.gt\.s32 %p\d+, %r\d+, 0\n@%p\d+ bra \S+$`, `\A\$L__BB\d+_\d+:\nld\.param\.u64 %rd\d+, \[mean_groups_param_0\]`,
+		"per >= 1: the branch to the empty group's sum"},
+	{"mean_groups", 3, `^cvt\.s64\.s32\s+%rd\d+, %r\d+$|^mov\.f32\s+%f\d+, 0f00000000$`,
+		`(?m)^\$L__BB\d+_\d+:$`, `(?m)^rcp\.rn\.f32 `,
+		"per >= 1: the empty group's sum"},
+	// pool1d: average pooling sums kernel <= 15 values directly (larger
+	// kernels take the sliding sum, whose code follows); the 8-way unrolled
+	// part of that sum runs once at most (15 = 8 + a remainder of 7), so
+	// its back edge is never taken.
+	{"pool1d", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`,
+		`(?s)add\.rn\.f64 .*\nadd\.s32 %r\d+, %r\d+, -8\nadd\.s64 %rd\d+, %rd\d+, 32\nsetp\.eq\.s32 %p\d+, %r\d+, 0\n@%p\d+ bra \S+$`,
+		`\A\$L__BB\d+_\d+:\nrem\.s32 `, // the sliding sum starts with i % kernel
+		"kernel <= 15: no second turn of the 8-way unrolled direct sum"},
+	// topk_rows: the host launches it only for 0 < k < n (select.go,
+	// SelectLayer: k > 0 && k < P), so the k-th key's bucket exists and the
+	// scan over the 256 buckets (unrolled by 8: the bound 263) always
+	// breaks before its end.
+	{"topk_rows", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`, `setp\.ne\.s32 %p\d+, %r\d+, 263\n@%p\d+ bra \S+$`, "",
+		"0 < k < n: the bucket scan always finds the k-th key"},
+	// attend_partial*: grid.z = ceil(group/chunk) (backend.go, Attend), so
+	// block z's first query head hc0 = z*chunk < group: every block has at
+	// least one head (group - hc0 > 0), and the branch past the per-head
+	// output loop, right after wacc's address is formed, is never taken.
+	{"attend_partial", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`, `(?s)E4wacc\n.*\n@%p\d+ bra \S+$`, "",
+		"group - hc0 > 0: the branch past the output loop for a block without heads"},
+	{"attend_partial_d128", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`, `(?s)E4wacc\n.*\n@%p\d+ bra \S+$`, "",
+		"group - hc0 > 0: the branch past the output loop for a block without heads"},
+	{"attend_partial_d64", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`, `(?s)E4wacc\n.*\n@%p\d+ bra \S+$`, "",
+		"group - hc0 > 0: the branch past the output loop for a block without heads"},
+	// widen_rows: launched only for float16/bfloat16 keys (gemm.go,
+	// windowSumsGEMM: c.dtype != kvcache.Float32), so load()'s float32 arm
+	// (the kernel's one ld.global.f32) never runs.
+	{"widen_rows", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`, "", `\A\$L__BB\d+_\d+:\nld\.global\.u16 `,
+		"float16/bfloat16 keys only: the branch to the float32 load"},
+	{"widen_rows", 1, `^add\.s64\s+%rd\d+, %rd\d+, %rd\d+$`, "", `\Ald\.global\.f32 `,
+		"float16/bfloat16 keys only: the float32 load's address"},
+	{"widen_rows", 1, `^ld\.global\.f32\s`, "", "", "float16/bfloat16 keys only: the float32 load"},
+	// colsum_rows: C is a chunk's row count, min(chunk, w - i0) with
+	// i0 < w and chunk >= 1 (gemm.go, windowSumsGEMM and gemmChunkRows),
+	// so the arm for an empty chunk (acc = 0) never runs.
+	{"colsum_rows", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`,
+		`(?s)\[colsum_rows_param_3\]\n.*\nsetp\.gt\.s32 %p\d+, %r\d+, 0\n@%p\d+ bra \S+$`, "",
+		"C >= 1: the branch for an empty chunk"},
+	{"colsum_rows", 2, `^cvt\.s64\.s32\s+%rd\d+, %r\d+$|^mov\.f32\s+%f\d+, 0f00000000$`,
+		`(?m)^\$L__BB\d+_\d+:$`, `(?m)^\$L__BB\d+_\d+:\nmul\.wide\.s32 `,
+		"C >= 1: the empty chunk's sum"},
 }
+
+// contextLines is how many lines before and after a missed instruction an
+// unreachable entry's before and after patterns see.
+const contextLines = 6
 
 // TestMain runs the tests, then, when the whole suite ran (no -run, -skip
 // or -short), requires every line of every kernel of the embedded PTX to have
@@ -58,6 +116,30 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// unreachableEntry returns the index of the entry of unreachable that
+// excuses line l of kernel name of the module src, or -1.
+func unreachableEntry(src []string, name string, l ptx.Line) int {
+	// context returns the normalised lines [from, to) of the module
+	// (1-based line numbers), clipped to it.
+	context := func(from, to int) string {
+		var ls []string
+		for n := max(from, 1); n < to && n <= len(src); n++ {
+			ls = append(ls, strings.TrimSuffix(strings.Join(strings.Fields(src[n-1]), " "), ";"))
+		}
+		return strings.Join(ls, "\n")
+	}
+	match := func(pattern, text string) bool {
+		return pattern == "" || regexp.MustCompile(pattern).MatchString(text)
+	}
+	for i, u := range unreachable {
+		if u.kernel == name && match(u.pattern, l.Text) &&
+			match(u.before, context(l.N-contextLines, l.N)) && match(u.after, context(l.N+1, l.N+1+contextLines)) {
+			return i
+		}
+	}
+	return -1
+}
+
 // ptxCoverage reports, per kernel of the embedded module, the lines
 // executed across every fake-device launch of the test binary.
 func ptxCoverage() (string, bool) {
@@ -65,6 +147,7 @@ func ptxCoverage() (string, bool) {
 	if err != nil {
 		return "PTX coverage: " + err.Error() + "\n", false
 	}
+	src := strings.Split(ptxSource, "\n")
 	var b strings.Builder
 	ok := true
 	b.WriteString("PTX line coverage of kernels/compresskv.ptx (executor, whole suite):\n")
@@ -73,13 +156,7 @@ func ptxCoverage() (string, bool) {
 		var bad []string
 		excused := 0
 		for _, l := range missed {
-			why := ""
-			for _, u := range unreachable {
-				if u.kernel == name && regexp.MustCompile(u.pattern).MatchString(l.Text) {
-					why = u.why
-				}
-			}
-			if why == "" {
+			if unreachableEntry(src, name, l) < 0 {
 				bad = append(bad, fmt.Sprintf("    line %d: %s", l.N, l.Text))
 			} else {
 				excused++
@@ -94,4 +171,31 @@ func ptxCoverage() (string, bool) {
 		}
 	}
 	return b.String(), ok
+}
+
+// TestUnreachableEntries: every entry of unreachable excuses exactly the
+// number of instructions of its kernel it says, in the embedded module, so
+// that an entry left stale by a regeneration, or whose patterns grew loose
+// enough to excuse lines a test should reach, fails here rather than hiding
+// in the coverage report.
+func TestUnreachableEntries(t *testing.T) {
+	mod, err := ptx.Parse(ptxSource) // fresh: no line has executed
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := strings.Split(ptxSource, "\n")
+	counts := make([]int, len(unreachable))
+	for _, name := range mod.Kernels() {
+		_, all := mod.Kernel(name).LineCoverage()
+		for _, l := range all {
+			if i := unreachableEntry(src, name, l); i >= 0 {
+				counts[i]++
+			}
+		}
+	}
+	for i, u := range unreachable {
+		if counts[i] != u.lines {
+			t.Errorf("unreachable entry %d (%s: %q, %s) excuses %d instructions of the module, want %d", i, u.kernel, u.pattern, u.why, counts[i], u.lines)
+		}
+	}
 }
