@@ -41,14 +41,8 @@ func (s GroupSRScorer) Validate(_, _ int) error {
 	if err := checkPooling(s.Name(), s.Kernel, s.Pooling); err != nil {
 		return err
 	}
-	if s.Profile == nil {
-		return fmt.Errorf("%s: a profile with the model's semantic retrieval heads is required: %w", s.Name(), ErrConfig)
-	}
-	if err := s.Profile.Validate(); err != nil {
-		return fmt.Errorf("%s: %v: %w", s.Name(), err, ErrConfig)
-	}
-	if len(s.Profile.HeadRanking) == 0 {
-		return fmt.Errorf("%s: the profile has no head ranking: %w", s.Name(), ErrConfig)
+	if err := checkRanking(s.Name(), s.Profile); err != nil {
+		return err
 	}
 	if s.K < 1 || s.K > s.Profile.Model.QueryHeads {
 		return fmt.Errorf("%s: %d SR heads per layer, but the model has %d query heads: %w", s.Name(), s.K, s.Profile.Model.QueryHeads, ErrConfig)

@@ -135,6 +135,21 @@ func checkPooling(name string, kernel int, kind backend.Pooling) error {
 	return nil
 }
 
+// checkRanking is the profile check of the SR scorers: a valid profile
+// with a head ranking.
+func checkRanking(name string, p *Profile) error {
+	if p == nil {
+		return fmt.Errorf("%s: a profile with the model's semantic retrieval heads is required: %w", name, ErrConfig)
+	}
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("%s: %v: %w", name, err, ErrConfig)
+	}
+	if len(p.HeadRanking) == 0 {
+		return fmt.Errorf("%s: the profile has no head ranking: %w", name, ErrConfig)
+	}
+	return nil
+}
+
 // layerSelection is implemented by the scorers whose computation a
 // backend.LayerSelector can run whole, with the top-k selector.
 type layerSelection interface {
@@ -200,14 +215,8 @@ func (s SRScorer) Validate(_, _ int) error {
 	if err := checkPooling(s.Name(), s.Kernel, s.Pooling); err != nil {
 		return err
 	}
-	if s.Profile == nil {
-		return fmt.Errorf("%s: a profile with the model's semantic retrieval heads is required: %w", s.Name(), ErrConfig)
-	}
-	if err := s.Profile.Validate(); err != nil {
-		return fmt.Errorf("%s: %v: %w", s.Name(), err, ErrConfig)
-	}
-	if len(s.Profile.HeadRanking) == 0 {
-		return fmt.Errorf("%s: the profile has no head ranking: %w", s.Name(), ErrConfig)
+	if err := checkRanking(s.Name(), s.Profile); err != nil {
+		return err
 	}
 	if s.K < 1 {
 		return fmt.Errorf("%s: SR heads per layer %d must be positive: %w", s.Name(), s.K, ErrConfig)

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"math"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -146,7 +145,7 @@ func run(args []string, stdout io.Writer) error {
 					return err
 				}
 				for t := range full {
-					kl[meth][bi] += divergence(full[t], comp[t]) / float64(len(full)**samples)
+					kl[meth][bi] += llama.KL(full[t], comp[t]) / float64(len(full)**samples)
 				}
 			}
 		}
@@ -194,29 +193,3 @@ func forced(s *llama.Session, tokens []int) ([][]float32, error) {
 	return out, nil
 }
 
-// divergence returns KL(softmax(p) || softmax(q)) in nats.
-func divergence(p, q []float32) float64 {
-	lp, lq := logSoftmax(p), logSoftmax(q)
-	kl := 0.0
-	for i := range lp {
-		kl += math.Exp(lp[i]) * (lp[i] - lq[i])
-	}
-	return max(0, kl)
-}
-
-func logSoftmax(x []float32) []float64 {
-	mx := math.Inf(-1)
-	for _, v := range x {
-		mx = math.Max(mx, float64(v))
-	}
-	z := 0.0
-	for _, v := range x {
-		z += math.Exp(float64(v) - mx)
-	}
-	out := make([]float64, len(x))
-	lz := mx + math.Log(z)
-	for i, v := range x {
-		out[i] = float64(v) - lz
-	}
-	return out
-}

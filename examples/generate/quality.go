@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -284,7 +283,7 @@ func decodeQuality(w io.Writer, m *llama.Model, tok *llama.Tokenizer, budgets []
 					return err
 				}
 				for t := range ref {
-					a.kl += divergence(refLogits[t], forcedLogits[t]) / float64(len(ref)*prompts)
+					a.kl += llama.KL(refLogits[t], forcedLogits[t]) / float64(len(ref)*prompts)
 					if llama.Argmax(forcedLogits[t]) == ref[t] {
 						a.top1 += 1 / float64(len(ref)*prompts)
 					}
@@ -325,29 +324,3 @@ func greedyRun(s *llama.Session, logits []float32, steps int, forced []int) ([]i
 	return out, lg, nil
 }
 
-// divergence returns KL(softmax(p) || softmax(q)) in nats.
-func divergence(p, q []float32) float64 {
-	lp, lq := logSoftmax(p), logSoftmax(q)
-	kl := 0.0
-	for i := range lp {
-		kl += math.Exp(lp[i]) * (lp[i] - lq[i])
-	}
-	return max(0, kl)
-}
-
-func logSoftmax(x []float32) []float64 {
-	mx := math.Inf(-1)
-	for _, v := range x {
-		mx = math.Max(mx, float64(v))
-	}
-	z := 0.0
-	for _, v := range x {
-		z += math.Exp(float64(v) - mx)
-	}
-	out := make([]float64, len(x))
-	lz := mx + math.Log(z)
-	for i, v := range x {
-		out[i] = float64(v) - lz
-	}
-	return out
-}
