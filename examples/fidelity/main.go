@@ -192,4 +192,3 @@ func forced(s *llama.Session, tokens []int) ([][]float32, error) {
 	}
 	return out, nil
 }
-

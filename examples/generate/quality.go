@@ -323,4 +323,3 @@ func greedyRun(s *llama.Session, logits []float32, steps int, forced []int) ([]i
 	}
 	return out, lg, nil
 }
-
