@@ -545,6 +545,7 @@ func heatmaps(o *options, t *tally, w io.Writer) error {
 		}
 		if len(o.methods) == 1 && o.methods[0] == compresskv.Full {
 			fig.Title = fmt.Sprintf("Needle retrieval, %s: the full cache", o.model)
+			fig.Subtitle = fmt.Sprintf("%s per cell, %v cache, no compression", plural(o.needles, "needle"), o.dtype)
 		}
 		for _, meth := range o.methods {
 			bb := b
