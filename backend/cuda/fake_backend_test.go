@@ -48,6 +48,13 @@ func openFake(t *testing.T) (*Device, *fakeGPU) {
 // twin fills a host cache and a device cache with the same random rows.
 func twin(t *testing.T, r *rand.Rand, d *Device, s kvcache.Shape, dt kvcache.DType, n int) (*kvcache.Host, *Cache) {
 	t.Helper()
+	return twinEdit(t, r, d, s, dt, n, nil)
+}
+
+// twinEdit is twin with edit (when not nil) applied to the keys of append i
+// (0 or 1) of layer l before they go into both caches.
+func twinEdit(t *testing.T, r *rand.Rand, d *Device, s kvcache.Shape, dt kvcache.DType, n int, edit func(l, i int, k []float32)) (*kvcache.Host, *Cache) {
+	t.Helper()
 	h, err := kvcache.NewHost(s, dt)
 	if err != nil {
 		t.Fatal(err)
@@ -59,9 +66,12 @@ func twin(t *testing.T, r *rand.Rand, d *Device, s kvcache.Shape, dt kvcache.DTy
 	t.Cleanup(func() { c.Close() })
 	for l := 0; l < s.Layers; l++ {
 		// Two appends, so that the device buffers grow once.
-		for _, m := range []int{n / 3, n - n/3} {
+		for i, m := range []int{n / 3, n - n/3} {
 			k := reftest.Normal(r, m*s.KVHeads*s.HeadDim, 1)
 			v := reftest.Normal(r, m*s.KVHeads*s.HeadDim, 1)
+			if edit != nil {
+				edit(l, i, k)
+			}
 			if err := h.Append(l, k, v); err != nil {
 				t.Fatal(err)
 			}

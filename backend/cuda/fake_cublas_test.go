@@ -306,31 +306,11 @@ func peakyTwin(t *testing.T, r *rand.Rand, dev *Device, s kvcache.Shape, dt kvca
 		u := float64(x) / math.Sqrt(norm)
 		qt[i], e[i] = float32(400*u), float32(10*u)
 	}
-	h, err := kvcache.NewHost(s, dt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := dev.NewCache(s, dt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	for l := 0; l < s.Layers; l++ {
-		for i, m := range []int{n / 3, n - n/3} { // two appends: the device buffers grow once
-			k := reftest.Normal(r, m*s.KVHeads*s.HeadDim, 1)
-			v := reftest.Normal(r, m*s.KVHeads*s.HeadDim, 1)
-			if l == layer && i == 0 {
-				copy(k, e) // row 0, KV head 0
-			}
-			if err := h.Append(l, k, v); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.Append(l, k, v); err != nil {
-				t.Fatal(err)
-			}
+	return twinEdit(t, r, dev, s, dt, n, func(l, i int, k []float32) {
+		if l == layer && i == 0 {
+			copy(k, e) // row 0, KV head 0
 		}
-	}
-	return h, c
+	})
 }
 
 // f32 returns n float32 values of device memory at p (see mem).
