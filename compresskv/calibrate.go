@@ -377,7 +377,7 @@ func shadowRun(ctx context.Context, m CalibrationModel, policy *Policy, info Mod
 	if err != nil {
 		return err
 	}
-	plan, err := policy.Plan(cache, q, info.QueryHeads)
+	plan, err := policy.Plan(ctx, cache, q, info.QueryHeads)
 	if err != nil {
 		return err
 	}

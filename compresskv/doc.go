@@ -12,7 +12,7 @@
 // queries of the last prompt positions of every layer to a Policy:
 //
 //	p, err := compresskv.New(compresskv.CompressKV, compresskv.Config{Budget: 128, Profile: prof})
-//	res, err := p.Compress(cache, queries, queryHeads)
+//	res, err := p.Compress(ctx, cache, queries, queryHeads)
 //
 // and continues decoding over the smaller cache; positions continue from the
 // prompt length.

@@ -1,6 +1,7 @@
 package compresskv
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -115,7 +116,7 @@ func TestAdaCompressKVMatchesReference(t *testing.T) {
 					t.Fatal(name, err)
 				}
 				cfg = p.Config()
-				plan, err := p.Plan(c, q, sh.H)
+				plan, err := p.Plan(context.Background(), c, q, sh.H)
 				if err != nil {
 					t.Fatal(name, err)
 				}
@@ -217,7 +218,7 @@ func TestGroupSRReadsOnlyItsGroup(t *testing.T) {
 	sc := GroupSRScorer{Profile: prof, K: H, Kernel: 5, Pooling: backend.AvgPool}
 	score := func(q []float32) [][]float32 {
 		in := &ScoreInput{Backend: cpu.New(), Cache: c, Layer: 0, Queries: q, NQ: W, QHeads: H, Len: L, Window: W}
-		out, err := sc.Score(in)
+		out, err := sc.Score(context.Background(), in)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,11 +261,11 @@ func TestAdaCompressKVWholeGroupIsAdaKV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := ada.Plan(c, q, H)
+	a, err := ada.Plan(context.Background(), c, q, H)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := ours.Plan(c, q, H)
+	b, err := ours.Plan(context.Background(), c, q, H)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package compresskv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -81,7 +82,7 @@ func TestPolicyInvariants(t *testing.T) {
 					}
 					c := base.Clone()
 					before := snap(c)
-					res, err := p.Compress(c, lastRows(p, q, L, sh.H, d), sh.H)
+					res, err := p.Compress(context.Background(), c, lastRows(p, q, L, sh.H, d), sh.H)
 					if err != nil {
 						t.Fatalf("%s: seed %d: %v", name, seed, err)
 					}
@@ -203,7 +204,7 @@ func TestPoliciesMatchReference(t *testing.T) {
 					if err != nil {
 						t.Fatal(name, err)
 					}
-					plan, err := p.Plan(base, lastRows(p, q, L, sh.H, d), sh.H)
+					plan, err := p.Plan(context.Background(), base, lastRows(p, q, L, sh.H, d), sh.H)
 					if err != nil {
 						t.Fatal(name, err)
 					}
@@ -248,7 +249,7 @@ func TestAdaKVMatchesReference(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		plan, err := p.Plan(c, [][]float32{q[0]}, sh.H)
+		plan, err := p.Plan(context.Background(), c, [][]float32{q[0]}, sh.H)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -334,7 +335,7 @@ func TestStreamingLLM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Compress(c, nil, 2); err != nil {
+	if _, err := p.Compress(context.Background(), c, nil, 2); err != nil {
 		t.Fatal(err)
 	}
 	want := []int32{0, 1, 2, 3, 14, 15, 16, 17, 18, 19}
@@ -358,7 +359,7 @@ func TestPyramidClampShortPrompt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := p.Compress(c, q, 4)
+	res, err := p.Compress(context.Background(), c, q, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +388,7 @@ func TestCompressKVUsesLayerWeights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := p.Compress(c.Clone(), q, 8)
+	res, err := p.Compress(context.Background(), c.Clone(), q, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +411,7 @@ func TestCompressKVUsesLayerWeights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err = p.Compress(c.Clone(), q, 8)
+	res, err = p.Compress(context.Background(), c.Clone(), q, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +430,7 @@ func TestDecodeContinuesPositions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Compress(c, q, 4); err != nil {
+	if _, err := p.Compress(context.Background(), c, q, 4); err != nil {
 		t.Fatal(err)
 	}
 	row := make([]float32, 2*8)
@@ -483,7 +484,7 @@ func TestBadInputLeavesCacheUnchanged(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		_, err = p.Compress(c, tc.q, tc.qHeads)
+		_, err = p.Compress(context.Background(), c, tc.q, tc.qHeads)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Fatalf("%s: error %v, want one mentioning %q", tc.name, err, tc.want)
 		}
@@ -500,11 +501,11 @@ func TestBadInputLeavesCacheUnchanged(t *testing.T) {
 	// An already compressed layer with ragged heads cannot be compressed again.
 	ada, _ := New(AdaKV, Config{Budget: 16})
 	cc := c.Clone()
-	if _, err := ada.Compress(cc, q, 4); err != nil {
+	if _, err := ada.Compress(context.Background(), cc, q, 4); err != nil {
 		t.Fatal(err)
 	}
 	if cc.Len(0, 0) != cc.Len(0, 1) {
-		if _, err := ada.Compress(cc, q, 4); !errors.Is(err, ErrUneven) || !strings.Contains(err.Error(), "uncompressed") {
+		if _, err := ada.Compress(context.Background(), cc, q, 4); !errors.Is(err, ErrUneven) || !strings.Contains(err.Error(), "uncompressed") {
 			t.Fatalf("ragged layer: error %v", err)
 		}
 	}
@@ -571,11 +572,11 @@ func TestCompressLayerMatchesCompress(t *testing.T) {
 			t.Fatal(err)
 		}
 		whole, byLayer := c.Clone(), c.Clone()
-		if _, err := p.Compress(whole, q, 8); err != nil {
+		if _, err := p.Compress(context.Background(), whole, q, 8); err != nil {
 			t.Fatal(err)
 		}
 		for l := 0; l < s.Layers; l++ {
-			if err := p.CompressLayer(byLayer, l, q[l], 8); err != nil {
+			if err := p.CompressLayer(context.Background(), byLayer, l, q[l], 8); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -599,7 +600,7 @@ func TestSnapKVMeansBeforeMaxPooling(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := p.Plan(c, q, H)
+	plan, err := p.Plan(context.Background(), c, q, H)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -70,7 +71,7 @@ func retrieval(w io.Writer, m *llama.Model, tok *llama.Tokenizer, methods []comp
 		for i := range methods {
 			for bi, pol := range policies[i] {
 				cs, _ := m.NewSession(prefilled.Clone(), nil)
-				if _, err := cs.Compress(pol, q); err != nil {
+				if _, err := cs.Compress(context.Background(), pol, q); err != nil {
 					return fmt.Errorf("%s at budget %d: %w", pol.Name(), budgets[bi], err)
 				}
 				ok, err := answer(cs, tok, &p, logits)

@@ -82,7 +82,7 @@ func TestCalibrationRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			plan, err := pol.Plan(cache, q, m.Heads)
+			plan, err := pol.Plan(context.Background(), cache, q, m.Heads)
 			if err != nil {
 				t.Fatal(err)
 			}
