@@ -36,10 +36,10 @@
 // CompressKV needs a Profile: the semantic retrieval heads of each layer
 // (package heads finds them from needle-in-a-haystack probes) and,
 // optionally, per-layer weights from the measured eviction error (package
-// alloc). Calibrate makes one for any model whose engine implements
-// CalibrationModel: it builds probes in the model's own tokens (Tokenizer,
-// NeedleProbes, NewProbe), records the retrieval heads while the model
-// answers, and measures each layer's eviction error. A profile published for
+// alloc). Package calibrate makes one for any model whose engine implements
+// its small interface: it builds probes in the model's own tokens, records
+// the retrieval heads while the model answers, and measures each layer's
+// eviction error. A profile published for
 // a large model by the reference implementation converts with
 // examples/profile.
 //

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/compresskv"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
@@ -134,7 +135,7 @@ func retrieval(w io.Writer, m *llama.Model, tok *llama.Tokenizer, methods []comp
 
 // answer decodes greedily from logits (the prompt's last) and judges the
 // continuation as calibration does.
-func answer(s *llama.Session, tok *llama.Tokenizer, p *compresskv.Probe, logits []float32) (bool, error) {
+func answer(s *llama.Session, tok *llama.Tokenizer, p *calibrate.Probe, logits []float32) (bool, error) {
 	var out []int
 	prev := ""
 	for {
