@@ -81,9 +81,7 @@ func refAdaCaps(scores [][]float64, c int, f, rel float64) (lo, hi []int) {
 			}
 		}
 	}
-	capOf := func(n int) int {
-		return min(int(math.RoundToEven(float64(n)*(1-f)+math.Floor(float64(c)*f))), len(scores[0]))
-	}
+	capOf := func(n int) int { return min(refAdaCapacity(n, c, f), len(scores[0])) }
 	for g := range scores {
 		lo = append(lo, capOf(above[g]+max(0, need-(nearAll-near[g]))))
 		hi = append(hi, capOf(above[g]+min(near[g], need)))

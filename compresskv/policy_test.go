@@ -287,7 +287,7 @@ func TestAdaKVMatchesReference(t *testing.T) {
 			counts[it.g]++
 		}
 		for g := 0; g < G; g++ {
-			capacity := int(math.RoundToEven(float64(counts[g])*0.8 + math.Floor(float64(cSel)*0.2)))
+			capacity := refAdaCapacity(counts[g], cSel, 0.2)
 			kept := plan.Keep[0][g]
 			checkTop(t, fmt.Sprintf("seed %d trial %d head %d", seed, trial, g), ref[g], kept[:len(kept)-W], min(capacity, P), 1e-5*W)
 		}
@@ -324,6 +324,70 @@ func TestAdaKVFloor(t *testing.T) {
 	if len(keep[0]) != 10 || len(keep[1]) != 0 {
 		t.Fatalf("Ada-KV without floor: got %v", keep)
 	}
+}
+
+// TestAdaKVCapacityFloat32: the capacities are the reference's, float32
+// arithmetic and half-to-even rounding: a head that wins 85 of 7 x 14 slots
+// with floor ratio 0.3 keeps round(85*0.7 + 4) = round(63.5) = 64 in float32
+// (63.49999999999999 in float64 would round to 63); over every split of
+// small sizes and floor ratios the selector agrees with the reference.
+func TestAdaKVCapacityFloat32(t *testing.T) {
+	if got := adaCapacity(85, 14, 0.3); got != 64 {
+		t.Fatalf("capacity of 85 winners, c = 14, f = 0.3: %d, want 64 (float32, half to even)", got)
+	}
+	n, cs, f := 85.0, 14.0, 0.3 // variables: Go's constant arithmetic is exact
+	if f64 := int(math.RoundToEven(n*(1-f) + math.Floor(cs*f))); f64 != 63 {
+		t.Fatalf("the float64 evaluation gives %d: the case no longer tells the two apart", f64)
+	}
+	// The selector end to end: head 0 wins 85 slots, head 1 the other 13,
+	// heads 2..6 none.
+	const G, c, P = 7, 14, 100
+	scores := make([][]float32, G)
+	for g := range scores {
+		scores[g] = make([]float32, P)
+	}
+	for j := 0; j < 85; j++ {
+		scores[0][j] = 100 + float32(j)
+	}
+	for j := 0; j < 13; j++ {
+		scores[1][j] = 50 + float32(j)
+	}
+	keep, err := AdaKVSelector{FloorRatio: 0.3}.Select(cpu.New(), scores, G, P, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int{64, 13, 4, 4, 4, 4, 4} // round(13*0.7 + 4) = round(13.1); round(0 + 4)
+	for g, k := range keep {
+		if len(k) != want[g] {
+			t.Errorf("head %d keeps %d positions, want %d", g, len(k), want[g])
+		}
+	}
+	if !slices.Equal(keep[0], slices.Collect(func(yield func(int) bool) {
+		for j := 85 - 64; j < 85; j++ {
+			if !yield(j) {
+				return
+			}
+		}
+	})) {
+		t.Errorf("head 0 keeps %v, want its 64 best positions 21..84", keep[0])
+	}
+	// Every count, c and floor ratio on a grid: the library's capacity is
+	// the reference's; count how many differ from float64.
+	differ := 0
+	for _, f := range []float64{0, 0.1, 0.2, 0.25, 0.3, 0.5, 0.7, 0.9, 1} {
+		for c := 1; c <= 64; c++ {
+			for n := 0; n <= 8*c; n++ {
+				got, ref := adaCapacity(n, c, f), refAdaCapacity(n, c, f)
+				if got != ref {
+					t.Fatalf("n = %d, c = %d, f = %v: capacity %d, the reference's %d", n, c, f, got, ref)
+				}
+				if got != int(math.RoundToEven(float64(n)*(1-f)+math.Floor(float64(c)*f))) {
+					differ++
+				}
+			}
+		}
+	}
+	t.Logf("%d splits of the grid round differently in float64", differ)
 }
 
 // TestStreamingLLM: the first Sink positions and the last B-Sink.
