@@ -52,8 +52,9 @@ func (m Matrix) Row(i int, dst []float32) {
 	dequantize(m.Type, m.Data[i*rb:(i+1)*rb], dst)
 }
 
-// rowChunk is the number of weight rows one worker takes at a time: the
-// chunk's rows stay in cache while every activation row passes over them.
+// rowChunk is the number of weight rows one worker takes at a time in the
+// Go products: the chunk's rows stay in cache while every activation row
+// passes over them.
 const rowChunk = 16
 
 // parallelWork is the number of multiply-adds below which MulMat runs on
@@ -70,11 +71,21 @@ var actPool sync.Pool // *[]byte: converted activations
 // product of the two rows; see the package's notes on accumulation for how
 // the float rounding compares with ggml's.
 //
-// Large products run on all cores (internal/par), split into chunks of
-// weight rows; each output is computed by one goroutine in a fixed order,
-// so the result does not depend on the number of cores. Several MulMat
-// calls may run at once on one Matrix. MulMat panics when len(x) != n*Cols
-// or len(out) != n*Rows, a programming error.
+// Where the processor has them (KernelLevel), assembly kernels compute
+// tiles of weight rows by activation rows, so that a weight block loaded
+// once serves several activation rows (a prompt's tokens); with one row
+// (decoding) they stream the weights once. Each output is accumulated in
+// eight float32 lanes, block after block, as ggml's AVX2 code does, and
+// reduced in a fixed order: the result does not depend on the tiles, on n,
+// or on the number of cores, and at the AVX2 and AVX-512 levels the
+// integer types give the same bits.
+//
+// Large products run on all cores (internal/par), split by the shape alone
+// into tiles of weight rows and activation rows; each output is computed
+// by one goroutine in a fixed order, so the result does not depend on the
+// number of cores. Several MulMat calls may run at once on one Matrix.
+// MulMat panics when len(x) != n*Cols or len(out) != n*Rows, a programming
+// error.
 func (m Matrix) MulMat(out, x []float32, n int) {
 	if n < 0 || len(x) != n*m.Cols || len(out) != n*m.Rows {
 		panic(fmt.Sprintf("quant: MulMat of a %dx%d matrix with %d values for %d rows into %d values", m.Rows, m.Cols, len(x), n, len(out)))
@@ -106,8 +117,12 @@ func (m Matrix) MulMat(out, x []float32, n int) {
 		}
 	}
 	run(n, func(j int) {
-		quantize(vt, x[j*m.Cols:(j+1)*m.Cols], act[j*xb:(j+1)*xb], true)
+		convertActivations(vt, x[j*m.Cols:(j+1)*m.Cols], act[j*xb:(j+1)*xb])
 	})
+	if ts := tiles(m.Type); ts != nil && m.Cols/ts.step > 0 {
+		m.mulTiles(ts, out, act, xb, n, run)
+		return
+	}
 	dot := dots[m.Type]
 	rb := m.RowBytes()
 	chunks := (m.Rows + rowChunk - 1) / rowChunk
@@ -121,4 +136,92 @@ func (m Matrix) MulMat(out, x []float32, n int) {
 			}
 		}
 	})
+}
+
+// tileFunc is a tile kernel: the dot products of R weight rows (at w,
+// ws bytes apart) with C activation rows (at x, xs bytes apart) over n
+// steps, into out[c*os/4 + r].
+type tileFunc func(w *byte, ws uintptr, x *byte, xs uintptr, out *float32, os uintptr, n uintptr)
+
+// tileSet is a weight type's tile kernels: full for R x C tiles, rows for
+// R x 1, cols for 1 x C and one for 1 x 1; step is the number of values a
+// kernel step takes (the block size, or 8 for the float types).
+type tileSet struct {
+	R, C, step            int
+	full, rows, cols, one tileFunc
+}
+
+// Tile sizes: a worker takes tileRows weight rows (about) by the activation
+// rows whose converted values fit tileBytes, so that both stay in its
+// core's cache while the kernels pass over them.
+const (
+	tileRows  = 16
+	tileBytes = 128 << 10
+)
+
+// mulTiles is MulMat's product with the tile kernels ts.
+func (m Matrix) mulTiles(ts *tileSet, out []float32, act []byte, xb, n int, run func(int, func(int))) {
+	R, C := ts.R, ts.C
+	rb := m.RowBytes()
+	steps := m.Cols / ts.step
+	rowsPer := R * max(1, tileRows/R)
+	colsPer := C * max(1, tileBytes/(C*xb))
+	nr := (m.Rows + rowsPer - 1) / rowsPer
+	nc := (n + colsPer - 1) / colsPer
+	tail := m.Cols - steps*ts.step // float types only
+	run(nr*nc, func(t int) {
+		r0, c0 := t/nc*rowsPer, t%nc*colsPer
+		r1, c1 := min(m.Rows, r0+rowsPer), min(n, c0+colsPer)
+		for c := c0; c < c1; c += C {
+			cc := min(C, c1-c)
+			for r := r0; r < r1; r += R {
+				rr := min(R, r1-r)
+				switch {
+				case rr == R && cc == C:
+					callTile(ts.full, m.Data, r, rb, act, c, xb, out, m.Rows, steps)
+				case rr == R:
+					for j := c; j < c+cc; j++ {
+						callTile(ts.rows, m.Data, r, rb, act, j, xb, out, m.Rows, steps)
+					}
+				case cc == C:
+					for i := r; i < r+rr; i++ {
+						callTile(ts.cols, m.Data, i, rb, act, c, xb, out, m.Rows, steps)
+					}
+				default:
+					for j := c; j < c+cc; j++ {
+						for i := r; i < r+rr; i++ {
+							callTile(ts.one, m.Data, i, rb, act, j, xb, out, m.Rows, steps)
+						}
+					}
+				}
+			}
+		}
+		if tail > 0 {
+			k := steps * ts.step
+			for j := c0; j < c1; j++ {
+				for i := r0; i < r1; i++ {
+					o := &out[j*m.Rows+i]
+					*o = float32(float64(*o) + floatDot(m.Type, m.Data[i*rb:(i+1)*rb], act[j*xb:(j+1)*xb], k, m.Cols))
+				}
+			}
+		}
+	})
+}
+
+// floatDot returns the float64 sum of the products of values k..n-1 of a
+// float-type weight row and its activation row (the tail the tile kernels
+// leave when the rows are not a whole number of 8-value steps).
+func floatDot(t Type, w, x []byte, k, n int) float64 {
+	var s float64
+	for i := k; i < n; i++ {
+		switch t {
+		case F32:
+			s += float64(lef32(w[4*i:])) * float64(lef32(x[4*i:]))
+		case F16:
+			s += float64(f16[le16(w[2*i:])]) * float64(f16[le16(x[2*i:])])
+		case BF16:
+			s += bf16(w[2*i:]) * bf16(x[2*i:])
+		}
+	}
+	return s
 }
