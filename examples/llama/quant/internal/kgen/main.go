@@ -267,73 +267,93 @@ func emit(out *bytes.Buffer, lv level, kn kernel, R, C int) string {
 	return name
 }
 
-// Kernels of the types with Q8_0 activations: Q8_0, Q4_0, Q5_0. Each
-// weight block is decoded to 32 signed bytes w and its scale; the block's
-// term is (d_w*d_x) * sum(w*x), the sum in eight int32 lanes (four
-// products each), converted to float32 (exact: at most 4*128*127) and
-// multiplied-added into the accumulator, as ggml's AVX2 code does.
+// Kernels of the types with Q8_0 activations: Q8_0, Q4_0, Q5_0. The block
+// term of a pair is (d_w*d_x) * sum(w*x), the sum in eight int32 lanes
+// (four products each), converted to float32 (exact: at most 4*128*127)
+// and multiplied-added into the accumulator, as ggml's AVX2 code does.
+// The scale products d_w*d_x of a block's tile are computed once, into
+// the scratch, and read as a broadcast operand of the multiply-add.
 //
-// AVX2: sum(w*x) = VPMADDWD(VPMADDUBSW(|w|, sign(x, w)), 1) (|w| <= 128,
-// so the pairs fit int16). AVX-512: VPDPBUSD(x+128, w) - 128*sum(w), the
-// second term once per weight block.
-func q8family(typ string, wb int, decode func(k *kgen, r, w, t1, t2 int)) func(k *kgen) {
+// AVX-512: each weight is decoded to an unsigned byte u = w + k (k = 128
+// for Q8_0, 8 for Q4_0, 16 for Q5_0: the nibbles as stored), and
+// sum(w*x) = VPDPBUSD(u, x) - k*sum(x), the second term once per
+// activation block. AVX2: sum(w*x) = VPMADDWD(VPMADDUBSW(|w|, sign(x,
+// w)), 1) (|w| <= 128, so the pairs fit int16).
+//
+// The d_w of the rows are gathered into one vector (not through memory: a
+// wide load of several narrow stores would wait for them to retire), and
+// the products d_x*d_w of activation row c stored at 16c + 4r of the
+// scratch.
+func q8family(wb int, unsigned func(k *kgen, r, u, t, ck int), k8 string, signed func(k *kgen, r, w, t int)) func(k *kgen) {
 	return func(k *kgen) {
 		R, C := k.R, k.C
+		prod := func(c, r int) string { return sp(16*c + 4*r) }
 		if k.lv.avx512 {
-			// Scratch: d_w of each row (4 bytes).
-			w := make([]int, R)
-			ns := make([]int, R)
+			u := make([]int, R)
 			for r := range R {
-				w[r], ns[r] = k.lo(), k.lo()
+				u[r] = k.lo()
 			}
-			xu, dx, t, sc, c128 := k.lo(), k.lo(), k.lo(), k.lo(), k.lo()
-			k.mov("c128<>(SB)", Y(c128))
+			ns := make([]int, C)
+			for c := range C {
+				ns[c] = k.lo()
+			}
+			t, f, ck := k.lo(), k.lo(), k.lo()
+			k.mov(k8+"<>(SB)", Y(ck))
+			// The four d_w (or fewer) as halves in the lanes of f, then
+			// converted.
+			k.zero(f)
 			for r := range R {
-				decode(k, r, w[r], t, sc)
-				// ns = -128*sum(w) in four-byte groups.
+				unsigned(k, r, u[r], t, ck)
+				k.op("VPINSRW $%d, %s, %s, %s", r, row(r, 0), X(f), X(f))
+			}
+			k.op("VCVTPH2PS %s, %s", X(f), X(f))
+			for c := range C {
+				// ns = -k*sum(x) in four-byte groups.
 				k.zero(t)
-				k.op("VPDPBUSD %s, %s, %s", Y(w[r]), Y(c128), Y(t))
-				k.zero(ns[r])
-				k.op("VPSUBD %s, %s, %s", Y(t), Y(ns[r]), Y(ns[r]))
-				k.op("VPBROADCASTW %s, %s", row(r, 0), X(t))
-				k.op("VCVTPH2PS %s, %s", X(t), X(t))
-				k.op("VMOVSS %s, %s", X(t), sp(4*r))
+				k.op("VPDPBUSD %s, %s, %s", col(c, 2), Y(ck), Y(t))
+				k.zero(ns[c])
+				k.op("VPSUBD %s, %s, %s", Y(t), Y(ns[c]), Y(ns[c]))
+				k.f16bcast(col(c, 0), t)
+				k.op("VMULPS %s, %s, %s", X(f), X(t), X(t))
+				k.op("VMOVUPS %s, %s", X(t), sp(16*c))
 			}
 			for c := range C {
-				k.logic("XOR", col(c, 2), Y(c128), Y(xu))
-				k.f16bcast(col(c, 0), dx)
+				k.mov(col(c, 2), Y(f))
 				for r := range R {
-					k.mov(Y(ns[r]), Y(t))
-					k.op("VPDPBUSD %s, %s, %s", Y(w[r]), Y(xu), Y(t))
+					k.mov(Y(ns[c]), Y(t))
+					k.op("VPDPBUSD %s, %s, %s", Y(f), Y(u[r]), Y(t))
 					k.op("VCVTDQ2PS %s, %s", Y(t), Y(t))
-					k.op("VMULPS.BCST %s, %s, %s", sp(4*r), Y(dx), Y(sc))
-					k.op("VFMADD231PS %s, %s, %s", Y(t), Y(sc), Y(k.acc[r][c]))
+					k.op("VFMADD231PS.BCST %s, %s, %s", prod(c, r), Y(t), Y(k.acc[r][c]))
 				}
 			}
 			return
 		}
-		// AVX2. Scratch: d_w of each row in eight lanes (32 bytes).
 		w := make([]int, R)
 		a := make([]int, R)
 		for r := range R {
 			w[r], a[r] = k.lo(), k.lo()
 		}
-		xv, dx, t, sc := k.lo(), k.lo(), k.lo(), k.lo()
+		xv, t, sc := k.lo(), k.lo(), k.lo()
+		k.zero(sc)
 		for r := range R {
-			decode(k, r, w[r], t, sc)
+			signed(k, r, w[r], t)
 			k.op("VPABSB %s, %s", Y(w[r]), Y(a[r]))
-			k.f16bcast(row(r, 0), t)
-			k.op("VMOVUPS %s, %s", Y(t), sp(32*r))
+			k.op("VPINSRW $%d, %s, %s, %s", r, row(r, 0), X(sc), X(sc))
+		}
+		k.op("VCVTPH2PS %s, %s", X(sc), X(sc))
+		for c := range C {
+			k.f16bcast(col(c, 0), t)
+			k.op("VMULPS %s, %s, %s", X(sc), X(t), X(t))
+			k.op("VMOVUPS %s, %s", X(t), sp(16*c))
 		}
 		for c := range C {
 			k.mov(col(c, 2), Y(xv))
-			k.f16bcast(col(c, 0), dx)
 			for r := range R {
 				k.op("VPSIGNB %s, %s, %s", Y(w[r]), Y(xv), Y(t))
 				k.op("VPMADDUBSW %s, %s, %s", Y(t), Y(a[r]), Y(t))
 				k.op("VPMADDWD ones16<>(SB), %s, %s", Y(t), Y(t))
 				k.op("VCVTDQ2PS %s, %s", Y(t), Y(t))
-				k.op("VMULPS %s, %s, %s", sp(32*r), Y(dx), Y(sc))
+				k.op("VBROADCASTSS %s, %s", prod(c, r), Y(sc))
 				k.op("VFMADD231PS %s, %s, %s", Y(t), Y(sc), Y(k.acc[r][c]))
 			}
 		}
@@ -348,31 +368,39 @@ func (k *kgen) nibbles(mem string, w, t int) {
 	k.logic("AND", "m0F<>(SB)", Y(w), Y(w))
 }
 
-func decodeQ8_0(k *kgen, r, w, _, _ int) { k.mov(row(r, 2), Y(w)) }
+// Signed decoders (AVX2): the 32 values of row r's block as int8.
 
-func decodeQ4_0(k *kgen, r, w, t, _ int) {
+func signedQ8_0(k *kgen, r, w, _ int) { k.mov(row(r, 2), Y(w)) }
+
+func signedQ4_0(k *kgen, r, w, t int) {
 	k.nibbles(row(r, 2), w, t)
 	k.op("VPSUBB c8<>(SB), %s, %s", Y(w), Y(w))
 }
 
-// decodeQ5_0 ORs 0xF0 into the values whose fifth bit is clear: q - 16 as
-// a signed byte.
-func decodeQ5_0(k *kgen, r, w, t, u int) {
+// signedQ5_0 ORs 0xF0 into the values whose fifth bit is clear: q - 16
+// as a signed byte.
+func signedQ5_0(k *kgen, r, w, t int) {
 	k.nibbles(row(r, 6), w, t)
-	if k.lv.avx512 {
-		k.op("KMOVD %s, K1", row(r, 2))
-		k.op("VPMOVM2B K1, %s", Y(t))
-		// w | (^t & 0xF0)
-		k.op("VPTERNLOGD $0xF2, cF0<>(SB), %s, %s", Y(t), Y(w))
-		return
-	}
 	k.op("VPBROADCASTD %s, %s", row(r, 2), Y(t))
 	k.op("VPSHUFB shufQH<>(SB), %s, %s", Y(t), Y(t))
 	k.op("VPOR bitSel<>(SB), %s, %s", Y(t), Y(t))
 	k.op("VPCMPEQB allFF<>(SB), %s, %s", Y(t), Y(t))
 	k.op("VPANDN cF0<>(SB), %s, %s", Y(t), Y(t))
 	k.op("VPOR %s, %s, %s", Y(t), Y(w), Y(w))
-	_ = u
+}
+
+// Unsigned decoders (AVX-512): the values plus 128, 8 or 16, as uint8.
+
+func unsignedQ8_0(k *kgen, r, u, _, c128 int) { k.logic("XOR", row(r, 2), Y(c128), Y(u)) }
+
+func unsignedQ4_0(k *kgen, r, u, t, _ int) { k.nibbles(row(r, 2), u, t) }
+
+func unsignedQ5_0(k *kgen, r, u, t, _ int) {
+	k.nibbles(row(r, 6), u, t)
+	k.op("KMOVD %s, K1", row(r, 2))
+	k.op("VPMOVM2B K1, %s", Y(t))
+	// u | (t & 0x10)
+	k.op("VPTERNLOGD $0xF8, c16<>(SB), %s, %s", Y(t), Y(u))
 }
 
 // stage3 adds each pair's block term: acc += (d_w*d_x) * float(iacc),
@@ -670,11 +698,10 @@ func kernels(lv level) []kernel {
 		}
 		return avx2
 	}
-	q8Frame := pick(64, 16)
 	return []kernel{
-		{typ: "Q8_0", name: "q8_0", R: pick(2, 4), C: pick(4, 4), frame: q8Frame, step: 32, wb: 34, xb: 34, body: q8family("Q8_0", 34, decodeQ8_0)},
-		{typ: "Q4_0", name: "q4_0", R: pick(2, 4), C: pick(4, 4), frame: q8Frame, step: 32, wb: 18, xb: 34, body: q8family("Q4_0", 18, decodeQ4_0)},
-		{typ: "Q5_0", name: "q5_0", R: pick(2, 4), C: pick(4, 4), frame: q8Frame, step: 32, wb: 22, xb: 34, body: q8family("Q5_0", 22, decodeQ5_0)},
+		{typ: "Q8_0", name: "q8_0", R: pick(2, 4), C: pick(4, 4), step: 32, wb: 34, xb: 34, body: q8family(34, unsignedQ8_0, "c128", signedQ8_0)},
+		{typ: "Q4_0", name: "q4_0", R: pick(2, 4), C: pick(4, 4), step: 32, wb: 18, xb: 34, body: q8family(18, unsignedQ4_0, "c8", signedQ4_0)},
+		{typ: "Q5_0", name: "q5_0", R: pick(2, 4), C: pick(4, 4), step: 32, wb: 22, xb: 34, body: q8family(22, unsignedQ5_0, "c16", signedQ5_0)},
 		{typ: "Q4_K", name: "q4_K", R: pick(2, 3), C: pick(2, 3), frame: 0, step: 256, wb: 144, xb: 292, body: q4K},
 		{typ: "Q6_K", name: "q6_K", R: pick(2, 3), C: pick(2, 3), frame: 0, step: 256, wb: 210, xb: 292, body: q6K},
 		{typ: "F32", name: "f32", R: pick(3, 4), C: pick(4, 6), step: 8, wb: 32, xb: 32, body: floats(loadF32)},
@@ -694,6 +721,8 @@ func frameFor(lv level, kn kernel, R, C int) int {
 		return f
 	case "Q6_K":
 		return 288*R + 256*C
+	case "Q8_0", "Q4_0", "Q5_0":
+		return 16 * C
 	}
 	return kn.frame
 }
@@ -772,6 +801,7 @@ var constants = func() string {
 	vec("cF0", fill(0xF0))
 	vec("c30", fill(0x30))
 	vec("c32", fill(0x20))
+	vec("c16", fill(0x10))
 	vec("allFF", fill(0xFF))
 	var ones16 [32]byte
 	for i := 0; i < 32; i += 2 {
