@@ -96,3 +96,27 @@ func BenchmarkLayer(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTiles multiplies a 128 x 2048 weight (held in the cache) with 64
+// activation rows on one goroutine: the kernels' arithmetic throughput
+// without the memory's, in GFLOP/s of processor time.
+func BenchmarkTiles(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 6))
+	const rows, cols, n = 128, 2048, 64
+	for _, typ := range []Type{Q8_0, Q4_0, Q5_0, Q4_K, Q6_K, F16, BF16, F32} {
+		m, err := NewMatrix(typ, rows, cols, randomRows(r, typ, rows, cols))
+		if err != nil {
+			b.Fatal(err)
+		}
+		x := reftest.Normal(r, n*cols, 1)
+		out := make([]float32, n*rows)
+		b.Run(typ.String(), func(b *testing.B) {
+			c0 := cpuTime()
+			for b.Loop() {
+				m.MulMat(out, x, n)
+			}
+			cpu := (cpuTime() - c0).Seconds() / float64(b.N)
+			b.ReportMetric(2*rows*cols*n/cpu/1e9, "cpu-GFLOP/s")
+		})
+	}
+}

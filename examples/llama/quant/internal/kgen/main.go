@@ -477,7 +477,7 @@ func q4K(k *kgen) {
 	for r := range R {
 		lo[r], hi[r] = k.lo(), k.lo()
 	}
-	t, m0F := k.lo(), k.lo()
+	t, m0F, ylo, yhi := k.lo(), k.lo(), k.lo(), k.lo()
 	t1, t2 := lo[0], hi[0] // free outside the sub-block loop
 	for r := range R {
 		// The eight 6-bit scales and mins: with A, B, C the three words of
@@ -548,12 +548,14 @@ func q4K(k *kgen) {
 			k.logic("AND", Y(m0F), Y(hi[r]), Y(hi[r]))
 		}
 		for c := range C {
+			k.mov(col(c, 4+64*j), Y(ylo))
+			k.mov(col(c, 4+64*j+32), Y(yhi))
 			for r := range R {
 				s, b := scaleOff(r, 2*j)
-				k.op("VPMADDUBSW %s, %s, %s", col(c, 4+64*j), Y(lo[r]), Y(t))
+				k.op("VPMADDUBSW %s, %s, %s", Y(ylo), Y(lo[r]), Y(t))
 				k.scaled(s, b, t, iacc[r][c])
 				s, b = scaleOff(r, 2*j+1)
-				k.op("VPMADDUBSW %s, %s, %s", col(c, 4+64*j+32), Y(hi[r]), Y(t))
+				k.op("VPMADDUBSW %s, %s, %s", Y(yhi), Y(hi[r]), Y(t))
 				k.scaled(s, b, t, iacc[r][c])
 			}
 		}
@@ -593,7 +595,7 @@ func q6K(k *kgen) {
 	for r := range R {
 		q[r] = k.lo()
 	}
-	t, h, m0F, c30 := k.lo(), k.lo(), k.lo(), k.lo()
+	t, h, m0F, c30, yv, ys := k.lo(), k.lo(), k.lo(), k.lo(), k.lo(), k.lo()
 	sOff := func(r, u int) string { return sp(288*r + 32 + 32*u) }
 	yOff := func(c, u int) string { return sp(288*R + 256*c + 32*u) }
 	for r := range R {
@@ -651,9 +653,11 @@ func q6K(k *kgen) {
 				k.logic("OR", Y(h), Y(q[r]), Y(q[r]))
 			}
 			for c := range C {
+				k.mov(col(c, 4+32*u), Y(yv))
+				k.mov(yOff(c, u), Y(ys))
 				for r := range R {
-					k.op("VPMADDUBSW %s, %s, %s", col(c, 4+32*u), Y(q[r]), Y(t))
-					k.op("VPSUBW %s, %s, %s", yOff(c, u), Y(t), Y(t))
+					k.op("VPMADDUBSW %s, %s, %s", Y(yv), Y(q[r]), Y(t))
+					k.op("VPSUBW %s, %s, %s", Y(ys), Y(t), Y(t))
 					k.scaled(sOff(r, u), false, t, iacc[r][c])
 				}
 			}
