@@ -13,14 +13,17 @@ import (
 
 // The assembly of kernels_amd64.s (tile kernels, written by internal/kgen)
 // and convert_amd64.s (activation conversions), chosen once at start from
-// the processor's features: AVX-512 (F, BW, VL and VNNI), else AVX2 with
-// FMA and F16C, else the Go of dot.go and convert.go.
+// the processor's features: AVX-512 (F, BW, VL and VNNI; for BF16 weights
+// also AVX512_BF16 where present), else AVX2 with FMA and F16C, else the
+// Go of dot.go and convert.go.
 
 var (
 	// useAVX2 and useAVX512 select the kernels; tests lower them to check
 	// every level on one machine.
 	useAVX2   = cpuid.CPU.Supports(cpuid.AVX, cpuid.AVX2, cpuid.FMA3, cpuid.F16C)
 	useAVX512 = useAVX2 && cpuid.CPU.Supports(cpuid.AVX512F, cpuid.AVX512BW, cpuid.AVX512VL, cpuid.AVX512VNNI)
+	// useBF16 adds VDPBF16PS for BF16 weights at the AVX-512 level.
+	useBF16 = cpuid.CPU.Supports(cpuid.AVX512BF16)
 )
 
 // KernelLevel names the matrix kernels in use: "avx512", "avx2" or "go".
@@ -38,6 +41,8 @@ func KernelLevel() string {
 // nil where there are none (Q4_1, Q5_1, and every type in pure Go).
 func tiles(t Type) *tileSet {
 	switch {
+	case useAVX512 && useBF16 && t == BF16:
+		return tilesAVX512BF16[t]
 	case useAVX512:
 		return tilesAVX512[t]
 	case useAVX2:

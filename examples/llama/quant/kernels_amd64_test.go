@@ -5,7 +5,6 @@ package quant
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -21,17 +20,22 @@ var tiledTypes = []Type{Q8_0, Q4_0, Q5_0, Q4_K, Q6_K, F32, F16, BF16}
 // dispatchers set to it (without the Go level under the race detector:
 // CI tests it with the noasm tag).
 func levels(t *testing.T, f func(t *testing.T)) {
-	saved2, saved5 := useAVX2, useAVX512
-	defer func() { useAVX2, useAVX512 = saved2, saved5 }()
+	saved2, saved5, savedBF := useAVX2, useAVX512, useBF16
+	defer func() { useAVX2, useAVX512, useBF16 = saved2, saved5, savedBF }()
 	for _, l := range []struct {
-		name       string
-		on         bool
-		avx2, avx5 bool
-	}{{"go", !raceEnabled, false, false}, {"avx2", saved2, true, false}, {"avx512", saved5, true, true}} {
+		name             string
+		on               bool
+		avx2, avx5, bf16 bool
+	}{
+		{"go", !raceEnabled, false, false, false},
+		{"avx2", saved2, true, false, false},
+		{"avx512", saved5, true, true, false},
+		{"avx512bf16", saved5 && savedBF, true, true, true},
+	} {
 		if !l.on {
 			continue
 		}
-		useAVX2, useAVX512 = l.avx2, l.avx5
+		useAVX2, useAVX512, useBF16 = l.avx2, l.avx5, l.bf16
 		t.Run(l.name, f)
 	}
 }
@@ -217,9 +221,10 @@ func checkExact(t *testing.T, seed uint64, r *rand.Rand, typ Type, ts *tileSet, 
 // random floats as MulMat converts them, each kernel output is within
 // (L+5)*2^-24*S of the float64 sum of ggml's block terms that the Go dot
 // products compute (themselves within 2^-24 of it): L is the number of
-// float32 multiply-adds into one of the eight lanes (one per block; two
-// for the K-quants, whose mins are a second term; one per 8 values for the
-// float types), 4 the reduction of the lanes and the float types' tail,
+// float32 roundings into one of the eight lanes (one per block; two for
+// the K-quants, whose mins are a second term; one per 8 values for the
+// float types, two per 16 with VDPBF16PS), 4 the reduction of the lanes
+// and the float types' tail,
 // and S the sum of the magnitudes of the products of the dequantized
 // values (scale and min parts apart). Also with extreme values: quants
 // and activations at the ends of their ranges, where an int16
@@ -309,10 +314,7 @@ func checkBound(t *testing.T, seed uint64, typ Type, ts *tileSet, data []byte, x
 	xb := rowBytes(vt, cols)
 	xq := make([]byte, xb)
 	xh := make([]float32, cols)
-	lanes := cols / ts.step
-	if typ.BlockSize() == QK_K {
-		lanes *= 2
-	}
+	lanes := cols / ts.step * ts.adds
 	worst := 0.0
 	for j := range n {
 		quantize(vt, x[j*cols:(j+1)*cols], xq, true)
@@ -487,16 +489,18 @@ func TestTileKernelsReadOnlyTheirRows(t *testing.T) {
 }
 
 func TestTileSetsComplete(t *testing.T) {
-	for _, set := range []map[Type]*tileSet{tilesAVX2, tilesAVX512} {
+	for _, set := range []map[Type]*tileSet{tilesAVX2, tilesAVX512, tilesAVX512BF16} {
 		for _, typ := range tiledTypes {
 			ts := set[typ]
+			if len(set) == 1 && typ != BF16 {
+				continue
+			}
 			if ts == nil || ts.full == nil || ts.rows == nil || ts.cols == nil || ts.one == nil {
 				t.Fatalf("%v: incomplete tile set %+v", typ, ts)
 			}
-			if ts.step != typ.BlockSize() && !(typ.BlockSize() == 1 && ts.step == 8) {
+			if ts.step != typ.BlockSize() && !(typ.BlockSize() == 1 && ts.step%8 == 0) {
 				t.Errorf("%v: step %d", typ, ts.step)
 			}
 		}
 	}
-	_ = fmt.Sprint()
 }

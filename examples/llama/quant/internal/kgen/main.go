@@ -686,6 +686,37 @@ func floats(load func(k *kgen, mem string, dst int)) func(k *kgen) {
 	}
 }
 
+// bf16Dot is BF16 x BF16 at the AVX-512 level where AVX512_BF16 is
+// present: sixteen values a step, VDPBF16PS adding the products of each
+// pair of values to a float32 lane (two roundings, the odd value's
+// product first; it treats subnormal inputs and results as zero).
+func bf16Dot(k *kgen) {
+	w := make([]int, k.R)
+	for r := range k.R {
+		w[r] = k.lo()
+		k.mov(row(r, 0), Y(w[r]))
+	}
+	xv := k.lo()
+	for c := range k.C {
+		k.mov(col(c, 0), Y(xv))
+		for r := range k.R {
+			k.op("%s // VDPBF16PS %s, %s, %s", vdpbf16ps(k.acc[r][c], w[r], xv), Y(xv), Y(w[r]), Y(k.acc[r][c]))
+		}
+	}
+}
+
+// vdpbf16ps encodes VDPBF16PS ymm(src2), ymm(src1), ymm(dst) (dst +=
+// products of src1 and src2), which the Go assembler does not know:
+// EVEX.256.F3.0F38.W0 52 /r.
+func vdpbf16ps(dst, src1, src2 int) string {
+	inv := func(v, bit int) int { return ^(v >> bit) & 1 }
+	p0 := 0x02 | inv(dst, 3)<<7 | inv(src2, 4)<<6 | inv(src2, 3)<<5 | inv(dst, 4)<<4
+	p1 := 0x06 | (^src1&15)<<3
+	p2 := 0x20 | inv(src1, 4)<<3
+	modrm := 0xC0 | (dst&7)<<3 | src2&7
+	return fmt.Sprintf("BYTE $0x62; BYTE $0x%02x; BYTE $0x%02x; BYTE $0x%02x; BYTE $0x52; BYTE $0x%02x", p0, p1, p2, modrm)
+}
+
 func loadF32(k *kgen, mem string, dst int) { k.op("VMOVUPS %s, %s", mem, Y(dst)) }
 func loadF16(k *kgen, mem string, dst int) { k.op("VCVTPH2PS %s, %s", mem, Y(dst)) }
 func loadBF16(k *kgen, mem string, dst int) {
@@ -713,6 +744,20 @@ func kernels(lv level) []kernel {
 		{typ: "BF16", name: "bf16", R: pick(3, 4), C: pick(4, 6), step: 8, wb: 16, xb: 16, body: floats(loadBF16)},
 	}
 }
+
+// adds returns the number of float32 roundings a kernel step makes in each
+// accumulator lane: two for the K-quants (the scales' term and the mins')
+// and for VDPBF16PS (two products a lane), one otherwise.
+func (kn kernel) adds() int {
+	if kn.step == 256 || kn.name == "bf16dp" {
+		return 2
+	}
+	return 1
+}
+
+// bf16Kernel is the BF16 kernel that needs AVX512_BF16 besides the
+// AVX-512 level's features.
+var bf16Kernel = kernel{typ: "BF16", name: "bf16dp", R: 4, C: 6, step: 16, wb: 32, xb: 32, body: bf16Dot}
 
 // frameFor returns the scratch a kernel needs at a tile size.
 func frameFor(lv level, kn kernel, R, C int) int {
@@ -748,11 +793,23 @@ func generate() (asm, decl []byte) {
 				names[i] = emit(&s, lv, kk, rc[0], rc[1])
 				fmt.Fprintf(&d, "\n//go:noescape\nfunc %s(w *byte, ws uintptr, x *byte, xs uintptr, out *float32, os uintptr, n uintptr)\n", names[i])
 			}
-			fmt.Fprintf(&table, "\t%s: {R: %d, C: %d, step: %d, full: %s, rows: %s, cols: %s, one: %s},\n",
-				kn.typ, kn.R, kn.C, kn.step, names[0], names[1], names[2], names[3])
+			fmt.Fprintf(&table, "\t%s: {R: %d, C: %d, step: %d, adds: %d, full: %s, rows: %s, cols: %s, one: %s},\n",
+				kn.typ, kn.R, kn.C, kn.step, kn.adds(), names[0], names[1], names[2], names[3])
 		}
 		table.WriteString("}\n")
 	}
+	// The kernels that need AVX512_BF16 too.
+	lv := levels[1]
+	fmt.Fprintf(&table, "\nvar tiles%sBF16 = map[Type]*tileSet{\n", lv.name)
+	kn := bf16Kernel
+	sizes := [][2]int{{kn.R, kn.C}, {kn.R, 1}, {1, kn.C}, {1, 1}}
+	names := make([]string, 4)
+	for i, rc := range sizes {
+		names[i] = emit(&s, lv, kn, rc[0], rc[1])
+		fmt.Fprintf(&d, "\n//go:noescape\nfunc %s(w *byte, ws uintptr, x *byte, xs uintptr, out *float32, os uintptr, n uintptr)\n", names[i])
+	}
+	fmt.Fprintf(&table, "\t%s: {R: %d, C: %d, step: %d, adds: %d, full: %s, rows: %s, cols: %s, one: %s},\n}\n",
+		kn.typ, kn.R, kn.C, kn.step, kn.adds(), names[0], names[1], names[2], names[3])
 	d.Write(table.Bytes())
 	src, err := format.Source(d.Bytes())
 	if err != nil {
