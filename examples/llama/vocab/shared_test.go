@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/compresskv/compresskv/examples/llama/gguf"
 )
 
 // sharedDir holds llama.cpp's tokenizer test vocabularies; the tests that need it skip
@@ -80,9 +82,14 @@ func sharedMetadata(t testing.TB, name string) Map {
 	if md, ok := sharedCache.Load(name); ok {
 		return md.(Map)
 	}
-	md, err := readGGUFMetadata(path)
+	f, err := gguf.Open(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	defer f.Close()
+	md := Map{}
+	for _, kv := range f.KV {
+		md[kv.Key] = kv.Value.Any()
 	}
 	sharedCache.Store(name, md)
 	return md
