@@ -19,11 +19,19 @@ const sharedDir = "../../../../shared/vocab"
 // readTests splits a test-tokenizer-0 .inp file into its texts.
 func readTests(t testing.TB, path string) []string {
 	t.Helper()
-	raw, err := os.ReadFile(path)
+	tests, err := readTestsFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return splitTests(string(raw))
+	return tests
+}
+
+func readTestsFile(path string) ([]string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return splitTests(string(raw)), nil
 }
 
 func splitTests(raw string) []string {

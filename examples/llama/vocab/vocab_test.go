@@ -132,7 +132,7 @@ func ids(v *Vocab, texts ...string) []int {
 	return out
 }
 
-func mustVocab(t *testing.T, md Metadata) *Vocab {
+func mustVocab(t testing.TB, md Metadata) *Vocab {
 	t.Helper()
 	v, err := FromMetadata(md)
 	if err != nil {
