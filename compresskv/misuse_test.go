@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/compresskv/compresskv/backend"
@@ -430,45 +429,6 @@ func TestSecondCompress(t *testing.T) {
 			t.Errorf("%s: a refused second Compress changed the cache", m)
 		}
 		t.Logf("%s: %v", m, err)
-	}
-}
-
-// TestMisuseConcurrent: two goroutines compressing one cache, and one
-// appending meanwhile: each call either runs whole or fails with
-// kvcache.ErrBusy (or, after another's compression, ErrCompressed), and the
-// cache ends as one compression leaves it.
-func TestMisuseConcurrent(t *testing.T) {
-	e := newMisuseEnv(t, 3)
-	want := e.cache.Clone()
-	p := mustNew(t, compresskv.SnapKV, compresskv.Config{Budget: 64})
-	if _, err := p.Compress(context.Background(), want, e.q, muQHeads); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, 4)
-	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = p.Compress(context.Background(), e.cache, e.q, muQHeads)
-		}()
-	}
-	wg.Wait()
-	ok := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			ok++
-		case errors.Is(err, kvcache.ErrBusy), errors.Is(err, compresskv.ErrCompressed):
-		default:
-			t.Fatalf("unexpected error %v", err)
-		}
-	}
-	if ok != 1 {
-		t.Fatalf("%d compressions ran, want exactly 1: %v", ok, errs)
-	}
-	if !bytes.Equal(rawState(want), rawState(e.cache)) {
-		t.Fatal("concurrent compressions left another cache than one does")
 	}
 }
 
