@@ -21,7 +21,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/compresskv/compresskv/calibrate"
+	"github.com/compresskv/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/examples/llama"
 )
 
