@@ -42,8 +42,11 @@ var statePool = sync.Pool{New: func() any { return new(encodeState) }}
 // The cost is linear in the text with a log factor per merge, plus one substring search of the
 // text per special token. The error wraps ErrText when llama.cpp would abort: a byte-level BPE
 // text holding a 4-byte sequence above U+10FFFF, a byte no SentencePiece token covers, or a
-// BOS/EOS the vocabulary lacks.
+// BOS/EOS the vocabulary lacks; and for a text of 2 GiB or more.
 func (v *Vocab) Encode(text string, addSpecial, parseSpecial bool) ([]int, error) {
+	if len(text) > maxText {
+		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrText, len(text), maxText)
+	}
 	st := statePool.Get().(*encodeState)
 	st.useCache = len(text) >= cacheMin
 	defer func() {
@@ -85,6 +88,9 @@ func (v *Vocab) Encode(text string, addSpecial, parseSpecial bool) ([]int, error
 	}
 	return out, nil
 }
+
+// maxText bounds a text so that positions fit the int32 fields of the merge state.
+const maxText = 1<<31 - 16
 
 // partition matches special tokens in text, longest first, as tokenizer_st_partition does.
 // Control and unknown tokens are matched only with parseSpecial.
