@@ -212,27 +212,27 @@ func bf16dpAVX512R1C6(w *byte, ws uintptr, x *byte, xs uintptr, out *float32, os
 func bf16dpAVX512R1C1(w *byte, ws uintptr, x *byte, xs uintptr, out *float32, os uintptr, n uintptr)
 
 var tilesAVX2 = map[Type]*tileSet{
-	Q8_0: {R: 2, C: 4, step: 32, adds: 1, full: q8_0AVX2R2C4, rows: q8_0AVX2R2C1, cols: q8_0AVX2R1C4, one: q8_0AVX2R1C1},
-	Q4_0: {R: 2, C: 4, step: 32, adds: 1, full: q4_0AVX2R2C4, rows: q4_0AVX2R2C1, cols: q4_0AVX2R1C4, one: q4_0AVX2R1C1},
-	Q5_0: {R: 2, C: 4, step: 32, adds: 1, full: q5_0AVX2R2C4, rows: q5_0AVX2R2C1, cols: q5_0AVX2R1C4, one: q5_0AVX2R1C1},
-	Q4_K: {R: 2, C: 2, step: 256, adds: 2, full: q4_KAVX2R2C2, rows: q4_KAVX2R2C1, cols: q4_KAVX2R1C2, one: q4_KAVX2R1C1},
-	Q6_K: {R: 2, C: 2, step: 256, adds: 2, full: q6_KAVX2R2C2, rows: q6_KAVX2R2C1, cols: q6_KAVX2R1C2, one: q6_KAVX2R1C1},
-	F32:  {R: 3, C: 4, step: 8, adds: 1, full: f32AVX2R3C4, rows: f32AVX2R3C1, cols: f32AVX2R1C4, one: f32AVX2R1C1},
-	F16:  {R: 3, C: 4, step: 8, adds: 1, full: f16AVX2R3C4, rows: f16AVX2R3C1, cols: f16AVX2R1C4, one: f16AVX2R1C1},
-	BF16: {R: 3, C: 4, step: 8, adds: 1, full: bf16AVX2R3C4, rows: bf16AVX2R3C1, cols: bf16AVX2R1C4, one: bf16AVX2R1C1},
+	Q8_0: {R: 2, C: 4, step: 32, full: q8_0AVX2R2C4, rows: q8_0AVX2R2C1, cols: q8_0AVX2R1C4, one: q8_0AVX2R1C1},
+	Q4_0: {R: 2, C: 4, step: 32, full: q4_0AVX2R2C4, rows: q4_0AVX2R2C1, cols: q4_0AVX2R1C4, one: q4_0AVX2R1C1},
+	Q5_0: {R: 2, C: 4, step: 32, full: q5_0AVX2R2C4, rows: q5_0AVX2R2C1, cols: q5_0AVX2R1C4, one: q5_0AVX2R1C1},
+	Q4_K: {R: 2, C: 2, step: 256, full: q4_KAVX2R2C2, rows: q4_KAVX2R2C1, cols: q4_KAVX2R1C2, one: q4_KAVX2R1C1},
+	Q6_K: {R: 2, C: 2, step: 256, full: q6_KAVX2R2C2, rows: q6_KAVX2R2C1, cols: q6_KAVX2R1C2, one: q6_KAVX2R1C1},
+	F32:  {R: 3, C: 4, step: 8, full: f32AVX2R3C4, rows: f32AVX2R3C1, cols: f32AVX2R1C4, one: f32AVX2R1C1},
+	F16:  {R: 3, C: 4, step: 8, full: f16AVX2R3C4, rows: f16AVX2R3C1, cols: f16AVX2R1C4, one: f16AVX2R1C1},
+	BF16: {R: 3, C: 4, step: 8, full: bf16AVX2R3C4, rows: bf16AVX2R3C1, cols: bf16AVX2R1C4, one: bf16AVX2R1C1},
 }
 
 var tilesAVX512 = map[Type]*tileSet{
-	Q8_0: {R: 4, C: 4, step: 32, adds: 1, full: q8_0AVX512R4C4, rows: q8_0AVX512R4C1, cols: q8_0AVX512R1C4, one: q8_0AVX512R1C1},
-	Q4_0: {R: 4, C: 4, step: 32, adds: 1, full: q4_0AVX512R4C4, rows: q4_0AVX512R4C1, cols: q4_0AVX512R1C4, one: q4_0AVX512R1C1},
-	Q5_0: {R: 4, C: 4, step: 32, adds: 1, full: q5_0AVX512R4C4, rows: q5_0AVX512R4C1, cols: q5_0AVX512R1C4, one: q5_0AVX512R1C1},
-	Q4_K: {R: 3, C: 3, step: 256, adds: 2, full: q4_KAVX512R3C3, rows: q4_KAVX512R3C1, cols: q4_KAVX512R1C3, one: q4_KAVX512R1C1},
-	Q6_K: {R: 3, C: 3, step: 256, adds: 2, full: q6_KAVX512R3C3, rows: q6_KAVX512R3C1, cols: q6_KAVX512R1C3, one: q6_KAVX512R1C1},
-	F32:  {R: 4, C: 6, step: 8, adds: 1, full: f32AVX512R4C6, rows: f32AVX512R4C1, cols: f32AVX512R1C6, one: f32AVX512R1C1},
-	F16:  {R: 4, C: 6, step: 8, adds: 1, full: f16AVX512R4C6, rows: f16AVX512R4C1, cols: f16AVX512R1C6, one: f16AVX512R1C1},
-	BF16: {R: 4, C: 6, step: 8, adds: 1, full: bf16AVX512R4C6, rows: bf16AVX512R4C1, cols: bf16AVX512R1C6, one: bf16AVX512R1C1},
+	Q8_0: {R: 4, C: 4, step: 32, full: q8_0AVX512R4C4, rows: q8_0AVX512R4C1, cols: q8_0AVX512R1C4, one: q8_0AVX512R1C1},
+	Q4_0: {R: 4, C: 4, step: 32, full: q4_0AVX512R4C4, rows: q4_0AVX512R4C1, cols: q4_0AVX512R1C4, one: q4_0AVX512R1C1},
+	Q5_0: {R: 4, C: 4, step: 32, full: q5_0AVX512R4C4, rows: q5_0AVX512R4C1, cols: q5_0AVX512R1C4, one: q5_0AVX512R1C1},
+	Q4_K: {R: 3, C: 3, step: 256, full: q4_KAVX512R3C3, rows: q4_KAVX512R3C1, cols: q4_KAVX512R1C3, one: q4_KAVX512R1C1},
+	Q6_K: {R: 3, C: 3, step: 256, full: q6_KAVX512R3C3, rows: q6_KAVX512R3C1, cols: q6_KAVX512R1C3, one: q6_KAVX512R1C1},
+	F32:  {R: 4, C: 6, step: 8, full: f32AVX512R4C6, rows: f32AVX512R4C1, cols: f32AVX512R1C6, one: f32AVX512R1C1},
+	F16:  {R: 4, C: 6, step: 8, full: f16AVX512R4C6, rows: f16AVX512R4C1, cols: f16AVX512R1C6, one: f16AVX512R1C1},
+	BF16: {R: 4, C: 6, step: 8, full: bf16AVX512R4C6, rows: bf16AVX512R4C1, cols: bf16AVX512R1C6, one: bf16AVX512R1C1},
 }
 
 var tilesAVX512BF16 = map[Type]*tileSet{
-	BF16: {R: 4, C: 6, step: 16, adds: 2, full: bf16dpAVX512R4C6, rows: bf16dpAVX512R4C1, cols: bf16dpAVX512R1C6, one: bf16dpAVX512R1C1},
+	BF16: {R: 4, C: 6, step: 16, full: bf16dpAVX512R4C6, rows: bf16dpAVX512R4C1, cols: bf16dpAVX512R1C6, one: bf16dpAVX512R1C1},
 }

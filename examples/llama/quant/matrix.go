@@ -145,11 +145,9 @@ type tileFunc func(w *byte, ws uintptr, x *byte, xs uintptr, out *float32, os ui
 
 // tileSet is a weight type's tile kernels: full for R x C tiles, rows for
 // R x 1, cols for 1 x C and one for 1 x 1; step is the number of values a
-// kernel step takes (the block size, or 8 or 16 for the float types) and
-// adds the number of float32 roundings a step makes in each of an
-// output's eight lanes.
+// kernel step takes (the block size, or 8 or 16 for the float types).
 type tileSet struct {
-	R, C, step, adds      int
+	R, C, step            int
 	full, rows, cols, one tileFunc
 }
 

@@ -85,7 +85,6 @@ type kgen struct {
 	nlo  int // next free register below 16
 	nhi  int // next free register from 16 (AVX-512)
 	acc  [][]int
-	lbl  int
 	name string
 }
 
@@ -745,16 +744,6 @@ func kernels(lv level) []kernel {
 	}
 }
 
-// adds returns the number of float32 roundings a kernel step makes in each
-// accumulator lane: two for the K-quants (the scales' term and the mins')
-// and for VDPBF16PS (two products a lane), one otherwise.
-func (kn kernel) adds() int {
-	if kn.step == 256 || kn.name == "bf16dp" {
-		return 2
-	}
-	return 1
-}
-
 // bf16Kernel is the BF16 kernel that needs AVX512_BF16 besides the
 // AVX-512 level's features.
 var bf16Kernel = kernel{typ: "BF16", name: "bf16dp", R: 4, C: 6, step: 16, wb: 32, xb: 32, body: bf16Dot}
@@ -793,8 +782,8 @@ func generate() (asm, decl []byte) {
 				names[i] = emit(&s, lv, kk, rc[0], rc[1])
 				fmt.Fprintf(&d, "\n//go:noescape\nfunc %s(w *byte, ws uintptr, x *byte, xs uintptr, out *float32, os uintptr, n uintptr)\n", names[i])
 			}
-			fmt.Fprintf(&table, "\t%s: {R: %d, C: %d, step: %d, adds: %d, full: %s, rows: %s, cols: %s, one: %s},\n",
-				kn.typ, kn.R, kn.C, kn.step, kn.adds(), names[0], names[1], names[2], names[3])
+			fmt.Fprintf(&table, "\t%s: {R: %d, C: %d, step: %d, full: %s, rows: %s, cols: %s, one: %s},\n",
+				kn.typ, kn.R, kn.C, kn.step, names[0], names[1], names[2], names[3])
 		}
 		table.WriteString("}\n")
 	}
@@ -808,8 +797,8 @@ func generate() (asm, decl []byte) {
 		names[i] = emit(&s, lv, kn, rc[0], rc[1])
 		fmt.Fprintf(&d, "\n//go:noescape\nfunc %s(w *byte, ws uintptr, x *byte, xs uintptr, out *float32, os uintptr, n uintptr)\n", names[i])
 	}
-	fmt.Fprintf(&table, "\t%s: {R: %d, C: %d, step: %d, adds: %d, full: %s, rows: %s, cols: %s, one: %s},\n}\n",
-		kn.typ, kn.R, kn.C, kn.step, kn.adds(), names[0], names[1], names[2], names[3])
+	fmt.Fprintf(&table, "\t%s: {R: %d, C: %d, step: %d, full: %s, rows: %s, cols: %s, one: %s},\n}\n",
+		kn.typ, kn.R, kn.C, kn.step, names[0], names[1], names[2], names[3])
 	d.Write(table.Bytes())
 	src, err := format.Source(d.Bytes())
 	if err != nil {
