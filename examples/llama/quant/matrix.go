@@ -153,10 +153,15 @@ type tileSet struct {
 
 // Tile sizes: a worker takes tileRows weight rows (about) by the activation
 // rows whose converted values fit tileBytes, so that both stay in its
-// core's cache while the kernels pass over them.
+// core's cache while the kernels pass over them. With at most C activation
+// rows (decoding), the weights are read once, from memory: a worker then
+// takes streamRows weight rows and reads them one after the other (the
+// processor's prefetcher follows one stream; a kernel reading R rows at
+// once, R streams, measured at less than half the bandwidth).
 const (
-	tileRows  = 16
-	tileBytes = 128 << 10
+	tileRows   = 16
+	tileBytes  = 128 << 10
+	streamRows = 64
 )
 
 // mulTiles is MulMat's product with the tile kernels ts.
@@ -165,6 +170,9 @@ func (m Matrix) mulTiles(ts *tileSet, out []float32, act []byte, xb, n int, run 
 	rb := m.RowBytes()
 	steps := m.Cols / ts.step
 	rowsPer := R * max(1, tileRows/R)
+	if n <= C {
+		R, rowsPer = 1, streamRows
+	}
 	colsPer := C * max(1, tileBytes/(C*xb))
 	nr := (m.Rows + rowsPer - 1) / rowsPer
 	nc := (n + colsPer - 1) / colsPer
@@ -177,9 +185,9 @@ func (m Matrix) mulTiles(ts *tileSet, out []float32, act []byte, xb, n int, run 
 			for r := r0; r < r1; r += R {
 				rr := min(R, r1-r)
 				switch {
-				case rr == R && cc == C:
+				case rr == ts.R && cc == C:
 					callTile(ts.full, m.Data, r, rb, act, c, xb, out, m.Rows, steps)
-				case rr == R:
+				case rr == ts.R:
 					for j := c; j < c+cc; j++ {
 						callTile(ts.rows, m.Data, r, rb, act, j, xb, out, m.Rows, steps)
 					}

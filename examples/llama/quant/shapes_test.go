@@ -88,6 +88,7 @@ func BenchmarkLayer(b *testing.B) {
 					cpu := (cpuTime() - c0).Seconds() / float64(b.N)
 					if n == 1 {
 						b.ReportMetric(float64(bytes)/sec/1e9, "GB/s")
+						b.ReportMetric(float64(bytes)/cpu/1e9, "cpu-GB/s")
 					}
 					b.ReportMetric(float64(flops)/sec/1e9, "GFLOP/s")
 					b.ReportMetric(float64(flops)/cpu/1e9, "cpu-GFLOP/s")
@@ -118,5 +119,41 @@ func BenchmarkTiles(b *testing.B) {
 			cpu := (cpuTime() - c0).Seconds() / float64(b.N)
 			b.ReportMetric(2*rows*cols*n/cpu/1e9, "cpu-GFLOP/s")
 		})
+	}
+}
+
+// BenchmarkDecode multiplies the output projections of the two models
+// (vocabulary x embedding: 151936 x 896 and 128256 x 2048, larger than
+// the last-level cache) with one activation row: decoding's access pattern,
+// the weights streamed from memory once. cpu-GB/s is the rate while the
+// process runs (compare with backend/cpu's probe, as tools/runnerbench
+// does).
+func BenchmarkDecode(b *testing.B) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, s := range []struct {
+		name       string
+		rows, cols int
+	}{{"qwen2.5-0.5b", 151936, 896}, {"llama3.2-1b", 128256, 2048}} {
+		for _, typ := range []Type{Q8_0, Q4_K, Q6_K, Q5_0, F16} {
+			if s.cols%typ.BlockSize() != 0 {
+				continue
+			}
+			m, err := NewMatrix(typ, s.rows, s.cols, randomRows(r, typ, s.rows, s.cols))
+			if err != nil {
+				b.Fatal(err)
+			}
+			x := reftest.Normal(r, s.cols, 1)
+			out := make([]float32, s.rows)
+			b.Run(fmt.Sprintf("%s/%v", s.name, typ), func(b *testing.B) {
+				c0 := cpuTime()
+				for b.Loop() {
+					m.MulMat(out, x, 1)
+				}
+				sec := b.Elapsed().Seconds() / float64(b.N)
+				cpu := (cpuTime() - c0).Seconds() / float64(b.N)
+				b.ReportMetric(float64(len(m.Data))/sec/1e9, "GB/s")
+				b.ReportMetric(float64(len(m.Data))/cpu/1e9, "cpu-GB/s")
+			})
+		}
 	}
 }
