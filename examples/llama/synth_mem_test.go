@@ -1,0 +1,30 @@
+package llama
+
+import "testing"
+
+// loadSynth builds the runner's model of s in memory.
+func loadSynth(t *testing.T, s *synth) *Model {
+	t.Helper()
+	c := s.cfg
+	d, qd, kv, hd := c.Dim, c.QDim(), c.KVDim(), c.Hidden
+	mat := func(rows, cols int, w []float32) matrix { return matrix{rows: rows, cols: cols, f32: w} }
+	m := &Model{Config: c, emb: mat(c.Vocab, d, s.emb), finalNorm: s.finalNorm, clsBias: s.outBias, ropeFactors: s.ropeFactors}
+	m.SharedClassifier = s.out == nil
+	m.cls = m.emb
+	if s.out != nil {
+		m.cls = mat(c.Vocab, d, s.out)
+	}
+	for _, ly := range s.layers {
+		m.layers = append(m.layers, layer{
+			attNorm: ly.attNorm, ffnNorm: ly.ffnNorm,
+			wq: mat(qd, d, ly.wq), wk: mat(kv, d, ly.wk), wv: mat(kv, d, ly.wv), wo: mat(d, qd, ly.wo),
+			bq: ly.bq, bk: ly.bk, bv: ly.bv, bo: ly.bo, qNorm: ly.qNorm, kNorm: ly.kNorm,
+			gate: mat(hd, d, ly.gate), up: mat(hd, d, ly.up), down: mat(d, hd, ly.down),
+			bGate: ly.bGate, bUp: ly.bUp, bDown: ly.bDown,
+		})
+	}
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
