@@ -258,8 +258,13 @@ var (
 
 const headerBytes = 7 * 4
 
-// Load reads a llama2.c checkpoint from a file.
+// Load reads a model from a file: a GGUF file (recognised by its magic;
+// then the same as LoadGGUF, and the caller should Close the model) or a
+// llama2.c checkpoint.
 func Load(path string) (*Model, error) {
+	if isGGUF(path) {
+		return LoadGGUF(path)
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -285,7 +290,8 @@ func Parse(data []byte) (*Model, error) {
 		h[i] = int32(binary.LittleEndian.Uint32(data[4*i:]))
 	}
 	cfg := Config{Dim: int(h[0]), Hidden: int(h[1]), Layers: int(h[2]), Heads: int(h[3]), KVHeads: int(h[4]),
-		Vocab: int(h[5]), SeqLen: int(h[6]), SharedClassifier: h[5] > 0}
+		Vocab: int(h[5]), SeqLen: int(h[6]), SharedClassifier: h[5] > 0,
+		Arch: ArchLlama, RopeBase: 10000, NormEps: 1e-5}
 	if cfg.Vocab < 0 {
 		cfg.Vocab = -cfg.Vocab
 	}

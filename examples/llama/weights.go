@@ -2,9 +2,11 @@ package llama
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"runtime"
 
+	"github.com/compresskv/compresskv/examples/llama/quant"
 	"github.com/compresskv/compresskv/internal/par"
 )
 
@@ -78,4 +80,34 @@ func dot(a, b []float32) float32 {
 		s0 += a[i] * b[i]
 	}
 	return (s0 + s1) + (s2 + s3)
+}
+
+// newMatrix returns the matrix of type t over data.
+func newMatrix(t quant.Type, rows, cols int, data []byte) (matrix, error) {
+	if t != quant.F32 {
+		return matrix{}, fmt.Errorf("%w: %v weights", quant.ErrUnsupported, t)
+	}
+	if len(data) != 4*rows*cols {
+		return matrix{}, fmt.Errorf("%w: %d bytes for %d x %d float32", quant.ErrSize, len(data), rows, cols)
+	}
+	return f32Matrix(rows, cols, data), nil
+}
+
+// dequantize converts data of type t to float32 into out.
+func dequantize(t quant.Type, out []float32, data []byte) error {
+	if t != quant.F32 {
+		return fmt.Errorf("%w: %v values", quant.ErrUnsupported, t)
+	}
+	if len(data) != 4*len(out) {
+		return fmt.Errorf("%w: %d bytes for %d float32", quant.ErrSize, len(data), len(out))
+	}
+	copy(out, f32s(data))
+	return nil
+}
+
+// f32Bytes returns the matrix as little-endian float32 rows.
+func (w matrix) f32Bytes() ([]byte, error) { return f32Bytes(w.f32), nil }
+
+func appendF32(b []byte, v float32) []byte {
+	return binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
 }

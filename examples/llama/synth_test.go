@@ -1,9 +1,42 @@
 package llama
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
 
-// loadSynth builds the runner's model of s in memory.
+// loadSynth writes s as a GGUF file in a temporary directory and loads it.
 func loadSynth(t *testing.T, s *synth) *Model {
+	t.Helper()
+	path := writeSynth(t, s)
+	m, err := LoadGGUF(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// writeSynth writes s as a GGUF file in a temporary directory.
+func writeSynth(t *testing.T, s *synth) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "synth.gguf")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := memSynth(t, s).WriteGGUF(f, GGUFOptions{Name: "synth"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// memSynth builds the runner's model of s in memory.
+func memSynth(t testing.TB, s *synth) *Model {
 	t.Helper()
 	c := s.cfg
 	d, qd, kv, hd := c.Dim, c.QDim(), c.KVDim(), c.Hidden

@@ -1,0 +1,101 @@
+package llama
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/compresskv/compresskv/kvcache"
+)
+
+// convert writes m and tok as a GGUF file in a temporary directory and
+// loads it back.
+func convert(t *testing.T, m *Model, tok *Tokenizer, name string) (*Model, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name+".gguf")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.WriteGGUF(f, GGUFOptions{Name: name, Tokenizer: tok}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	return g, path
+}
+
+// sameLogits runs prompt through both models in chunks of chunk tokens, then
+// steps greedy tokens, and fails unless every logit is bit for bit equal.
+func sameLogits(t *testing.T, a, b *Model, prompt []int, chunk, steps int, dt kvcache.DType) {
+	t.Helper()
+	run := func(m *Model) [][]float32 {
+		c, err := m.NewCache(dt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := m.NewSession(c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logits, _, err := s.Prefill(prompt, chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := [][]float32{logits}
+		for range steps {
+			if logits, err = s.Forward([]int{Argmax(logits)}); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, logits)
+		}
+		return out
+	}
+	x, y := run(a), run(b)
+	for i := range x {
+		if !slices.Equal(x[i], y[i]) {
+			t.Fatalf("%v cache: step %d: the converted model's logits differ from the checkpoint's", dt, i)
+		}
+	}
+}
+
+// TestConvertRetrievalModel: the project's byte-level model, converted to
+// GGUF, has the checkpoint's shape and gives its logits bit for bit.
+func TestConvertRetrievalModel(t *testing.T) {
+	m := repoModel(t)
+	g, _ := convert(t, m, ByteTokenizer(), "retrieval")
+	if g.Config != m.Config {
+		t.Fatalf("converted shape %+v, checkpoint %+v", g.Config, m.Config)
+	}
+	tok := ByteTokenizer()
+	prompt := tok.Encode(repoHaystack(t)[:300], true, false)
+	for _, dt := range []kvcache.DType{kvcache.Float32, kvcache.Float16} {
+		sameLogits(t, m, g, prompt, 128, 8, dt)
+	}
+}
+
+// TestConvertStories: stories260K, converted to GGUF, gives the
+// checkpoint's logits bit for bit and decodes the golden greedy ids of
+// llama2.c's run.c from BOS.
+func TestConvertStories(t *testing.T) {
+	m, tok := loadStories(t)
+	g, _ := convert(t, m, tok, "stories260K")
+	if g.Config != m.Config {
+		t.Fatalf("converted shape %+v, checkpoint %+v", g.Config, m.Config)
+	}
+	prompt := tok.Encode("Once upon a time, there was a little girl named Lily.", true, false)
+	sameLogits(t, m, g, prompt, 5, 20, kvcache.Float32)
+	want := golden(t)
+	c, _ := g.NewCache(kvcache.Float32)
+	s, _ := g.NewSession(c, nil)
+	if got := greedy(t, s, []int{BOS}, len(want)); !slices.Equal(got, want) {
+		t.Fatalf("converted model from BOS:\n got %v\nwant %v", got, want)
+	}
+}
