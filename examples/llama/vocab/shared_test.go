@@ -1,0 +1,143 @@
+package vocab
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// sharedDir holds llama.cpp's tokenizer test vocabularies; the tests that need it skip
+// without it.
+const sharedDir = "../../../../shared/vocab"
+
+// readTests splits a test-tokenizer-0 .inp file into its texts.
+func readTests(t testing.TB, path string) []string {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return splitTests(string(raw))
+}
+
+func splitTests(raw string) []string {
+	const sep = "\n__ggml_vocab_test__\n"
+	var tests []string
+	for pos := 0; pos < len(raw); {
+		k := strings.Index(raw[pos:], sep)
+		if k < 0 {
+			tests = append(tests, raw[pos:])
+			break
+		}
+		tests = append(tests, raw[pos:pos+k])
+		pos += k + len(sep)
+	}
+	return tests
+}
+
+// readOut reads a .out file: one line of ids per test.
+func readOut(t testing.TB, path string) [][]int {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n")
+	out := make([][]int, len(lines))
+	for i, l := range lines {
+		for _, f := range strings.Fields(l) {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				t.Fatalf("%s line %d: %v", path, i+1, err)
+			}
+			out[i] = append(out[i], n)
+		}
+	}
+	return out
+}
+
+func formatIDs(ids []int) string {
+	var b strings.Builder
+	for _, id := range ids {
+		fmt.Fprintf(&b, " %d", id)
+	}
+	return b.String()
+}
+
+var sharedCache sync.Map // vocabulary name -> Map
+
+// sharedMetadata returns the metadata of ../shared/vocab/ggml-vocab-<name>.gguf, or skips.
+func sharedMetadata(t testing.TB, name string) Map {
+	t.Helper()
+	path := filepath.Join(sharedDir, "ggml-vocab-"+name+".gguf")
+	if _, err := os.Stat(path); err != nil {
+		t.Skipf("no %s (the shared tokenizer vocabularies are absent)", path)
+	}
+	if md, ok := sharedCache.Load(name); ok {
+		return md.(Map)
+	}
+	md, err := readGGUFMetadata(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sharedCache.Store(name, md)
+	return md
+}
+
+func sharedVocab(t testing.TB, name string, edit func(Map)) *Vocab {
+	t.Helper()
+	md := sharedMetadata(t, name)
+	if edit != nil {
+		c := Map{}
+		for k, x := range md {
+			c[k] = x
+		}
+		edit(c)
+		md = c
+	}
+	v, err := FromMetadata(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// compareLines encodes each test and counts the lines equal to want.
+func compareLines(t *testing.T, v *Vocab, tests []string, want [][]int, addSpecial, parseSpecial bool) int {
+	t.Helper()
+	if len(tests) != len(want) {
+		t.Fatalf("%d tests but %d expected lines", len(tests), len(want))
+	}
+	ok := 0
+	for i, text := range tests {
+		got, err := v.Encode(text, addSpecial, parseSpecial)
+		if err != nil {
+			t.Errorf("test %d %q: %v", i, text, err)
+			continue
+		}
+		if g, w := formatIDs(got), formatIDs(want[i]); g != w {
+			t.Errorf("test %d %q:\n got %s\nwant %s", i, text, g, w)
+			continue
+		}
+		ok++
+	}
+	return ok
+}
+
+// TestSharedVocabularies runs llama.cpp's test-tokenizer-0 cases: no BOS, specials not parsed.
+func TestSharedVocabularies(t *testing.T) {
+	for _, name := range []string{"llama-spm", "gpt-2", "starcoder"} {
+		t.Run(name, func(t *testing.T) {
+			v := sharedVocab(t, name, nil)
+			base := filepath.Join(sharedDir, "ggml-vocab-"+name+".gguf")
+			tests := readTests(t, base+".inp")
+			want := readOut(t, base+".out")
+			ok := compareLines(t, v, tests, want, false, false)
+			t.Logf("%s: %d/%d lines match llama.cpp", name, ok, len(tests))
+		})
+	}
+}
