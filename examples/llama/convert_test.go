@@ -70,7 +70,7 @@ func sameLogits(t *testing.T, a, b *Model, prompt []int, chunk, steps int, dt kv
 // GGUF, has the checkpoint's shape and gives its logits bit for bit.
 func TestConvertRetrievalModel(t *testing.T) {
 	m := repoModel(t)
-	g, _ := convert(t, m, ByteTokenizer(), "retrieval")
+	g, path := convert(t, m, ByteTokenizer(), "retrieval")
 	if g.Config != m.Config {
 		t.Fatalf("converted shape %+v, checkpoint %+v", g.Config, m.Config)
 	}
@@ -79,6 +79,21 @@ func TestConvertRetrievalModel(t *testing.T) {
 	for _, dt := range []kvcache.DType{kvcache.Float32, kvcache.Float16} {
 		sameLogits(t, m, g, prompt, 128, 8, dt)
 	}
+	hay := repoHaystack(t)
+	sameTokens(t, path, tok, append(tokenTexts, hay[:2000], hay[5000:5100]+"\n\nThe pass code of the acorn is 40213.  Remember it."))
+}
+
+// tokenTexts exercise the tokenizers: spaces (leading, doubled,
+// trailing), newlines and tabs, punctuation, digits and characters beyond
+// ASCII that no piece covers.
+var tokenTexts = []string{
+	"",
+	" ",
+	"Once upon a time, there was a little girl named Lily.",
+	"  two leading spaces,  two inside, one trailing ",
+	"lines\nand\n\nblank lines\twith a tab",
+	"digits 0123456789 and 3.14, \"quotes\" (brackets) [x] {y} <z>",
+	"café naïve — “curly” ‘quotes’ … 日本語 emoji 🙂",
 }
 
 // TestConvertStories: stories260K, converted to GGUF, gives the
@@ -86,7 +101,7 @@ func TestConvertRetrievalModel(t *testing.T) {
 // llama2.c's run.c from BOS.
 func TestConvertStories(t *testing.T) {
 	m, tok := loadStories(t)
-	g, _ := convert(t, m, tok, "stories260K")
+	g, path := convert(t, m, tok, "stories260K")
 	if g.Config != m.Config {
 		t.Fatalf("converted shape %+v, checkpoint %+v", g.Config, m.Config)
 	}
@@ -97,5 +112,35 @@ func TestConvertStories(t *testing.T) {
 	s, _ := g.NewSession(c, nil)
 	if got := greedy(t, s, []int{BOS}, len(want)); !slices.Equal(got, want) {
 		t.Fatalf("converted model from BOS:\n got %v\nwant %v", got, want)
+	}
+	sameTokens(t, path, tok, append(tokenTexts, tok.Decode(want),
+		"Tom and Sara went to the park. They saw a big dog! \"Look,\" said Tom. The dog was happy and wagged its tail."))
+}
+
+// sameTokens fails unless the converted file's tokenizer (package vocab,
+// as llama.cpp tokenizes) gives tok's ids for every text, BOS first, and
+// decodes them after BOS to the same text.
+func sameTokens(t *testing.T, path string, tok *Tokenizer, texts []string) {
+	t.Helper()
+	m, v, err := OpenGGUF(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if v.BOS() != BOS || v.EOS() != EOS || !v.AddBOS() {
+		t.Fatalf("converted vocabulary: BOS %d, EOS %d, adds BOS %v", v.BOS(), v.EOS(), v.AddBOS())
+	}
+	for _, text := range texts {
+		want := tok.Encode(text, true, false)
+		got, err := v.Encode(text, true, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%q:\n converted %v\n checkpoint %v", text, got, want)
+		}
+		if back, err := v.Decode(got[1:]); err != nil || back != tok.Decode(want) {
+			t.Fatalf("%q decodes to %q (%v), the checkpoint's tokenizer to %q", text, back, err, tok.Decode(want))
+		}
 	}
 }

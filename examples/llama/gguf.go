@@ -9,6 +9,7 @@ import (
 
 	"github.com/compresskv/compresskv/examples/llama/gguf"
 	"github.com/compresskv/compresskv/examples/llama/quant"
+	"github.com/compresskv/compresskv/examples/llama/vocab"
 )
 
 // TensorError reports a tensor of a GGUF model that is missing, has the
@@ -57,6 +58,41 @@ func LoadGGUF(path string) (*Model, error) {
 	}
 	m.closer = f
 	return m, nil
+}
+
+// OpenGGUF loads a GGUF model, as LoadGGUF does, and the tokenizer its
+// metadata describes. Close the model to release the file.
+func OpenGGUF(path string) (*Model, *vocab.Vocab, error) {
+	m, err := LoadGGUF(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := GGUFVocab(m.closer.(*gguf.File))
+	if err != nil {
+		m.Close()
+		return nil, nil, fmt.Errorf("llama: %s: %w", path, err)
+	}
+	if v.Size() != m.Vocab {
+		m.Close()
+		return nil, nil, fmt.Errorf("llama: %s: a tokenizer of %d tokens for a model of %d: %w", path, v.Size(), m.Vocab, ErrFormat)
+	}
+	return m, v, nil
+}
+
+// GGUFVocab returns the tokenizer that the metadata of f describes.
+func GGUFVocab(f *gguf.File) (*vocab.Vocab, error) {
+	return vocab.FromMetadata(ggufMetadata{f})
+}
+
+// ggufMetadata is a GGUF file's metadata as package vocab reads it.
+type ggufMetadata struct{ f *gguf.File }
+
+func (m ggufMetadata) Lookup(key string) (any, bool) {
+	v, ok := m.f.Value(key)
+	if !ok {
+		return nil, false
+	}
+	return v.Any(), true
 }
 
 // FromGGUF returns the model a parsed GGUF file holds: the llama, qwen2 or
