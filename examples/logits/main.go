@@ -1,0 +1,150 @@
+// Command logits prints what a GGUF model computes for a prompt, in a fixed
+// format that other tools compare (tools/ggufgold's program prints
+// llama.cpp's output in the same one):
+//
+//	prompt_ids id id ...
+//	last_logits v v ...                      every vocabulary entry, %.6g
+//	step S id I top5 i:v i:v i:v i:v i:v     S = 0 .. steps-1
+//
+// The prompt is tokenized by the model's own tokenizer with special tokens
+// parsed, BOS added where the metadata says so (-bos=false never adds it),
+// and prefilled in chunks of -chunk tokens. Step S's token I is the argmax
+// (ties to the lower id) of the logits step S reads: step 0 reads the
+// prompt's last logits, step S > 0 the logits after decoding step S-1's
+// token; top5 lists those logits' five largest, value descending then id
+// ascending.
+//
+//	go run ./examples/logits -model M.gguf -prompt "Once upon a time" -steps 12
+//
+// The cache stores float16 by default, as llama.cpp's does.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"slices"
+
+	"github.com/compresskv/compresskv/examples/llama"
+	"github.com/compresskv/compresskv/kvcache"
+)
+
+func main() {
+	log.SetFlags(0)
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("logits", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	model := fs.String("model", "", "GGUF model file")
+	prompt := fs.String("prompt", "", "prompt text")
+	promptFile := fs.String("prompt-file", "", "file holding the prompt text (instead of -prompt)")
+	steps := fs.Int("steps", 0, "greedy steps to print")
+	bos := fs.Bool("bos", true, "add BOS where the model's metadata says so")
+	cacheType := fs.String("cache", "float16", "KV cache storage: float32, float16 or bfloat16")
+	chunk := fs.Int("chunk", 512, "prefill chunk in tokens")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("logits: unexpected arguments %q", fs.Args())
+	case *model == "":
+		return errors.New("logits: -model is required")
+	case *steps < 0 || *chunk < 1:
+		return fmt.Errorf("logits: -steps %d and -chunk %d: steps must not be negative, chunks must be positive", *steps, *chunk)
+	case *promptFile != "" && *prompt != "":
+		return errors.New("logits: -prompt and -prompt-file both given")
+	}
+	text := *prompt
+	if *promptFile != "" {
+		b, err := os.ReadFile(*promptFile)
+		if err != nil {
+			return err
+		}
+		text = string(b)
+	}
+	dt, err := kvcache.ParseDType(*cacheType)
+	if err != nil {
+		return err
+	}
+	m, v, err := llama.OpenGGUF(*model)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	ids, err := v.Encode(text, *bos, true)
+	if err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return errors.New("logits: the prompt has no tokens")
+	}
+	cache, err := m.NewCache(dt)
+	if err != nil {
+		return err
+	}
+	s, err := m.NewSession(cache, nil)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(stdout)
+	fmt.Fprint(w, "prompt_ids")
+	for _, id := range ids {
+		fmt.Fprintf(w, " %d", id)
+	}
+	fmt.Fprintln(w)
+	logits, _, err := s.Prefill(ids, *chunk)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(w, "last_logits")
+	for _, x := range logits {
+		fmt.Fprintf(w, " %.6g", float64(x))
+	}
+	fmt.Fprintln(w)
+	for step := 0; step < *steps; step++ {
+		next := llama.Argmax(logits)
+		fmt.Fprintf(w, "step %d id %d top5", step, next)
+		for _, i := range top(logits, 5) {
+			fmt.Fprintf(w, " %d:%.6g", i, float64(logits[i]))
+		}
+		fmt.Fprintln(w)
+		if step+1 < *steps {
+			if logits, err = s.Forward([]int{next}); err != nil {
+				return err
+			}
+		}
+	}
+	return w.Flush()
+}
+
+// top returns the indices of the k largest logits, value descending, then
+// index ascending.
+func top(logits []float32, k int) []int {
+	idx := make([]int, len(logits))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int {
+		switch {
+		case logits[a] > logits[b]:
+			return -1
+		case logits[a] < logits[b]:
+			return 1
+		}
+		return a - b
+	})
+	return idx[:min(k, len(idx))]
+}
