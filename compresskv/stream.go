@@ -340,7 +340,7 @@ func (s *Stream) compress(ctx context.Context, layer int) error {
 	if s.need > 0 && s.qn[layer] == s.need {
 		q = s.q[layer]
 	}
-	keep, err := p.planStored(b, s.c, layer, q, s.cfg.QHeads, s.budgets[layer])
+	keep, err := p.planStored(ctx, b, s.c, layer, q, s.cfg.QHeads, s.budgets[layer])
 	if err != nil {
 		return fmt.Errorf("compresskv: stream: %w", err)
 	}
