@@ -82,7 +82,7 @@ func decodeAfter(t *testing.T, m *Model, prompt []int, p *compresskv.Policy, ste
 		t.Fatal(err)
 	}
 	if p != nil {
-		res, err := s.Compress(p, q)
+		res, err := s.Compress(context.Background(), p, q)
 		if err != nil {
 			t.Fatalf("%s: %v", p.Name(), err)
 		}
