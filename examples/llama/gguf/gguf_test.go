@@ -591,3 +591,53 @@ func TestWriterErrors(t *testing.T) {
 		t.Fatalf("version 1: %v", err)
 	}
 }
+
+// TestTensorMatrix reads weights back as quant matrices and float32s.
+func TestTensorMatrix(t *testing.T) {
+	w := gguf.NewWriter()
+	vals := []float32{1, -2, 0.5, 4, 0, 3}
+	raw := make([]byte, 24)
+	for i, v := range vals {
+		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
+	}
+	must(t, w.AddTensor("m", quant.F32, []int{3, 2}, raw))
+	must(t, w.AddTensor("v", quant.F32, []int{3}, raw[:12]))
+	must(t, w.AddTensor("cube", quant.F32, []int{1, 3, 2}, raw))
+	must(t, w.AddTensor("iq", quant.IQ4_XS, []int{256}, make([]byte, 136)))
+	var buf bytes.Buffer
+	if _, err := w.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	f, err := gguf.Parse(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := f.Tensor("m")
+	mat, err := m.Matrix()
+	if err != nil || mat.Rows != 2 || mat.Cols != 3 {
+		t.Fatalf("matrix %+v %v", mat, err)
+	}
+	out := make([]float32, 2)
+	mat.MulMat(out, []float32{1, 1, 1}, 1)
+	if out[0] != -0.5 || out[1] != 7 {
+		t.Fatalf("W.(1,1,1) = %v, want [-0.5 7]", out)
+	}
+	if got, err := m.Float32s(); err != nil || !reflect.DeepEqual(got, vals) {
+		t.Fatalf("Float32s %v %v", got, err)
+	}
+	v, _ := f.Tensor("v")
+	if vm, err := v.Matrix(); err != nil || vm.Rows != 1 || vm.Cols != 3 {
+		t.Fatalf("vector as matrix %+v %v", vm, err)
+	}
+	c, _ := f.Tensor("cube")
+	if _, err := c.Matrix(); err == nil {
+		t.Fatal("a 1x3x2 tensor made a matrix")
+	}
+	iq, _ := f.Tensor("iq")
+	if _, err := iq.Float32s(); !errors.Is(err, quant.ErrUnsupported) {
+		t.Fatalf("IQ4_XS Float32s: %v", err)
+	}
+	if _, err := iq.Matrix(); !errors.Is(err, quant.ErrUnsupported) {
+		t.Fatalf("IQ4_XS Matrix: %v", err)
+	}
+}
