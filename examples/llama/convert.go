@@ -31,8 +31,9 @@ const (
 // spaceMark is the character SentencePiece writes for a space (U+2581).
 const spaceMark = "\u2581"
 
-// WriteGGUF writes the model as a GGUF file of its architecture, weights in
-// float32, with the metadata and tensor names llama.cpp reads: converting a
+// WriteGGUF writes the model as a GGUF file of its architecture, each
+// weight in its own type (float32 for a llama2.c checkpoint), with the
+// metadata and tensor names llama.cpp reads: converting a
 // llama2.c checkpoint gives a llama-architecture file that LoadGGUF (and
 // llama.cpp) run to the same logits. It returns the bytes written.
 func (m *Model) WriteGGUF(w io.Writer, opt GGUFOptions) (int64, error) {
@@ -81,7 +82,6 @@ func (m *Model) ggufParts(opt GGUFOptions) ([]ggufKV, []ggufTensor, error) {
 	if opt.Name != "" {
 		set("general.name", opt.Name)
 	}
-	set("general.file_type", uint32(0)) // all float32
 	set(k("vocab_size"), uint32(m.Vocab))
 	set(k("context_length"), uint32(m.SeqLen))
 	set(k("embedding_length"), uint32(m.Dim))
@@ -116,18 +116,13 @@ func (m *Model) ggufParts(opt GGUFOptions) ([]ggufKV, []ggufTensor, error) {
 		set("tokenizer.ggml.add_space_prefix", opt.Tokenizer.DummyPrefix)
 	}
 	var ts []ggufTensor
-	var errs []error
 	vec := func(name string, x []float32) {
 		if x != nil {
 			ts = append(ts, ggufTensor{name, quant.F32, []int{len(x)}, f32Bytes(x)})
 		}
 	}
 	mat := func(name string, x matrix) {
-		b, err := x.f32Bytes()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("llama: tensor %s: %w", name, err))
-		}
-		ts = append(ts, ggufTensor{name, quant.F32, []int{x.cols, x.rows}, b})
+		ts = append(ts, ggufTensor{name, x.q.Type, []int{x.cols(), x.rows()}, x.q.Data})
 	}
 	mat("token_embd.weight", m.emb)
 	vec("output_norm.weight", m.finalNorm)
@@ -158,8 +153,15 @@ func (m *Model) ggufParts(opt GGUFOptions) ([]ggufKV, []ggufTensor, error) {
 		vec(p+"ffn_up.bias", ly.bUp)
 		vec(p+"ffn_down.bias", ly.bDown)
 	}
-	if len(errs) > 0 {
-		return nil, nil, errs[0]
+	// general.file_type (llama.cpp's llama_ftype) names the type of a file
+	// whose matrices all share one; it is informative only.
+	ftypes := map[quant.Type]uint32{quant.F32: 0, quant.F16: 1, quant.Q4_0: 2, quant.Q8_0: 7, quant.Q6_K: 18, quant.BF16: 32}
+	typ, same := ts[0].typ, true // ts[0] is the token embedding
+	for _, x := range ts {
+		same = same && (len(x.dims) != 2 || x.typ == typ)
+	}
+	if ft, ok := ftypes[typ]; ok && same {
+		kv = append(kv, ggufKV{"general.file_type", ft})
 	}
 	return kv, ts, nil
 }
@@ -196,13 +198,4 @@ func (t *Tokenizer) GGUFVocab() (tokens []string, scores []float32, types []int3
 		tokens[ByteBase+' '], types[ByteBase+' '] = spaceMark, tokenNormal
 	}
 	return tokens, scores, types
-}
-
-// f32Bytes returns x as little-endian bytes.
-func f32Bytes(x []float32) []byte {
-	b := make([]byte, 0, 4*len(x))
-	for _, v := range x {
-		b = appendF32(b, v)
-	}
-	return b
 }

@@ -113,7 +113,7 @@ func FromGGUF(f *gguf.File) (*Model, error) {
 	m.emb = ld.matrix("token_embd.weight", cfg.Vocab, d, true)
 	m.finalNorm = ld.vector("output_norm.weight", d, true)
 	m.cls = ld.matrix("output.weight", cfg.Vocab, d, false)
-	if ld.err == nil && m.cls.Rows() == 0 {
+	if ld.err == nil && m.cls.rows() == 0 {
 		m.cls, m.SharedClassifier = m.emb, true
 	}
 	m.clsBias = ld.vector("output.bias", cfg.Vocab, false)
@@ -342,7 +342,7 @@ func (ld *loader) vector(name string, n int, required bool) []float32 {
 		return nil
 	}
 	out := make([]float32, n)
-	if err := dequantize(t.Type, out, t.Data); err != nil {
+	if err := quant.Dequantize(t.Type, t.Data, out); err != nil {
 		ld.err = &TensorError{Name: name, Msg: err.Error(), Err: typeErr(err)}
 		return nil
 	}

@@ -382,7 +382,7 @@ func (m *Model) WriteTo(w io.Writer) (int64, error) {
 	}
 	row := make([]float32, 0)
 	putMat := func(x matrix) {
-		for r := 0; r < x.Rows(); r++ {
+		for r := 0; r < x.rows(); r++ {
 			row = x.row(r, row)
 			putVec(row)
 		}

@@ -40,7 +40,7 @@ func memSynth(t testing.TB, s *synth) *Model {
 	t.Helper()
 	c := s.cfg
 	d, qd, kv, hd := c.Dim, c.QDim(), c.KVDim(), c.Hidden
-	mat := func(rows, cols int, w []float32) matrix { return matrix{rows: rows, cols: cols, f32: w} }
+	mat := func(rows, cols int, w []float32) matrix { return f32Matrix(rows, cols, f32Bytes(w)) }
 	m := &Model{Config: c, emb: mat(c.Vocab, d, s.emb), finalNorm: s.finalNorm, clsBias: s.outBias, ropeFactors: s.ropeFactors}
 	m.SharedClassifier = s.out == nil
 	m.cls = m.emb
