@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/compresskv/compresskv/examples/llama/quant"
 	"github.com/compresskv/compresskv/internal/reftest"
 	"github.com/compresskv/compresskv/kvcache"
 )
@@ -144,3 +145,46 @@ func (s *synth) clone() *synth {
 }
 
 func (s *synth) String() string { return fmt.Sprintf("%s %+v", s.cfg.arch(), s.cfg) }
+
+// TestWeightTypesAgainstReference: a model whose matrices are stored in
+// each weight type loads, and its logits agree with a float64 forward pass
+// of the stored (dequantized) weights as closely as converting the
+// activations allows (F16 or BF16 rounding, Q8_0 or Q8_K blocks: the
+// bounds, a few times what the conversion costs, are per type), and no
+// closer than the conversion allows: the runner does convert them.
+//
+// A reference that converts its activations too agrees to float32 rounding
+// at most positions, but not at all: a value within float32 rounding of a
+// conversion boundary rounds one way here and the other way there, a step
+// of the block that moves the logits by up to 0.02 standard deviations.
+// The goldens (llama.cpp's own output) hold the conversion itself.
+func TestWeightTypesAgainstReference(t *testing.T) {
+	r, _ := reftest.Rand(t)
+	cfg := Config{Dim: 256, Hidden: 512, Layers: 2, Heads: 4, KVHeads: 2, Vocab: 67, SeqLen: 64, Arch: ArchQwen2, Rope: RopeNeox}
+	tokens := []int{1, 17, 5, 66, 3, 42, 8, 9, 30}
+	for _, tc := range []struct {
+		typ    quant.Type
+		lo, hi float64
+	}{
+		{quant.F32, 0, 1e-5}, {quant.F16, 1e-4, 5e-3}, {quant.BF16, 1e-3, 0.05},
+		{quant.Q8_0, 1e-3, 0.15}, {quant.Q4_0, 1e-3, 0.15}, {quant.Q4_K, 1e-4, 0.03}, {quant.Q6_K, 1e-3, 0.2},
+	} {
+		t.Run(tc.typ.String(), func(t *testing.T) {
+			s := newSynth(r, cfg, features{typ: tc.typ, qkvBias: true})
+			m := loadSynth(t, s)
+			if m.layers[1].down.q.Type != tc.typ || m.emb.q.Type != tc.typ {
+				t.Fatalf("loaded %v weights", m.layers[1].down.q.Type)
+			}
+			got := runSteps(t, m, tokens, 4)
+			want := s.reference(tokens)
+			worst := 0.0
+			for i := 3; i < len(tokens); i++ {
+				worst = max(worst, deviation(got[i], want[i]))
+			}
+			if worst < tc.lo || worst > tc.hi {
+				t.Fatalf("logits %.3g standard deviations from the reference, want [%g, %g]", worst, tc.lo, tc.hi)
+			}
+			t.Logf("%.2g sd from the reference", worst)
+		})
+	}
+}

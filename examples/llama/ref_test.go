@@ -1,17 +1,22 @@
 package llama
 
 import (
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
+
+	"github.com/compresskv/compresskv/examples/llama/quant"
 )
 
-// synth is a small model with random weights, kept in float32 as the
-// runner stores F32 weights, and run in float64 by reference: the forward
+// synth is a small model with random weights, kept in float32 (the values
+// its matrices hold in their type), and run in float64 by reference: the forward
 // pass of the llama, qwen2 and qwen3 graphs written plainly, to hold the
 // runner against.
 type synth struct {
 	cfg         Config
-	emb         []float32 // [Vocab][Dim]
+	typ         quant.Type          // of every matrix
+	data        map[*float32][]byte // each matrix's bytes in typ, by its first value
+	emb         []float32           // [Vocab][Dim]
 	layers      []synthLayer
 	finalNorm   []float32
 	out         []float32 // [Vocab][Dim]; nil: tied to emb
@@ -30,11 +35,12 @@ type synthLayer struct {
 
 // features of a synthetic model beyond the plain llama graph.
 type features struct {
-	qkvBias     bool // qwen2's biases on Q, K and V
-	allBias     bool // every optional bias llama.cpp's llama graph reads (attention output, feed-forward, output)
-	qkNorm      bool // qwen3's per-head norms
-	tied        bool // output tied to the token embedding
-	ropeFactors bool // llama 3.1's rope_freqs
+	qkvBias     bool       // qwen2's biases on Q, K and V
+	allBias     bool       // every optional bias llama.cpp's llama graph reads (attention output, feed-forward, output)
+	qkNorm      bool       // qwen3's per-head norms
+	tied        bool       // output tied to the token embedding
+	ropeFactors bool       // llama 3.1's rope_freqs
+	typ         quant.Type // of the matrices (F32 when zero)
 }
 
 func normal(r *rand.Rand, n int, sd float64) []float32 {
@@ -83,6 +89,20 @@ func newSynth(r *rand.Rand, cfg Config, f features) *synth {
 		s.out = w(cfg.Vocab, d)
 	}
 	s.outBias = b(f.allBias, cfg.Vocab)
+	if f.typ != quant.F32 {
+		s.typ = f.typ
+		s.data = map[*float32][]byte{}
+		s.encode(r, s.emb)
+		if s.out != nil {
+			s.encode(r, s.out)
+		}
+		for i := range s.layers {
+			ly := &s.layers[i]
+			for _, w := range [][]float32{ly.wq, ly.wk, ly.wv, ly.wo, ly.gate, ly.up, ly.down} {
+				s.encode(r, w)
+			}
+		}
+	}
 	if f.ropeFactors {
 		// As Llama 3.1's scaling: 1 for the fast pairs, up to 8 for the slow.
 		s.ropeFactors = make([]float32, cfg.RotaryDims()/2)
@@ -91,6 +111,58 @@ func newSynth(r *rand.Rand, cfg Config, f features) *synth {
 		}
 	}
 	return s
+}
+
+// encode stores matrix w in s.typ and replaces its values with
+// what the stored bytes hold, so that the reference computes with the
+// weights the runner reads. Types package quant quantizes to are quantized
+// from w; Q4_K and Q6_K blocks are drawn at random, with their scales set
+// so that the values have w's root mean square.
+func (s *synth) encode(r *rand.Rand, w []float32) {
+	t := s.typ
+	n, err := t.RowBytes(len(w))
+	if err != nil {
+		panic(err)
+	}
+	b := make([]byte, n)
+	if t != quant.Q4_K && t != quant.Q6_K {
+		if err := quant.Quantize(t, w, b); err != nil {
+			panic(err)
+		}
+	} else {
+		rms := 0.0
+		for _, v := range w {
+			rms += float64(v) * float64(v)
+		}
+		rms = math.Sqrt(rms / float64(len(w)))
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		// d (and Q4_K's dmin) at 1, then scaled to the wanted size.
+		setScale := func(d float32) {
+			for blk := 0; blk < len(b); blk += t.BlockBytes() {
+				if t == quant.Q4_K {
+					binary.LittleEndian.PutUint16(b[blk:], quant.F32ToF16(d))
+					binary.LittleEndian.PutUint16(b[blk+2:], quant.F32ToF16(d))
+				} else {
+					binary.LittleEndian.PutUint16(b[blk+208:], quant.F32ToF16(d))
+				}
+			}
+		}
+		setScale(1)
+		if err := quant.Dequantize(t, b, w); err != nil {
+			panic(err)
+		}
+		got := 0.0
+		for _, v := range w {
+			got += float64(v) * float64(v)
+		}
+		setScale(float32(rms / math.Sqrt(got/float64(len(w)))))
+	}
+	if err := quant.Dequantize(t, b, w); err != nil {
+		panic(err)
+	}
+	s.data[&w[0]] = b
 }
 
 // reference returns the logits of every position of tokens, in float64.

@@ -40,7 +40,16 @@ func memSynth(t testing.TB, s *synth) *Model {
 	t.Helper()
 	c := s.cfg
 	d, qd, kv, hd := c.Dim, c.QDim(), c.KVDim(), c.Hidden
-	mat := func(rows, cols int, w []float32) matrix { return f32Matrix(rows, cols, f32Bytes(w)) }
+	mat := func(rows, cols int, w []float32) matrix {
+		if s.data == nil {
+			return f32Matrix(rows, cols, f32Bytes(w))
+		}
+		m, err := newMatrix(s.typ, rows, cols, s.data[&w[0]])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
 	m := &Model{Config: c, emb: mat(c.Vocab, d, s.emb), finalNorm: s.finalNorm, clsBias: s.outBias, ropeFactors: s.ropeFactors}
 	m.SharedClassifier = s.out == nil
 	m.cls = m.emb
