@@ -85,9 +85,25 @@ func dequantize(t Type, src []byte, dst []float32) {
 		for b := range len(dst) / 32 {
 			dequantQ4_0(src[18*b:18*b+18], dst[32*b:32*b+32])
 		}
+	case Q4_1:
+		for b := range len(dst) / 32 {
+			dequantQ4_1(src[20*b:20*b+20], dst[32*b:32*b+32])
+		}
+	case Q5_0:
+		for b := range len(dst) / 32 {
+			dequantQ5(src[22*b:22*b+22], dst[32*b:32*b+32], false)
+		}
+	case Q5_1:
+		for b := range len(dst) / 32 {
+			dequantQ5(src[24*b:24*b+24], dst[32*b:32*b+32], true)
+		}
 	case Q8_0:
 		for b := range len(dst) / 32 {
 			dequantQ8_0(src[34*b:34*b+34], dst[32*b:32*b+32])
+		}
+	case Q8_1:
+		for b := range len(dst) / 32 {
+			dequantQ8_0(src[36*b:36*b+36], dst[32*b:32*b+32])
 		}
 	case Q4_K:
 		for b := range len(dst) / QK_K {
@@ -107,7 +123,11 @@ func dequantize(t Type, src []byte, dst []float32) {
 // Block layouts (ggml-common.h), all little-endian:
 //
 //	Q4_0 (18 bytes, 32 values):  d f16 | qs[16]: value j is qs[j]&15 - 8, value j+16 is qs[j]>>4 - 8; x = d*value
+//	Q4_1 (20 bytes, 32 values):  d f16 | m f16 | qs[16] as Q4_0 without the -8; x = d*value + m
+//	Q5_0 (22 bytes, 32 values):  d f16 | qh[4]: bit j is the fifth bit of value j | qs[16] as Q4_0; value - 16
+//	Q5_1 (24 bytes, 32 values):  d f16 | m f16 | qh[4] | qs[16]; x = d*value + m
 //	Q8_0 (34 bytes, 32 values):  d f16 | qs[32] int8; x = d*qs[j]
+//	Q8_1 (36 bytes, 32 values):  d f16 | s f16 (d times the sum of qs) | qs[32] int8; x = d*qs[j]
 //	Q4_K (144 bytes, 256 values): d f16 | dmin f16 | scales[12]: eight 6-bit scales and eight 6-bit mins |
 //	                              qs[128]: per 64 values, 32 bytes: low nibbles the first 32 values, high nibbles the next 32;
 //	                              sub-block j (32 values): x = d*scale_j*q - dmin*min_j
@@ -124,9 +144,36 @@ func dequantQ4_0(b []byte, y []float32) {
 	}
 }
 
+func dequantQ4_1(b []byte, y []float32) {
+	d, m := f16[le16(b)], f16[le16(b[2:])]
+	for j, q := range b[4:20] {
+		// The products are exact: one rounding, of the sum, as in ggml.
+		y[j] = float32(float32(q&15)*d) + m
+		y[j+16] = float32(float32(q>>4)*d) + m
+	}
+}
+
+// dequantQ5 decodes a Q5_0 block (minus 16, no m) or a Q5_1 block (plus m).
+func dequantQ5(b []byte, y []float32, withMin bool) {
+	d := f16[le16(b)]
+	var m float32
+	off, sub := 2, 16
+	if withMin {
+		m, off, sub = f16[le16(b[2:])], 4, 0
+	}
+	qh := binary.LittleEndian.Uint32(b[off:])
+	for j, q := range b[off+4 : off+20] {
+		x0 := int(q&15|uint8(qh>>j&1)<<4) - sub
+		x1 := int(q>>4|uint8(qh>>(j+16)&1)<<4) - sub
+		y[j] = float32(float32(x0)*d) + m
+		y[j+16] = float32(float32(x1)*d) + m
+	}
+}
+
 func dequantQ8_0(b []byte, y []float32) {
 	d := f16[le16(b)]
-	for j, q := range b[2:34] {
+	off := len(b) - 32 // Q8_1 keeps s between d and the values
+	for j, q := range b[off:] {
 		y[j] = float32(int8(q)) * d
 	}
 }
@@ -192,16 +239,16 @@ func dequantQ8_K(b []byte, y []float32) {
 
 // Quantize converts len(src) float32 values to type t in dst, exactly as
 // ggml's reference quantizers do (quantize_row_q4_0_ref, _q8_0_ref,
-// _q8_K_ref) and, for F16 and BF16, with round-to-nearest-even. Q4_K and
-// Q6_K, whose reference quantizers search for scales, are not provided (an
-// error wrapping ErrUnsupported). It fails, changing nothing, wrapping
+// _q8_1_ref, _q8_K_ref) and, for F16 and BF16, with round-to-nearest-even.
+// Q4_1, Q5_0, Q5_1, Q4_K and Q6_K, weight types whose reference quantizers
+// are not provided here, give an error wrapping ErrUnsupported. It fails, changing nothing, wrapping
 // ErrSize when len(src) is not a whole number of blocks or dst not exactly
 // their size.
 //
 // The result for NaN or infinite input is unspecified (as in ggml), but
 // Quantize does not fail or panic on it.
 func Quantize(t Type, src []float32, dst []byte) error {
-	if t == Q4_K || t == Q6_K {
+	if !quantizes(t) {
 		return fmt.Errorf("%w: quantizing to %v", ErrUnsupported, t)
 	}
 	if err := sizes(t, len(src), len(dst), "quantizing to"); err != nil {
@@ -211,19 +258,28 @@ func Quantize(t Type, src []float32, dst []byte) error {
 	return nil
 }
 
+// quantizes reports whether Quantize converts to t.
+func quantizes(t Type) bool {
+	switch t {
+	case F32, F16, BF16, Q4_0, Q8_0, Q8_1, Q8_K:
+		return true
+	}
+	return false
+}
+
 // QuantizeActivations converts src to t as ggml's CPU backend converts the
 // activations of a matrix product on x86 (its from_float with AVX): the same
-// as Quantize for every type but Q8_0, where the AVX code multiplies by
-// 127/amax instead of by 1/(amax/127) and rounds halves to even instead of
-// away from zero. The two Q8_0 conversions differ in about one value in
-// 10^4 to 10^5, by one step. MulMat converts its activations with this
-// function.
+// as Quantize for every type but Q8_0 and Q8_1, where the AVX code
+// multiplies by 127/amax instead of by 1/(amax/127) and rounds halves to
+// even instead of away from zero. The two conversions differ by one step
+// in about one value in a million (29 of 2^25 random values). MulMat
+// converts its activations with this function.
 func QuantizeActivations(t Type, src []float32, dst []byte) error {
+	if !quantizes(t) {
+		return fmt.Errorf("%w: quantizing to %v", ErrUnsupported, t)
+	}
 	if err := sizes(t, len(src), len(dst), "quantizing to"); err != nil {
 		return err
-	}
-	if t == Q4_K || t == Q6_K {
-		return fmt.Errorf("%w: quantizing to %v", ErrUnsupported, t)
 	}
 	quantize(t, src, dst, true)
 	return nil
@@ -249,13 +305,10 @@ func quantize(t Type, src []float32, dst []byte, avx bool) {
 		for b := range len(src) / 32 {
 			quantQ4_0(src[32*b:32*b+32], dst[18*b:18*b+18])
 		}
-	case Q8_0:
+	case Q8_0, Q8_1:
+		bb := t.BlockBytes()
 		for b := range len(src) / 32 {
-			if avx {
-				quantQ8_0AVX(src[32*b:32*b+32], dst[34*b:34*b+34])
-			} else {
-				quantQ8_0(src[32*b:32*b+32], dst[34*b:34*b+34])
-			}
+			quantQ8(src[32*b:32*b+32], dst[bb*b:bb*b+bb], avx)
 		}
 	case Q8_K:
 		for b := range len(src) / QK_K {
@@ -303,39 +356,40 @@ func quantQ4_0(x []float32, b []byte) {
 	}
 }
 
-// quantQ8_0 is quantize_row_q8_0_ref for one block: d = amax/127 (stored
-// as F16), values round(x * (1/d)) with halves away from zero.
-func quantQ8_0(x []float32, b []byte) {
+// quantQ8 quantizes one Q8_0 block (34 bytes) or Q8_1 block (36 bytes,
+// with s = d times the sum of the values stored as F16 after d). The
+// reference (quantize_row_q8_0_ref, _q8_1_ref): d = amax/127, values
+// round(x * (1/d)) with halves away from zero. The AVX code of ggml's x86
+// backend (avx): d = amax/127, values x * (127/amax) rounded to nearest
+// with halves to even. Both store d as F16.
+func quantQ8(x []float32, b []byte, avx bool) {
 	var amax float32
 	for _, v := range x {
 		amax = max(amax, abs32(v))
 	}
 	d := amax / 127
 	var id float32
-	if d != 0 {
+	switch {
+	case avx && amax != 0:
+		id = 127 / amax
+	case !avx && d != 0:
 		id = 1 / d
 	}
 	binary.LittleEndian.PutUint16(b, F32ToF16(d))
+	qs := b[len(b)-32:]
+	sum := 0
 	for j, v := range x {
-		b[2+j] = uint8(toInt8(math.Round(float64(v * id))))
+		var q int8
+		if avx {
+			q = toInt8(math.RoundToEven(float64(v * id)))
+		} else {
+			q = toInt8(math.Round(float64(v * id)))
+		}
+		qs[j] = uint8(q)
+		sum += int(q)
 	}
-}
-
-// quantQ8_0AVX is the AVX quantize_row_q8_0 of ggml's x86 backend for one
-// block: d = amax/127 (stored as F16), values x * (127/amax) rounded to
-// nearest with halves to even.
-func quantQ8_0AVX(x []float32, b []byte) {
-	var amax float32
-	for _, v := range x {
-		amax = max(amax, abs32(v))
-	}
-	binary.LittleEndian.PutUint16(b, F32ToF16(amax/127))
-	var id float32
-	if amax != 0 {
-		id = 127 / amax
-	}
-	for j, v := range x {
-		b[2+j] = uint8(toInt8(math.RoundToEven(float64(v * id))))
+	if len(b) == 36 {
+		binary.LittleEndian.PutUint16(b[2:], F32ToF16(float32(sum)*d))
 	}
 }
 

@@ -73,6 +73,34 @@ func TestDequantizeQ4_0(t *testing.T) {
 	expect(t, Q4_0, b, 32, map[int]float32{0: 3.5, 16: -3.5, 15: -4}, 0)
 }
 
+// TestDequantizeQ4_1: d = 0.25, m = 2; values as Q4_0 without the -8,
+// times d plus m.
+func TestDequantizeQ4_1(t *testing.T) {
+	b := append(u16bytes(0x3400, 0x4000), make([]byte, 16)...)
+	b[4+0] = 0xf1 // value 0: 1*0.25 + 2; value 16: 15*0.25 + 2
+	expect(t, Q4_1, b, 32, map[int]float32{0: 2.25, 16: 5.75}, 2)
+}
+
+// TestDequantizeQ5_0: d = 0.5; bit j of the little-endian word qh is the
+// fifth bit of value j; values minus 16.
+func TestDequantizeQ5_0(t *testing.T) {
+	b := make([]byte, 22)
+	copy(b, u16bytes(0x3800))
+	copy(b[2:], f32bytes(math.Float32frombits(0x00010001))) // qh bits 0 and 16
+	b[6+0] = 0x21                                           // value 0: 1|16 - 16 = 1; value 16: 2|16 - 16 = 2
+	b[6+1] = 0xf0                                           // value 1: 0 - 16; value 17: 15 - 16
+	expect(t, Q5_0, b, 32, map[int]float32{0: 0.5, 16: 1, 1: -8, 17: -0.5}, -8)
+}
+
+// TestDequantizeQ5_1: d = 0.5, m = -1, qh bit 31 set; values times d plus m.
+func TestDequantizeQ5_1(t *testing.T) {
+	b := make([]byte, 24)
+	copy(b, u16bytes(0x3800, 0xbc00))
+	b[4+3] = 0x80  // qh bit 31: the fifth bit of value 31
+	b[8+15] = 0x52 // value 15: 2; value 31: 5|16 = 21
+	expect(t, Q5_1, b, 32, map[int]float32{15: 0, 31: 9.5}, -1)
+}
+
 // TestDequantizeQ8_0: d = 0.25 (0x3400), values as int8.
 func TestDequantizeQ8_0(t *testing.T) {
 	b := append(u16bytes(0x3400), make([]byte, 32)...)
@@ -177,6 +205,17 @@ func TestQuantizeQ8_0(t *testing.T) {
 	}
 	if d := binary.LittleEndian.Uint16(ref); d != 0x3400 || binary.LittleEndian.Uint16(avx) != 0x3400 {
 		t.Errorf("d = %#x, want 0x3400 (0.25)", d)
+	}
+	// Q8_1 stores the same values after d and s = d*sum: the reference's
+	// sum is 3 (s = 0.75, 0x3a00), the AVX code's 1 (s = 0.25, 0x3400).
+	ref1, avx1 := make([]byte, 36), make([]byte, 36)
+	must(t, Quantize(Q8_1, x, ref1))
+	must(t, QuantizeActivations(Q8_1, x, avx1))
+	if string(ref1[4:]) != string(ref[2:]) || string(avx1[4:]) != string(avx[2:]) {
+		t.Errorf("Q8_1 values differ from Q8_0's")
+	}
+	if string(ref1[:4]) != string(u16bytes(0x3400, 0x3a00)) || string(avx1[:4]) != string(u16bytes(0x3400, 0x3400)) {
+		t.Errorf("Q8_1 d, s: reference % x, AVX % x", ref1[:4], avx1[:4])
 	}
 	// An all-zero block: d = 0 and zero values.
 	zero := make([]byte, 34)
@@ -299,7 +338,7 @@ func TestQuantizeFloats(t *testing.T) {
 // TestSizeErrors: lengths that are not whole blocks, mismatched buffers
 // and unsupported types fail with the right sentinel and write nothing.
 func TestSizeErrors(t *testing.T) {
-	dst := make([]float32, 32)
+	dst := make([]float32, 256)
 	for i := range dst {
 		dst[i] = 7
 	}
@@ -313,7 +352,7 @@ func TestSizeErrors(t *testing.T) {
 		{Q8_0, 33, 32, ErrSize},
 		{Q4_K, 144, 32, ErrSize},
 		{F16, 63, 32, ErrSize},
-		{Q5_0, 22, 32, ErrUnsupported},
+		{Q5_K, 176, 256, ErrUnsupported},
 		{Type(4), 0, 32, ErrUnsupported},
 		{Type(1000), 0, 32, ErrUnsupported},
 	} {
@@ -329,6 +368,9 @@ func TestSizeErrors(t *testing.T) {
 	}
 	if err := Quantize(Q4_K, make([]float32, 256), make([]byte, 144)); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("Quantize(Q4_K): %v", err)
+	}
+	if err := QuantizeActivations(Q5_0, make([]float32, 32), make([]byte, 22)); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("QuantizeActivations(Q5_0): %v", err)
 	}
 	if err := Quantize(Q8_K, make([]float32, 256), make([]byte, 291)); !errors.Is(err, ErrSize) {
 		t.Errorf("Quantize(Q8_K, short): %v", err)
@@ -350,7 +392,9 @@ func TestTypeTable(t *testing.T) {
 		{F32, "F32", 1, 4, F32}, {F16, "F16", 1, 2, F16}, {BF16, "BF16", 1, 2, BF16},
 		{Q4_0, "Q4_0", 32, 2 + 16, Q8_0}, {Q8_0, "Q8_0", 32, 2 + 32, Q8_0},
 		{Q4_K, "Q4_K", 256, 2 + 2 + 12 + 128, Q8_K}, {Q6_K, "Q6_K", 256, 128 + 64 + 16 + 2, Q8_K},
-		{Q8_K, "Q8_K", 256, 4 + 256 + 32, Q8_K}, {Q5_0, "Q5_0", 32, 2 + 4 + 16, Q5_0},
+		{Q8_K, "Q8_K", 256, 4 + 256 + 32, Q8_K}, {Q5_0, "Q5_0", 32, 2 + 4 + 16, Q8_0},
+		{Q4_1, "Q4_1", 32, 2 + 2 + 16, Q8_1}, {Q5_1, "Q5_1", 32, 2 + 2 + 4 + 16, Q8_1}, {Q8_1, "Q8_1", 32, 2 + 2 + 32, Q8_1},
+		{Q5_K, "Q5_K", 256, 2 + 2 + 12 + 32 + 128, Q5_K},
 		{IQ4_XS, "IQ4_XS", 256, 2 + 2 + 4 + 128, IQ4_XS}, {MXFP4, "MXFP4", 32, 1 + 16, MXFP4},
 	} {
 		if c.t.String() != c.name || c.t.BlockSize() != c.block || c.t.BlockBytes() != c.bytes || c.t.VecDotType() != c.vec {

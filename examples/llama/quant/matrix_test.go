@@ -12,7 +12,7 @@ import (
 	"github.com/compresskv/compresskv/internal/reftest"
 )
 
-var weightTypes = []Type{F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q6_K}
+var weightTypes = []Type{F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K}
 
 // randomRows returns rows rows of cols values of type t: random floats for
 // the float types; random bytes for the quantized types, whose scales are
@@ -34,8 +34,13 @@ func randomRows(r *rand.Rand, t Type, rows, cols int) []byte {
 	for blk := 0; blk < len(b); blk += t.BlockBytes() {
 		bb := b[blk : blk+t.BlockBytes()]
 		switch t {
-		case Q4_0, Q8_0:
+		case Q4_0, Q5_0, Q8_0:
 			copy(bb, half())
+		case Q4_1, Q5_1:
+			copy(bb, half())
+			m := half()
+			m[1] |= byte(r.Uint32() & 0x80) // a min of either sign
+			copy(bb[2:], m)
 		case Q4_K:
 			copy(bb, half())
 			copy(bb[2:], half())
@@ -46,22 +51,54 @@ func randomRows(r *rand.Rand, t Type, rows, cols int) []byte {
 	return b
 }
 
-// splitK4 returns the two parts of each dequantized Q4_K value, d*scale*q
-// and -dmin*min, by dequantizing copies with dmin and with d zeroed.
-func splitK4(block []byte) (a, m []float32) {
-	n := len(block) / 144 * QK_K
+// split returns the two parts of each dequantized value of a type with
+// mins (Q4_1, Q5_1, Q4_K), the scaled quant and the min (d*q and m, or
+// d*scale*q and -dmin*min), by dequantizing copies with the min's scale
+// and with d zeroed; for other types, the values and zeros.
+func split(t Type, row []byte) (a, m []float32) {
+	n := len(row) / t.BlockBytes() * t.BlockSize()
 	a, m = make([]float32, n), make([]float32, n)
-	c := append([]byte(nil), block...)
-	for i := 0; i < len(c); i += 144 {
-		c[i+2], c[i+3] = 0, 0
+	var scale, min int // byte offsets of d and of the min's scale
+	switch t {
+	case Q4_1, Q5_1, Q4_K:
+		scale, min = 0, 2
+	default:
+		dequantize(t, row, a)
+		return a, m
 	}
-	dequantize(Q4_K, c, a)
-	copy(c, block)
-	for i := 0; i < len(c); i += 144 {
-		c[i], c[i+1] = 0, 0
+	c := append([]byte(nil), row...)
+	for i := 0; i < len(c); i += t.BlockBytes() {
+		c[i+min], c[i+min+1] = 0, 0
 	}
-	dequantize(Q4_K, c, m)
+	dequantize(t, c, a)
+	copy(c, row)
+	for i := 0; i < len(c); i += t.BlockBytes() {
+		c[i+scale], c[i+scale+1] = 0, 0
+	}
+	dequantize(t, c, m)
 	return a, m
+}
+
+// sRounding returns, for a weight row with mins (Q4_1, Q5_1) and Q8_1
+// activations, the sum over the blocks of |m| * |s - d*sum(q)|: ggml uses
+// the activation block's F16-rounded sum s, so its product departs from
+// the dequantized values' by up to this much.
+func sRounding(t Type, row, act []byte) float64 {
+	if t != Q4_1 && t != Q5_1 {
+		return 0
+	}
+	var e float64
+	for b := 0; b < len(act)/36; b++ {
+		xb := act[36*b : 36*b+36]
+		var sum int
+		for _, q := range xb[4:] {
+			sum += int(int8(q))
+		}
+		s := float64(F16ToF32(le16(xb[2:])))
+		m := float64(F16ToF32(le16(row[t.BlockBytes()*b+2:])))
+		e += math.Abs(m) * math.Abs(s-float64(F16ToF32(le16(xb)))*float64(sum))
+	}
+	return e
 }
 
 // TestMulMat checks every weight type's product against a float64
@@ -105,22 +142,15 @@ func TestMulMat(t *testing.T) {
 					for row := range rows {
 						rowBytes := data[row*m.RowBytes() : (row+1)*m.RowBytes()]
 						m.Row(row, w)
-						var a, mins []float32
-						if typ == Q4_K {
-							a, mins = splitK4(rowBytes)
-						}
+						a, mins := split(typ, rowBytes)
 						var ref, mag, raw float64
 						for i := range cols {
 							ref += float64(w[i]) * float64(xh[i])
 							raw += float64(w[i]) * float64(x[j*cols+i])
-							if typ == Q4_K {
-								mag += math.Abs(float64(xh[i])) * (math.Abs(float64(a[i])) + math.Abs(float64(mins[i])))
-							} else {
-								mag += math.Abs(float64(w[i]) * float64(xh[i]))
-							}
+							mag += math.Abs(float64(xh[i])) * (math.Abs(float64(a[i])) + math.Abs(float64(mins[i])))
 						}
 						got := float64(out[j*rows+row])
-						tol := 6*0x1p-24*mag + 1e-30
+						tol := 6*0x1p-24*mag + sRounding(typ, rowBytes, xq) + 1e-30
 						if math.Abs(got-ref) > tol {
 							t.Fatalf("x row %d, weight row %d: %v, reference %v (difference %.3g, bound %.3g)", j, row, got, ref, got-ref, tol)
 						}

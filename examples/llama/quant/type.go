@@ -76,11 +76,11 @@ var types = [...]typeInfo{
 	F32:     {"F32", 1, 4, true},
 	F16:     {"F16", 1, 2, true},
 	Q4_0:    {"Q4_0", 32, 18, true},
-	Q4_1:    {"Q4_1", 32, 20, false},
-	Q5_0:    {"Q5_0", 32, 22, false},
-	Q5_1:    {"Q5_1", 32, 24, false},
+	Q4_1:    {"Q4_1", 32, 20, true},
+	Q5_0:    {"Q5_0", 32, 22, true},
+	Q5_1:    {"Q5_1", 32, 24, true},
 	Q8_0:    {"Q8_0", 32, 34, true},
-	Q8_1:    {"Q8_1", 32, 36, false},
+	Q8_1:    {"Q8_1", 32, 36, true},
 	Q2_K:    {"Q2_K", QK_K, 84, false},
 	Q3_K:    {"Q3_K", QK_K, 110, false},
 	Q4_K:    {"Q4_K", QK_K, 144, true},
@@ -130,7 +130,7 @@ func (t Type) String() string {
 func (t Type) Known() bool { return t.info().block != 0 }
 
 // Supported reports whether this package converts the type: F32, F16,
-// BF16, Q4_0, Q8_0, Q4_K, Q6_K and Q8_K.
+// BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q4_K, Q6_K and Q8_K.
 func (t Type) Supported() bool { return t.info().supported }
 
 // BlockSize returns the number of values in one block of the type (1 for
@@ -165,12 +165,14 @@ const maxInt = int(^uint(0) >> 1)
 // VecDotType returns the type into which ggml's CPU backend converts the
 // activations before it multiplies them with a weight of type t (the
 // vec_dot_type of its type traits): F32 for F32, F16 for F16, BF16 for
-// BF16, Q8_0 for Q4_0 and Q8_0, Q8_K for Q4_K and Q6_K. For a type this
-// package does not support it returns t itself.
+// BF16, Q8_0 for Q4_0, Q5_0 and Q8_0, Q8_1 for Q4_1 and Q5_1, Q8_K for
+// Q4_K and Q6_K. For a type without a product here it returns t itself.
 func (t Type) VecDotType() Type {
 	switch t {
-	case Q4_0, Q8_0:
+	case Q4_0, Q5_0, Q8_0:
 		return Q8_0
+	case Q4_1, Q5_1:
+		return Q8_1
 	case Q4_K, Q6_K:
 		return Q8_K
 	}
