@@ -43,6 +43,19 @@ type Session struct {
 	backend backend.Backend
 	// Hooks observe each forward pass.
 	Hooks Hooks
+	// LikeLlamaCpp computes as llama.cpp's x86 CPU backend does, to the
+	// bit where the runner can: attention without flash attention, with
+	// the queries and the attention probabilities rounded to the cache's
+	// type (float16 for llama.cpp's default cache) before their products
+	// with the stored keys and values, in plain Go on the calling
+	// goroutine (the cache must be in host memory); and float32 weight
+	// products summed in tinyBLAS's order. Off (the default), attention
+	// runs on the session's backend in float32 and float32 products in
+	// four running sums: faster (assembly, or the GPU), and as close to
+	// llama.cpp as docs/RESULTS.md records ("The runner against
+	// llama.cpp").
+	LikeLlamaCpp bool
+	scratch      attnScratch
 }
 
 // NewSession returns a session over cache c (which must match the model's
@@ -107,11 +120,11 @@ func (s *Session) Forward(tokens []int) ([]float32, error) {
 	for l := range m.layers {
 		ly := &m.layers[l]
 		rmsnorm(xb, x, ly.attNorm, n, eps)
-		ly.wq.mulMat(q, xb, n)
+		ly.wq.mulMat(q, xb, n, s.LikeLlamaCpp)
 		addBias(q, ly.bq)
-		ly.wk.mulMat(k, xb, n)
+		ly.wk.mulMat(k, xb, n, s.LikeLlamaCpp)
 		addBias(k, ly.bk)
-		ly.wv.mulMat(v, xb, n)
+		ly.wv.mulMat(v, xb, n, s.LikeLlamaCpp)
 		addBias(v, ly.bv)
 		if ly.qNorm != nil {
 			rmsnorm(q, q, ly.qNorm, n*m.Heads, eps)
@@ -133,7 +146,7 @@ func (s *Session) Forward(tokens []int) ([]float32, error) {
 		if s.Hooks.KV != nil {
 			s.Hooks.KV(l, pos0, k, v)
 		}
-		ly.wo.mulMat(out, att, n)
+		ly.wo.mulMat(out, att, n, s.LikeLlamaCpp)
 		addBias(out, ly.bo)
 		if s.Hooks.AttnOut != nil {
 			s.Hooks.AttnOut(l, pos0, out)
@@ -142,12 +155,12 @@ func (s *Session) Forward(tokens []int) ([]float32, error) {
 			x[i] += out[i]
 		}
 		rmsnorm(xb, x, ly.ffnNorm, n, eps)
-		ly.gate.mulMat(h1, xb, n)
+		ly.gate.mulMat(h1, xb, n, s.LikeLlamaCpp)
 		addBias(h1, ly.bGate)
-		ly.up.mulMat(h3, xb, n)
+		ly.up.mulMat(h3, xb, n, s.LikeLlamaCpp)
 		addBias(h3, ly.bUp)
-		swiglu(h1, h3)
-		ly.down.mulMat(out, h1, n)
+		swiglu(h1, h3, m.Hidden)
+		ly.down.mulMat(out, h1, n, s.LikeLlamaCpp)
 		addBias(out, ly.bDown)
 		for i := range x {
 			x[i] += out[i]
@@ -156,7 +169,7 @@ func (s *Session) Forward(tokens []int) ([]float32, error) {
 	last := x[(n-1)*d:]
 	rmsnorm(last, last, m.finalNorm, 1, eps)
 	logits := make([]float32, m.Vocab)
-	m.cls.mulMat(logits, last, 1)
+	m.cls.mulMat(logits, last, 1, s.LikeLlamaCpp)
 	addBias(logits, m.clsBias)
 	if i := firstNonFinite(logits); i >= 0 {
 		return nil, fmt.Errorf("llama: logit %d is %v: %w", i, logits[i], ErrNonFinite)
@@ -178,7 +191,7 @@ func (s *Session) AttentionOutput(c kvcache.KVCache, layer int, q []float32) ([]
 		return nil, err
 	}
 	out := make([]float32, m.Dim)
-	m.layers[layer].wo.mulMat(out, att, 1)
+	m.layers[layer].wo.mulMat(out, att, 1, s.LikeLlamaCpp)
 	addBias(out, m.layers[layer].bo)
 	return out, nil
 }
@@ -217,13 +230,6 @@ func addBias(x, b []float32) {
 	}
 }
 
-// swiglu sets gate[i] = silu(gate[i]) * up[i], silu(a) = a/(1+e^-a).
-func swiglu(gate, up []float32) {
-	for i, a := range gate {
-		gate[i] = a / (1 + float32(math.Exp(float64(-a)))) * up[i]
-	}
-}
-
 func firstNonFinite(x []float32) int {
 	for i, v := range x {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
@@ -233,21 +239,32 @@ func firstNonFinite(x []float32) int {
 	return -1
 }
 
-// attend computes the attention of the n tokens just appended to layer l on
-// the session's backend: token i of a prefill chunk attends to every earlier
-// row and to the chunk's rows up to itself (causal attention), through a
-// view of the cache without the chunk's later rows.
+// attend computes the attention of the n tokens just appended to layer l:
+// token i of a prefill chunk attends to every earlier row and to the
+// chunk's rows up to itself (causal attention), through a view of the cache
+// without the chunk's later rows; on the session's backend, or as
+// llama.cpp computes it (LikeLlamaCpp).
 func (s *Session) attend(l int, q []float32, n int, att []float32) error {
 	H, d := s.m.Heads, s.m.QDim()
-	if n == 1 {
+	if n == 1 && !s.LikeLlamaCpp {
 		return s.backend.Attend(s.cache, l, q, H, att)
 	}
 	hr, ok := s.cache.(kvcache.HostReader)
 	if !ok {
+		if s.LikeLlamaCpp {
+			return fmt.Errorf("attention as llama.cpp computes it needs a cache in host memory (%T is not a kvcache.HostReader)", s.cache)
+		}
 		return fmt.Errorf("chunked prefill needs a cache in host memory (%T is not a kvcache.HostReader); run one token at a time", s.cache)
 	}
 	for i := 0; i < n; i++ {
-		if err := s.backend.Attend(prefixView{hr, n - 1 - i}, l, q[i*d:(i+1)*d], H, att[i*d:(i+1)*d]); err != nil {
+		qi, out := q[i*d:(i+1)*d], att[i*d:(i+1)*d]
+		var err error
+		if s.LikeLlamaCpp {
+			err = s.m.attendLikeGGML(hr, l, qi, n-1-i, out, &s.scratch)
+		} else {
+			err = s.backend.Attend(prefixView{hr, n - 1 - i}, l, qi, H, out)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -39,9 +39,11 @@ func (m *Model) rotate(x, cs []float32) {
 			if m.Rope == RopeNeox {
 				i0, i1 = j, j+half
 			}
+			// As ggml's rotate_pairs compiles for x86 (GCC contracts
+			// a*c - b*s into one fused multiply-add over the rounded b*s).
 			a, b := head[i0], head[i1]
-			head[i0] = a*c - b*s
-			head[i1] = a*s + b*c
+			head[i0] = fma32(a, c, -(b * s))
+			head[i1] = fma32(a, s, b*c)
 		}
 	}
 }

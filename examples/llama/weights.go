@@ -82,19 +82,25 @@ func (w matrix) row(i int, dst []float32) []float32 {
 
 // mulMat computes out[n][rows] = x[n][cols] . W^T as ggml's CPU backend
 // does (activations converted to the weight type's dot-product type): one
-// call per weight per chunk of tokens.
-func (w matrix) mulMat(out, x []float32, n int) {
+// call per weight per chunk of tokens. Float32 products are summed in four
+// running sums, or, with lanes, in the 16 lanes of llamafile's tinyBLAS
+// (dot16: the same bits as llama.cpp, 2.5 times slower).
+func (w matrix) mulMat(out, x []float32, n int, lanes bool) {
 	if w.f32 == nil {
 		w.q.MulMat(out, x, n)
 		return
 	}
 	rows, cols := w.q.Rows, w.q.Cols
+	dotf := dot
+	if lanes {
+		dotf = dot16
+	}
 	work := func(r0, r1 int) {
 		for i := 0; i < n; i++ {
 			xi := x[i*cols : (i+1)*cols]
 			oi := out[i*rows : (i+1)*rows]
 			for r := r0; r < r1; r++ {
-				oi[r] = dot(xi, w.f32[r*cols:(r+1)*cols])
+				oi[r] = dotf(xi, w.f32[r*cols:(r+1)*cols])
 			}
 		}
 	}

@@ -16,7 +16,9 @@
 //
 //	go run ./examples/logits -model M.gguf -prompt "Once upon a time" -steps 12
 //
-// The cache stores float16 by default, as llama.cpp's does.
+// The cache stores float16 by default, as llama.cpp's does, and attention
+// is computed as llama.cpp computes it (llama.Session.LikeLlamaCpp) unless
+// -backend asks for the CPU backend's float32 attention.
 package main
 
 import (
@@ -54,6 +56,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	bos := fs.Bool("bos", true, "add BOS where the model's metadata says so")
 	cacheType := fs.String("cache", "float16", "KV cache storage: float32, float16 or bfloat16")
 	chunk := fs.Int("chunk", 512, "prefill chunk in tokens")
+	backend := fs.Bool("backend", false, "attend on the CPU backend in float32 (faster) instead of as llama.cpp does")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -99,6 +102,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	s.LikeLlamaCpp = !*backend
 	w := bufio.NewWriter(stdout)
 	fmt.Fprint(w, "prompt_ids")
 	for _, id := range ids {
