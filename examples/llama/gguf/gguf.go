@@ -76,6 +76,7 @@ type FormatError struct {
 	Msg    string // what is wrong there
 }
 
+// Error names the offset and what is wrong there.
 func (e *FormatError) Error() string {
 	return fmt.Sprintf("gguf: malformed file at byte %d: %s", e.Offset, e.Msg)
 }
@@ -114,7 +115,8 @@ func (t TensorInfo) Elements() int64 {
 }
 
 // File is a parsed GGUF file. Its fields are read-only; KV and Tensors are
-// in file order.
+// in file order. Its methods may run from several goroutines at once,
+// except Close, which must come after all other use.
 type File struct {
 	// Version is the format version, 2 or 3.
 	Version uint32

@@ -641,3 +641,65 @@ func TestTensorMatrix(t *testing.T) {
 		t.Fatalf("IQ4_XS Matrix: %v", err)
 	}
 }
+
+// TestRoundTripTensors writes a tensor of every type ggml defines, with
+// one to four dimensions, and reads the same bytes back at aligned offsets.
+func TestRoundTripTensors(t *testing.T) {
+	for _, align := range []uint32{0, 1, 64} {
+		w := gguf.NewWriter()
+		if align != 0 {
+			must(t, w.Set("general.alignment", align))
+		}
+		type want struct {
+			typ  quant.Type
+			dims []int
+			data []byte
+		}
+		var wants []want
+		for id := range 64 {
+			typ := quant.Type(id)
+			if !typ.Known() {
+				continue
+			}
+			dims := []int{2 * typ.BlockSize(), 3, 1, 2}[:1+id%4]
+			n := 1
+			for _, d := range dims {
+				n *= d
+			}
+			size, err := typ.RowBytes(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := make([]byte, size)
+			for i := range data {
+				data[i] = byte(i*7 + id)
+			}
+			must(t, w.AddTensor(typ.String(), typ, dims, data))
+			wants = append(wants, want{typ, dims, data})
+		}
+		var buf bytes.Buffer
+		if _, err := w.WriteTo(&buf); err != nil {
+			t.Fatal(err)
+		}
+		f, err := gguf.Parse(buf.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := int64(gguf.DefaultAlignment)
+		if align != 0 {
+			a = int64(align)
+		}
+		if f.Alignment != int(a) || f.DataOffset%a != 0 || len(f.Tensors) != len(wants) {
+			t.Fatalf("alignment %d, data at %d, %d tensors", f.Alignment, f.DataOffset, len(f.Tensors))
+		}
+		for i, wt := range wants {
+			got, err := f.TensorAt(i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Type != wt.typ || !reflect.DeepEqual(got.Dims, wt.dims) || !bytes.Equal(got.Data, wt.data) || f.Tensors[i].Offset%a != 0 {
+				t.Errorf("alignment %d, %v: read %v %v offset %d", a, wt.typ, got.Type, got.Dims, f.Tensors[i].Offset)
+			}
+		}
+	}
+}

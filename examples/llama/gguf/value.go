@@ -94,6 +94,7 @@ type TypeError struct {
 	Got, Want string // the value's type and the wanted one, as "uint32" or "array of string"
 }
 
+// Error says which key (when known) has which type, and the type wanted.
 func (e *TypeError) Error() string {
 	if e.Key == "" {
 		return fmt.Sprintf("gguf: value is %s, want %s", e.Got, e.Want)

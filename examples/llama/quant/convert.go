@@ -239,9 +239,11 @@ func dequantQ8_K(b []byte, y []float32) {
 
 // Quantize converts len(src) float32 values to type t in dst, exactly as
 // ggml's reference quantizers do (quantize_row_q4_0_ref, _q8_0_ref,
-// _q8_1_ref, _q8_K_ref) and, for F16 and BF16, with round-to-nearest-even.
-// Q4_1, Q5_0, Q5_1, Q4_K and Q6_K, weight types whose reference quantizers
-// are not provided here, give an error wrapping ErrUnsupported. It fails, changing nothing, wrapping
+// _q8_1_ref, _q8_K_ref, _q4_K_ref, _q6_K_ref: the last two search each
+// sub-block's scale and cost tens of nanoseconds per value) and, for F16
+// and BF16, with round-to-nearest-even. Q4_1, Q5_0 and Q5_1, whose
+// reference quantizers are not provided here, give an error wrapping
+// ErrUnsupported. It fails, changing nothing, wrapping
 // ErrSize when len(src) is not a whole number of blocks or dst not exactly
 // their size.
 //
@@ -261,7 +263,7 @@ func Quantize(t Type, src []float32, dst []byte) error {
 // quantizes reports whether Quantize converts to t.
 func quantizes(t Type) bool {
 	switch t {
-	case F32, F16, BF16, Q4_0, Q8_0, Q8_1, Q8_K:
+	case F32, F16, BF16, Q4_0, Q8_0, Q8_1, Q8_K, Q4_K, Q6_K:
 		return true
 	}
 	return false
@@ -313,6 +315,14 @@ func quantize(t Type, src []float32, dst []byte, avx bool) {
 	case Q8_K:
 		for b := range len(src) / QK_K {
 			quantQ8_K(src[QK_K*b:QK_K*b+QK_K], dst[292*b:292*b+292])
+		}
+	case Q4_K:
+		for b := range len(src) / QK_K {
+			quantQ4_K(src[QK_K*b:QK_K*b+QK_K], dst[144*b:144*b+144])
+		}
+	case Q6_K:
+		for b := range len(src) / QK_K {
+			quantQ6_K(src[QK_K*b:QK_K*b+QK_K], dst[210*b:210*b+210])
 		}
 	}
 }
@@ -394,7 +404,9 @@ func quantQ8(x []float32, b []byte, avx bool) {
 }
 
 // nearestInt is ggml's nearest_int: adding 1.5*2^23 in float32 rounds to
-// an integer with halves to even (valid for |x| <= 2^22).
+// an integer with halves to even (valid for |x| <= 2^22; beyond, the same
+// bits as ggml's). Callers pass a rounded float32 (an explicit conversion
+// of a product), so that the product is never fused with the sum.
 func nearestInt(x float32) int {
 	v := x + 12582912
 	return int(math.Float32bits(v)&0x7fffff) - 0x400000
@@ -420,7 +432,7 @@ func quantQ8_K(x []float32, b []byte) {
 	}
 	iscale := -127 / mx
 	for j, v := range x {
-		p := iscale * v
+		p := float32(iscale * v)    // rounded before nearestInt's sum, never fused with it
 		if !(abs32(p) <= 4194303) { // NaN among finite amax: unspecified in ggml
 			p = 0
 		}

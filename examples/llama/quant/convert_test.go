@@ -4,7 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"testing"
+
+	"github.com/compresskv/compresskv/internal/reftest"
 )
 
 func f32bytes(v ...float32) []byte {
@@ -366,8 +369,8 @@ func TestSizeErrors(t *testing.T) {
 			t.Fatalf("value %d changed to %v by a failed call", i, v)
 		}
 	}
-	if err := Quantize(Q4_K, make([]float32, 256), make([]byte, 144)); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("Quantize(Q4_K): %v", err)
+	if err := Quantize(Q5_0, make([]float32, 32), make([]byte, 22)); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("Quantize(Q5_0): %v", err)
 	}
 	if err := QuantizeActivations(Q5_0, make([]float32, 32), make([]byte, 22)); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("QuantizeActivations(Q5_0): %v", err)
@@ -413,5 +416,116 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestQuantizeQ4_K: a block of 256 values 15. Each sub-block's search
+// finds scale 1 and min 0 (15 = 1*15 exactly, no other step does better),
+// so the block's scale is 1/63 (the F16 0x2410), its min 0, every six-bit
+// scale 63 (bytes 0-3 hold 63 with the top bits of scales 4-7, bytes 8-11
+// their low four bits; mins zero) and every value 15: nearest(15/(63*d)).
+func TestQuantizeQ4_K(t *testing.T) {
+	x := make([]float32, 256)
+	for i := range x {
+		x[i] = 15
+	}
+	b := make([]byte, 144)
+	must(t, Quantize(Q4_K, x, b))
+	want := append(u16bytes(0x2410, 0), 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x0f, 0x0f, 0x0f, 0x0f)
+	for range 128 {
+		want = append(want, 0xff)
+	}
+	if string(b) != string(want) {
+		t.Fatalf("got  % x\nwant % x", b, want)
+	}
+	// An all-zero block is all zero bytes.
+	must(t, Quantize(Q4_K, make([]float32, 256), b))
+	if string(b) != string(make([]byte, 144)) {
+		t.Fatalf("zero block % x", b)
+	}
+}
+
+// TestQuantizeQ6_K: a block of 256 ones. Each group of 16 finds scale
+// -1/32 (values -32; the steps towards 31 tie and do not replace it); the
+// block's d is 1/(-128/(-1/32)) = 2^-12 (0x0c00), every group scale
+// nearest(4096 * -1/32) = -128, and every value nearest(1/(2^-12*-128)) =
+// -32, stored as 0: ql and qh are zero.
+func TestQuantizeQ6_K(t *testing.T) {
+	x := make([]float32, 256)
+	for i := range x {
+		x[i] = 1
+	}
+	b := make([]byte, 210)
+	must(t, Quantize(Q6_K, x, b))
+	want := make([]byte, 210)
+	for i := 192; i < 208; i++ {
+		want[i] = 0x80
+	}
+	copy(want[208:], u16bytes(0x0c00))
+	if string(b) != string(want) {
+		t.Fatalf("got  % x\nwant % x", b, want)
+	}
+	y := make([]float32, 256)
+	must(t, Dequantize(Q6_K, b, y))
+	if y[0] != 1 || y[255] != 1 {
+		t.Fatalf("dequantized %v %v, want 1", y[0], y[255])
+	}
+	must(t, Quantize(Q6_K, make([]float32, 256), b))
+	if string(b) != string(make([]byte, 210)) {
+		t.Fatalf("zero block % x", b)
+	}
+}
+
+// TestQuantizeRoundTrip: random normal weights quantized and dequantized
+// keep a relative RMS error within what each type's bits allow (about
+// 2^-b of the range; the bounds are 1.5 times the errors measured over
+// 30 seeds), and non-finite input neither fails nor panics.
+func TestQuantizeRoundTrip(t *testing.T) {
+	r, _ := reftest.Rand(t)
+	for _, c := range []struct {
+		t   Type
+		max float64
+	}{{Q4_0, 0.13}, {Q4_K, 0.11}, {Q6_K, 0.028}, {Q8_0, 0.0083}, {Q8_K, 0.0115}, {F16, 0.0003}, {BF16, 0.0026}} {
+		const n = 256 * 21
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+		rb, _ := c.t.RowBytes(n)
+		b := make([]byte, rb)
+		must(t, Quantize(c.t, x, b))
+		y := make([]float32, n)
+		must(t, Dequantize(c.t, b, y))
+		var se, ss float64
+		for i := range x {
+			se += (float64(x[i]) - float64(y[i])) * (float64(x[i]) - float64(y[i]))
+			ss += float64(x[i]) * float64(x[i])
+		}
+		rel := math.Sqrt(se / ss)
+		t.Logf("%v: relative RMS error %.4f", c.t, rel)
+		if rel > c.max {
+			t.Errorf("%v: relative RMS error %.4f above %.4f", c.t, rel, c.max)
+		}
+		x[3], x[700] = float32(math.NaN()), float32(math.Inf(1))
+		must(t, Quantize(c.t, x, b))
+	}
+}
+
+// BenchmarkQuantize times the quantizers on 64 blocks of 256 normal values:
+// nanoseconds per value.
+func BenchmarkQuantize(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	x := reftest.Normal(r, 256*64, 1)
+	for _, typ := range []Type{Q8_0, Q8_K, Q4_0, Q4_K, Q6_K} {
+		rb, _ := typ.RowBytes(len(x))
+		dst := make([]byte, rb)
+		b.Run(typ.String(), func(b *testing.B) {
+			for b.Loop() {
+				if err := Quantize(typ, x, dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(x)), "ns/value")
+		})
 	}
 }

@@ -178,14 +178,15 @@ func dotQ5_1(w, x []byte, n int) float32 {
 func dotQ8_0(w, x []byte, n int) float32 {
 	var s float64
 	for b := range n / 32 {
-		wb, xb := w[34*b:34*b+34], x[34*b:34*b+34]
-		qw, qx := wb[2:34], xb[2:34]
-		var sumi int32
-		for j, q := range qw {
-			sumi += int32(int8(q)) * int32(int8(qx[j]))
+		wb, xb := (*[34]byte)(w[34*b:]), (*[34]byte)(x[34*b:])
+		qw, qx := (*[32]byte)(wb[2:]), (*[32]byte)(xb[2:])
+		var s0, s1 int32
+		for j := 0; j < 32; j += 2 {
+			s0 += int32(int8(qw[j])) * int32(int8(qx[j]))
+			s1 += int32(int8(qw[j+1])) * int32(int8(qx[j+1]))
 		}
-		d := f16[le16(wb)] * f16[le16(xb)]
-		s += float64(sumi) * float64(d)
+		d := f16[le16(wb[:])] * f16[le16(xb[:])]
+		s += float64(s0+s1) * float64(d)
 	}
 	return float32(s)
 }

@@ -72,8 +72,9 @@ var actPool sync.Pool // *[]byte: converted activations
 //
 // Large products run on all cores (internal/par), split into chunks of
 // weight rows; each output is computed by one goroutine in a fixed order,
-// so the result does not depend on the number of cores. MulMat panics when
-// len(x) != n*Cols or len(out) != n*Rows, a programming error.
+// so the result does not depend on the number of cores. Several MulMat
+// calls may run at once on one Matrix. MulMat panics when len(x) != n*Cols
+// or len(out) != n*Rows, a programming error.
 func (m Matrix) MulMat(out, x []float32, n int) {
 	if n < 0 || len(x) != n*m.Cols || len(out) != n*m.Rows {
 		panic(fmt.Sprintf("quant: MulMat of a %dx%d matrix with %d values for %d rows into %d values", m.Rows, m.Cols, len(x), n, len(out)))

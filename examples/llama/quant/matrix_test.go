@@ -271,3 +271,38 @@ func BenchmarkMulMat(b *testing.B) {
 		}
 	}
 }
+
+// TestMulMatConcurrent: goroutines multiplying with one matrix at once get
+// what one call alone gets (run with -race).
+func TestMulMatConcurrent(t *testing.T) {
+	r, _ := reftest.Rand(t)
+	rows, cols, n := 64, 512, 9
+	m, err := NewMatrix(Q4_K, rows, cols, randomRows(r, Q4_K, rows, cols))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := reftest.Normal(r, n*cols, 1)
+	want := make([]float32, n*rows)
+	m.MulMat(want, x, n)
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			out := make([]float32, (g%n+1)*rows)
+			for range 20 {
+				m.MulMat(out, x[:(g%n+1)*cols], g%n+1)
+				for i, v := range out {
+					if v != want[i] {
+						errs <- fmt.Errorf("goroutine %d output %d: %v, want %v", g, i, v, want[i])
+						return
+					}
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
