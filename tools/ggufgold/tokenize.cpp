@@ -13,7 +13,14 @@
 //   tokenize VOCAB.gguf - info
 //       the vocabulary's facts: size, special ids, add_bos/add_eos, and every
 //       token whose attributes are not plain NORMAL or that ends generation
+//   tokenize VOCAB.gguf TESTS.inp split
+//       one line per test: the byte lengths of the words the byte-level BPE
+//       pre-tokenizer cuts the text into, before any merge
 //
+// The split mode is the one use of llama.cpp internals: llama.h does not expose
+// pre-tokenization, so it takes the expressions from llm_tokenizer_bpe's constructor and
+// runs unicode_regex_split, both exported by libllama, declared below as llama.cpp defines
+// them at the recorded commit.
 // TESTS.inp holds texts separated by lines "__ggml_vocab_test__", as llama.cpp's
 // tests/test-tokenizer-0 reads them.
 
@@ -26,6 +33,19 @@
 #include <iterator>
 #include <string>
 #include <vector>
+
+// From llama.cpp's src/llama-vocab.cpp and src/unicode.h (exported by libllama).
+struct llama_vocab;
+struct llm_tokenizer {
+    llm_tokenizer() {}
+    virtual ~llm_tokenizer() = default;
+};
+struct llm_tokenizer_bpe : llm_tokenizer {
+    llm_tokenizer_bpe(const llama_vocab & vocab);
+    std::vector<std::string> regex_exprs;
+    bool byte_encode = true;
+};
+std::vector<std::string> unicode_regex_split(const std::string & text, const std::vector<std::string> & regex_exprs, bool byte_encode);
 
 static void quiet_log(enum ggml_log_level level, const char * text, void * /*user*/) {
     if (level == GGML_LOG_LEVEL_ERROR) {
@@ -89,7 +109,7 @@ static void print_hex(const std::string & s) {
 
 int main(int argc, char ** argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s VOCAB.gguf TESTS.inp ids ADD_SPECIAL PARSE_SPECIAL | detok | info\n", argv[0]);
+        fprintf(stderr, "usage: %s VOCAB.gguf TESTS.inp ids ADD_SPECIAL PARSE_SPECIAL | detok | split | info\n", argv[0]);
         return 2;
     }
     const std::string mode = argv[3];
@@ -132,6 +152,14 @@ int main(int argc, char ** argv) {
         for (const std::string & text : read_tests(argv[2])) {
             for (llama_token id : tokenize(vocab, text, add_special, parse_special)) {
                 printf(" %d", id);
+            }
+            printf("\n");
+        }
+    } else if (mode == "split") {
+        const llm_tokenizer_bpe bpe(*vocab);
+        for (const std::string & text : read_tests(argv[2])) {
+            for (const std::string & word : unicode_regex_split(text, bpe.regex_exprs, false)) {
+                printf(" %zu", word.size());
             }
             printf("\n");
         }

@@ -117,9 +117,11 @@ func (v *Vocab) Decode(ids []int) (string, error) {
 // up spaces (GPT-2, Llama 3, StarCoder and others; not Qwen2 or DeepSeek) has " ?", " !",
 // " .", " ,", " ' " and " 's", " 'm", " 're", " 've" tightened, as llama.cpp does.
 //
-// So Decode(Encode(s)) is s for a byte-level BPE vocabulary without that clean-up and valid
-// UTF-8 s; it is not in general for SentencePiece (a U+2581 in s comes back as a space) or
-// where the clean-up applies.
+// So Decode(Encode(s, false, false)) is s for valid UTF-8 s with a byte-level BPE vocabulary
+// without that clean-up (Qwen2, DeepSeek). With the clean-up, the Pieces still concatenate to
+// s. With SentencePiece it is s for valid UTF-8 s that holds no U+2581 (which comes back as a
+// space) and no special token's text (the text after a special token gets a leading space).
+// Invalid UTF-8 does not come back: byte-level BPE tokenizes U+FFFD in place of each bad byte.
 func (v *Vocab) Detokenize(ids []int, removeSpecial, unparseSpecial bool) (string, error) {
 	for _, id := range ids {
 		if err := v.checkID(id); err != nil {

@@ -137,6 +137,22 @@ func (v *Vocab) partition(st *encodeState, text string, parseSpecial bool) []fra
 
 // encodeBPE appends the tokens of one text fragment of a byte-level BPE vocabulary.
 func (v *Vocab) encodeBPE(st *encodeState, text string, out []int) ([]int, error) {
+	if err := st.pretokenize(v.bpe.stages, text); err != nil {
+		return out, err
+	}
+	lo := 0
+	for _, hi := range st.split.ends {
+		out = v.bpe.word(st, st.norm[st.off[lo]:st.off[hi]], out)
+		lo = hi
+	}
+	return out, nil
+}
+
+// pretokenize decodes text as llama.cpp does and cuts it into words with the stages: the
+// words are st.norm[st.off[a]:st.off[b]] for consecutive ends a, b of st.split.ends (from 0).
+// st.norm is the text re-encoded from its code points, which differs from text only where
+// text is not valid UTF-8.
+func (st *encodeState) pretokenize(stages []stage, text string) error {
 	tab := codepoints()
 	sp := &st.split
 	sp.cp, sp.cls = sp.cp[:0], sp.cls[:0]
@@ -147,19 +163,14 @@ func (v *Vocab) encodeBPE(st *encodeState, text string, out []int) ([]int, error
 		st.off = append(st.off, len(st.norm))
 		var ok bool
 		if st.norm, ok = appendRune(st.norm, c); !ok {
-			return out, fmt.Errorf("%w: byte %d decodes to %#x, past U+10FFFF", ErrText, i-n, c)
+			return fmt.Errorf("%w: byte %d decodes to %#x, past U+10FFFF", ErrText, i-n, c)
 		}
 		sp.cp = append(sp.cp, c)
 		sp.cls = append(sp.cls, tab.class(c))
 	}
 	st.off = append(st.off, len(st.norm))
-	sp.run(v.bpe.stages)
-	lo := 0
-	for _, hi := range sp.ends {
-		out = v.bpe.word(st, st.norm[st.off[lo]:st.off[hi]], out)
-		lo = hi
-	}
-	return out, nil
+	sp.run(stages)
+	return nil
 }
 
 // SentencePiece.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/compresskv/compresskv/examples/llama/gguf"
 )
 
 // sharedDir holds llama.cpp's tokenizer test vocabularies; the tests that need it skip
@@ -17,11 +19,19 @@ const sharedDir = "../../../../shared/vocab"
 // readTests splits a test-tokenizer-0 .inp file into its texts.
 func readTests(t testing.TB, path string) []string {
 	t.Helper()
-	raw, err := os.ReadFile(path)
+	tests, err := readTestsFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return splitTests(string(raw))
+	return tests
+}
+
+func readTestsFile(path string) ([]string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return splitTests(string(raw)), nil
 }
 
 func splitTests(raw string) []string {
@@ -80,9 +90,14 @@ func sharedMetadata(t testing.TB, name string) Map {
 	if md, ok := sharedCache.Load(name); ok {
 		return md.(Map)
 	}
-	md, err := readGGUFMetadata(path)
+	f, err := gguf.Open(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	defer f.Close()
+	md := Map{}
+	for _, kv := range f.KV {
+		md[kv.Key] = kv.Value.Any()
 	}
 	sharedCache.Store(name, md)
 	return md
