@@ -12,24 +12,22 @@
 // (ties to the lower id) of the logits step S reads: step 0 reads the
 // prompt's last logits, step S > 0 the logits after decoding step S-1's
 // token; top5 lists those logits' five largest, value descending then id
-// ascending.
+// ascending. It only parses flags; llama.WriteLogits runs the model.
 //
 //	go run ./examples/logits -model M.gguf -prompt "Once upon a time" -steps 12
 //
-// The cache stores float16 by default, as llama.cpp's does, and attention
-// is computed as llama.cpp computes it (llama.Session.LikeLlamaCpp) unless
-// -backend asks for the CPU backend's float32 attention.
+// The cache stores float16 by default, as llama.cpp's does, and the model
+// computes as llama.cpp does (llama.Session.LikeLlamaCpp) unless -backend
+// asks for the CPU backend's faster float32 attention.
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
 	"os"
-	"slices"
 
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/kvcache"
@@ -87,68 +85,5 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Close()
-	ids, err := v.Encode(text, *bos, true)
-	if err != nil {
-		return err
-	}
-	if len(ids) == 0 {
-		return errors.New("logits: the prompt has no tokens")
-	}
-	cache, err := m.NewCache(dt)
-	if err != nil {
-		return err
-	}
-	s, err := m.NewSession(cache, nil)
-	if err != nil {
-		return err
-	}
-	s.LikeLlamaCpp = !*backend
-	w := bufio.NewWriter(stdout)
-	fmt.Fprint(w, "prompt_ids")
-	for _, id := range ids {
-		fmt.Fprintf(w, " %d", id)
-	}
-	fmt.Fprintln(w)
-	logits, _, err := s.Prefill(ids, *chunk)
-	if err != nil {
-		return err
-	}
-	fmt.Fprint(w, "last_logits")
-	for _, x := range logits {
-		fmt.Fprintf(w, " %.6g", float64(x))
-	}
-	fmt.Fprintln(w)
-	for step := 0; step < *steps; step++ {
-		next := llama.Argmax(logits)
-		fmt.Fprintf(w, "step %d id %d top5", step, next)
-		for _, i := range top(logits, 5) {
-			fmt.Fprintf(w, " %d:%.6g", i, float64(logits[i]))
-		}
-		fmt.Fprintln(w)
-		if step+1 < *steps {
-			if logits, err = s.Forward([]int{next}); err != nil {
-				return err
-			}
-		}
-	}
-	return w.Flush()
-}
-
-// top returns the indices of the k largest logits, value descending, then
-// index ascending.
-func top(logits []float32, k int) []int {
-	idx := make([]int, len(logits))
-	for i := range idx {
-		idx[i] = i
-	}
-	slices.SortStableFunc(idx, func(a, b int) int {
-		switch {
-		case logits[a] > logits[b]:
-			return -1
-		case logits[a] < logits[b]:
-			return 1
-		}
-		return a - b
-	})
-	return idx[:min(k, len(idx))]
+	return llama.WriteLogits(stdout, m, v, text, llama.LogitsOptions{Steps: *steps, NoBOS: !*bos, Cache: dt, Chunk: *chunk, Backend: *backend})
 }

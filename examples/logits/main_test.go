@@ -159,19 +159,6 @@ func TestFormat(t *testing.T) {
 	}
 }
 
-func TestTop(t *testing.T) {
-	logits := []float32{1, 3, 2, 3, -1, 3, 0}
-	if got := top(logits, 5); !slices.Equal(got, []int{1, 3, 5, 2, 0}) {
-		t.Fatalf("top five %v, want ties to the lower id", got)
-	}
-	if got := top(logits[:2], 5); !slices.Equal(got, []int{1, 0}) {
-		t.Fatalf("top of two %v", got)
-	}
-	if llama.Argmax(logits) != 1 {
-		t.Fatal("argmax does not break ties to the lower id")
-	}
-}
-
 func TestFlags(t *testing.T) {
 	path := convertedRepoModel(t)
 	if err := run([]string{"-h"}, io.Discard, io.Discard); !errors.Is(err, flag.ErrHelp) {
