@@ -24,10 +24,10 @@ func TestAttendLikeGGML(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Append(0, normal(r, L*G*d, 1), normal(r, L*G*d, 1)); err != nil {
+		if err := c.Append(0, reftest.Normal(r, L*G*d, 1), reftest.Normal(r, L*G*d, 1)); err != nil {
 			t.Fatal(err)
 		}
-		q := normal(r, H*d, 1)
+		q := reftest.Normal(r, H*d, 1)
 		for _, hide := range []int{0, 5} {
 			got := make([]float32, H*d)
 			if err := m.attendLikeGGML(c, 0, q, hide, got, &attnScratch{}); err != nil {

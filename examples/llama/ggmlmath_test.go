@@ -67,7 +67,7 @@ func TestSum16AndDot16(t *testing.T) {
 	}
 	r, _ := reftest.Rand(t)
 	for _, n := range []int{16, 64, 100, 131} {
-		a, b := normal(r, n, 1), normal(r, n, 1)
+		a, b := reftest.Normal(r, n, 1), reftest.Normal(r, n, 1)
 		exact, mag := 0.0, 0.0
 		for i := range a {
 			exact += float64(a[i]) * float64(b[i])

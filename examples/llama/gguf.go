@@ -217,7 +217,7 @@ func ggufConfig(f *gguf.File) (Config, error) {
 		}
 		return xs[0]
 	}
-	real := func(name string, def float64) float32 {
+	number := func(name string, def float64) float32 {
 		v, ok := f.Value(key(name))
 		if !ok {
 			return float32(def)
@@ -239,17 +239,19 @@ func ggufConfig(f *gguf.File) (Config, error) {
 	c.Heads = count("attention.head_count", true, 1)
 	c.KVHeads = count("attention.head_count_kv", false, c.Heads)
 	c.SeqLen = count("context_length", true, 1)
-	if n := count("expert_count", false, 0); n > 0 {
-		fail(fmt.Errorf("llama: %s is %d: mixtures of experts are not implemented: %w", key("expert_count"), n, ErrUnsupported))
+	if v, ok := f.Value(key("expert_count")); ok {
+		if n, err := v.Uint(); err != nil || n > 0 {
+			fail(fmt.Errorf("llama: %s is %v: mixtures of experts are not implemented: %w", key("expert_count"), v, ErrUnsupported))
+		}
 	}
 	if _, ok := f.Value(key("attention.layer_norm_rms_epsilon")); !ok {
 		fail(fmt.Errorf("llama: missing metadata key %s: %w", key("attention.layer_norm_rms_epsilon"), ErrFormat))
 	}
-	c.NormEps = real("attention.layer_norm_rms_epsilon", 1e-5)
+	c.NormEps = number("attention.layer_norm_rms_epsilon", 1e-5)
 	if c.NormEps == 0 {
 		c.NormEps = math.SmallestNonzeroFloat32 // zero means the default in Config
 	}
-	c.RopeBase = real("rope.freq_base", 10000)
+	c.RopeBase = number("rope.freq_base", 10000)
 	if c.Dim%c.Heads == 0 {
 		c.HeadSize = c.Dim / c.Heads
 	}
@@ -267,9 +269,9 @@ func ggufConfig(f *gguf.File) (Config, error) {
 			fail(fmt.Errorf("llama: %s: %w: %w", key("rope.scaling.type"), ErrFormat, err))
 		}
 	}
-	factor := real("rope.scaling.factor", 0)
+	factor := number("rope.scaling.factor", 0)
 	if _, ok := f.Value(key("rope.scaling.factor")); !ok {
-		factor = real("rope.scale_linear", 0)
+		factor = number("rope.scale_linear", 0)
 	}
 	switch scaling {
 	case "none":

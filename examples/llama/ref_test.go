@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 
 	"github.com/compresskv/compresskv/examples/llama/quant"
+	"github.com/compresskv/compresskv/internal/reftest"
 )
 
 // synth is a small model with random weights, kept in float32 (the values
@@ -43,17 +44,9 @@ type features struct {
 	typ         quant.Type // of the matrices (F32 when zero)
 }
 
-func normal(r *rand.Rand, n int, sd float64) []float32 {
-	x := make([]float32, n)
-	for i := range x {
-		x[i] = float32(r.NormFloat64() * sd)
-	}
-	return x
-}
-
 // around returns n values near c (norm weights and frequency factors).
 func around(r *rand.Rand, n int, c, sd float64) []float32 {
-	x := normal(r, n, sd)
+	x := reftest.Normal(r, n, sd)
 	for i := range x {
 		x[i] += float32(c)
 	}
@@ -64,14 +57,14 @@ func around(r *rand.Rand, n int, c, sd float64) []float32 {
 // scaled so that activations stay of order one.
 func newSynth(r *rand.Rand, cfg Config, f features) *synth {
 	d, qd, kv, hd, hs := cfg.Dim, cfg.QDim(), cfg.KVDim(), cfg.Hidden, cfg.HeadDim()
-	w := func(rows, cols int) []float32 { return normal(r, rows*cols, 1/math.Sqrt(float64(cols))) }
+	w := func(rows, cols int) []float32 { return reftest.Normal(r, rows*cols, 1/math.Sqrt(float64(cols))) }
 	b := func(on bool, n int) []float32 {
 		if !on {
 			return nil
 		}
-		return normal(r, n, 0.5)
+		return reftest.Normal(r, n, 0.5)
 	}
-	s := &synth{cfg: cfg, emb: normal(r, cfg.Vocab*d, 1), finalNorm: around(r, d, 1, 0.1)}
+	s := &synth{cfg: cfg, emb: reftest.Normal(r, cfg.Vocab*d, 1), finalNorm: around(r, d, 1, 0.1)}
 	for range cfg.Layers {
 		ly := synthLayer{
 			attNorm: around(r, d, 1, 0.1), ffnNorm: around(r, d, 1, 0.1),
@@ -173,7 +166,7 @@ func (s *synth) reference(tokens []int) [][]float64 {
 	n := len(tokens)
 	x := make([][]float64, n)
 	for i, t := range tokens {
-		x[i] = f64(s.emb[t*d : (t+1)*d])
+		x[i] = reftest.F64(s.emb[t*d : (t+1)*d])
 	}
 	for _, ly := range s.layers {
 		q := make([][]float64, n)
@@ -299,14 +292,6 @@ func refLinear(w, b []float32, x []float64) []float64 {
 		out[r] = s
 	}
 	return out
-}
-
-func f64(x []float32) []float64 {
-	y := make([]float64, len(x))
-	for i, v := range x {
-		y[i] = float64(v)
-	}
-	return y
 }
 
 // deviation returns max |got - want| over want's standard deviation: the
