@@ -79,21 +79,9 @@ func OpenGGUF(path string) (*Model, *vocab.Vocab, error) {
 	return m, v, nil
 }
 
-// GGUFVocab returns the tokenizer that the metadata of f describes.
-func GGUFVocab(f *gguf.File) (*vocab.Vocab, error) {
-	return vocab.FromMetadata(ggufMetadata{f})
-}
-
-// ggufMetadata is a GGUF file's metadata as package vocab reads it.
-type ggufMetadata struct{ f *gguf.File }
-
-func (m ggufMetadata) Lookup(key string) (any, bool) {
-	v, ok := m.f.Value(key)
-	if !ok {
-		return nil, false
-	}
-	return v.Any(), true
-}
+// GGUFVocab returns the tokenizer that the metadata of f describes
+// (vocab.FromGGUF).
+func GGUFVocab(f *gguf.File) (*vocab.Vocab, error) { return vocab.FromGGUF(f) }
 
 // FromGGUF returns the model a parsed GGUF file holds: the llama, qwen2 or
 // qwen3 architecture, hyperparameters from the metadata, tensors by

@@ -13,6 +13,9 @@
 //   tokenize VOCAB.gguf - info
 //       the vocabulary's facts: size, special ids, add_bos/add_eos, and every
 //       token whose attributes are not plain NORMAL or that ends generation
+//   tokenize VOCAB.gguf TEXT time REPS
+//       tokenizes the whole file TEXT (add_special 0, parse_special 0) REPS times and prints
+//       the number of tokens and the fastest and median seconds, for speed comparisons
 //   tokenize VOCAB.gguf TESTS.inp split
 //       one line per test: the byte lengths of the words the byte-level BPE
 //       pre-tokenizer cuts the text into, before any merge
@@ -29,6 +32,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -109,7 +114,7 @@ static void print_hex(const std::string & s) {
 
 int main(int argc, char ** argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s VOCAB.gguf TESTS.inp ids ADD_SPECIAL PARSE_SPECIAL | detok | split | info\n", argv[0]);
+        fprintf(stderr, "usage: %s VOCAB.gguf TESTS.inp ids ADD_SPECIAL PARSE_SPECIAL | detok | split | time REPS | info\n", argv[0]);
         return 2;
     }
     const std::string mode = argv[3];
@@ -155,6 +160,19 @@ int main(int argc, char ** argv) {
             }
             printf("\n");
         }
+    } else if (mode == "time") {
+        std::ifstream in(argv[2], std::ios::binary);
+        const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const int reps = argc > 4 ? atoi(argv[4]) : 5;
+        std::vector<double> secs;
+        size_t n = 0;
+        for (int r = 0; r < reps; r++) {
+            const auto t0 = std::chrono::steady_clock::now();
+            n = tokenize(vocab, text, false, false).size();
+            secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        std::sort(secs.begin(), secs.end());
+        printf("bytes %zu tokens %zu min_s %.6f median_s %.6f\n", text.size(), n, secs[0], secs[secs.size() / 2]);
     } else if (mode == "split") {
         const llm_tokenizer_bpe bpe(*vocab);
         for (const std::string & text : read_tests(argv[2])) {

@@ -120,7 +120,9 @@ func (v *Vocab) Decode(ids []int) (string, error) {
 // So Decode(Encode(s, false, false)) is s for valid UTF-8 s with a byte-level BPE vocabulary
 // without that clean-up (Qwen2, DeepSeek). With the clean-up, the Pieces still concatenate to
 // s. With SentencePiece it is s for valid UTF-8 s that holds no U+2581 (which comes back as a
-// space) and no special token's text (the text after a special token gets a leading space).
+// space) and no special token's text (the text after a special token gets a leading space);
+// with a BOS in front (Encode(s, true, ...)) the text comes back with a leading space, BOS
+// removed or not, as from llama.cpp.
 // Invalid UTF-8 does not come back: byte-level BPE tokenizes U+FFFD in place of each bad byte.
 func (v *Vocab) Detokenize(ids []int, removeSpecial, unparseSpecial bool) (string, error) {
 	for _, id := range ids {

@@ -23,6 +23,10 @@ type encodeState struct {
 	heap             bigramHeap
 	spmSyms          []spmSym
 	spmHeap          spmHeap
+	spmStarts        []int32
+	useCache         bool
+	cache            map[string]span // word -> its tokens in arena, for one Encode call
+	arena            []int
 	buf              []byte
 }
 
@@ -38,10 +42,18 @@ var statePool = sync.Pool{New: func() any { return new(encodeState) }}
 // The cost is linear in the text with a log factor per merge, plus one substring search of the
 // text per special token. The error wraps ErrText when llama.cpp would abort: a byte-level BPE
 // text holding a 4-byte sequence above U+10FFFF, a byte no SentencePiece token covers, or a
-// BOS/EOS the vocabulary lacks.
+// BOS/EOS the vocabulary lacks; and for a text of 2 GiB or more.
 func (v *Vocab) Encode(text string, addSpecial, parseSpecial bool) ([]int, error) {
+	if len(text) > maxText {
+		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrText, len(text), maxText)
+	}
 	st := statePool.Get().(*encodeState)
-	defer statePool.Put(st)
+	st.useCache = len(text) >= cacheMin
+	defer func() {
+		clear(st.cache)
+		st.arena = st.arena[:0]
+		statePool.Put(st)
+	}()
 
 	out := make([]int, 0, len(text)/3+2)
 	if addSpecial && v.addBOS {
@@ -76,6 +88,9 @@ func (v *Vocab) Encode(text string, addSpecial, parseSpecial bool) ([]int, error
 	}
 	return out, nil
 }
+
+// maxText bounds a text so that positions fit the int32 fields of the merge state.
+const maxText = 1<<31 - 16
 
 // partition matches special tokens in text, longest first, as tokenizer_st_partition does.
 // Control and unknown tokens are matched only with parseSpecial.
@@ -142,10 +157,46 @@ func (v *Vocab) encodeBPE(st *encodeState, text string, out []int) ([]int, error
 	}
 	lo := 0
 	for _, hi := range st.split.ends {
-		out = v.bpe.word(st, st.norm[st.off[lo]:st.off[hi]], out)
+		w := st.norm[st.off[lo]:st.off[hi]]
 		lo = hi
+		if st.cached(w, &out) {
+			continue
+		}
+		n := len(out)
+		out = v.bpe.word(st, w, out)
+		st.remember(w, out[n:])
 	}
 	return out, nil
+}
+
+// cacheMin is the text length from which Encode remembers the tokens of each distinct word
+// for the rest of the call: long texts repeat their words, and a word's tokens depend on the
+// word alone.
+var cacheMin = 1024 // a variable so that tests can turn the cache off
+
+type span struct{ start, n int32 }
+
+// cached appends the remembered tokens of word w to *out.
+func (st *encodeState) cached(w []byte, out *[]int) bool {
+	if !st.useCache {
+		return false
+	}
+	sp, ok := st.cache[string(w)]
+	if ok {
+		*out = append(*out, st.arena[sp.start:sp.start+sp.n]...)
+	}
+	return ok
+}
+
+func (st *encodeState) remember(w []byte, ids []int) {
+	if !st.useCache {
+		return
+	}
+	if st.cache == nil {
+		st.cache = make(map[string]span)
+	}
+	st.cache[string(w)] = span{int32(len(st.arena)), int32(len(ids))}
+	st.arena = append(st.arena, ids...)
 }
 
 // pretokenize decodes text as llama.cpp does and cuts it into words with the stages: the
@@ -266,15 +317,29 @@ func (v *Vocab) encodeSPM(st *encodeState, text string, frags []fragment, out []
 }
 
 // spmPiece merges the characters of one escaped fragment by token score.
+//
+// llama.cpp runs one queue of candidate merges over the whole fragment. Where no token holds
+// an escaped space after anything but another escaped space (v.spmWords, true of SentencePiece
+// vocabularies in practice), no merge can reach across the start of a word, so each word is
+// merged on its own: the same merges in the same relative order, with small queues.
 func (v *Vocab) spmPiece(st *encodeState, text []byte, out []int) ([]int, error) {
 	if len(text) == 0 {
 		return out, nil
 	}
 	syms := st.spmSyms[:0]
+	starts := st.spmStarts[:0]
 	for off := 0; off < len(text); {
 		n := min(seqLen(text[off]), len(text)-off)
 		i := int32(len(syms))
-		syms = append(syms, spmSym{start: int32(off), n: int32(n), prev: i - 1, next: i + 1})
+		sym := spmSym{start: int32(off), n: int32(n), prev: i - 1, next: i + 1}
+		if i == 0 || (v.spmWords && isEscape(text, off) && !(off >= 3 && isEscape(text, off-3))) {
+			starts = append(starts, i)
+			sym.prev = -1
+			if i > 0 {
+				syms[i-1].next = -1
+			}
+		}
+		syms = append(syms, sym)
 		off += n
 	}
 	syms[len(syms)-1].next = -1
@@ -290,40 +355,75 @@ func (v *Vocab) spmPiece(st *encodeState, text []byte, out []int) ([]int, error)
 		}
 		h.push(spmBigram{score: v.scores[id], left: l, right: r, size: int32(len(s))})
 	}
-	for i := int32(1); i < int32(len(syms)); i++ {
-		try(i-1, i)
-	}
-	for len(h) > 0 {
-		bg := h.pop()
-		l, r := &syms[bg.left], &syms[bg.right]
-		if l.n == 0 || r.n == 0 || l.n+r.n != bg.size {
+	for k, a := range starts {
+		end := int32(len(syms))
+		if k+1 < len(starts) {
+			end = starts[k+1]
+		}
+		word := text[syms[a].start:]
+		if end < int32(len(syms)) {
+			word = text[syms[a].start:syms[end].start]
+		}
+		if st.cached(word, &out) {
 			continue
 		}
-		l.n += r.n
-		r.n = 0
-		l.next = r.next
-		if l.next >= 0 {
-			syms[l.next].prev = bg.left
+		n := len(out)
+		h = h[:0]
+		for i := a + 1; i < end; i++ {
+			try(i-1, i)
 		}
-		try(l.prev, bg.left)
-		try(bg.left, l.next)
-	}
-	for i := int32(0); i != -1; i = syms[i].next {
-		s := text[syms[i].start : syms[i].start+syms[i].n]
-		if id, ok := v.ids[string(s)]; ok {
-			out = append(out, int(id))
-			continue
-		}
-		for _, b := range s {
-			id, err := v.byteToken(b)
-			if err != nil {
-				return nil, err
+		for len(h) > 0 {
+			bg := h.pop()
+			l, r := &syms[bg.left], &syms[bg.right]
+			if l.n == 0 || r.n == 0 || l.n+r.n != bg.size {
+				continue
 			}
-			out = append(out, id)
+			l.n += r.n
+			r.n = 0
+			l.next = r.next
+			if l.next >= 0 {
+				syms[l.next].prev = bg.left
+			}
+			try(l.prev, bg.left)
+			try(bg.left, l.next)
+		}
+		for i := a; i != -1; i = syms[i].next {
+			s := text[syms[i].start : syms[i].start+syms[i].n]
+			if id, ok := v.ids[string(s)]; ok {
+				out = append(out, int(id))
+				continue
+			}
+			for _, b := range s {
+				id, err := v.byteToken(b)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, id)
+			}
+		}
+		if v.spmWords {
+			st.remember(word, out[n:])
 		}
 	}
-	st.spmSyms, st.spmHeap = syms, h
+	st.spmSyms, st.spmHeap, st.spmStarts = syms, h, starts
 	return out, nil
+}
+
+func isEscape(text []byte, off int) bool {
+	return off+3 <= len(text) && string(text[off:off+3]) == spaceEscape
+}
+
+// spmWordsIndependent reports whether every escaped space inside a token follows another:
+// then no SentencePiece merge crosses the start of a word.
+func spmWordsIndependent(texts []string) bool {
+	for _, t := range texts {
+		for k := 1; k < len(t); k++ {
+			if strings.HasPrefix(t[k:], spaceEscape) && !(k >= 3 && t[k-3:k] == spaceEscape) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // byteToken is the SentencePiece byte-fallback token of b: <0xXX>, else the one-byte token.

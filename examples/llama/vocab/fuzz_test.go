@@ -39,6 +39,7 @@ func fuzzSeeds(f *testing.F) {
 	f.Add("Hello, world! 123 I'm here.\n\n  x")
 	f.Add("<|im_end|>a<tool>b <s>\xe2\x96\x81c")
 	f.Add("\xff\xc0\xaf\xed\xa0\x80\xf4\x90\x80\x80")
+	f.Add(strings.Repeat("the cat, the hat. ", 80)) // past cacheMin
 	raw, err := readTestsFile(filepath.Join(goldenDir, "extra.inp"))
 	if err == nil {
 		for _, s := range raw {
@@ -65,6 +66,11 @@ func FuzzEncode(f *testing.F) {
 		bpe[pre] = byteLevelVocab(f, pre)
 	}
 	spm := mustVocab(f, spmMetadata())
+	spmWhole := *spm // the reference: one merge queue over the whole text, as llama.cpp
+	spmWhole.spmWords = false
+	if !spm.spmWords {
+		f.Fatal("the test vocabulary should let words merge independently")
+	}
 	f.Fuzz(func(t *testing.T, s string) {
 		for pre, v := range bpe {
 			for _, special := range []bool{false, true} {
@@ -105,6 +111,9 @@ func FuzzEncode(f *testing.F) {
 		ids, err := spm.Encode(s, false, false)
 		if err != nil {
 			t.Fatalf("spm %q: %v", s, err)
+		}
+		if ref, _ := spmWhole.Encode(s, false, false); !slices.Equal(ids, ref) {
+			t.Fatalf("spm %q: word by word %v, whole text %v", s, ids, ref)
 		}
 		if !utf8.ValidString(s) || strings.Contains(s, spaceEscape) || strings.Contains(s, "<tool>") {
 			return

@@ -168,6 +168,9 @@ func FromMetadata(md Metadata) (*Vocab, error) {
 	if err := v.loadTokens(md); err != nil {
 		return nil, err
 	}
+	if model == ModelSPM {
+		v.spmWords = spmWordsIndependent(v.texts)
+	}
 	if model == ModelBPE {
 		merges, ok, err := getStrings(md, KeyMerges)
 		if err != nil {

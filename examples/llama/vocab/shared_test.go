@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -153,6 +154,64 @@ func TestSharedVocabularies(t *testing.T) {
 			want := readOut(t, base+".out")
 			ok := compareLines(t, v, tests, want, false, false)
 			t.Logf("%s: %d/%d lines match llama.cpp", name, ok, len(tests))
+		})
+	}
+}
+
+// TestSPMWords checks that Llama 2's vocabulary lets words merge independently and that doing
+// so gives the same tokens as one queue over the whole text, on the test texts and on prose.
+func TestSPMWords(t *testing.T) {
+	v := sharedVocab(t, "llama-spm", nil)
+	if !v.spmWords {
+		t.Fatal("Llama 2's vocabulary: words not independent")
+	}
+	whole := *v
+	whole.spmWords = false
+	texts := readTests(t, filepath.Join(goldenDir, "extra.inp"))
+	texts = append(texts, readTests(t, filepath.Join(sharedDir, "ggml-vocab-llama-spm.gguf.inp"))...)
+	prose, err := os.ReadFile("../../../testdata/haystack/calib.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts = append(texts, string(prose[:20000]))
+	for _, s := range texts {
+		for _, special := range []bool{false, true} {
+			a, err1 := v.Encode(s, special, special)
+			b, err2 := whole.Encode(s, special, special)
+			if err1 != nil || err2 != nil || !slices.Equal(a, b) {
+				t.Fatalf("%q: word by word %v (%v), whole %v (%v)", s, a, err1, b, err2)
+			}
+		}
+	}
+}
+
+// longText is the test texts joined, with English prose: long enough for Encode's word cache.
+func longText(t testing.TB) string {
+	texts := readTests(t, filepath.Join(goldenDir, "extra.inp"))
+	prose, err := os.ReadFile("../../../testdata/haystack/heldout.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(texts, " ") + string(prose[:30000])
+}
+
+// TestWordCache checks that remembering the tokens of repeated words within a long text
+// changes nothing, for every golden vocabulary.
+func TestWordCache(t *testing.T) {
+	text := longText(t)
+	for _, name := range goldenNames() {
+		t.Run(name, func(t *testing.T) {
+			v := goldenVocab(t, name)
+			for _, special := range []bool{false, true} {
+				with, err1 := v.Encode(text, special, special)
+				old := cacheMin
+				cacheMin = 1 << 62
+				without, err2 := v.Encode(text, special, special)
+				cacheMin = old
+				if err1 != nil || err2 != nil || !slices.Equal(with, without) {
+					t.Fatalf("special=%v: with the cache %d tokens (%v), without %d (%v)", special, len(with), err1, len(without), err2)
+				}
+			}
 		})
 	}
 }

@@ -84,7 +84,8 @@ type Vocab struct {
 	addBOS, addEOS, addSpacePrefix, cleanSpaces bool
 	specials                                    []int32 // control, user-defined and unknown tokens, longest text first
 
-	bpe *bpeModel // byte-level BPE state, nil for SentencePiece
+	bpe      *bpeModel // byte-level BPE state, nil for SentencePiece
+	spmWords bool      // SentencePiece words merge independently (see spmPiece)
 }
 
 // Size is the number of tokens.

@@ -449,3 +449,20 @@ func TestPreTokenizers(t *testing.T) {
 		}
 	}
 }
+
+// TestSPMLeadingSpace pins the SentencePiece leading space through a BOS, as llama.cpp
+// detokenizes (llama_detokenize hands the removal of the space to the first token, which
+// is the BOS when there is one).
+func TestSPMLeadingSpace(t *testing.T) {
+	v := mustVocab(t, spmMetadata())
+	ids, _ := v.Encode("hello", true, false)
+	for _, remove := range []bool{false, true} {
+		if got, _ := v.Detokenize(ids, remove, false); got != " hello" {
+			t.Errorf("removeSpecial %v: %q", remove, got)
+		}
+	}
+	ids, _ = v.Encode("hello", false, false)
+	if got, _ := v.Decode(ids); got != "hello" {
+		t.Errorf("without BOS: %q", got)
+	}
+}
