@@ -5,6 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/compresskv/compresskv/examples/llama/gguf"
@@ -164,5 +169,81 @@ func TestFullSizeShapes(t *testing.T) {
 		if len(ts) != c.tensors || n != c.params {
 			t.Errorf("%s: %d tensors, %d parameters; want %d, %d", c.name, len(ts), n, c.tensors, c.params)
 		}
+	}
+}
+
+// The Go twin writes the full-size Qwen2.5-0.5B-shaped Q4_K_M model as
+// gen.py does (testdata/gguf/qwen2.5-0.5b-q4_k_m.sums): 364 MB generated in
+// memory, so not with -short.
+func TestFullSizeMatchesGenPy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("364 MB model")
+	}
+	dir, ok := GoldenDir()
+	if !ok {
+		t.Skip("no repository root")
+	}
+	f, err := os.Open(filepath.Join(dir, "qwen2.5-0.5b-q4_k_m.sums"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := ParseGolden(io.MultiReader(strings.NewReader("# model qwen2.5-0.5b-q4_k_m\n"), f,
+		strings.NewReader("prompt_ids\nlast_logits\n")))
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Lookup(g.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := s.Tensors(s.Family.VocabSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != len(g.Tensors) {
+		t.Fatalf("%d tensors, gen.py wrote %d", len(ts), len(g.Tensors))
+	}
+	for i, tt := range ts {
+		sum := sha256.Sum256(tt.Data)
+		if w := g.Tensors[i]; tt.Name != w.Name || tt.Type.String() != w.Type || hex.EncodeToString(sum[:]) != w.SHA256 {
+			t.Errorf("tensor %d: %s %v %x, gen.py %s %s %s", i, tt.Name, tt.Type, sum[:6], w.Name, w.Type, w.SHA256[:12])
+		}
+	}
+	vocab, ok := VocabDir()
+	if !ok {
+		return
+	}
+	h := sha256.New()
+	if _, err := s.WriteTo(h, vocab); err != nil {
+		t.Fatal(err)
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); sum != g.FileSHA256 {
+		t.Errorf("file sha256 %s, gen.py %s", sum, g.FileSHA256)
+	}
+}
+
+var (
+	writeModel = flag.String("write", "", "write the named random models (comma-separated) with TestWriteModels")
+	writeDir   = flag.String("out", ".", "folder for -write")
+)
+
+// TestWriteModels writes models on request, the Go twin of gen.py's command:
+//
+//	go test ./examples/llama/internal/randmodel -run TestWriteModels -write llama3.2-1b-q8_0 -out /tmp
+func TestWriteModels(t *testing.T) {
+	if *writeModel == "" {
+		t.Skip("no -write")
+	}
+	vocab, ok := VocabDir()
+	if !ok {
+		t.Fatal("no ../shared/vocab")
+	}
+	for _, name := range strings.Split(*writeModel, ",") {
+		path, err := WriteFile(name, vocab, *writeDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Log("wrote", path)
 	}
 }
