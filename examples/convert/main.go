@@ -2,7 +2,8 @@
 // file of the llama architecture (float32 weights, a SentencePiece-style
 // vocabulary), which the runner's GGUF path and llama.cpp run to the same
 // logits as the checkpoint. It only parses flags; the conversion is
-// llama.Model.WriteGGUF.
+// llama.Model.WriteGGUF. Like the other examples it runs from any
+// directory: relative paths are also looked for under the repository.
 //
 //	go run ./examples/convert                                   # the project's model -> out/retrieval.gguf
 //	go run ./examples/convert -model ../shared/models/stories260K/stories260K.bin \
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/llama"
 )
 
@@ -53,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if *out == "" {
 		*out = filepath.Join("out", base+".gguf")
 	}
-	m, tok, err := llama.Open(*model, *tokPath)
+	m, tok, err := llama.Open(cli.Path(*model), cli.Path(*tokPath))
 	if err != nil {
 		return err
 	}
