@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 
 	"github.com/compresskv/compresskv/examples/llama/gguf"
@@ -132,8 +133,6 @@ func FromGGUF(f *gguf.File) (*Model, error) {
 			bk:      ld.vector(p+"attn_k.bias", kv, false),
 			bv:      ld.vector(p+"attn_v.bias", kv, false),
 			bo:      ld.vector(p+"attn_output.bias", d, false),
-			qNorm:   ld.vector(p+"attn_q_norm.weight", hs, qwen3),
-			kNorm:   ld.vector(p+"attn_k_norm.weight", hs, qwen3),
 			ffnNorm: ld.vector(p+"ffn_norm.weight", d, true),
 			gate:    ld.matrix(p+"ffn_gate.weight", hd, d, true),
 			up:      ld.matrix(p+"ffn_up.weight", hd, d, true),
@@ -142,8 +141,9 @@ func FromGGUF(f *gguf.File) (*Model, error) {
 			bUp:     ld.vector(p+"ffn_up.bias", hd, false),
 			bDown:   ld.vector(p+"ffn_down.bias", d, false),
 		}
-		if !qwen3 {
-			m.layers[l].qNorm, m.layers[l].kNorm = nil, nil
+		if qwen3 {
+			m.layers[l].qNorm = ld.vector(p+"attn_q_norm.weight", hs, true)
+			m.layers[l].kNorm = ld.vector(p+"attn_k_norm.weight", hs, true)
 		}
 	}
 	if ld.err != nil {
@@ -310,15 +310,9 @@ func (ld *loader) tensor(name string, dims []int, required bool) (gguf.Tensor, b
 		}
 		return gguf.Tensor{}, false
 	}
-	if len(t.Dims) != len(dims) {
+	if !slices.Equal(t.Dims, dims) {
 		ld.err = &TensorError{Name: name, Msg: fmt.Sprintf("dimensions %v, want %v", t.Dims, dims), Err: ErrFormat}
 		return gguf.Tensor{}, false
-	}
-	for i := range dims {
-		if t.Dims[i] != dims[i] {
-			ld.err = &TensorError{Name: name, Msg: fmt.Sprintf("dimensions %v, want %v", t.Dims, dims), Err: ErrFormat}
-			return gguf.Tensor{}, false
-		}
 	}
 	return t, true
 }
