@@ -1,13 +1,14 @@
-package compresskv
+package calibrate
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/compresskv/compresskv/compresskv"
 )
 
 // Tokenizer is the seam between probe builders and a model's vocabulary:
@@ -23,8 +24,21 @@ type Tokenizer interface {
 	Decode(ids []int) string
 }
 
+// ChatTokenizer is a Tokenizer of an instruction-tuned model that reads its
+// prompts through a chat template. The needle builders ask such a model as
+// a user would: the haystack and the question make one user turn, and the
+// assistant's turn opens with the answer's start (the needle template's
+// Prefix), which the model continues with the value.
+type ChatTokenizer interface {
+	Tokenizer
+	// EncodeChat returns the ids of a conversation of one user turn, user,
+	// then the opening of the assistant's turn followed by lead, with the
+	// beginning-of-sequence token first if the model uses one.
+	EncodeChat(user, lead string) []int
+}
+
 // Probe is one retrieval probe: a prompt holding a fact, and the answer the
-// model must produce next by copying the fact from the prompt. Calibration
+// model must produce next by copying the fact from the prompt. Config
 // decodes it greedily with the full cache and counts it only if the answer
 // comes out right.
 type Probe struct {
@@ -57,16 +71,16 @@ func (p *Probe) maxTokens() int {
 
 func (p *Probe) validate() error {
 	if len(p.Prompt) == 0 {
-		return errors.New("empty prompt")
+		return fmt.Errorf("empty prompt: %w", compresskv.ErrConfig)
 	}
 	if p.AnswerStart < 0 || p.AnswerEnd <= p.AnswerStart || p.AnswerEnd > len(p.Prompt) {
-		return fmt.Errorf("answer span [%d, %d) is not a non-empty range inside the prompt of %d tokens", p.AnswerStart, p.AnswerEnd, len(p.Prompt))
+		return fmt.Errorf("answer span [%d, %d) is not a non-empty range inside the prompt of %d tokens: %w", p.AnswerStart, p.AnswerEnd, len(p.Prompt), compresskv.ErrConfig)
 	}
 	if strings.TrimSpace(p.Answer) == "" {
-		return errors.New("empty answer")
+		return fmt.Errorf("empty answer: %w", compresskv.ErrConfig)
 	}
 	if p.MaxTokens < 0 {
-		return fmt.Errorf("MaxTokens %d is negative", p.MaxTokens)
+		return fmt.Errorf("MaxTokens %d is negative: %w", p.MaxTokens, compresskv.ErrConfig)
 	}
 	return nil
 }
@@ -78,20 +92,20 @@ func (p *Probe) validate() error {
 // model copies); it is an error if prompt does not contain answer.
 func NewProbe(tok Tokenizer, prompt, answer string) (Probe, error) {
 	if tok == nil {
-		return Probe{}, errors.New("compresskv: probe: nil tokenizer")
+		return Probe{}, fmt.Errorf("calibrate: probe: nil tokenizer: %w", compresskv.ErrConfig)
 	}
 	a := strings.TrimSpace(answer)
 	if a == "" {
-		return Probe{}, errors.New("compresskv: probe: empty answer")
+		return Probe{}, fmt.Errorf("calibrate: probe: empty answer: %w", compresskv.ErrConfig)
 	}
 	at := strings.LastIndex(prompt, a)
 	if at < 0 {
-		return Probe{}, fmt.Errorf("compresskv: probe: the prompt does not contain the answer %q, so the model cannot copy it", a)
+		return Probe{}, fmt.Errorf("calibrate: probe: the prompt does not contain the answer %q, so the model cannot copy it: %w", a, compresskv.ErrConfig)
 	}
 	ids := tok.Encode(prompt)
 	s, e, err := tokenSpan(tok, ids, prompt, a, at)
 	if err != nil {
-		return Probe{}, fmt.Errorf("compresskv: probe: %w", err)
+		return Probe{}, fmt.Errorf("calibrate: probe: %w", err)
 	}
 	return Probe{Prompt: ids, AnswerStart: s, AnswerEnd: e, Answer: a}, nil
 }
@@ -101,7 +115,7 @@ func NewProbe(tok Tokenizer, prompt, answer string) (Probe, error) {
 // decodings, so it costs O(log n) decodes.
 func tokenSpan(tok Tokenizer, ids []int, text, answer string, at int) (int, int, error) {
 	if len(ids) == 0 {
-		return 0, 0, errors.New("the tokenizer encoded the prompt as no tokens")
+		return 0, 0, fmt.Errorf("the tokenizer encoded the prompt as no tokens: %w", compresskv.ErrConfig)
 	}
 	dec := tok.Decode(ids)
 	if dec != text {
@@ -112,7 +126,7 @@ func tokenSpan(tok Tokenizer, ids []int, text, answer string, at int) (int, int,
 		for i := 0; ; i++ {
 			j := strings.Index(dec[off:], answer)
 			if j < 0 {
-				return 0, 0, fmt.Errorf("the decoded prompt does not hold occurrence %d of %q; the tokenizer does not round-trip the text", k+1, answer)
+				return 0, 0, fmt.Errorf("the decoded prompt does not hold occurrence %d of %q; the tokenizer does not round-trip the text: %w", k+1, answer, compresskv.ErrConfig)
 			}
 			if i == k {
 				at = off + j
@@ -146,7 +160,7 @@ func tokenSpan(tok Tokenizer, ids []int, text, answer string, at int) (int, int,
 	}
 	e := lo
 	if prefix(e) < end || prefix(s) > at {
-		return 0, 0, fmt.Errorf("no tokens cover %q at byte %d; decoding a prefix of the ids is not a prefix of the text", answer, at)
+		return 0, 0, fmt.Errorf("no tokens cover %q at byte %d; decoding a prefix of the ids is not a prefix of the text: %w", answer, at, compresskv.ErrConfig)
 	}
 	return s, e, nil
 }
@@ -235,10 +249,10 @@ func (n Needle) Ask() string {
 // arguments give the same needles.
 func Needles(templates []NeedleTemplate, keys []string, count, digits int, seed uint64) ([]Needle, error) {
 	if len(templates) == 0 || len(keys) == 0 {
-		return nil, errors.New("compresskv: needles: no templates or no keys")
+		return nil, fmt.Errorf("calibrate: needles: no templates or no keys: %w", compresskv.ErrConfig)
 	}
 	if count < 0 || digits < 1 {
-		return nil, fmt.Errorf("compresskv: needles: %d needles of %d digits", count, digits)
+		return nil, fmt.Errorf("calibrate: needles: %d needles of %d digits: %w", count, digits, compresskv.ErrConfig)
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x6e65))
 	perm := rng.Perm(len(keys))
@@ -261,19 +275,28 @@ func Needles(templates []NeedleTemplate, keys []string, count, digits int, seed 
 // the value's tokens inside the needle.
 func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n Needle) (Probe, error) {
 	if tok == nil {
-		return Probe{}, errors.New("compresskv: needle: nil tokenizer")
+		return Probe{}, fmt.Errorf("calibrate: needle: nil tokenizer: %w", compresskv.ErrConfig)
 	}
 	if hay == "" {
-		return Probe{}, errors.New("compresskv: needle: empty haystack")
+		return Probe{}, fmt.Errorf("calibrate: needle: empty haystack: %w", compresskv.ErrConfig)
 	}
 	if depth < 0 || depth > 1 || math.IsNaN(depth) {
-		return Probe{}, fmt.Errorf("compresskv: needle: depth %v outside [0, 1]", depth)
+		return Probe{}, fmt.Errorf("calibrate: needle: depth %v outside [0, 1]: %w", depth, compresskv.ErrConfig)
 	}
 	if n.Value == "" || !strings.Contains(n.Template.Needle, "{n}") {
-		return Probe{}, fmt.Errorf("compresskv: needle: %q holds no value", n.Sentence())
+		return Probe{}, fmt.Errorf("calibrate: needle: %q holds no value: %w", n.Sentence(), compresskv.ErrConfig)
 	}
 	needle := " " + n.Sentence() + " "
-	ask := n.Ask()
+	// The prompt is context + question + lead: one text for a plain model,
+	// the user's turn (context and question) and the start of the
+	// assistant's (lead) for a chat model.
+	question, lead := "\n"+n.fill(n.Template.Question), n.fill(n.Template.Prefix)
+	encode := func(context string) []int {
+		if ct, ok := tok.(ChatTokenizer); ok {
+			return ct.EncodeChat(context+question, lead)
+		}
+		return tok.Encode(context + question + " " + lead)
+	}
 	build := func(room int) (string, int) {
 		var sb strings.Builder
 		for i := start % len(hay); sb.Len() < room; i = 0 {
@@ -284,14 +307,14 @@ func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n 
 		if sp := strings.LastIndexByte(h[:cut], ' '); sp >= 0 && depth < 1 {
 			cut = sp + 1
 		}
-		return h[:cut] + needle + h[cut:] + ask, cut
+		return h[:cut] + needle + h[cut:], cut
 	}
 	// Fit the haystack to the length: start from the tokens the fixed text
 	// takes and scale by the haystack's bytes per token, then correct.
-	fixed := len(tok.Encode(needle + ask))
+	fixed := len(encode(needle))
 	room := length - fixed
 	if room < 16 {
-		return Probe{}, fmt.Errorf("compresskv: needle: %d tokens leave no room for a haystack around %q (it takes %d)", length, n.Sentence(), fixed)
+		return Probe{}, fmt.Errorf("calibrate: needle: %d tokens leave no room for a haystack around %q (it takes %d): %w", length, n.Sentence(), fixed, compresskv.ErrConfig)
 	}
 	sample := hay[:min(len(hay), 4*room)]
 	ratio := float64(len(sample)) / float64(max(1, len(tok.Encode(sample))))
@@ -299,7 +322,7 @@ func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n 
 	best, bestIDs, bestCut := -1, []int(nil), 0
 	for iter := 0; iter < 12 && chars >= 16; iter++ {
 		text, cut := build(chars)
-		ids := tok.Encode(text)
+		ids := encode(text)
 		if len(ids) <= length && len(ids) > len(bestIDs) {
 			best, bestIDs, bestCut = chars, ids, cut
 		}
@@ -316,13 +339,13 @@ func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n 
 		chars += step
 	}
 	if best < 0 {
-		return Probe{}, fmt.Errorf("compresskv: needle: cannot fit a haystack into %d tokens", length)
+		return Probe{}, fmt.Errorf("calibrate: needle: cannot fit a haystack into %d tokens: %w", length, compresskv.ErrConfig)
 	}
 	text, _ := build(best)
 	at := bestCut + strings.Index(needle, n.Value)
-	s, e, err := tokenSpan(tok, bestIDs, text, n.Value, at)
+	s, e, err := tokenSpan(tok, bestIDs, text+question+" "+lead, n.Value, at)
 	if err != nil {
-		return Probe{}, fmt.Errorf("compresskv: needle: %w", err)
+		return Probe{}, fmt.Errorf("calibrate: needle: %w", err)
 	}
 	return Probe{Prompt: bestIDs, AnswerStart: s, AnswerEnd: e, Answer: n.Value, Group: fmt.Sprintf("%d tokens", length)}, nil
 }
@@ -352,7 +375,7 @@ func Depths(k int) []float64 {
 // then needles; the i-th probe's haystack starts at byte i*7919 of it.
 func NeedleProbes(tok Tokenizer, g NeedleGrid) ([]Probe, error) {
 	if len(g.Lengths) == 0 || g.Depths < 1 || g.PerCell < 0 {
-		return nil, fmt.Errorf("compresskv: needle grid: %d lengths x %d depths x %d needles", len(g.Lengths), g.Depths, g.PerCell)
+		return nil, fmt.Errorf("calibrate: needle grid: %d lengths x %d depths x %d needles: %w", len(g.Lengths), g.Depths, g.PerCell, compresskv.ErrConfig)
 	}
 	per := max(1, g.PerCell)
 	templates := g.Templates
@@ -390,13 +413,13 @@ func NeedleProbes(tok Tokenizer, g NeedleGrid) ([]Probe, error) {
 // too few tokens follow that offset).
 func TextPrompts(tok Tokenizer, text string, lengths []int, count int) ([][]int, error) {
 	if tok == nil || len(lengths) == 0 || count < 0 {
-		return nil, errors.New("compresskv: text prompts: no tokenizer or no lengths")
+		return nil, fmt.Errorf("calibrate: text prompts: no tokenizer or no lengths: %w", compresskv.ErrConfig)
 	}
 	out := make([][]int, count)
 	for i := range out {
 		L := lengths[i%len(lengths)]
 		if L < 2 || len(text) <= L {
-			return nil, fmt.Errorf("compresskv: text prompts: %d bytes of text for prompts of %d tokens", len(text), L)
+			return nil, fmt.Errorf("calibrate: text prompts: %d bytes of text for prompts of %d tokens: %w", len(text), L, compresskv.ErrConfig)
 		}
 		start := (i * 65537) % (len(text) - L)
 		for span := L - 1; ; span = max(2*span, span+1) {
@@ -407,7 +430,7 @@ func TextPrompts(tok Tokenizer, text string, lengths []int, count int) ([][]int,
 			}
 			if start+span >= len(text) {
 				if start == 0 {
-					return nil, fmt.Errorf("compresskv: text prompts: the text is shorter than %d tokens", L)
+					return nil, fmt.Errorf("calibrate: text prompts: the text is shorter than %d tokens: %w", L, compresskv.ErrConfig)
 				}
 				start, span = 0, (L-1)/2 // too little text after start: take it from the beginning
 			}
