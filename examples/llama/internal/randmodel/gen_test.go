@@ -295,32 +295,21 @@ func TestQ4KMMixture(t *testing.T) {
 // The tensors the Go twin generates are those gen.py wrote for every golden
 // (their sha256 are in the golden files); no vocabulary file is needed.
 func TestTensorsMatchGoldens(t *testing.T) {
-	dir, ok := GoldenDir()
-	if !ok {
-		t.Skip("no repository root")
-	}
-	files, err := GoldenFiles(dir)
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no golden files in %s: %v", dir, err)
-	}
+	gs := goldens(t)
 	if testing.Short() {
-		files = files[:2]
+		gs = gs[:2]
 	}
-	for _, path := range files {
-		g, err := LoadGolden(path)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, g := range gs {
 		s, err := Lookup(g.Model)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(g.Tensors) == 0 || g.Tensors[0].Name != "token_embd.weight" {
-			t.Fatalf("%s: no token_embd digest", path)
+			t.Fatalf("%s: no token_embd digest", g.Model)
 		}
 		nVocab := g.Tensors[0].Dims[1]
 		if nVocab != len(g.LastLogits) {
-			t.Errorf("%s: %d logits for a %d-token vocabulary", path, len(g.LastLogits), nVocab)
+			t.Errorf("%s: %d logits for a %d-token vocabulary", g.Model, len(g.LastLogits), nVocab)
 		}
 		ts, err := s.Tensors(nVocab)
 		if err != nil {
