@@ -49,9 +49,10 @@ const (
 // Backend is the portable CPU implementation of backend.Backend. It holds no
 // per-call state and is safe for concurrent use.
 type Backend struct {
-	workers     int   // goroutines per call; <= 0 means GOMAXPROCS at call time
-	minParallel int64 // work below which a call runs inline
-	storeBytes  int   // WindowScores: largest store of exponentials kept between passes
+	workers     int    // goroutines per call; <= 0 means GOMAXPROCS at call time
+	minParallel int64  // work below which a call runs inline
+	storeBytes  int    // WindowScores: largest store of exponentials kept between passes
+	kernel      string // WithKernel: the kernel to run where it is a candidate
 }
 
 var _ backend.Backend = (*Backend)(nil)

@@ -200,3 +200,16 @@ func FuzzKernelsAsm(f *testing.F) {
 		}
 	})
 }
+
+// testLevels returns every level this processor runs, Go first.
+func testLevels() []level {
+	avx2, avx512 := detectLevels("")
+	ls := []level{levelGo}
+	if avx2 {
+		ls = append(ls, levelAVX2)
+	}
+	if avx512 {
+		ls = append(ls, levelAVX512)
+	}
+	return ls
+}
