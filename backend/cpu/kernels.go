@@ -11,6 +11,11 @@ import "math"
 // and weighted-sum dispatchers with an At suffix take the level to run at:
 // they are the candidates the plan (plan.go) measures.
 
+// prefetchDistance is how many rows ahead of the rows they read the
+// four-head assembly kernels ask the caches for, a line or two every 16
+// columns.
+var prefetchDistance = 16
+
 // level is a set of kernels: the portable Go ones, or assembly for AVX2
 // (with FMA and F16C) or AVX-512.
 type level uint8

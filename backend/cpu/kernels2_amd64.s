@@ -59,6 +59,7 @@ row: \
 chunk: \
 	CMPQ R12, R14; \
 	JAE  half; \
+	PREFETCHT0 (R10)(R13*1); \
 	LD((R10), Y8); \
 	LD(HB(R10), Y9); \
 	VFMADD231PS (R12), Y8, Y0; \
@@ -113,7 +114,8 @@ red: \
 	SHLQ $SH, R11; \
 	MOVQ DX, R14; \
 	ANDQ $-16, R14; \
-	LEAQ (SI)(R14*4), R14
+	LEAQ (SI)(R14*4), R14; \
+	MOVQ pf+88(FP), R13
 
 // ACCQ2 is the body of accQuad*AVX2: acc (DI, 4 heads of d values, head
 // stride R8, 3 strides R9) += the rows (BX, stride R11, HB bytes per 8
@@ -135,7 +137,11 @@ pair: \
 	VBROADCASTSS 28(SI), Y15; \
 	MOVQ DI, R12; \
 	MOVQ BX, R10; \
+	MOVQ pf+72(FP), AX; \
+	ADDQ BX, AX; \
 chunk2: \
+	PREFETCHT0 (AX); \
+	ADDQ $(2*HB), AX; \
 	LD((R10), Y0); \
 	LD((R10)(R11*1), Y1); \
 	VMOVUPS (R12), Y2; \
@@ -413,36 +419,36 @@ ar2_done:
 	VZEROUPPER
 	RET
 
-// func logitsQuadF32AVX2(dst, q []float32, rows []float32, scale float32, mx *[4]float32)
+// func logitsQuadF32AVX2(dst, q []float32, rows []float32, scale float32, mx *[4]float32, pf int)
 // As logitsQuadGo over float32 rows: n = len(dst)/4 >= 1 rows, d =
 // len(q)/4 a multiple of 8; mx is raised to the maxima (NaN skipped).
-TEXT ·logitsQuadF32AVX2(SB), NOSPLIT, $0-88
+TEXT ·logitsQuadF32AVX2(SB), NOSPLIT, $0-96
 	LOGITSQ2_SETUP(2)
 	LOGITSQ2(LDF32, 32)
 
-// func logitsQuadF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]float32)
-TEXT ·logitsQuadF16AVX2(SB), NOSPLIT, $0-88
+// func logitsQuadF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]float32, pf int)
+TEXT ·logitsQuadF16AVX2(SB), NOSPLIT, $0-96
 	LOGITSQ2_SETUP(1)
 	LOGITSQ2(LDF16, 16)
 
-// func logitsQuadBF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]float32)
-TEXT ·logitsQuadBF16AVX2(SB), NOSPLIT, $0-88
+// func logitsQuadBF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]float32, pf int)
+TEXT ·logitsQuadBF16AVX2(SB), NOSPLIT, $0-96
 	LOGITSQ2_SETUP(1)
 	LOGITSQ2(LDBF16, 16)
 
-// func accQuadF32AVX2(acc, p []float32, rows []float32)
+// func accQuadF32AVX2(acc, p []float32, rows []float32, pf int)
 // As accQuadGo over float32 rows: d = len(acc)/4 a multiple of 8,
 // n = len(p)/4 >= 1.
-TEXT ·accQuadF32AVX2(SB), NOSPLIT, $0-72
+TEXT ·accQuadF32AVX2(SB), NOSPLIT, $0-80
 	ACCQ2_SETUP(2)
 	ACCQ2(LDF32, 32)
 
-// func accQuadF16AVX2(acc, p []float32, rows []uint16)
-TEXT ·accQuadF16AVX2(SB), NOSPLIT, $0-72
+// func accQuadF16AVX2(acc, p []float32, rows []uint16, pf int)
+TEXT ·accQuadF16AVX2(SB), NOSPLIT, $0-80
 	ACCQ2_SETUP(1)
 	ACCQ2(LDF16, 16)
 
-// func accQuadBF16AVX2(acc, p []float32, rows []uint16)
-TEXT ·accQuadBF16AVX2(SB), NOSPLIT, $0-72
+// func accQuadBF16AVX2(acc, p []float32, rows []uint16, pf int)
+TEXT ·accQuadBF16AVX2(SB), NOSPLIT, $0-80
 	ACCQ2_SETUP(1)
 	ACCQ2(LDBF16, 16)

@@ -117,6 +117,14 @@ GLOBL red8perm<>(SB), RODATA|NOPTR, $64
 #define LD5F16M(a, r) VCVTPH2PS.Z a, K1, r
 #define LD5BF16M(a, r) VPMOVZXWD.Z a, K1, r; VPSLLD $16, r, r
 
+// Prefetch steps of the four-row kernels: the lines of the four rows at
+// distance pf ahead, 2 or 4 a 16-column step (16-bit or float32 rows), in
+// DX (logits) or AX (weighted sums), which walks them in order.
+#define PF2DX PREFETCHT0 (DX); PREFETCHT0 64(DX); ADDQ $128, DX
+#define PF4DX PREFETCHT0 (DX); PREFETCHT0 64(DX); PREFETCHT0 128(DX); PREFETCHT0 192(DX); ADDQ $256, DX
+#define PF2AX PREFETCHT0 (AX); PREFETCHT0 64(AX); ADDQ $128, AX
+#define PF4AX PREFETCHT0 (AX); PREFETCHT0 64(AX); PREFETCHT0 128(AX); PREFETCHT0 192(AX); ADDQ $256, AX
+
 #define ZERO16 \
 	VPXORD Z0, Z0, Z0; \
 	VPXORD Z1, Z1, Z1; \
@@ -140,16 +148,19 @@ GLOBL red8perm<>(SB), RODATA|NOPTR, $64
 // at SI (head stride R8, 3 strides R9), into dst (DI, 4 values a row);
 // running maxima in Z25 (4 heads x 4). Four rows at a time into Z0..Z15
 // (accumulator r*4+h: row r, head h), then one row at a time.
-#define LOGITSQ5(LD, LDM, CB) \
+#define LOGITSQ5(LD, LDM, CB, PFSTEP) \
 group4: \
 	CMPQ CX, $4; \
 	JB   tail; \
 	ZERO16; \
 	MOVQ BX, R10; \
 	MOVQ SI, R12; \
+	MOVQ pf+88(FP), DX; \
+	ADDQ BX, DX; \
 chunk4: \
 	CMPQ R12, R14; \
 	JAE  half4; \
+	PFSTEP; \
 	VMOVUPS (R12), Z16; \
 	VMOVUPS (R12)(R8*1), Z17; \
 	VMOVUPS (R12)(R8*2), Z18; \
@@ -178,7 +189,7 @@ chunk4: \
 	ADDQ $CB, R10; \
 	JMP  chunk4; \
 half4: \
-	TESTQ $8, DX; \
+	KORTESTW K1, K1; \
 	JZ    red4; \
 	VMOVUPS.Z (R12), K1, Z16; \
 	VMOVUPS.Z (R12)(R8*1), K1, Z17; \
@@ -236,7 +247,7 @@ chunk1: \
 	ADDQ $CB, R10; \
 	JMP  chunk1; \
 half1: \
-	TESTQ $8, DX; \
+	KORTESTW K1, K1; \
 	JZ    red1; \
 	VMOVUPS.Z (R12), K1, Z16; \
 	VMOVUPS.Z (R12)(R8*1), K1, Z17; \
@@ -280,7 +291,11 @@ done: \
 	VBROADCASTSS scale+72(FP), Z24; \
 	VBROADCASTF32X4 (AX), Z25; \
 	VMOVDQU32 red16perm<>(SB), Z26; \
-	MOVL $0xff, R8; \
+	MOVQ DX, R8; \
+	SHRQ $3, R8; \
+	ANDQ $1, R8; \
+	NEGQ R8; \
+	ANDQ $0xff, R8; \
 	KMOVW R8, K1; \
 	MOVL $0x0f, R8; \
 	KMOVW R8, K2; \
@@ -301,7 +316,7 @@ done: \
 // h in Z16+4r+h), each 16-column chunk of the 4 heads' accumulators loaded,
 // updated by the four rows in order and stored; then one row at a time.
 // R14 is the end of head 0's whole chunks.
-#define ACCQ5(LD, LDM, CB) \
+#define ACCQ5(LD, LDM, CB, PFSTEP) \
 group4: \
 	CMPQ CX, $4; \
 	JB   tail; \
@@ -323,9 +338,12 @@ group4: \
 	VBROADCASTSS 60(SI), Z31; \
 	MOVQ DI, R12; \
 	MOVQ BX, R10; \
+	MOVQ pf+72(FP), AX; \
+	ADDQ BX, AX; \
 chunk4: \
 	CMPQ R12, R14; \
 	JAE  half4; \
+	PFSTEP; \
 	LD((R10), Z0); \
 	LD((R10)(R11*1), Z1); \
 	LD((R10)(R11*2), Z2); \
@@ -358,7 +376,7 @@ chunk4: \
 	ADDQ $CB, R10; \
 	JMP  chunk4; \
 half4: \
-	TESTQ $8, DX; \
+	KORTESTW K1, K1; \
 	JZ    next4; \
 	LDM((R10), Z0); \
 	LDM((R10)(R11*1), Z1); \
@@ -422,7 +440,7 @@ chunk1: \
 	ADDQ $CB, R10; \
 	JMP  chunk1; \
 half1: \
-	TESTQ $8, DX; \
+	KORTESTW K1, K1; \
 	JZ    next1; \
 	LDM((R10), Z0); \
 	VMOVUPS.Z (R12), K1, Z4; \
@@ -454,7 +472,11 @@ done: \
 	MOVQ rows_base+48(FP), BX; \
 	SHRQ $2, CX; \
 	SHRQ $2, DX; \
-	MOVL $0xff, AX; \
+	MOVQ DX, AX; \
+	SHRQ $3, AX; \
+	ANDQ $1, AX; \
+	NEGQ AX; \
+	ANDQ $0xff, AX; \
 	KMOVW AX, K1; \
 	MOVQ DX, R8; \
 	SHLQ $2, R8; \
@@ -593,39 +615,39 @@ d5_done:
 	VZEROUPPER
 	RET
 
-// func logitsQuadF32AVX512(dst, q []float32, rows []float32, scale float32, mx *[4]float32)
+// func logitsQuadF32AVX512(dst, q []float32, rows []float32, scale float32, mx *[4]float32, pf int)
 // As logitsQuadGo over float32 rows: n = len(dst)/4 >= 1 rows, d =
 // len(q)/4 a multiple of 8; mx is raised to the maxima (NaN skipped).
-TEXT ·logitsQuadF32AVX512(SB), NOSPLIT, $0-88
+TEXT ·logitsQuadF32AVX512(SB), NOSPLIT, $0-96
 	LOGITSQ5_SETUP(2)
-	LOGITSQ5(LD5F32, LD5F32M, 64)
+	LOGITSQ5(LD5F32, LD5F32M, 64, PF4DX)
 
-// func logitsQuadF16AVX512(dst, q []float32, rows []uint16, scale float32, mx *[4]float32)
-TEXT ·logitsQuadF16AVX512(SB), NOSPLIT, $0-88
+// func logitsQuadF16AVX512(dst, q []float32, rows []uint16, scale float32, mx *[4]float32, pf int)
+TEXT ·logitsQuadF16AVX512(SB), NOSPLIT, $0-96
 	LOGITSQ5_SETUP(1)
-	LOGITSQ5(LD5F16, LD5F16M, 32)
+	LOGITSQ5(LD5F16, LD5F16M, 32, PF2DX)
 
-// func logitsQuadBF16AVX512(dst, q []float32, rows []uint16, scale float32, mx *[4]float32)
-TEXT ·logitsQuadBF16AVX512(SB), NOSPLIT, $0-88
+// func logitsQuadBF16AVX512(dst, q []float32, rows []uint16, scale float32, mx *[4]float32, pf int)
+TEXT ·logitsQuadBF16AVX512(SB), NOSPLIT, $0-96
 	LOGITSQ5_SETUP(1)
-	LOGITSQ5(LD5BF16, LD5BF16M, 32)
+	LOGITSQ5(LD5BF16, LD5BF16M, 32, PF2DX)
 
-// func accQuadF32AVX512(acc, p []float32, rows []float32)
+// func accQuadF32AVX512(acc, p []float32, rows []float32, pf int)
 // As accQuadGo over float32 rows: d = len(acc)/4 a multiple of 8,
 // n = len(p)/4 >= 1.
-TEXT ·accQuadF32AVX512(SB), NOSPLIT, $0-72
+TEXT ·accQuadF32AVX512(SB), NOSPLIT, $0-80
 	ACCQ5_SETUP(2)
-	ACCQ5(LD5F32, LD5F32M, 64)
+	ACCQ5(LD5F32, LD5F32M, 64, PF4AX)
 
-// func accQuadF16AVX512(acc, p []float32, rows []uint16)
-TEXT ·accQuadF16AVX512(SB), NOSPLIT, $0-72
+// func accQuadF16AVX512(acc, p []float32, rows []uint16, pf int)
+TEXT ·accQuadF16AVX512(SB), NOSPLIT, $0-80
 	ACCQ5_SETUP(1)
-	ACCQ5(LD5F16, LD5F16M, 32)
+	ACCQ5(LD5F16, LD5F16M, 32, PF2AX)
 
-// func accQuadBF16AVX512(acc, p []float32, rows []uint16)
-TEXT ·accQuadBF16AVX512(SB), NOSPLIT, $0-72
+// func accQuadBF16AVX512(acc, p []float32, rows []uint16, pf int)
+TEXT ·accQuadBF16AVX512(SB), NOSPLIT, $0-80
 	ACCQ5_SETUP(1)
-	ACCQ5(LD5BF16, LD5BF16M, 32)
+	ACCQ5(LD5BF16, LD5BF16M, 32, PF2AX)
 
 // func accRowsAVX512(acc, p, rows []float32)
 // acc += sum_j p[j] * rows[j*d:(j+1)*d], row after row, d = len(acc) a

@@ -121,19 +121,20 @@ func logitsQuadAt(l level, dst, q []float32, r kvcache.Rows, j0, j1 int, buf []f
 	}
 	dst, q = dst[:n*4], q[:4*d]
 	e0, e1 := j0*d, j1*d
+	pf := prefetchDistance * d * r.DType.Size()
 	switch {
 	case r.DType == kvcache.Float32 && l == levelAVX512:
-		logitsQuadF32AVX512(dst, q, r.F32[e0:e1], scale, mx)
+		logitsQuadF32AVX512(dst, q, r.F32[e0:e1], scale, mx, pf)
 	case r.DType == kvcache.Float32:
-		logitsQuadF32AVX2(dst, q, r.F32[e0:e1], scale, mx)
+		logitsQuadF32AVX2(dst, q, r.F32[e0:e1], scale, mx, pf)
 	case r.DType == kvcache.Float16 && l == levelAVX512:
-		logitsQuadF16AVX512(dst, q, r.U16[e0:e1], scale, mx)
+		logitsQuadF16AVX512(dst, q, r.U16[e0:e1], scale, mx, pf)
 	case r.DType == kvcache.Float16:
-		logitsQuadF16AVX2(dst, q, r.U16[e0:e1], scale, mx)
+		logitsQuadF16AVX2(dst, q, r.U16[e0:e1], scale, mx, pf)
 	case l == levelAVX512:
-		logitsQuadBF16AVX512(dst, q, r.U16[e0:e1], scale, mx)
+		logitsQuadBF16AVX512(dst, q, r.U16[e0:e1], scale, mx, pf)
 	default:
-		logitsQuadBF16AVX2(dst, q, r.U16[e0:e1], scale, mx)
+		logitsQuadBF16AVX2(dst, q, r.U16[e0:e1], scale, mx, pf)
 	}
 }
 
@@ -151,19 +152,20 @@ func accQuadAt(l level, acc, p []float32, r kvcache.Rows, j0, j1 int, buf []floa
 	}
 	acc, p = acc[:4*d], p[:n*4]
 	e0, e1 := j0*d, j1*d
+	pf := prefetchDistance * d * r.DType.Size()
 	switch {
 	case r.DType == kvcache.Float32 && l == levelAVX512:
-		accQuadF32AVX512(acc, p, r.F32[e0:e1])
+		accQuadF32AVX512(acc, p, r.F32[e0:e1], pf)
 	case r.DType == kvcache.Float32:
-		accQuadF32AVX2(acc, p, r.F32[e0:e1])
+		accQuadF32AVX2(acc, p, r.F32[e0:e1], pf)
 	case r.DType == kvcache.Float16 && l == levelAVX512:
-		accQuadF16AVX512(acc, p, r.U16[e0:e1])
+		accQuadF16AVX512(acc, p, r.U16[e0:e1], pf)
 	case r.DType == kvcache.Float16:
-		accQuadF16AVX2(acc, p, r.U16[e0:e1])
+		accQuadF16AVX2(acc, p, r.U16[e0:e1], pf)
 	case l == levelAVX512:
-		accQuadBF16AVX512(acc, p, r.U16[e0:e1])
+		accQuadBF16AVX512(acc, p, r.U16[e0:e1], pf)
 	default:
-		accQuadBF16AVX2(acc, p, r.U16[e0:e1])
+		accQuadBF16AVX2(acc, p, r.U16[e0:e1], pf)
 	}
 }
 
@@ -398,7 +400,8 @@ func sumWordsAVX2(x []uint64) uint64
 func prefetchBytes(p unsafe.Pointer, n int)
 
 // logitsQuadF32AVX2 is logitsQuadGo for d = len(q)/4 a multiple of 8 and
-// n = len(dst)/4 >= 1 rows:
+// n = len(dst)/4 >= 1 rows, reading the rows in order and asking the
+// caches for the bytes pf ahead of them (prefetch; no fault past the end):
 //
 //	for j := range n {
 //		for h := range 4 {
@@ -408,38 +411,38 @@ func prefetchBytes(p unsafe.Pointer, n int)
 //	}
 //
 //go:noescape
-func logitsQuadF32AVX2(dst, q []float32, rows []float32, scale float32, mx *[4]float32)
+func logitsQuadF32AVX2(dst, q []float32, rows []float32, scale float32, mx *[4]float32, pf int)
 
 // logitsQuadF16AVX2 is logitsQuadF32AVX2 over float16 rows, each converted
 // in registers once for the four heads.
 //
 //go:noescape
-func logitsQuadF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]float32)
+func logitsQuadF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]float32, pf int)
 
 // logitsQuadBF16AVX2 is logitsQuadF32AVX2 over bfloat16 rows.
 //
 //go:noescape
-func logitsQuadBF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]float32)
+func logitsQuadBF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]float32, pf int)
 
 // logitsQuadF32AVX512 is logitsQuadF32AVX2 in AVX-512, four rows at a time,
 // with the same result.
 //
 //go:noescape
-func logitsQuadF32AVX512(dst, q []float32, rows []float32, scale float32, mx *[4]float32)
+func logitsQuadF32AVX512(dst, q []float32, rows []float32, scale float32, mx *[4]float32, pf int)
 
 // logitsQuadF16AVX512 is logitsQuadF16AVX2 in AVX-512.
 //
 //go:noescape
-func logitsQuadF16AVX512(dst, q []float32, rows []uint16, scale float32, mx *[4]float32)
+func logitsQuadF16AVX512(dst, q []float32, rows []uint16, scale float32, mx *[4]float32, pf int)
 
 // logitsQuadBF16AVX512 is logitsQuadBF16AVX2 in AVX-512.
 //
 //go:noescape
-func logitsQuadBF16AVX512(dst, q []float32, rows []uint16, scale float32, mx *[4]float32)
+func logitsQuadBF16AVX512(dst, q []float32, rows []uint16, scale float32, mx *[4]float32, pf int)
 
 // accQuadF32AVX2 is accQuadGo for d = len(acc)/4 a multiple of 8 and
 // n = len(p)/4 >= 1 rows, row after row (each row read once for the four
-// heads):
+// heads), asking the caches for the bytes pf ahead of the rows:
 //
 //	for j := range n {
 //		for h := range 4 {
@@ -450,34 +453,34 @@ func logitsQuadBF16AVX512(dst, q []float32, rows []uint16, scale float32, mx *[4
 //	}
 //
 //go:noescape
-func accQuadF32AVX2(acc, p []float32, rows []float32)
+func accQuadF32AVX2(acc, p []float32, rows []float32, pf int)
 
 // accQuadF16AVX2 is accQuadF32AVX2 over float16 rows, each converted in
 // registers once for the four heads.
 //
 //go:noescape
-func accQuadF16AVX2(acc, p []float32, rows []uint16)
+func accQuadF16AVX2(acc, p []float32, rows []uint16, pf int)
 
 // accQuadBF16AVX2 is accQuadF32AVX2 over bfloat16 rows.
 //
 //go:noescape
-func accQuadBF16AVX2(acc, p []float32, rows []uint16)
+func accQuadBF16AVX2(acc, p []float32, rows []uint16, pf int)
 
 // accQuadF32AVX512 is accQuadF32AVX2 in AVX-512, four rows at a time, with
 // the same result.
 //
 //go:noescape
-func accQuadF32AVX512(acc, p []float32, rows []float32)
+func accQuadF32AVX512(acc, p []float32, rows []float32, pf int)
 
 // accQuadF16AVX512 is accQuadF16AVX2 in AVX-512.
 //
 //go:noescape
-func accQuadF16AVX512(acc, p []float32, rows []uint16)
+func accQuadF16AVX512(acc, p []float32, rows []uint16, pf int)
 
 // accQuadBF16AVX512 is accQuadBF16AVX2 in AVX-512.
 //
 //go:noescape
-func accQuadBF16AVX512(acc, p []float32, rows []uint16)
+func accQuadBF16AVX512(acc, p []float32, rows []uint16, pf int)
 
 // expShiftQuadAVX2 is expShiftQuadGo for len(x) a positive multiple of 8
 // and x[i]-m[i%4] <= 88:
