@@ -8,9 +8,10 @@
 // goroutines), so that the step's floor, the bytes it must read divided by
 // the bandwidth measured beside it, moves with the machine's other load.
 // It reports, per step, length and storage type: min and median
-// milliseconds, the median ratio to the floor ("x floor", 1.0 is the wall)
-// and PyTorch's time on the same storage (bfloat16 for float16, which
-// PyTorch's CPU matmul does not take).
+// milliseconds, the median ratio to the floor ("x floor", 1.0 is the wall),
+// the probe's min / median / max over the step's rounds, and PyTorch's time
+// on the same storage (bfloat16 for float16, which PyTorch's CPU matmul does
+// not take).
 //
 // Steps: CompressKV's layer (scoring its 4 SR heads, selection, compaction;
 // floor: the SR heads' KV-head keys once plus the kept rows' keys and
@@ -54,7 +55,7 @@ var srHeads = []int{0, 9, 18, 27} // one per KV head group, as torchcmp.py's def
 // median of the per-round ratios of its time to its floor.
 type stat struct {
 	min, med, xFloor float64
-	bw               float64 // median probe bandwidth of its rounds, GB/s
+	bw               [3]float64 // probe bandwidth of its rounds, GB/s: min, median, max
 }
 
 func main() {
@@ -166,8 +167,8 @@ func main() {
 		fmt.Printf("PyTorch %s, %d threads\n", torch.Torch, torch.Threads)
 	}
 
-	fmt.Printf("\n%-30s %-9s %17s %8s %7s %17s %8s\n", "step, one layer", "storage", "compresskv ms", "x floor", "% bw", "PyTorch ms", "PyTorch/")
-	fmt.Printf("%-30s %-9s %17s %8s %7s %17s %8s\n", "", "", "min / median", "median", "median", "min / median", "ours")
+	fmt.Printf("\n%-30s %-9s %17s %8s %7s %18s %17s %8s\n", "step, one layer", "storage", "compresskv ms", "x floor", "% bw", "probe GB/s", "PyTorch ms", "PyTorch/")
+	fmt.Printf("%-30s %-9s %17s %8s %7s %18s %17s %8s\n", "", "", "min / median", "median", "median", "min / med / max", "min / median", "ours")
 	steps := []struct{ name, key, torchKey string }{
 		{"CompressKV (select+compact)", "compresskv", "compresskv"},
 		{"  selection alone", "select", ""},
@@ -185,7 +186,8 @@ func main() {
 				if dt != kvcache.Float32 {
 					tdt = "bfloat16"
 				}
-				line := fmt.Sprintf("%-30s %-9v %7.2f / %7.2f %7.2fx %6.0f%%", s.name, dt, g.min, g.med, g.xFloor, 100/g.xFloor)
+				line := fmt.Sprintf("%-30s %-9v %7.2f / %7.2f %7.2fx %6.0f%% %5.1f/%5.1f/%5.1f", s.name, dt, g.min, g.med, g.xFloor, 100/g.xFloor,
+					g.bw[0], g.bw[1], g.bw[2])
 				if t, ok := torch.Ms[fmt.Sprintf("%s/%d/%s", s.torchKey, L, tdt)]; ok && s.torchKey != "" {
 					line += fmt.Sprintf(" %7.2f / %7.2f %7.2fx", t[0], t[1], t[1]/g.med)
 					if tdt != dt.String() {
@@ -301,5 +303,5 @@ func measure(p *cpu.Probe, reps int, bytes float64, prepare func() func()) stat 
 	slices.Sort(ms)
 	slices.Sort(x)
 	slices.Sort(bw)
-	return stat{min: ms[0], med: ms[len(ms)/2], xFloor: x[len(x)/2], bw: bw[len(bw)/2]}
+	return stat{min: ms[0], med: ms[len(ms)/2], xFloor: x[len(x)/2], bw: [3]float64{bw[0], bw[len(bw)/2], bw[len(bw)-1]}}
 }
