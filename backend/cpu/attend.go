@@ -247,8 +247,7 @@ func (j *attendJob) blockQuad(l level, g, j0, j1 int, ms, sums, accs []float32, 
 				m[i] = bm[i]
 			}
 		}
-		expQuad(lg, m)
-		bs := blockSumQuad(lg)
+		bs := expSumQuad(lg, m)
 		for i := range 4 {
 			sums[h4+i] += bs[i]
 		}

@@ -3,6 +3,7 @@
 package cpu
 
 import (
+	"math"
 	"os"
 	"unsafe"
 
@@ -200,6 +201,40 @@ func expQuad(x []float32, m *[4]float32) {
 	default:
 		expQuadGo(x, m)
 	}
+}
+
+// expSumQuad replaces x[i] by exp(x[i]-m[i%4]) as expQuad and returns per
+// head the sum of the results in blockSumQuad's order; the last partial
+// vector goes through the assembly padded with -Inf, whose exponential 0
+// leaves the sums as they are.
+func expSumQuad(x []float32, m *[4]float32) [4]float32 {
+	var part [16]float32
+	k := expSumQuadAVX2
+	switch {
+	case useAVX512:
+		k = expSumQuadAVX512
+	case !useAVX2:
+		expQuadGo(x, m)
+		return blockSumQuad(x)
+	}
+	n := len(x) &^ 15
+	if n > 0 {
+		k(x[:n], m, &part)
+	}
+	if t := x[n:]; len(t) > 0 {
+		var buf [16]float32
+		for i := range buf {
+			buf[i] = float32(math.Inf(-1))
+		}
+		copy(buf[:], t)
+		k(buf[:], m, &part)
+		copy(t, buf[:])
+	}
+	var s [4]float32
+	for h := range s {
+		s[h] = (part[h] + part[8+h]) + (part[4+h] + part[12+h])
+	}
+	return s
 }
 
 // maxOf is maxOfGo, in assembly on the multiple of 8 it can.
@@ -502,3 +537,19 @@ func expShiftQuadAVX2(x []float32, m *[4]float32, sums *[4]float32)
 //
 //go:noescape
 func expQuadAVX512(x []float32, m *[4]float32)
+
+// expSumQuadAVX512 is expQuadAVX512 that also adds the results into the
+// partial sums of blockSumQuad, for len(x) a positive multiple of 16:
+//
+//	for i := range x {
+//		x[i] = exp(x[i] - m[i%4])
+//		part[(i/4%4)*4+i%4] += x[i]
+//	}
+//
+//go:noescape
+func expSumQuadAVX512(x []float32, m *[4]float32, part *[16]float32)
+
+// expSumQuadAVX2 is expSumQuadAVX512 in AVX2, with the same result.
+//
+//go:noescape
+func expSumQuadAVX2(x []float32, m *[4]float32, part *[16]float32)

@@ -145,6 +145,31 @@ max2_reduce:
 	VANDNPS Y5, Y3, Y0; \
 	VADDPS Y0, Y15, Y15
 
+// EXP8V is EXP8 without the sum: Y0 (x - m) to exp(x - m).
+#define EXP8V \
+	VMAXPS Y0, Y13, Y1; \
+	VMINPS Y1, Y12, Y1; \
+	VMOVAPS Y11, Y2; \
+	VFMADD231PS Y10, Y1, Y2; \
+	VSUBPS Y11, Y2, Y3; \
+	VFNMADD231PS Y9, Y3, Y1; \
+	VFNMADD231PS Y8, Y3, Y1; \
+	VMULPS Y1, Y1, Y4; \
+	VMOVAPS Y7, Y5; \
+	VFMADD213PS EXPC(0), Y1, Y5; \
+	VFMADD213PS EXPC(1), Y1, Y5; \
+	VFMADD213PS EXPC(2), Y1, Y5; \
+	VFMADD213PS EXPC(3), Y1, Y5; \
+	VFMADD213PS EXPC(4), Y1, Y5; \
+	VFMADD213PS Y1, Y4, Y5; \
+	VADDPS Y6, Y5, Y5; \
+	VPSLLD $23, Y2, Y2; \
+	VPADDD Y6, Y2, Y2; \
+	VMULPS Y2, Y5, Y5; \
+	VCMPPS $1, Y13, Y0, Y3; \
+	VANDNPS Y5, Y3, Y0;
+
+
 // func expShiftAVX2(x []float32, m float32) float32
 // x[i] = exp(x[i]-m), returns the sum; len(x) a positive multiple of 8,
 // x[i]-m <= 88.
@@ -452,5 +477,77 @@ expq5_loop:
 	ADDQ $64, SI
 	CMPQ SI, DX
 	JB   expq5_loop
+	VZEROUPPER
+	RET
+
+// func expSumQuadAVX512(x []float32, m *[4]float32, part *[16]float32)
+// x[i] = exp(x[i]-m[i%4]) as expQuadAVX512, len(x) a positive multiple of
+// 16, and adds the results into part in order: part[r*4+h] += the values
+// of rows j = r mod 4 (x[j*4+h]), the partial sums of blockSumQuad.
+TEXT ·expSumQuadAVX512(SB), NOSPLIT, $0-40
+	MOVQ x_base+0(FP), SI
+	MOVQ x_len+8(FP), CX
+	MOVQ m+24(FP), AX
+	MOVQ part+32(FP), DI
+	VBROADCASTF32X4 (AX), Z14
+	VMOVUPS (DI), Z15
+	VBROADCASTSS EXPC(12), Z6
+	VBROADCASTSS EXPC(5), Z7
+	VBROADCASTSS EXPC(8), Z8
+	VBROADCASTSS EXPC(7), Z9
+	VBROADCASTSS EXPC(6), Z10
+	VBROADCASTSS EXPC(9), Z11
+	VBROADCASTSS EXPC(11), Z12
+	VBROADCASTSS EXPC(10), Z13
+	LEAQ (SI)(CX*4), DX
+
+esq5_loop:
+	VMOVUPS (SI), Z0
+	VSUBPS Z14, Z0, Z0
+	EXP16
+	VMOVUPS Z0, (SI)
+	ADDQ $64, SI
+	CMPQ SI, DX
+	JB   esq5_loop
+	VMOVUPS Z15, (DI)
+	VZEROUPPER
+	RET
+
+// func expSumQuadAVX2(x []float32, m *[4]float32, part *[16]float32)
+// As expSumQuadAVX512 (the same bits): rows 4k, 4k+1 add into part[0:8],
+// rows 4k+2, 4k+3 into part[8:16].
+TEXT ·expSumQuadAVX2(SB), NOSPLIT, $0-40
+	MOVQ x_base+0(FP), SI
+	MOVQ x_len+8(FP), CX
+	MOVQ m+24(FP), AX
+	MOVQ part+32(FP), DI
+	VBROADCASTF128 (AX), Y14
+	VMOVUPS (DI), Y15
+	VMOVUPS EXPC(12), Y6
+	VMOVUPS EXPC(5), Y7
+	VMOVUPS EXPC(8), Y8
+	VMOVUPS EXPC(7), Y9
+	VMOVUPS EXPC(6), Y10
+	VMOVUPS EXPC(9), Y11
+	VMOVUPS EXPC(11), Y12
+	VMOVUPS EXPC(10), Y13
+	LEAQ (SI)(CX*4), DX
+
+esq2_loop:
+	VMOVUPS (SI), Y0
+	VSUBPS Y14, Y0, Y0
+	EXP8V
+	VMOVUPS Y0, (SI)
+	VADDPS Y0, Y15, Y15
+	VMOVUPS 32(SI), Y0
+	VSUBPS Y14, Y0, Y0
+	EXP8V
+	VMOVUPS Y0, 32(SI)
+	VADDPS 32(DI), Y0, Y1
+	VMOVUPS Y1, 32(DI)
+	ADDQ $64, SI
+	CMPQ SI, DX
+	JB   esq2_loop
+	VMOVUPS Y15, (DI)
 	VZEROUPPER
 	RET

@@ -26,6 +26,11 @@ func decodeBF16(dst []float32, src []uint16)     { decodeBF16Go(dst, src) }
 func sumWords(x []uint64) uint64                 { return sumWordsGo(x) }
 func expQuad(x []float32, m *[4]float32)         { expQuadGo(x, m) }
 
+func expSumQuad(x []float32, m *[4]float32) [4]float32 {
+	expQuadGo(x, m)
+	return blockSumQuad(x)
+}
+
 func dotsAt(_ level, dst, q, rows []float32, scale float32) { dotsGo(dst, q, rows, scale) }
 func accRowsAt(_ level, acc, p, rows []float32)             { accRowsGo(acc, p, rows) }
 

@@ -153,7 +153,10 @@ func (e *planEntry) next() (int, bool) {
 		return int(c - 1), false
 	}
 	e.mu.Lock()
-	k := e.turn % len(e.cands)
+	n := len(e.cands)
+	// In turn, shifted by one every round of n, so that workers that pull
+	// units alternately do not each keep to some of the candidates.
+	k := (e.turn + e.turn/n) % n
 	e.turn++
 	e.mu.Unlock()
 	return k, true

@@ -156,12 +156,13 @@ func TestQuadKernels(t *testing.T) {
 	}
 }
 
-// TestExpQuad compares expQuad at every level with float64 and checks that
-// the assembly levels give the same bits, wherever an element sits in a
-// vector.
+// TestExpQuad compares expQuad at every level with float64, checks that
+// the assembly levels give the same bits wherever an element sits in a
+// vector, and that expSumQuad gives expQuad's values and blockSumQuad's
+// sums.
 func TestExpQuad(t *testing.T) {
 	r, seed := newRand(t)
-	for _, n := range []int{1, 3, 4, 7, 8, 15, 16, 17, 33, 64, 129} {
+	for _, n := range []int{1, 3, 4, 7, 8, 12, 15, 16, 17, 20, 33, 64, 124, 128, 129} {
 		x0 := randVec(r, n, 3)
 		m := [4]float32{1, -2, 0.5, 3}
 		for i, v := range x0 {
@@ -176,6 +177,16 @@ func TestExpQuad(t *testing.T) {
 				want := math.Exp(float64(v - m[i%4]))
 				if math.Abs(float64(x[i])-want) > 5e-7*want {
 					t.Fatalf("expQuad n %d (seed %d): [%d] = %g, want %g", n, seed, i, x[i], want)
+				}
+			}
+			if n%4 == 0 {
+				x2 := slices.Clone(x0)
+				sums := expSumQuad(x2, &m)
+				if !slices.Equal(x2, x) {
+					t.Fatalf("expSumQuad n %d (seed %d): exponentials differ from expQuad's", n, seed)
+				}
+				if want := blockSumQuad(x); sums != want {
+					t.Fatalf("expSumQuad n %d (seed %d): sums %v, blockSumQuad %v", n, seed, sums, want)
 				}
 			}
 			if kernelLevel() == "go" {
