@@ -181,11 +181,6 @@ func (j *attendJob) unit(u int, s *scratch) {
 	clear(accs)
 	for j0 := c0; j0 < c1; j0 += blockRows {
 		j1 := min(c1, j0+blockRows)
-		if prefetchAhead > 0 {
-			pf := min(c1, j1+prefetchAhead)
-			prefetchRows(j.k[g], j1, pf)
-			prefetchRows(j.v[g], j1, pf)
-		}
 		if k.path == pathQuad {
 			j.blockQuad(k.level, g, j0, j1, ms, sums, accs, s)
 		} else {
@@ -196,10 +191,6 @@ func (j *attendJob) unit(u int, s *scratch) {
 		j.ch.e.record(ki, c1-c0, time.Since(t0))
 	}
 }
-
-// prefetchAhead is the number of rows past the current block that Attend
-// asks the caches for, per block (0: none).
-var prefetchAhead = 0
 
 // blockPerHead folds rows [j0, j1) of KV head g into the states of its
 // query heads one head at a time, over the block decoded once into

@@ -56,7 +56,7 @@ func ExampleBackend_Plan() {
 		_ = b.Attend(c, 0, q, H, out)
 	}
 	for _, ch := range b.Plan() {
-		if ch.Op != "attend" || ch.DType != kvcache.BFloat16 || ch.Group != H/G || ch.HeadDim != d {
+		if ch.Op != "attend" || ch.DType != kvcache.BFloat16 || ch.Group != H/G || ch.HeadDim != d || !ch.Long {
 			continue
 		}
 		fmt.Println("chosen:", ch.Kernel != "")

@@ -59,7 +59,7 @@ row: \
 chunk: \
 	CMPQ R12, R14; \
 	JAE  half; \
-	PREFETCHT0 (R10)(R13*1); \
+	PREFETCHT2 (R10)(R13*1); \
 	LD((R10), Y8); \
 	LD(HB(R10), Y9); \
 	VFMADD231PS (R12), Y8, Y0; \
@@ -140,7 +140,7 @@ pair: \
 	MOVQ pf+72(FP), AX; \
 	ADDQ BX, AX; \
 chunk2: \
-	PREFETCHT0 (AX); \
+	PREFETCHT2 (AX); \
 	ADDQ $(2*HB), AX; \
 	LD((R10), Y0); \
 	LD((R10)(R11*1), Y1); \

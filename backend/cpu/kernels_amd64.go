@@ -5,7 +5,6 @@ package cpu
 import (
 	"math"
 	"os"
-	"unsafe"
 
 	"github.com/klauspost/cpuid/v2"
 
@@ -208,18 +207,14 @@ func expQuad(x []float32, m *[4]float32) {
 // vector goes through the assembly padded with -Inf, whose exponential 0
 // leaves the sums as they are.
 func expSumQuad(x []float32, m *[4]float32) [4]float32 {
-	var part [16]float32
-	k := expSumQuadAVX2
-	switch {
-	case useAVX512:
-		k = expSumQuadAVX512
-	case !useAVX2:
+	if !useAVX2 {
 		expQuadGo(x, m)
 		return blockSumQuad(x)
 	}
+	var part [16]float32
 	n := len(x) &^ 15
 	if n > 0 {
-		k(x[:n], m, &part)
+		expSumQuadAt(x[:n], m, &part)
 	}
 	if t := x[n:]; len(t) > 0 {
 		var buf [16]float32
@@ -227,7 +222,7 @@ func expSumQuad(x []float32, m *[4]float32) [4]float32 {
 			buf[i] = float32(math.Inf(-1))
 		}
 		copy(buf[:], t)
-		k(buf[:], m, &part)
+		expSumQuadAt(buf[:], m, &part)
 		copy(t, buf[:])
 	}
 	var s [4]float32
@@ -235,6 +230,16 @@ func expSumQuad(x []float32, m *[4]float32) [4]float32 {
 		s[h] = (part[h] + part[8+h]) + (part[4+h] + part[12+h])
 	}
 	return s
+}
+
+// expSumQuadAt calls the assembly of the highest level (directly, so that
+// its arguments stay on the stack).
+func expSumQuadAt(x []float32, m *[4]float32, part *[16]float32) {
+	if useAVX512 {
+		expSumQuadAVX512(x, m, part)
+	} else {
+		expSumQuadAVX2(x, m, part)
+	}
 }
 
 // maxOf is maxOfGo, in assembly on the multiple of 8 it can.
@@ -306,20 +311,6 @@ func sumWords(x []uint64) uint64 {
 		return sumWordsGo(x)
 	}
 	return sumWordsAVX2(x[:n]) + sumWordsGo(x[n:])
-}
-
-// prefetchRows asks for rows [j0, j1) of r to be brought into the caches.
-func prefetchRows(r kvcache.Rows, j0, j1 int) {
-	if j1 <= j0 {
-		return
-	}
-	if r.DType == kvcache.Float32 {
-		s := r.F32[j0*r.D : j1*r.D]
-		prefetchBytes(unsafe.Pointer(unsafe.SliceData(s)), len(s)*4)
-		return
-	}
-	s := r.U16[j0*r.D : j1*r.D]
-	prefetchBytes(unsafe.Pointer(unsafe.SliceData(s)), len(s)*2)
 }
 
 // Assembly, laid out as gonum's internal/asm: each declaration says, as
@@ -426,13 +417,6 @@ func decodeBF16AVX2(dst []float32, src []uint16)
 //
 //go:noescape
 func sumWordsAVX2(x []uint64) uint64
-
-// prefetchBytes asks for the n > 0 bytes at p to be brought into the
-// caches, one request per 64-byte line; it reads nothing and cannot fault.
-// It has no Go twin: without assembly prefetchRows does nothing.
-//
-//go:noescape
-func prefetchBytes(p unsafe.Pointer, n int)
 
 // logitsQuadF32AVX2 is logitsQuadGo for d = len(q)/4 a multiple of 8 and
 // n = len(dst)/4 >= 1 rows, reading the rows in order and asking the

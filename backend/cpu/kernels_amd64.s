@@ -400,20 +400,6 @@ sum2_loop:
 	VZEROUPPER
 	RET
 
-// func prefetchBytes(p unsafe.Pointer, n int)
-// Asks for the n bytes at p (n > 0) to be brought into the caches, one
-// request per 64-byte line; it reads nothing and cannot fault.
-TEXT ·prefetchBytes(SB), NOSPLIT, $0-16
-	MOVQ p+0(FP), SI
-	MOVQ n+8(FP), CX
-	LEAQ (SI)(CX*1), DX
-
-pf_loop:
-	PREFETCHT0 (SI)
-	ADDQ $64, SI
-	CMPQ SI, DX
-	JB   pf_loop
-	RET
 // func expShiftQuadAVX2(x []float32, m *[4]float32, sums *[4]float32)
 // As expShiftQuadGo: x[i] = exp(x[i]-m[i%4]), sums[h] = the sum of the
 // results of head h; len(x) a positive multiple of 8, x[i]-m[i%4] <= 88.

@@ -34,9 +34,6 @@ func expSumQuad(x []float32, m *[4]float32) [4]float32 {
 func dotsAt(_ level, dst, q, rows []float32, scale float32) { dotsGo(dst, q, rows, scale) }
 func accRowsAt(_ level, acc, p, rows []float32)             { accRowsGo(acc, p, rows) }
 
-// prefetchRows does nothing without assembly.
-func prefetchRows(r kvcache.Rows, j0, j1 int) {}
-
 func logitsQuadAt(_ level, dst, q []float32, r kvcache.Rows, j0, j1 int, buf []float32, scale float32, mx *[4]float32) {
 	if j1 > j0 {
 		logitsQuadGo(dst[:(j1-j0)*4], q, rowsBlock(r, j0, j1, buf), scale, mx)
