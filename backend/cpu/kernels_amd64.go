@@ -278,6 +278,17 @@ func axpy(y []float32, a float32, x []float32) {
 	axpyGo(y, a, x)
 }
 
+// scale is scaleGo, in assembly on the multiple of 8 it can (one rounded
+// product a value either way).
+func scale(x []float32, a float32) {
+	n := len(x) &^ 7
+	if useAVX2 && n > 0 {
+		scaleAVX2(x[:n], a)
+		x = x[n:]
+	}
+	scaleGo(x, a)
+}
+
 // decodeF16 is decodeF16Go, in assembly on the multiple of 16 or 8 it can.
 func decodeF16(dst []float32, src []uint16) {
 	dst = dst[:len(src)]
@@ -385,6 +396,15 @@ func accRowsAVX512(acc, p, rows []float32)
 //
 //go:noescape
 func axpyAVX2(y []float32, a float32, x []float32)
+
+// scaleAVX2 is scaleGo for len(x) a positive multiple of 8:
+//
+//	for i := range x {
+//		x[i] *= a
+//	}
+//
+//go:noescape
+func scaleAVX2(x []float32, a float32)
 
 // decodeF16AVX2 is decodeF16Go for len(src) a positive multiple of 8:
 //

@@ -308,6 +308,41 @@ axpy2_done:
 	VZEROUPPER
 	RET
 
+// func scaleAVX2(x []float32, a float32)
+// x *= a, len(x) a positive multiple of 8.
+TEXT ·scaleAVX2(SB), NOSPLIT, $0-28
+	MOVQ x_base+0(FP), DI
+	MOVQ x_len+8(FP), CX
+	VBROADCASTSS a+24(FP), Y15
+	LEAQ (DI)(CX*4), DX
+
+scale2_loop32:
+	LEAQ 128(DI), R8
+	CMPQ R8, DX
+	JA   scale2_loop8
+	VMULPS (DI), Y15, Y0
+	VMULPS 32(DI), Y15, Y1
+	VMULPS 64(DI), Y15, Y2
+	VMULPS 96(DI), Y15, Y3
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	MOVQ R8, DI
+	JMP  scale2_loop32
+
+scale2_loop8:
+	CMPQ DI, DX
+	JAE  scale2_done
+	VMULPS (DI), Y15, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, DI
+	JMP  scale2_loop8
+
+scale2_done:
+	VZEROUPPER
+	RET
+
 // func decodeF16AVX2(dst []float32, src []uint16)
 // len(dst) == len(src) a positive multiple of 8.
 TEXT ·decodeF16AVX2(SB), NOSPLIT, $0-48

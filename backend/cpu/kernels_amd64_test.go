@@ -99,6 +99,18 @@ func checkKernels(t *testing.T, r *rand.Rand, seed uint64, d, n int) {
 	for i := range y0 {
 		wantY[i] = float64(y0[i]) + 0.5*float64(x[i])
 	}
+	sc, check := guarded(t, y0, 4)
+	scale(sc, -1.25)
+	check("scale " + name)
+	for i := range sc {
+		if sc[i] != y0[i]*-1.25 {
+			t.Errorf("scale %s: [%d] = %g, want %g", name, i, sc[i], y0[i]*-1.25)
+		}
+	}
+	y0 = randVec(r, len(x), 1)
+	for i := range y0 {
+		wantY[i] = float64(y0[i]) + 0.5*float64(x[i])
+	}
 	y, check := guarded(t, y0, 9)
 	axpy(y, 0.5, x)
 	check("axpy " + name)

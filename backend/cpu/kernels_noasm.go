@@ -21,6 +21,7 @@ func maxOf(x []float32) float32                  { return maxOfGo(x) }
 func expShift(x []float32, m float32) float32    { return expShiftGo(x, m) }
 func accRows(acc, p, rows []float32)             { accRowsGo(acc, p, rows) }
 func axpy(y []float32, a float32, x []float32)   { axpyGo(y, a, x) }
+func scale(x []float32, a float32)               { scaleGo(x, a) }
 func decodeF16(dst []float32, src []uint16)      { decodeF16Go(dst, src) }
 func decodeBF16(dst []float32, src []uint16)     { decodeBF16Go(dst, src) }
 func sumWords(x []uint64) uint64                 { return sumWordsGo(x) }
