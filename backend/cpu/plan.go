@@ -21,7 +21,8 @@ import (
 // units of work (a KV head and up to 1,024 rows) with the candidates in
 // turn and time them; once every candidate has been timed on planSamples
 // units, the one with the smallest median time per row runs from then on,
-// for the rest of the process. The measurement is on the calls' own data,
+// for the rest of the process (the per-head path unless another is
+// planMargin faster). The measurement is on the calls' own data,
 // so it sees the caches and the memory the real work sees.
 //
 // Every candidate of a class returns the same bits (kernels512_amd64.s
@@ -100,6 +101,9 @@ const (
 	planSamples = 8
 	// planMinRows is the length below which a unit is not timed.
 	planMinRows = 64
+	// planMargin is how much faster than the per-head path another
+	// candidate must be, in the median, to be chosen.
+	planMargin = 1.05
 )
 
 // planEntry is the choice for one class: the candidates, their times while
@@ -179,13 +183,25 @@ func (e *planEntry) record(k, rows int, took time.Duration) {
 			return
 		}
 	}
+	e.chosen.Store(int32(e.best() + 1))
+}
+
+// best returns the candidate with the smallest median time per row, unless
+// the first (the per-head path at the highest level, the path of the
+// backend before the four-head kernels) is within planMargin of it: a
+// kernel must be clearly faster to displace it, so that a tie measured on
+// a noisy machine keeps the established path.
+func (e *planEntry) best() int {
 	best := 0
 	for i, s := range e.samples {
 		if median(s) < median(e.samples[best]) {
 			best = i
 		}
 	}
-	e.chosen.Store(int32(best + 1))
+	if median(e.samples[0]) <= median(e.samples[best])*planMargin {
+		return 0
+	}
+	return best
 }
 
 // reason says why the entry's kernel was chosen (e.mu held).
@@ -202,7 +218,8 @@ func (e *planEntry) reason() string {
 		return "the only candidate"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "smallest median time per row over %d units each:", planSamples)
+	fmt.Fprintf(&b, "smallest median time per row over %d units each (the first kept unless another is %.0f%% faster):",
+		planSamples, 100*(planMargin-1))
 	for i, c := range e.cands {
 		fmt.Fprintf(&b, " %v %.2f ns", c, median(e.samples[i]))
 		if i < len(e.cands)-1 {

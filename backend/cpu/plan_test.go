@@ -138,6 +138,17 @@ func TestPlanChooses(t *testing.T) {
 	if r := e.reason(); !strings.Contains(r, "quad-go 5.00 ns") || !strings.Contains(r, "perhead-go 10.00 ns") {
 		t.Fatalf("reason %q", r)
 	}
+	// A candidate within planMargin of the per-head path does not displace
+	// it.
+	for _, c := range []struct {
+		first, other float64
+		want         int
+	}{{10, 9.7, 0}, {10, 9.4, 1}, {10, 11, 0}} {
+		e := &planEntry{cands: e.cands[:2], samples: [][]float64{{c.first}, {c.other}}}
+		if got := e.best(); got != c.want {
+			t.Errorf("per-head %g ns, other %g ns: chose %d, want %d", c.first, c.other, got, c.want)
+		}
+	}
 }
 
 // TestPlanReport checks Plan after real calls: the classes met, a kernel

@@ -45,6 +45,7 @@ func main() {
 	reps := flag.Int("reps", 7, "interleaved rounds per step (at least 5)")
 	types := flag.String("dtypes", "float32,float16,bfloat16", "storage types")
 	steps := flag.String("steps", "decode,snapkv-scores,compresskv-scores,snapkv,compresskv", "steps to run")
+	kernel := flag.String("new-kernel", "", "run NEW with this kernel wherever it is a candidate (cpu.Backend.WithKernel); empty: NEW's own choice")
 	flag.Parse()
 	log.SetFlags(0)
 	*reps = max(5, *reps)
@@ -77,6 +78,12 @@ func main() {
 	fmt.Printf("%-18s %-8s %7s %17s %17s %15s %6s %6s %6s %18s\n", "", "", "",
 		"min / median", "min / median", "median (min)", "%bw", "%bw", "xfloor", "min / med / max")
 	oldB, newB := old.New(), cpu.New()
+	if *kernel != "" {
+		if newB, err = newB.WithKernel(*kernel); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("NEW runs %s wherever it is a candidate\n", *kernel)
+	}
 	for _, step := range strings.Split(*steps, ",") {
 		for _, L := range Ls {
 			for _, dt := range dts {
