@@ -45,6 +45,7 @@ var srHeads = []int{0, 9, 18, 27} // CompressKV's SR heads: one per KV head grou
 // hotPath is one call the guard times.
 type hotPath struct {
 	name   string
+	L      int    // default length: long enough to stream from memory, short enough for CI
 	op     string // Plan's Op
 	group  int    // Plan's Group
 	window int
@@ -55,7 +56,7 @@ type hotPath struct {
 
 var hotPaths = []hotPath{
 	{
-		name: "decode", op: "attend", group: H / G,
+		name: "decode", op: "attend", group: H / G, L: 8192,
 		bytes: func(L int, dt kvcache.DType) float64 { return float64(2*G*L*d) * float64(dt.Size()) },
 		outs:  func(int) [][]float32 { return [][]float32{make([]float32, H*d)} },
 		call: func(b *cpu.Backend, c *kvcache.Host, q []float32, out [][]float32) error {
@@ -63,7 +64,7 @@ var hotPaths = []hotPath{
 		},
 	},
 	{
-		name: "snapkv-scores", op: "window", group: H / G, window: W,
+		name: "snapkv-scores", op: "window", group: H / G, window: W, L: 4096,
 		bytes: func(L int, dt kvcache.DType) float64 { return float64(G*L*d) * float64(dt.Size()) },
 		outs:  func(L int) [][]float32 { return rows(H, L) },
 		call: func(b *cpu.Backend, c *kvcache.Host, q []float32, out [][]float32) error {
@@ -71,7 +72,7 @@ var hotPaths = []hotPath{
 		},
 	},
 	{
-		name: "compresskv-scores", op: "window", group: 1, window: W,
+		name: "compresskv-scores", op: "window", group: 1, window: W, L: 8192,
 		bytes: func(L int, dt kvcache.DType) float64 { return float64(len(srHeads)*L*d) * float64(dt.Size()) },
 		outs:  func(L int) [][]float32 { return rows(len(srHeads), L) },
 		call: func(b *cpu.Backend, c *kvcache.Host, q []float32, out [][]float32) error {
@@ -97,11 +98,11 @@ func rows(n, L int) [][]float32 {
 }
 
 func main() {
-	lengths := flag.String("lengths", "8192", "comma-separated cache lengths")
+	lengths := flag.String("lengths", "", "comma-separated cache lengths (default: 8192 for decode and CompressKV's scores, 4096 for SnapKV's)")
 	types := flag.String("dtypes", "float32,float16,bfloat16", "storage types")
 	paths := flag.String("paths", "decode,snapkv-scores,compresskv-scores", "hot paths")
 	reps := flag.Int("reps", 9, "interleaved rounds to start with (at least 5)")
-	maxReps := flag.Int("max-reps", 33, "rounds at most, when the first ones do not decide")
+	maxReps := flag.Int("max-reps", 25, "rounds at most, when the first ones do not decide")
 	limit := flag.Float64("limit", 1.15, "the chosen kernel may take at most this times the best candidate's time")
 	flag.Parse()
 	log.SetFlags(0)
@@ -123,7 +124,11 @@ func main() {
 		if hp == nil {
 			log.Fatalf("kernelguard: unknown path %q", pname)
 		}
-		for _, ls := range strings.Split(*lengths, ",") {
+		ls := *lengths
+		if ls == "" {
+			ls = strconv.Itoa(hp.L)
+		}
+		for _, ls := range strings.Split(ls, ",") {
 			L, err := strconv.Atoi(strings.TrimSpace(ls))
 			if err != nil || L < W {
 				log.Fatalf("kernelguard: bad length %q", ls)

@@ -112,6 +112,30 @@ func main() {
 					oo, on := outs(len(heads), L), outs(len(heads), L)
 					fo = func() { must(oldB.WindowScores(c, 0, q, W, H, heads, oo)) }
 					fn = func() { must(newB.WindowScores(c, 0, q, W, H, heads, on)) }
+				case "pool-topk":
+					// SnapKV's selection tail: average-pool 8 rows of L
+					// scores (kernel 5), then the top budget-W of each.
+					bytes = float64(G*L) * 4
+					r := rand.New(rand.NewPCG(uint64(L), 7))
+					src := make([][]float32, G)
+					for i := range src {
+						src[i] = make([]float32, L)
+						for k := range src[i] {
+							src[i][k] = r.Float32()
+						}
+					}
+					dst := make([]float32, L)
+					var keep []int
+					run := func(b backend.Backend) {
+						for i := range src {
+							must(b.Pool(dst, src[i], 5, backend.AvgPool))
+							var err error
+							keep, err = b.TopK(keep[:0], dst, budget-W)
+							must(err)
+						}
+					}
+					fo = func() { run(oldB) }
+					fn = func() { run(newB) }
 				case "snapkv", "compresskv":
 					m, floor := compresskv.SnapKV, float64(G*L*d)*size+kept
 					if step == "compresskv" {
