@@ -15,7 +15,7 @@ import "math"
 // four-head assembly kernels ask the second-level cache for. Measured on
 // AMD Zen 4 at 8, 16, 32 and 48 rows: 16 is best in float32 and as good as
 // 32 in bfloat16 (docs/RESULTS.md).
-var prefetchDistance = 16
+const prefetchDistance = 16
 
 // level is a set of kernels: the portable Go ones, or assembly for AVX2
 // (with FMA and F16C) or AVX-512.

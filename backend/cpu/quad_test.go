@@ -73,7 +73,7 @@ func TestQuadKernels(t *testing.T) {
 				q := randVec(r, 4*d, 1)
 				acc0 := randVec(r, 4*d, 1)
 				p := randVec(r, 4*n, 1)
-				var firstLg, firstAcc []float32
+				var firstLg, firstAcc, goLg, goAcc []float32
 				for _, l := range testLevels() {
 					name := l.String() + "/" + name
 					buf := make([]float32, blockRows*d)
@@ -134,7 +134,20 @@ func TestQuadKernels(t *testing.T) {
 						}
 					}
 					if l == levelGo {
+						goLg, goAcc = lg, acc
 						continue
+					}
+					// Assembly and Go sum in different orders: they agree
+					// to float32 rounding.
+					for i := range lg {
+						if math.Abs(float64(lg[i]-goLg[i])) > 2e-6*math.Sqrt(float64(d)) {
+							t.Fatalf("%s: logit %d = %g, Go %g", name, i, lg[i], goLg[i])
+						}
+					}
+					for i := range acc {
+						if math.Abs(float64(acc[i]-goAcc[i])) > 2e-6*math.Max(1, math.Abs(float64(acc[i])))*float64(n) {
+							t.Fatalf("%s: sum %d = %g, Go %g", name, i, acc[i], goAcc[i])
+						}
 					}
 					if firstLg == nil {
 						firstLg, firstAcc = lg, acc
