@@ -174,7 +174,7 @@ func (e *planEntry) record(k, rows int, took time.Duration) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.chosen.Load() > 0 {
+	if e.chosen.Load() > 0 || len(e.samples[k]) >= planSamples {
 		return
 	}
 	e.samples[k] = append(e.samples[k], float64(took.Nanoseconds())/float64(rows))
