@@ -131,8 +131,8 @@ func TestPlanChooses(t *testing.T) {
 		e.record(k, 100, time.Duration(ns*100))
 	}
 	for k := range e.cands {
-		if seen[k] != planSamples {
-			t.Fatalf("candidate %d ran %d units, want %d", k, seen[k], planSamples)
+		if seen[k] != planSamples || len(e.samples[k]) != planSamples {
+			t.Fatalf("candidate %d ran %d units, %d timed, want %d", k, seen[k], len(e.samples[k]), planSamples)
 		}
 	}
 	k, timed := e.next()
