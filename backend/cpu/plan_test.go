@@ -124,11 +124,11 @@ func TestPlanChooses(t *testing.T) {
 		if k == 0 && i < 3 {
 			e.record(k, planMinRows-1, time.Nanosecond) // too short: not counted
 		}
+		e.record(k, 100, time.Duration(ns*100))
 		if k == 1 && seen[k] == planSamples {
 			// Beyond planSamples a candidate's units are not counted.
 			e.record(k, 100, time.Nanosecond)
 		}
-		e.record(k, 100, time.Duration(ns*100))
 	}
 	for k := range e.cands {
 		if seen[k] != planSamples || len(e.samples[k]) != planSamples {
