@@ -64,6 +64,7 @@ func main() {
 	python := flag.String("python", "python3", "Python with torch; empty skips the PyTorch side")
 	script := flag.String("script", "", "path of torchcmp.py (default: beside this source, tools/torchcmp)")
 	types := flag.String("dtypes", "float32,float16,bfloat16", "storage types")
+	decodeOnly := flag.Bool("decode-only", false, "time decode attention alone, on both sides")
 	flag.Parse()
 	log.SetFlags(0)
 	*reps = max(3, *reps)
@@ -88,7 +89,8 @@ func main() {
 		log.Fatal(err)
 	}
 
-	fmt.Printf("GOMAXPROCS %d, %s, %s\n", runtime.GOMAXPROCS(0), runtime.GOARCH, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Printf("GOMAXPROCS %d, %s, %s, load average %s\n", runtime.GOMAXPROCS(0), runtime.GOARCH,
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), loadAvg())
 	var bw1, bw2 []float64
 	for range *reps {
 		g1, _ := probe.Read(1)
@@ -106,28 +108,30 @@ func main() {
 			kept := float64(2*G*budget*d) * size // keys and values of the kept rows
 			srKeys := float64(len(srHeads)*L*d) * size
 			key := fmt.Sprintf("%d/%v", L, dt)
-			ck := policy(compresskv.CompressKV)
-			goMs["compresskv/"+key] = measure(probe, *reps, srKeys+kept, compressRun(ck, base, q))
-			goMs["select/"+key] = measure(probe, *reps, srKeys, func() func() {
-				return func() {
-					if _, err := ck.Plan(base, q, H); err != nil {
-						log.Fatal(err)
+			if !*decodeOnly {
+				ck := policy(compresskv.CompressKV)
+				goMs["compresskv/"+key] = measure(probe, *reps, srKeys+kept, compressRun(ck, base, q))
+				goMs["select/"+key] = measure(probe, *reps, srKeys, func() func() {
+					return func() {
+						if _, err := ck.Plan(base, q, H); err != nil {
+							log.Fatal(err)
+						}
 					}
+				})
+				plan, err := ck.Plan(base, q, H)
+				if err != nil {
+					log.Fatal(err)
 				}
-			})
-			plan, err := ck.Plan(base, q, H)
-			if err != nil {
-				log.Fatal(err)
+				goMs["compact/"+key] = measure(probe, *reps, kept, func() func() {
+					c := base.Clone()
+					return func() {
+						if err := ck.Apply(c, plan); err != nil {
+							log.Fatal(err)
+						}
+					}
+				})
+				goMs["snapkv/"+key] = measure(probe, *reps, float64(G*L*d)*size+kept, compressRun(policy(compresskv.SnapKV), base, q))
 			}
-			goMs["compact/"+key] = measure(probe, *reps, kept, func() func() {
-				c := base.Clone()
-				return func() {
-					if err := ck.Apply(c, plan); err != nil {
-						log.Fatal(err)
-					}
-				}
-			})
-			goMs["snapkv/"+key] = measure(probe, *reps, float64(G*L*d)*size+kept, compressRun(policy(compresskv.SnapKV), base, q))
 			goMs["decode/"+key] = measure(probe, *reps, float64(2*G*L*d)*size, attendRun(base))
 		}
 	}
@@ -150,9 +154,13 @@ func main() {
 				tt = append(tt, "bfloat16")
 			}
 		}
-		cmd := exec.Command(*python, path, "--lengths", *lengths, "--reps", strconv.Itoa(*reps),
+		args := []string{path, "--lengths", *lengths, "--reps", strconv.Itoa(*reps),
 			"--dtypes", strings.Join(tt, ","),
-			"--sr-heads", strings.Trim(strings.Join(strings.Fields(fmt.Sprint(srHeads)), ","), "[]"))
+			"--sr-heads", strings.Trim(strings.Join(strings.Fields(fmt.Sprint(srHeads)), ","), "[]")}
+		if *decodeOnly {
+			args = append(args, "--decode-only")
+		}
+		cmd := exec.Command(*python, args...)
 		cmd.Stderr = os.Stderr
 		if os.Getenv("OMP_NUM_THREADS") == "" {
 			cmd.Env = append(os.Environ(), "OMP_NUM_THREADS=2")
@@ -180,6 +188,9 @@ func main() {
 	for _, L := range Ls {
 		fmt.Printf("L = %d\n", L)
 		for _, s := range steps {
+			if *decodeOnly && s.key != "decode" {
+				continue
+			}
 			for _, dt := range dts {
 				g := goMs[fmt.Sprintf("%s/%d/%v", s.key, L, dt)]
 				tdt := "float32"
@@ -198,6 +209,19 @@ func main() {
 			}
 		}
 	}
+	fmt.Printf("\nload average after: %s\nkernels (backend/cpu Plan):\n", loadAvg())
+	for _, c := range cpu.New().Plan() {
+		fmt.Println(" ", c)
+	}
+}
+
+// loadAvg returns the three load averages of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 // spread formats the min, median and max of x.

@@ -120,6 +120,7 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--no-flush", action="store_true", help="do not read 256 MiB before each timed run")
+    ap.add_argument("--decode-only", action="store_true", help="time decode attention alone")
     a = ap.parse_args()
     torch.manual_seed(0)
     global FLUSH
@@ -136,10 +137,11 @@ def main():
                 v = torch.randn(1, a.kv_heads, L, a.dim).to(dt)
                 q = (torch.randn(1, a.heads, a.window, a.dim) * 1.5).to(dt)
                 key = f"{L}/{name}"
-                ms[f"snapkv/{key}"] = times_ms(lambda: compress(k, v, q, a.window, a.budget, a.kernel), a.reps)
-                ms[f"compresskv/{key}"] = times_ms(lambda: compress(k, v, q, a.window, a.budget, a.kernel, sr), a.reps)
-                ms[f"compresskv-all-heads/{key}"] = times_ms(
-                    lambda: compress(k, v, q, a.window, a.budget, a.kernel, sr, all_heads=True), a.reps)
+                if not a.decode_only:
+                    ms[f"snapkv/{key}"] = times_ms(lambda: compress(k, v, q, a.window, a.budget, a.kernel), a.reps)
+                    ms[f"compresskv/{key}"] = times_ms(lambda: compress(k, v, q, a.window, a.budget, a.kernel, sr), a.reps)
+                    ms[f"compresskv-all-heads/{key}"] = times_ms(
+                        lambda: compress(k, v, q, a.window, a.budget, a.kernel, sr, all_heads=True), a.reps)
                 qd = torch.randn(1, a.heads, 1, a.dim).to(dt)
                 grouped = times_ms(lambda: decode(qd, k, v), a.reps)
                 repeated = times_ms(lambda: decode_repeat(qd, k, v), a.reps)
