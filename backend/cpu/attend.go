@@ -41,7 +41,8 @@ func (b *Backend) Attend(c kvcache.KVCache, layer int, q []float32, qHeads int, 
 		return err
 	}
 	j.out = out
-	j.ch = b.chooserFor(class{op: opAttend, dt: c.DType(), group: j.group, headDim: s.HeadDim, long: j.long})
+	j.ch = b.chooserFor(class{op: opAttend, dt: c.DType(), group: j.group, headDim: s.HeadDim, long: j.long,
+		streams: 2*j.rows*int64(s.HeadDim*c.DType().Size()) > llcBytes})
 	b.run(j, j.firstUnit[s.KVHeads], j.work, s.HeadDim)
 	j.merge()
 	if i := finite.First(out); i >= 0 {
@@ -107,6 +108,7 @@ type attendJob struct {
 	pass             int            // AttentionWeights: 1 logits, 2 softmax; 0 for Attend
 	work             int64
 	long             bool    // a KV head holds at least chunkRows rows
+	rows             int64   // rows over the KV heads
 	ch               chooser // Attend: the kernel of each unit
 }
 
@@ -126,7 +128,7 @@ func (j *attendJob) setup(op string, c kvcache.HostReader, layer int, q []float3
 	j.scale = float32(1 / math.Sqrt(float64(d)))
 	j.k, j.v, j.L = j.k[:0], j.v[:0], j.L[:0]
 	j.firstUnit = append(j.firstUnit[:0], 0)
-	j.pass, j.work, j.long = 0, 0, false
+	j.pass, j.work, j.long, j.rows = 0, 0, false, 0
 	for g := 0; g < G; g++ {
 		k, v, err := headRows(op, c, layer, g)
 		if err != nil {
@@ -139,6 +141,7 @@ func (j *attendJob) setup(op string, c kvcache.HostReader, layer int, q []float3
 		j.firstUnit = append(j.firstUnit, j.firstUnit[g]+chunks(k.N))
 		j.work += int64(j.group) * int64(k.N) * int64(d)
 		j.long = j.long || k.N >= chunkRows
+		j.rows += int64(k.N)
 	}
 	j.state = growF32(j.state, j.firstUnit[G]*j.group*(d+2))
 	return nil

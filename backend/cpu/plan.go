@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/klauspost/cpuid/v2"
+
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -17,7 +19,8 @@ import (
 // measurement, not by a rule: a rule such as "four heads at a time when the
 // group is a multiple of 4" was right on one processor and 30% slow on
 // another. For each shape class (operation, storage type, group, window,
-// head dimension, and whether the heads are long) the first calls run their
+// head dimension, whether the heads are long, and whether a call reads more
+// than the last-level cache holds) the first calls run their
 // units of work (a KV head and up to 1,024 rows) with the candidates in
 // turn and time them; once every candidate has been timed on planSamples
 // units, the one with the smallest median time per row runs from then on,
@@ -74,7 +77,20 @@ type class struct {
 	window  int // WindowScores: window queries; 0 for Attend
 	headDim int
 	long    bool // the KV head holds at least chunkRows rows
+	// streams: the call reads more bytes than the last-level cache holds,
+	// so its rows come from memory; a kernel that is fastest on rows the
+	// cache holds may not be on rows it streams.
+	streams bool
 }
+
+// llcBytes is the size of the last-level cache (cpuid; 32 MiB when the
+// processor does not say).
+var llcBytes = func() int64 {
+	if n := cpuid.CPU.Cache.L3; n > 0 {
+		return int64(n)
+	}
+	return 32 << 20
+}()
 
 // candidates returns the kernels that can compute class c, highest level
 // first.
@@ -306,6 +322,8 @@ type Choice struct {
 	Window  int           // window: window queries (0 for attend)
 	HeadDim int
 	Long    bool // heads of at least 1,024 rows
+	// Streams: calls that read more than the last-level cache holds.
+	Streams bool
 
 	// Kernel is the chosen candidate, "" while the candidates are still
 	// being measured.
@@ -334,6 +352,9 @@ func (c Choice) String() string {
 	if c.Long {
 		b.WriteString(" long")
 	}
+	if c.Streams {
+		b.WriteString(" streaming")
+	}
 	if c.Kernel == "" {
 		b.WriteString(": measuring")
 	} else {
@@ -358,7 +379,7 @@ func (b *Backend) Plan() []Choice {
 		e.mu.Lock()
 		c := Choice{
 			Op: "attend", DType: e.class.dt, Group: e.class.group, Window: e.class.window,
-			HeadDim: e.class.headDim, Long: e.class.long, Reason: e.reason(),
+			HeadDim: e.class.headDim, Long: e.class.long, Streams: e.class.streams, Reason: e.reason(),
 		}
 		if e.class.op == opWindow {
 			c.Op = "window"
@@ -378,7 +399,8 @@ func (b *Backend) Plan() []Choice {
 	}
 	slices.SortFunc(out, func(a, b Choice) int {
 		return cmp.Or(cmp.Compare(a.Op, b.Op), cmp.Compare(a.DType, b.DType), cmp.Compare(a.Group, b.Group),
-			cmp.Compare(a.Window, b.Window), cmp.Compare(a.HeadDim, b.HeadDim), boolCmp(a.Long, b.Long))
+			cmp.Compare(a.Window, b.Window), cmp.Compare(a.HeadDim, b.HeadDim), boolCmp(a.Long, b.Long),
+			boolCmp(a.Streams, b.Streams))
 	})
 	return out
 }

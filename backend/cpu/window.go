@@ -69,10 +69,14 @@ func (b *Backend) WindowScores(c kvcache.KVCache, layer int, q []float32, w, qHe
 	if err := j.setup(hr, layer, q, w, qHeads, heads, out); err != nil {
 		return err
 	}
+	var keyBytes int64
+	for i := range j.groups {
+		keyBytes += int64(j.groups[i].L) * int64(s.HeadDim*c.DType().Size())
+	}
 	for i := range j.groups {
 		gr := &j.groups[i]
 		gr.ch = b.chooserFor(class{op: opWindow, dt: c.DType(), group: gr.e1 - gr.e0, window: w,
-			headDim: s.HeadDim, long: gr.L >= chunkRows})
+			headDim: s.HeadDim, long: gr.L >= chunkRows, streams: keyBytes > llcBytes})
 	}
 	units := j.firstUnit[len(j.groups)]
 	j.stored = j.storeSize*4 <= b.storeBytes

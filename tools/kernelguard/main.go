@@ -31,6 +31,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/klauspost/cpuid/v2"
+
 	"github.com/compresskv/compresskv/backend/cpu"
 	"github.com/compresskv/compresskv/kvcache"
 	"github.com/compresskv/compresskv/tools/internal/paired"
@@ -49,14 +51,14 @@ type hotPath struct {
 	op     string // Plan's Op
 	group  int    // Plan's Group
 	window int
-	bytes  func(L int, dt kvcache.DType) float64 // what one call must read
+	bytes  func(L int, dt kvcache.DType) float64 // what one call must read (backend/cpu's test for streaming too)
 	call   func(b *cpu.Backend, c *kvcache.Host, q []float32, out [][]float32) error
 	outs   func(L int) [][]float32
 }
 
 var hotPaths = []hotPath{
 	{
-		name: "decode", op: "attend", group: H / G, L: 8192,
+		name: "decode", op: "attend", group: H / G, L: 16384,
 		bytes: func(L int, dt kvcache.DType) float64 { return float64(2*G*L*d) * float64(dt.Size()) },
 		outs:  func(int) [][]float32 { return [][]float32{make([]float32, H*d)} },
 		call: func(b *cpu.Backend, c *kvcache.Host, q []float32, out [][]float32) error {
@@ -98,7 +100,7 @@ func rows(n, L int) [][]float32 {
 }
 
 func main() {
-	lengths := flag.String("lengths", "", "comma-separated cache lengths (default: 8192 for decode and CompressKV's scores, 4096 for SnapKV's)")
+	lengths := flag.String("lengths", "", "comma-separated cache lengths (default: 16384 for decode, 8192 for CompressKV's scores, 4096 for SnapKV's)")
 	types := flag.String("dtypes", "float32,float16,bfloat16", "storage types")
 	paths := flag.String("paths", "decode,snapkv-scores,compresskv-scores", "hot paths")
 	reps := flag.Int("reps", 9, "interleaved rounds to start with (at least 5)")
@@ -261,10 +263,18 @@ func lchoose(n, k int) float64 {
 	return a - b - c
 }
 
-// find returns the Plan entry of hot path hp.
+// find returns the Plan entry of hot path hp: its shape, and whether a
+// call reads more than the last-level cache holds (the test backend/cpu
+// makes, with the same size).
 func find(plan []cpu.Choice, hp *hotPath, dt kvcache.DType, L int) *cpu.Choice {
+	llc := int64(cpuid.CPU.Cache.L3)
+	if llc <= 0 {
+		llc = 32 << 20
+	}
+	streams := int64(hp.bytes(L, dt)) > llc
 	for i, c := range plan {
-		if c.Op == hp.op && c.DType == dt && c.Group == hp.group && c.Window == hp.window && c.HeadDim == d && c.Long == (L >= 1024) {
+		if c.Op == hp.op && c.DType == dt && c.Group == hp.group && c.Window == hp.window && c.HeadDim == d &&
+			c.Long == (L >= 1024) && c.Streams == streams {
 			return &plan[i]
 		}
 	}
