@@ -240,9 +240,6 @@ func (j *windowJob) unit(u int, s *scratch) {
 			t0 = time.Now()
 		}
 		j.logits(k, gr, c0, c1, ex, s)
-		if timed {
-			gr.ch.e.record(ki, n, time.Since(t0))
-		}
 		for r := range gr.rows {
 			row := ex[r*n : (r+1)*n]
 			m := st[2*r]
@@ -258,6 +255,11 @@ func (j *windowJob) unit(u int, s *scratch) {
 			if j.pass == 1 {
 				st[2*r], st[2*r+1] = m, sum
 			}
+		}
+		if timed {
+			// The whole first pass of the unit: a kernel's writes to ex
+			// bear on the maxima and exponentials that read them.
+			gr.ch.e.record(ki, n, time.Since(t0))
 		}
 		if j.pass == 1 {
 			return
