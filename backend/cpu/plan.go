@@ -25,7 +25,8 @@ import (
 // turn and time them; once every candidate has been timed on planSamples
 // units, the one with the smallest median time per row runs from then on,
 // for the rest of the process (the per-head path unless another is
-// planMargin faster). The measurement is on the calls' own data,
+// planMargin faster). A unit of window scores is timed over both its
+// passes: the second reads what the first's kernel wrote. The measurement is on the calls' own data,
 // so it sees the caches and the memory the real work sees.
 //
 // Every candidate of a class returns the same bits (kernels512_amd64.s
@@ -284,11 +285,16 @@ func (b *Backend) chooserFor(c class) chooser {
 
 // start returns the kernel of one unit, whether to time it, and its index.
 func (ch chooser) start() (kernel, int, bool) {
-	if ch.forced >= 0 {
-		return ch.e.cands[ch.forced], ch.forced, false
-	}
-	i, timed := ch.e.next()
+	i, timed := ch.index()
 	return ch.e.cands[i], i, timed
+}
+
+// index returns the index of the kernel of one unit and whether to time it.
+func (ch chooser) index() (int, bool) {
+	if ch.forced >= 0 {
+		return ch.forced, false
+	}
+	return ch.e.next()
 }
 
 // ErrKernel reports a kernel name no shape class of this processor knows.

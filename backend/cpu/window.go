@@ -79,6 +79,12 @@ func (b *Backend) WindowScores(c kvcache.KVCache, layer int, q []float32, w, qHe
 			headDim: s.HeadDim, long: gr.L >= chunkRows, streams: keyBytes > llcBytes})
 	}
 	units := j.firstUnit[len(j.groups)]
+	j.unitKernel = growInt(j.unitKernel, units)
+	j.unitNs = growI64(j.unitNs, units)
+	if cap(j.unitTimed) < units {
+		j.unitTimed = make([]bool, units)
+	}
+	j.unitTimed = j.unitTimed[:units]
 	j.stored = j.storeSize*4 <= b.storeBytes
 	if j.stored {
 		j.store = growF32(j.store, j.storeSize)
@@ -136,6 +142,9 @@ type windowJob struct {
 	stored       bool      // the second pass reads store instead of recomputing
 	work         int64
 	pass         int
+	unitKernel   []int   // per unit: the index of its kernel among its group's candidates
+	unitTimed    []bool  // per unit: timed for the plan
+	unitNs       []int64 // per unit: nanoseconds of its first pass
 }
 
 var windowPool = sync.Pool{New: func() any { return new(windowJob) }}
@@ -154,16 +163,19 @@ func (j *windowJob) setup(c kvcache.HostReader, layer int, q []float32, w, qHead
 	group := qHeads / G
 	*j = windowJob{
 		q: q, w: w, qHeads: qHeads, d: d,
-		scale:     float32(1 / math.Sqrt(float64(d))),
-		heads:     heads,
-		out:       out,
-		entries:   growInt(j.entries, len(heads)),
-		groups:    j.groups[:0],
-		firstUnit: append(j.firstUnit[:0], 0),
-		state:     j.state[:0],
-		counts:    growInt(j.counts, G+1),
-		store:     j.store,
-		quads:     j.quads,
+		scale:      float32(1 / math.Sqrt(float64(d))),
+		heads:      heads,
+		out:        out,
+		entries:    growInt(j.entries, len(heads)),
+		groups:     j.groups[:0],
+		firstUnit:  append(j.firstUnit[:0], 0),
+		state:      j.state[:0],
+		counts:     growInt(j.counts, G+1),
+		store:      j.store,
+		quads:      j.quads,
+		unitKernel: j.unitKernel,
+		unitTimed:  j.unitTimed,
+		unitNs:     j.unitNs,
 	}
 	// Counting sort of the entries by KV head, stable.
 	clear(j.counts)
@@ -232,14 +244,17 @@ func (j *windowJob) unit(u int, s *scratch) {
 		s.chunk = growF32(s.chunk, gr.rows*n)
 		ex = s.chunk
 	}
+	// The kernel of the unit, chosen in the first pass and kept for the
+	// second, whose time (reading what the kernel wrote, or computing it
+	// again) the plan adds to the first's.
+	t0 := time.Now()
+	if j.pass == 1 {
+		ki, timed := gr.ch.index()
+		j.unitKernel[u], j.unitTimed[u] = ki, timed
+	}
+	ki := j.unitKernel[u]
 	if j.pass == 1 || !j.stored {
-		k, ki, timed := gr.ch.start()
-		timed = timed && j.pass == 1
-		var t0 time.Time
-		if timed {
-			t0 = time.Now()
-		}
-		j.logits(k, gr, c0, c1, ex, s)
+		j.logits(gr.ch.e.cands[ki], gr, c0, c1, ex, s)
 		for r := range gr.rows {
 			row := ex[r*n : (r+1)*n]
 			m := st[2*r]
@@ -256,12 +271,8 @@ func (j *windowJob) unit(u int, s *scratch) {
 				st[2*r], st[2*r+1] = m, sum
 			}
 		}
-		if timed {
-			// The whole first pass of the unit: a kernel's writes to ex
-			// bear on the maxima and exponentials that read them.
-			gr.ch.e.record(ki, n, time.Since(t0))
-		}
 		if j.pass == 1 {
+			j.unitNs[u] = time.Since(t0).Nanoseconds()
 			return
 		}
 	}
@@ -276,6 +287,9 @@ func (j *windowJob) unit(u int, s *scratch) {
 			}
 			axpy(o, expf(st[2*r]-final[2*r])*final[2*r+1], ex[r*n:(r+1)*n])
 		}
+	}
+	if j.unitTimed[u] {
+		gr.ch.e.record(ki, n, time.Duration(j.unitNs[u]+time.Since(t0).Nanoseconds()))
 	}
 }
 
