@@ -120,7 +120,7 @@ const (
 	planMinRows = 64
 	// planMargin is how much faster than the per-head path another
 	// candidate must be, in the median, to be chosen.
-	planMargin = 1.05
+	planMargin = 1.10
 )
 
 // planEntry is the choice for one class: the candidates, their times while

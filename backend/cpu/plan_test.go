@@ -147,7 +147,7 @@ func TestPlanChooses(t *testing.T) {
 	for _, c := range []struct {
 		first, other float64
 		want         int
-	}{{10, 9.7, 0}, {10, 9.4, 1}, {10, 11, 0}} {
+	}{{10, 9.3, 0}, {10, 8.9, 1}, {10, 11, 0}} {
 		e := &planEntry{cands: e.cands[:2], samples: [][]float64{{c.first}, {c.other}}}
 		if got := e.best(); got != c.want {
 			t.Errorf("per-head %g ns, other %g ns: chose %d, want %d", c.first, c.other, got, c.want)
