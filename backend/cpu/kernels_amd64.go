@@ -305,10 +305,17 @@ func decodeF16(dst []float32, src []uint16) {
 	decodeF16Go(dst, src)
 }
 
-// decodeBF16 is decodeBF16Go, in assembly on the multiple of 8 it can.
+// decodeBF16 is decodeBF16Go, in assembly on the multiple of 16 or 8 it
+// can.
 func decodeBF16(dst []float32, src []uint16) {
 	dst = dst[:len(src)]
-	if n := len(src) &^ 7; useAVX2 && n > 0 {
+	switch {
+	case useAVX512 && len(src) >= 16:
+		n := len(src) &^ 15
+		decodeBF16AVX512(dst[:n], src[:n])
+		dst, src = dst[n:], src[n:]
+	case useAVX2 && len(src) >= 8:
+		n := len(src) &^ 7
 		decodeBF16AVX2(dst[:n], src[:n])
 		dst, src = dst[n:], src[n:]
 	}
@@ -428,6 +435,11 @@ func decodeF16AVX512(dst []float32, src []uint16)
 //
 //go:noescape
 func decodeBF16AVX2(dst []float32, src []uint16)
+
+// decodeBF16AVX512 is decodeBF16AVX2 for len(src) a multiple of 16.
+//
+//go:noescape
+func decodeBF16AVX512(dst []float32, src []uint16)
 
 // sumWordsAVX2 is sumWordsGo for len(x) a positive multiple of 32:
 //
