@@ -41,10 +41,16 @@ func (b *Backend) Attend(c kvcache.KVCache, layer int, q []float32, qHeads int, 
 		return err
 	}
 	j.out = out
-	j.ch = b.chooserFor(class{op: opAttend, dt: c.DType(), group: j.group, headDim: s.HeadDim, long: j.long,
+	ch := b.chooserFor(class{op: opAttend, dt: c.DType(), group: j.group, headDim: s.HeadDim, long: j.long,
 		streams: 2*j.rows*int64(s.HeadDim*c.DType().Size()) > llcBytes})
+	ki, timed := ch.pick()
+	j.kernel = ch.e.cands[ki]
+	t0 := time.Now()
 	b.run(j, j.firstUnit[s.KVHeads], j.work, s.HeadDim)
 	j.merge()
+	if timed {
+		ch.e.record(ki, int(j.rows), time.Since(t0))
+	}
 	if i := finite.First(out); i >= 0 {
 		return fmt.Errorf("cpu: %s: layer %d head %d: output value %d is %v (does the cache hold values that overflowed its storage type?): %w",
 			op, layer, i/s.HeadDim, i%s.HeadDim, out[i], kvcache.ErrNonFinite)
@@ -107,15 +113,15 @@ type attendJob struct {
 	weights          [][]float32    // AttentionWeights
 	pass             int            // AttentionWeights: 1 logits, 2 softmax; 0 for Attend
 	work             int64
-	long             bool    // a KV head holds at least chunkRows rows
-	rows             int64   // rows over the KV heads
-	ch               chooser // Attend: the kernel of each unit
+	long             bool   // a KV head holds at least chunkRows rows
+	rows             int64  // rows over the KV heads
+	kernel           kernel // Attend: the kernel of every unit
 }
 
 var attendPool = sync.Pool{New: func() any { return new(attendJob) }}
 
 func (j *attendJob) release() {
-	j.q, j.out, j.weights, j.ch = nil, nil, nil, chooser{}
+	j.q, j.out, j.weights = nil, nil, nil
 	clear(j.k)
 	clear(j.v)
 	attendPool.Put(j)
@@ -169,11 +175,7 @@ func (j *attendJob) unit(u int, s *scratch) {
 		}
 		return
 	}
-	k, ki, timed := j.ch.start()
-	var t0 time.Time
-	if timed {
-		t0 = time.Now()
-	}
+	k := j.kernel
 	// The unit's state: the running maximum and sum of each query head of
 	// the group, then their weighted sums of values, d each.
 	st := j.state[u*group*(d+2) : (u+1)*group*(d+2)]
@@ -189,9 +191,6 @@ func (j *attendJob) unit(u int, s *scratch) {
 		} else {
 			j.blockPerHead(k.level, g, j0, j1, ms, sums, accs, s)
 		}
-	}
-	if timed {
-		j.ch.e.record(ki, c1-c0, time.Since(t0))
 	}
 }
 

@@ -232,13 +232,6 @@ func growF32(s []float32, n int) []float32 {
 	return s[:n]
 }
 
-func growI64(s []int64, n int) []int64 {
-	if cap(s) < n {
-		return make([]int64, n)
-	}
-	return s[:n]
-}
-
 func growInt(s []int, n int) []int {
 	if cap(s) < n {
 		return make([]int, n)

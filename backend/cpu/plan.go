@@ -20,14 +20,17 @@ import (
 // group is a multiple of 4" was right on one processor and 30% slow on
 // another. For each shape class (operation, storage type, group, window,
 // head dimension, whether the heads are long, and whether a call reads more
-// than the last-level cache holds) the first calls run their
-// units of work (a KV head and up to 1,024 rows) with the candidates in
-// turn and time them; once every candidate has been timed on planSamples
-// units, the one with the smallest median time per row runs from then on,
+// than the last-level cache holds) the first calls run with the candidates
+// in turn, a whole call with one candidate, and are timed; once every
+// candidate has been timed on planSamples calls, the one with the smallest
+// median time per row runs from then on,
 // for the rest of the process (the per-head path unless another is
-// planMargin faster). A unit of window scores is timed over both its
-// passes: the second reads what the first's kernel wrote. The measurement is on the calls' own data,
-// so it sees the caches and the memory the real work sees.
+// planMargin faster). The measurement is on the calls' own data, so it sees
+// the caches and the memory the real work sees. Whole calls, not units of
+// work, are timed: two workers running different candidates side by side
+// share the memory bus, and a memory-bound kernel then times like its
+// neighbour (float32 decode at 32K measured within 3% on every path by
+// units, 1.6x apart by calls).
 //
 // Every candidate of a class returns the same bits (kernels512_amd64.s
 // says how the logit kernels share one order of summation; weighted sums
@@ -113,10 +116,10 @@ func (c class) candidates() []kernel {
 }
 
 const (
-	// planSamples is the number of timed units each candidate needs before
+	// planSamples is the number of timed calls each candidate needs before
 	// the choice.
 	planSamples = 8
-	// planMinRows is the length below which a unit is not timed.
+	// planMinRows is the number of rows below which a call is not timed.
 	planMinRows = 64
 	// planMargin is how much faster than the per-head path another
 	// candidate must be, in the median, to be chosen.
@@ -168,23 +171,23 @@ func planFor(c class) *planEntry {
 	return e
 }
 
-// next returns the candidate for a unit of work and whether to time it.
+// next returns the candidate for a call and whether to time it.
 func (e *planEntry) next() (int, bool) {
 	if c := e.chosen.Load(); c > 0 {
 		return int(c - 1), false
 	}
 	e.mu.Lock()
 	n := len(e.cands)
-	// In turn, shifted by one every round of n, so that workers that pull
-	// units alternately do not each keep to some of the candidates.
+	// In turn, shifted by one every round of n, so that callers that
+	// alternate (two layers, say) do not each keep to some candidates.
 	k := (e.turn + e.turn/n) % n
 	e.turn++
 	e.mu.Unlock()
 	return k, true
 }
 
-// record adds the time a unit of rows took with candidate k, and chooses
-// once every candidate has planSamples.
+// record adds the time a call over rows took with candidate k, and
+// chooses once every candidate has planSamples.
 func (e *planEntry) record(k, rows int, took time.Duration) {
 	if rows < planMinRows {
 		return
@@ -229,13 +232,13 @@ func (e *planEntry) reason() string {
 		for _, s := range e.samples {
 			n += len(s)
 		}
-		return fmt.Sprintf("measuring: %d units timed so far", n)
+		return fmt.Sprintf("measuring: %d calls timed so far", n)
 	}
 	if len(e.cands) == 1 {
 		return "the only candidate"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "smallest median time per row over %d units each (the first kept unless another is %.0f%% faster):",
+	fmt.Fprintf(&b, "smallest median time per row over %d calls each (the first kept unless another is %.0f%% faster):",
 		planSamples, 100*(planMargin-1))
 	for i, c := range e.cands {
 		fmt.Fprintf(&b, " %v %.2f ns", c, median(e.samples[i]))
@@ -283,14 +286,10 @@ func (b *Backend) chooserFor(c class) chooser {
 	return ch
 }
 
-// start returns the kernel of one unit, whether to time it, and its index.
-func (ch chooser) start() (kernel, int, bool) {
-	i, timed := ch.index()
-	return ch.e.cands[i], i, timed
-}
-
-// index returns the index of the kernel of one unit and whether to time it.
-func (ch chooser) index() (int, bool) {
+// pick returns the index of the kernel of one call (every unit of a call
+// runs the same kernel, so that the call's time is that kernel's) and
+// whether to time the call for the plan.
+func (ch chooser) pick() (int, bool) {
 	if ch.forced >= 0 {
 		return ch.forced, false
 	}
@@ -335,7 +334,7 @@ type Choice struct {
 	// being measured.
 	Kernel string
 	// Candidates lists every candidate with its median time per row over
-	// the units timed so far.
+	// the calls timed so far.
 	Candidates []Candidate
 	Reason     string
 }
@@ -343,8 +342,8 @@ type Choice struct {
 // Candidate is one kernel of a shape class and its measured time.
 type Candidate struct {
 	Kernel   string
-	NsPerRow float64 // median over Units timed units (0 if none)
-	Units    int
+	NsPerRow float64 // median over Calls timed calls (0 if none)
+	Calls    int
 }
 
 // String formats c on one line.
@@ -394,8 +393,8 @@ func (b *Backend) Plan() []Choice {
 			c.Kernel = e.cands[k-1].String()
 		}
 		for i, k := range e.cands {
-			cd := Candidate{Kernel: k.String(), Units: len(e.samples[i])}
-			if cd.Units > 0 {
+			cd := Candidate{Kernel: k.String(), Calls: len(e.samples[i])}
+			if cd.Calls > 0 {
 				cd.NsPerRow = median(e.samples[i])
 			}
 			c.Candidates = append(c.Candidates, cd)

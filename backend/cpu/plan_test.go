@@ -102,7 +102,7 @@ func TestCandidatesSameBits(t *testing.T) {
 	}
 }
 
-// TestPlanChooses feeds a plan entry unit times and checks that it keeps
+// TestPlanChooses feeds a plan entry call times and checks that it keeps
 // handing out every candidate until each has planSamples, then chooses the
 // smallest median and says so.
 func TestPlanChooses(t *testing.T) {
@@ -112,11 +112,11 @@ func TestPlanChooses(t *testing.T) {
 	for i := range planSamples * len(e.cands) {
 		k, timed := e.next()
 		if !timed {
-			t.Fatalf("unit %d: not timed before the choice", i)
+			t.Fatalf("call %d: not timed before the choice", i)
 		}
 		seen[k]++
 		// Candidate 1 is the fastest in the median, though candidate 2
-		// has the fastest single unit.
+		// has the fastest single call.
 		ns := []float64{10, 5, 7}[k]
 		if k == 2 && seen[k] == 1 {
 			ns = 1
@@ -126,13 +126,13 @@ func TestPlanChooses(t *testing.T) {
 		}
 		e.record(k, 100, time.Duration(ns*100))
 		if k == 1 && seen[k] == planSamples {
-			// Beyond planSamples a candidate's units are not counted.
+			// Beyond planSamples a candidate's calls are not counted.
 			e.record(k, 100, time.Nanosecond)
 		}
 	}
 	for k := range e.cands {
 		if seen[k] != planSamples || len(e.samples[k]) != planSamples {
-			t.Fatalf("candidate %d ran %d units, %d timed, want %d", k, seen[k], len(e.samples[k]), planSamples)
+			t.Fatalf("candidate %d ran %d calls, %d timed, want %d", k, seen[k], len(e.samples[k]), planSamples)
 		}
 	}
 	k, timed := e.next()
@@ -182,8 +182,8 @@ func TestPlanReport(t *testing.T) {
 		t.Fatalf("choice %v: kernel not among the candidates", got)
 	}
 	for _, cd := range got.Candidates {
-		if cd.Units != planSamples || !(cd.NsPerRow > 0) {
-			t.Errorf("candidate %+v: want %d units timed and a time", cd, planSamples)
+		if cd.Calls != planSamples || !(cd.NsPerRow > 0) {
+			t.Errorf("candidate %+v: want %d calls timed and a time", cd, planSamples)
 		}
 	}
 	if s := got.String(); !strings.Contains(s, got.Kernel) || !strings.Contains(s, "smallest median") {

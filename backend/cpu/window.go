@@ -69,22 +69,31 @@ func (b *Backend) WindowScores(c kvcache.KVCache, layer int, q []float32, w, qHe
 	if err := j.setup(hr, layer, q, w, qHeads, heads, out); err != nil {
 		return err
 	}
+	// One kernel per shape class for the whole call; a call whose groups
+	// are all of one class (SnapKV's, CompressKV's) is timed for the plan.
 	var keyBytes int64
 	for i := range j.groups {
 		keyBytes += int64(j.groups[i].L) * int64(s.HeadDim*c.DType().Size())
 	}
+	var (
+		ch      chooser
+		ki      int
+		timed   bool
+		classes int
+	)
 	for i := range j.groups {
 		gr := &j.groups[i]
-		gr.ch = b.chooserFor(class{op: opWindow, dt: c.DType(), group: gr.e1 - gr.e0, window: w,
+		g := b.chooserFor(class{op: opWindow, dt: c.DType(), group: gr.e1 - gr.e0, window: w,
 			headDim: s.HeadDim, long: gr.L >= chunkRows, streams: keyBytes > llcBytes})
+		if classes == 0 || g.e != ch.e {
+			ch, classes = g, classes+1
+			ki, timed = ch.pick()
+		}
+		gr.kernel = ch.e.cands[ki]
 	}
+	timed = timed && classes == 1
+	t0 := time.Now()
 	units := j.firstUnit[len(j.groups)]
-	j.unitKernel = growInt(j.unitKernel, units)
-	j.unitNs = growI64(j.unitNs, units)
-	if cap(j.unitTimed) < units {
-		j.unitTimed = make([]bool, units)
-	}
-	j.unitTimed = j.unitTimed[:units]
 	j.stored = j.storeSize*4 <= b.storeBytes
 	if j.stored {
 		j.store = growF32(j.store, j.storeSize)
@@ -94,6 +103,9 @@ func (b *Backend) WindowScores(c kvcache.KVCache, layer int, q []float32, w, qHe
 	j.merge()
 	j.pass = 2
 	b.run(j, units, j.work, s.HeadDim)
+	if timed {
+		ch.e.record(ki, int(keyBytes/int64(s.HeadDim*c.DType().Size())), time.Since(t0))
+	}
 
 	for e, h := range heads {
 		if i := finite.First(out[e]); i >= 0 {
@@ -121,7 +133,7 @@ type wgroup struct {
 	chunks int
 	state  int // offset of its (max, sum) pairs in windowJob.state: per chunk, then merged
 	store  int // offset of its exponentials in windowJob.store
-	ch     chooser
+	kernel kernel
 }
 
 // windowJob is one WindowScores call.
@@ -142,9 +154,6 @@ type windowJob struct {
 	stored       bool      // the second pass reads store instead of recomputing
 	work         int64
 	pass         int
-	unitKernel   []int   // per unit: the index of its kernel among its group's candidates
-	unitTimed    []bool  // per unit: timed for the plan
-	unitNs       []int64 // per unit: nanoseconds of its first pass
 }
 
 var windowPool = sync.Pool{New: func() any { return new(windowJob) }}
@@ -152,7 +161,7 @@ var windowPool = sync.Pool{New: func() any { return new(windowJob) }}
 func (j *windowJob) release() {
 	j.q, j.heads, j.out = nil, nil, nil
 	for i := range j.groups {
-		j.groups[i].k, j.groups[i].ch = kvcache.Rows{}, chooser{}
+		j.groups[i].k = kvcache.Rows{}
 	}
 	windowPool.Put(j)
 }
@@ -163,19 +172,16 @@ func (j *windowJob) setup(c kvcache.HostReader, layer int, q []float32, w, qHead
 	group := qHeads / G
 	*j = windowJob{
 		q: q, w: w, qHeads: qHeads, d: d,
-		scale:      float32(1 / math.Sqrt(float64(d))),
-		heads:      heads,
-		out:        out,
-		entries:    growInt(j.entries, len(heads)),
-		groups:     j.groups[:0],
-		firstUnit:  append(j.firstUnit[:0], 0),
-		state:      j.state[:0],
-		counts:     growInt(j.counts, G+1),
-		store:      j.store,
-		quads:      j.quads,
-		unitKernel: j.unitKernel,
-		unitTimed:  j.unitTimed,
-		unitNs:     j.unitNs,
+		scale:     float32(1 / math.Sqrt(float64(d))),
+		heads:     heads,
+		out:       out,
+		entries:   growInt(j.entries, len(heads)),
+		groups:    j.groups[:0],
+		firstUnit: append(j.firstUnit[:0], 0),
+		state:     j.state[:0],
+		counts:    growInt(j.counts, G+1),
+		store:     j.store,
+		quads:     j.quads,
 	}
 	// Counting sort of the entries by KV head, stable.
 	clear(j.counts)
@@ -244,17 +250,8 @@ func (j *windowJob) unit(u int, s *scratch) {
 		s.chunk = growF32(s.chunk, gr.rows*n)
 		ex = s.chunk
 	}
-	// The kernel of the unit, chosen in the first pass and kept for the
-	// second, whose time (reading what the kernel wrote, or computing it
-	// again) the plan adds to the first's.
-	t0 := time.Now()
-	if j.pass == 1 {
-		ki, timed := gr.ch.index()
-		j.unitKernel[u], j.unitTimed[u] = ki, timed
-	}
-	ki := j.unitKernel[u]
 	if j.pass == 1 || !j.stored {
-		j.logits(gr.ch.e.cands[ki], gr, c0, c1, ex, s)
+		j.logits(gr.kernel, gr, c0, c1, ex, s)
 		for r := range gr.rows {
 			row := ex[r*n : (r+1)*n]
 			m := st[2*r]
@@ -272,7 +269,6 @@ func (j *windowJob) unit(u int, s *scratch) {
 			}
 		}
 		if j.pass == 1 {
-			j.unitNs[u] = time.Since(t0).Nanoseconds()
 			return
 		}
 	}
@@ -287,9 +283,6 @@ func (j *windowJob) unit(u int, s *scratch) {
 			}
 			axpy(o, expf(st[2*r]-final[2*r])*final[2*r+1], ex[r*n:(r+1)*n])
 		}
-	}
-	if j.unitTimed[u] {
-		gr.ch.e.record(ki, n, time.Duration(j.unitNs[u]+time.Since(t0).Nanoseconds()))
 	}
 }
 

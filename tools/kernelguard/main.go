@@ -159,7 +159,7 @@ func guard(probe *cpu.Probe, hp *hotPath, L int, dt kvcache.DType, reps, maxReps
 	out := hp.outs(L)
 	chosen := cpu.New()
 	var choice *cpu.Choice
-	for range 64 {
+	for range 100 {
 		if err := hp.call(chosen, c, q, out); err != nil {
 			log.Fatal(err)
 		}
@@ -168,7 +168,7 @@ func guard(probe *cpu.Probe, hp *hotPath, L int, dt kvcache.DType, reps, maxReps
 		}
 	}
 	if choice == nil || choice.Kernel == "" {
-		fmt.Printf("%s %v L %d: FAIL: no kernel chosen after 64 calls\n", hp.name, dt, L)
+		fmt.Printf("%s %v L %d: FAIL: no kernel chosen after 100 calls\n", hp.name, dt, L)
 		return 1, 0
 	}
 	base := func() {
