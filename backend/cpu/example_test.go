@@ -52,7 +52,7 @@ func ExampleBackend_Plan() {
 	}
 	b := cpu.New()
 	out := make([]float32, H*d)
-	for range 40 { // the first calls measure the candidates, 8 each
+	for range 40 { // the first calls measure the candidates, 5 each
 		_ = b.Attend(c, 0, q, H, out)
 	}
 	for _, ch := range b.Plan() {

@@ -118,7 +118,7 @@ func (c class) candidates() []kernel {
 const (
 	// planSamples is the number of timed calls each candidate needs before
 	// the choice.
-	planSamples = 8
+	planSamples = 5
 	// planMinRows is the number of rows below which a call is not timed.
 	planMinRows = 64
 	// planMargin is how much faster than the per-head path another
