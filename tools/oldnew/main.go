@@ -152,11 +152,14 @@ func main() {
 				}
 				// NEW's first calls measure its candidates (backend/cpu's
 				// plan); warm it until it has chosen, as a decode loop is
-				// after its first token.
+				// after its first token, each call after a read of the
+				// probe as in the timed rounds (and as in a model, whose
+				// other layers run between two calls on one layer's rows).
 				for range 100 {
 					if prepare != nil {
 						prepare(1)
 					}
+					probe.Read(2)
 					fn()
 					if decided(newB) {
 						break

@@ -324,9 +324,12 @@ func attendRun(c *kvcache.Host) func() func() {
 func measure(p *cpu.Probe, reps int, bytes float64, prepare func() func()) stat {
 	// The first calls of a shape class measure backend/cpu's candidate
 	// kernels; warm until every class met is chosen, as a decode loop is
-	// after its first token.
+	// after its first token, each call after a read of the probe as in the
+	// timed rounds.
 	for range 100 {
-		prepare()()
+		f := prepare()
+		p.Read(2)
+		f()
 		if decided() {
 			break
 		}
