@@ -1,0 +1,80 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/compresskv/compresskv/examples/llama"
+	"github.com/compresskv/compresskv/kvcache"
+)
+
+// convertedRepoModel writes the project's model as GGUF with its tokenizer.
+func convertedRepoModel(t *testing.T) string {
+	t.Helper()
+	m, err := llama.Load(filepath.Join("..", "..", llama.DefaultModel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "retrieval.gguf")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := m.WriteGGUF(f, llama.GGUFOptions{Tokenizer: llama.ByteTokenizer()}); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestFlags: the flags reach llama.WriteLogits (the format itself is
+// tested there): the command prints what the call prints for the same
+// options, and bad flags are refused.
+func TestFlags(t *testing.T) {
+	path := convertedRepoModel(t)
+	prompt := filepath.Join(t.TempDir(), "prompt")
+	if err := os.WriteFile(prompt, []byte("In the beginning"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, v, err := llama.OpenGGUF(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, tc := range []struct {
+		args []string
+		opt  llama.LogitsOptions
+	}{
+		{[]string{"-prompt", "In the beginning", "-steps", "3"}, llama.LogitsOptions{Steps: 3, Cache: kvcache.Float16}},
+		{[]string{"-prompt-file", prompt, "-steps", "2", "-bos=false", "-cache", "f32", "-chunk", "5", "-backend"},
+			llama.LogitsOptions{Steps: 2, NoBOS: true, Cache: kvcache.Float32, Chunk: 5, Backend: true}},
+	} {
+		var got, want bytes.Buffer
+		if err := run(append([]string{"-model", path}, tc.args...), &got, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if err := llama.WriteLogits(&want, m, v, "In the beginning", tc.opt); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Fatalf("%q: the command prints other than llama.WriteLogits with %+v", tc.args, tc.opt)
+		}
+	}
+	if err := run([]string{"-h"}, io.Discard, io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	for _, bad := range [][]string{
+		{}, {"-model", path, "extra"}, {"-model", path, "-steps", "-1"}, {"-model", path, "-chunk", "0"},
+		{"-model", path, "-cache", "f8"}, {"-model", path, "-prompt", "x", "-prompt-file", "y"},
+		{"-model", path, "-prompt", "", "-bos=false"}, {"-model", filepath.Join("..", "..", llama.DefaultModel), "-prompt", "x"},
+	} {
+		if err := run(bad, io.Discard, io.Discard); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
