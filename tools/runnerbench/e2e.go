@@ -95,9 +95,9 @@ func runE2E(path string, o e2eOptions, stdout, stderr io.Writer) error {
 		o.prompt, o.chunk, o.tg, o.reps, loadAverage())
 	fmt.Fprintln(stdout, "| cache | prefill t/s | decode t/s (best / median) | decode vs full | KV rows per head | KV bytes | KV reserved | RSS while decoding | peak RSS |")
 	fmt.Fprintln(stdout, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-	_, fullMed := minMedMax(res[0].DecodeTPS)
+	_, fullMed := minMed(res[0].DecodeTPS)
 	for _, r := range res {
-		_, med := minMedMax(r.DecodeTPS)
+		_, med := minMed(r.DecodeTPS)
 		best := slices.Max(r.DecodeTPS)
 		name := map[string]string{"full": "full", "once": fmt.Sprintf("%s, budget %d after the prefill", r.Policy, o.budget),
 			"stream": fmt.Sprintf("%s, bounded to %d from the start (Stream)", r.Policy, o.budget)}[r.Mode]
@@ -106,8 +106,6 @@ func runE2E(path string, o e2eOptions, stdout, stderr io.Writer) error {
 	}
 	return nil
 }
-
-func minMedMax(v []float64) (float64, float64) { return minMed(v) }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 

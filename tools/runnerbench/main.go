@@ -96,12 +96,11 @@ type result struct{ tps, cpu float64 }
 // fileInfo is what the table needs of a model file.
 type fileInfo struct {
 	name        string
-	types       string  // the weight types, most bytes first
-	layerBytes  int64   // bytes of the layers' weight matrices
-	outBytes    int64   // bytes of the output matrix
-	layerParams int64   // weights of the layers' matrices
-	outParams   int64   // weights of the output matrix
-	load        float64 // seconds to open the model
+	types       string // the weight types, most bytes first
+	layerBytes  int64  // bytes of the layers' weight matrices
+	outBytes    int64  // bytes of the output matrix
+	layerParams int64  // weights of the layers' matrices
+	outParams   int64  // weights of the output matrix
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
