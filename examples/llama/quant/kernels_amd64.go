@@ -51,6 +51,21 @@ func tiles(t Type) *tileSet {
 	return nil
 }
 
+// gemvFor returns the decoding kernel of weight type t at the level in use.
+func gemvFor(t Type) (gemvKernel, bool) {
+	if !useAVX512 {
+		return gemvKernel{}, false
+	}
+	gv, ok := gemvAVX512[t]
+	return gv, ok
+}
+
+// callGemv runs decoding kernel f on weight rows r0..r0+rows-1 against one
+// activation row and its extras.
+func callGemv(f gemvFunc, w []byte, r0, rows, rb int, act, ex []byte, out []float32, blocks int) {
+	f(&w[r0*rb], uintptr(rb), &act[0], &ex[0], &out[r0], uintptr(rows), uintptr(blocks))
+}
+
 // convertActivations is quantize(t, src, dst, true), in assembly for
 // Q8_0, Q8_K and F16 where AVX2 is available; the bytes are the same.
 func convertActivations(t Type, src []float32, dst []byte) {

@@ -211,6 +211,15 @@ func bf16dpAVX512R1C6(w *byte, ws uintptr, x *byte, xs uintptr, out *float32, os
 //go:noescape
 func bf16dpAVX512R1C1(w *byte, ws uintptr, x *byte, xs uintptr, out *float32, os uintptr, n uintptr)
 
+//go:noescape
+func q8_0GemvAVX512(w *byte, ws uintptr, x *byte, ex *byte, out *float32, rows uintptr, n uintptr)
+
+//go:noescape
+func q4_0GemvAVX512(w *byte, ws uintptr, x *byte, ex *byte, out *float32, rows uintptr, n uintptr)
+
+//go:noescape
+func q5_0GemvAVX512(w *byte, ws uintptr, x *byte, ex *byte, out *float32, rows uintptr, n uintptr)
+
 var tilesAVX2 = map[Type]*tileSet{
 	Q8_0: {R: 2, C: 4, step: 32, full: q8_0AVX2R2C4, rows: q8_0AVX2R2C1, cols: q8_0AVX2R1C4, one: q8_0AVX2R1C1},
 	Q4_0: {R: 2, C: 4, step: 32, full: q4_0AVX2R2C4, rows: q4_0AVX2R2C1, cols: q4_0AVX2R1C4, one: q4_0AVX2R1C1},
@@ -235,4 +244,10 @@ var tilesAVX512 = map[Type]*tileSet{
 
 var tilesAVX512BF16 = map[Type]*tileSet{
 	BF16: {R: 4, C: 6, step: 16, full: bf16dpAVX512R4C6, rows: bf16dpAVX512R4C1, cols: bf16dpAVX512R1C6, one: bf16dpAVX512R1C1},
+}
+
+var gemvAVX512 = map[Type]gemvKernel{
+	Q8_0: {f: q8_0GemvAVX512, k: 128},
+	Q4_0: {f: q4_0GemvAVX512, k: 8},
+	Q5_0: {f: q5_0GemvAVX512, k: 16},
 }

@@ -15,3 +15,9 @@ func convertActivations(t Type, src []float32, dst []byte) { quantize(t, src, ds
 func callTile(f tileFunc, w []byte, r, rb int, act []byte, c, xb int, out []float32, rows, steps int) {
 	panic("quant: no tile kernels")
 }
+
+func gemvFor(Type) (gemvKernel, bool) { return gemvKernel{}, false }
+
+func callGemv(f gemvFunc, w []byte, r0, rows, rb int, act, ex []byte, out []float32, blocks int) {
+	panic("quant: no decoding kernels")
+}

@@ -1,7 +1,9 @@
 package quant
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/compresskv/compresskv/internal/par"
@@ -120,6 +122,10 @@ func (m Matrix) MulMat(out, x []float32, n int) {
 		convertActivations(vt, x[j*m.Cols:(j+1)*m.Cols], act[j*xb:(j+1)*xb])
 	})
 	if ts := tiles(m.Type); ts != nil && m.Cols/ts.step > 0 {
+		if gv, ok := gemvFor(m.Type); ok && n < ts.C {
+			m.mulGemv(gv, out, act, xb, n, run)
+			return
+		}
 		m.mulTiles(ts, out, act, xb, n, run)
 		return
 	}
@@ -212,6 +218,62 @@ func (m Matrix) mulTiles(ts *tileSet, out []float32, act []byte, xb, n int, run 
 					*o = float32(float64(*o) + floatDot(m.Type, m.Data[i*rb:(i+1)*rb], act[j*xb:(j+1)*xb], k, m.Cols))
 				}
 			}
+		}
+	})
+}
+
+// gemvFunc is a decoding kernel: the dot products of rows weight rows (at
+// w, ws bytes apart) with one Q8_0 activation row x and its extras ex (see
+// q8Extras) over n blocks, into out[0:rows].
+type gemvFunc func(w *byte, ws uintptr, x *byte, ex *byte, out *float32, rows uintptr, n uintptr)
+
+// gemvKernel is a type's decoding kernel and the k of its extras.
+type gemvKernel struct {
+	f gemvFunc
+	k int32
+}
+
+var extrasPool sync.Pool // *[]byte: q8Extras
+
+// q8Extras writes, for each Q8_0 block of x, -k times the sum of each four
+// values (eight int32) and the block's d as float32: 36 bytes a block.
+func q8Extras(x, ex []byte, k int32) {
+	for b := range len(x) / 34 {
+		xb, eb := x[34*b:34*b+34], ex[36*b:36*b+36]
+		for l := range 8 {
+			var s int32
+			for _, q := range xb[2+4*l : 6+4*l] {
+				s += int32(int8(q))
+			}
+			binary.LittleEndian.PutUint32(eb[4*l:], uint32(-k*s))
+		}
+		binary.LittleEndian.PutUint32(eb[32:], math.Float32bits(f16[le16(xb)]))
+	}
+}
+
+// mulGemv is MulMat's product for fewer activation rows than a tile has
+// columns (decoding) with a decoding kernel: each worker takes streamRows
+// weight rows and runs them, one after the other, against each
+// activation row.
+func (m Matrix) mulGemv(gv gemvKernel, out []float32, act []byte, xb, n int, run func(int, func(int))) {
+	blocks := m.Cols / 32
+	p, _ := extrasPool.Get().(*[]byte)
+	if p == nil {
+		p = new([]byte)
+	}
+	if cap(*p) < n*36*blocks {
+		*p = make([]byte, n*36*blocks)
+	}
+	ex := (*p)[:n*36*blocks]
+	defer extrasPool.Put(p)
+	for j := range n {
+		q8Extras(act[j*xb:(j+1)*xb], ex[j*36*blocks:(j+1)*36*blocks], gv.k)
+	}
+	rb := m.RowBytes()
+	run((m.Rows+streamRows-1)/streamRows, func(t int) {
+		r0, r1 := t*streamRows, min(m.Rows, (t+1)*streamRows)
+		for j := range n {
+			callGemv(gv.f, m.Data, r0, r1-r0, rb, act[j*xb:], ex[j*36*blocks:], out[j*m.Rows:], blocks)
 		}
 	})
 }

@@ -723,6 +723,78 @@ func loadBF16(k *kgen, mem string, dst int) {
 	k.op("VPSLLD $16, %s, %s", Y(dst), Y(dst))
 }
 
+// gemv describes a one-row kernel for decoding (AVX-512, the types with
+// Q8_0 activations): it runs over rows weight rows one after the other
+// (one stream for the prefetcher), each against one activation row whose
+// per-block constants the caller computed once (the extras: -k*sum(x) in
+// the eight four-byte groups, int32, then d_x as float32; 36 bytes a
+// block), so that a block costs the weight's decoding and four vector
+// operations. Each output's arithmetic is the tile kernels' (the same
+// integer lanes, scale product, multiply-add and reduction): the same bits.
+type gemv struct {
+	typ, name string
+	wb, k     int
+	unsigned  func(k *kgen, r, u, t, ck int)
+	ck        string
+}
+
+var gemvs = []gemv{
+	{"Q8_0", "q8_0", 34, 128, unsignedQ8_0, "c128"},
+	{"Q4_0", "q4_0", 18, 8, unsignedQ4_0, "c8"},
+	{"Q5_0", "q5_0", 22, 16, unsignedQ5_0, "c16"},
+}
+
+// emitGemv writes a gemv kernel:
+//
+//	func name(w *byte, ws uintptr, x *byte, ex *byte, out *float32, rows uintptr, n uintptr)
+//
+// out[r] = row r (at w + r*ws) . x over n blocks, for r < rows.
+func emitGemv(out *bytes.Buffer, gv gemv) string {
+	name := gv.name + "GemvAVX512"
+	k := &kgen{out: out, lv: levels[1], R: 1, C: 1, name: name}
+	fmt.Fprintf(out, "\n// func %s(w *byte, ws uintptr, x *byte, ex *byte, out *float32, rows uintptr, n uintptr)\n", name)
+	fmt.Fprintf(out, "TEXT ·%s(SB), NOSPLIT, $0-56\n", name)
+	k.op("MOVQ w+0(FP), R10")
+	k.op("MOVQ ws+8(FP), R8")
+	k.op("MOVQ out+32(FP), AX")
+	k.op("MOVQ rows+40(FP), BX")
+	k.mov(gv.ck+"<>(SB)", Y(7))
+	fmt.Fprintf(out, "rowloop:\n")
+	k.op("MOVQ R10, SI")
+	k.op("MOVQ x+16(FP), DI")
+	k.op("MOVQ ex+24(FP), DX")
+	k.op("MOVQ n+48(FP), CX")
+	k.zero(16)
+	fmt.Fprintf(out, "blockloop:\n")
+	gv.unsigned(k, 0, 0, 1, 7)
+	k.mov("(DX)", Y(2))
+	k.op("VPDPBUSD 2(DI), Y0, Y2")
+	k.op("VCVTDQ2PS Y2, Y2")
+	k.f16bcast("(SI)", 3)
+	k.op("VMULPS.BCST 32(DX), Y3, Y3")
+	k.op("VFMADD231PS Y2, Y3, Y16")
+	k.op("ADDQ $%d, SI", gv.wb)
+	k.op("ADDQ $34, DI")
+	k.op("ADDQ $36, DX")
+	k.op("DECQ CX")
+	k.op("JNZ blockloop")
+	k.op("VMOVAPS Y16, Y0")
+	k.op("VEXTRACTF128 $1, Y0, X1")
+	k.op("VADDPS X1, X0, X0")
+	k.op("VMOVHLPS X0, X0, X1")
+	k.op("VADDPS X1, X0, X0")
+	k.op("VMOVSHDUP X0, X1")
+	k.op("VADDSS X1, X0, X0")
+	k.op("VMOVSS X0, (AX)")
+	k.op("ADDQ $4, AX")
+	k.op("ADDQ R8, R10")
+	k.op("DECQ BX")
+	k.op("JNZ rowloop")
+	k.op("VZEROUPPER")
+	k.op("RET")
+	return name
+}
+
 // kernels lists the tile kernels of each level.
 func kernels(lv level) []kernel {
 	big := lv.avx512
@@ -799,6 +871,14 @@ func generate() (asm, decl []byte) {
 	}
 	fmt.Fprintf(&table, "\t%s: {R: %d, C: %d, step: %d, full: %s, rows: %s, cols: %s, one: %s},\n}\n",
 		kn.typ, kn.R, kn.C, kn.step, names[0], names[1], names[2], names[3])
+	// The decoding kernels.
+	table.WriteString("\nvar gemvAVX512 = map[Type]gemvKernel{\n")
+	for _, gv := range gemvs {
+		name := emitGemv(&s, gv)
+		fmt.Fprintf(&d, "\n//go:noescape\nfunc %s(w *byte, ws uintptr, x *byte, ex *byte, out *float32, rows uintptr, n uintptr)\n", name)
+		fmt.Fprintf(&table, "\t%s: {f: %s, k: %d},\n", gv.typ, name, gv.k)
+	}
+	table.WriteString("}\n")
 	d.Write(table.Bytes())
 	src, err := format.Source(d.Bytes())
 	if err != nil {
