@@ -243,14 +243,16 @@ func TestTileKernelsBound(t *testing.T) {
 					cols = 32*blocks + 5
 				}
 				for _, extreme := range []bool{false, true} {
-					rows, n := 7, 5
-					data := randomRows(r, typ, rows, cols)
-					x := reftest.Normal(r, n*cols, 1)
-					if extreme {
-						extremes(r, typ, data, x)
+					for _, n := range []int{1, 5} { // decoding kernels, tiles
+						rows := 7
+						data := randomRows(r, typ, rows, cols)
+						x := reftest.Normal(r, n*cols, 1)
+						if extreme {
+							extremes(r, typ, data, x)
+						}
+						worst := checkBound(t, seed, typ, ts, data, x, rows, cols, n)
+						t.Logf("%v %d values, %d activation rows (extreme %v): largest difference %.3g of the bound", typ, cols, n, extreme, worst)
 					}
-					worst := checkBound(t, seed, typ, ts, data, x, rows, cols, n)
-					t.Logf("%v %d values (extreme %v): largest difference %.3g of the bound", typ, cols, extreme, worst)
 				}
 			}
 		}

@@ -220,6 +220,9 @@ func q4_0GemvAVX512(w *byte, ws uintptr, x *byte, ex *byte, out *float32, rows u
 //go:noescape
 func q5_0GemvAVX512(w *byte, ws uintptr, x *byte, ex *byte, out *float32, rows uintptr, n uintptr)
 
+//go:noescape
+func q6_KGemvAVX512(w *byte, ws uintptr, x *byte, ex *byte, out *float32, rows uintptr, n uintptr)
+
 var tilesAVX2 = map[Type]*tileSet{
 	Q8_0: {R: 2, C: 4, step: 32, full: q8_0AVX2R2C4, rows: q8_0AVX2R2C1, cols: q8_0AVX2R1C4, one: q8_0AVX2R1C1},
 	Q4_0: {R: 2, C: 4, step: 32, full: q4_0AVX2R2C4, rows: q4_0AVX2R2C1, cols: q4_0AVX2R1C4, one: q4_0AVX2R1C1},
@@ -247,7 +250,8 @@ var tilesAVX512BF16 = map[Type]*tileSet{
 }
 
 var gemvAVX512 = map[Type]gemvKernel{
-	Q8_0: {f: q8_0GemvAVX512, k: 128},
-	Q4_0: {f: q4_0GemvAVX512, k: 8},
-	Q5_0: {f: q5_0GemvAVX512, k: 16},
+	Q8_0: {f: q8_0GemvAVX512, k: 128, exBytes: 36},
+	Q4_0: {f: q4_0GemvAVX512, k: 8, exBytes: 36},
+	Q5_0: {f: q5_0GemvAVX512, k: 16, exBytes: 36},
+	Q6_K: {f: q6_KGemvAVX512, exBytes: 260},
 }

@@ -223,14 +223,16 @@ func (m Matrix) mulTiles(ts *tileSet, out []float32, act []byte, xb, n int, run 
 }
 
 // gemvFunc is a decoding kernel: the dot products of rows weight rows (at
-// w, ws bytes apart) with one Q8_0 activation row x and its extras ex (see
-// q8Extras) over n blocks, into out[0:rows].
+// w, ws bytes apart) with one activation row x and its extras ex (see
+// q8Extras, q6Extras) over n blocks, into out[0:rows].
 type gemvFunc func(w *byte, ws uintptr, x *byte, ex *byte, out *float32, rows uintptr, n uintptr)
 
-// gemvKernel is a type's decoding kernel and the k of its extras.
+// gemvKernel is a type's decoding kernel, the k of its extras (Q8_0
+// activations) and their size per activation block.
 type gemvKernel struct {
-	f gemvFunc
-	k int32
+	f       gemvFunc
+	k       int32
+	exBytes int
 }
 
 var extrasPool sync.Pool // *[]byte: q8Extras
@@ -251,29 +253,49 @@ func q8Extras(x, ex []byte, k int32) {
 	}
 }
 
+// q6Extras writes, for each Q8_K block of x, 32 times the sum of each two
+// values (int16: what the Q6_K kernels subtract for the quants' offset of
+// 32) and the block's d (float32): 260 bytes a block.
+func q6Extras(x, ex []byte) {
+	for b := range len(x) / 292 {
+		xb, eb := x[292*b:292*b+292], ex[260*b:260*b+260]
+		for i := range 128 {
+			s := 32 * (int32(int8(xb[4+2*i])) + int32(int8(xb[5+2*i])))
+			binary.LittleEndian.PutUint16(eb[2*i:], uint16(int16(s)))
+		}
+		copy(eb[256:260], xb[0:4])
+	}
+}
+
 // mulGemv is MulMat's product for fewer activation rows than a tile has
 // columns (decoding) with a decoding kernel: each worker takes streamRows
 // weight rows and runs them, one after the other, against each
 // activation row.
 func (m Matrix) mulGemv(gv gemvKernel, out []float32, act []byte, xb, n int, run func(int, func(int))) {
-	blocks := m.Cols / 32
+	blocks := m.Cols / m.Type.BlockSize()
+	eb := gv.exBytes * blocks // extras of one activation row
 	p, _ := extrasPool.Get().(*[]byte)
 	if p == nil {
 		p = new([]byte)
 	}
-	if cap(*p) < n*36*blocks {
-		*p = make([]byte, n*36*blocks)
+	if cap(*p) < n*eb {
+		*p = make([]byte, n*eb)
 	}
-	ex := (*p)[:n*36*blocks]
+	ex := (*p)[:n*eb]
 	defer extrasPool.Put(p)
 	for j := range n {
-		q8Extras(act[j*xb:(j+1)*xb], ex[j*36*blocks:(j+1)*36*blocks], gv.k)
+		x, e := act[j*xb:(j+1)*xb], ex[j*eb:(j+1)*eb]
+		if m.Type.VecDotType() == Q8_K {
+			q6Extras(x, e)
+		} else {
+			q8Extras(x, e, gv.k)
+		}
 	}
 	rb := m.RowBytes()
 	run((m.Rows+streamRows-1)/streamRows, func(t int) {
 		r0, r1 := t*streamRows, min(m.Rows, (t+1)*streamRows)
 		for j := range n {
-			callGemv(gv.f, m.Data, r0, r1-r0, rb, act[j*xb:], ex[j*36*blocks:], out[j*m.Rows:], blocks)
+			callGemv(gv.f, m.Data, r0, r1-r0, rb, act[j*xb:], ex[j*eb:], out[j*m.Rows:], blocks)
 		}
 	})
 }

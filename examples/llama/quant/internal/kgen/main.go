@@ -795,6 +795,90 @@ func emitGemv(out *bytes.Buffer, gv gemv) string {
 	return name
 }
 
+// emitGemvQ6K writes the Q6_K decoding kernel (signature of emitGemv).
+// Its extras are the tile kernel's per-activation vectors, computed once:
+// 32*(y_2i + y_2i+1) of each 32-value unit as int16 (256 bytes), then d_x
+// (float32); 260 bytes a block. The scale vectors stay in registers.
+func emitGemvQ6K(out *bytes.Buffer) string {
+	name := "q6_KGemvAVX512"
+	k := &kgen{out: out, lv: levels[1], R: 1, C: 1, name: name}
+	fmt.Fprintf(out, "\n// func %s(w *byte, ws uintptr, x *byte, ex *byte, out *float32, rows uintptr, n uintptr)\n", name)
+	fmt.Fprintf(out, "TEXT ·%s(SB), NOSPLIT, $0-56\n", name)
+	k.op("MOVQ w+0(FP), R10")
+	k.op("MOVQ ws+8(FP), R8")
+	k.op("MOVQ out+32(FP), AX")
+	k.op("MOVQ rows+40(FP), BX")
+	fmt.Fprintf(out, "rowloop:\n")
+	k.op("MOVQ R10, SI")
+	k.op("MOVQ x+16(FP), DI")
+	k.op("MOVQ ex+24(FP), DX")
+	k.op("MOVQ n+48(FP), CX")
+	k.zero(16)
+	fmt.Fprintf(out, "blockloop:\n")
+	// Scale vectors of the eight units in Y8..Y15.
+	k.op("VPMOVSXBW 192(SI), Y4")
+	k.op("VPERMQ $0x44, Y4, Y5")
+	k.op("VPERMQ $0xEE, Y4, Y6")
+	for u := range 8 {
+		src := 5
+		if u >= 4 {
+			src = 6
+		}
+		k.op("VPSHUFB shufS%d<>(SB), Y%d, Y%d", u%4, src, 8+u)
+	}
+	k.mov("m0F<>(SB)", Y(5))
+	k.mov("c30<>(SB)", Y(6))
+	k.zero(3)
+	for half := range 2 {
+		for kk := range 4 {
+			u := 4*half + kk
+			k.mov(row(0, 64*half+32*(kk&1)), Y(0))
+			if kk >= 2 {
+				k.op("VPSRLW $4, Y0, Y0")
+			}
+			k.op("VPAND Y5, Y0, Y0")
+			k.mov(row(0, 128+32*half), Y(1))
+			switch kk {
+			case 0:
+				k.op("VPSLLW $4, Y1, Y1")
+			case 1:
+				k.op("VPSLLW $2, Y1, Y1")
+			case 3:
+				k.op("VPSRLW $2, Y1, Y1")
+			}
+			k.op("VPAND Y6, Y1, Y1")
+			k.op("VPOR Y1, Y0, Y0")
+			k.op("VPMADDUBSW %d(DI), Y0, Y2", 4+32*u)
+			k.op("VPSUBW %d(DX), Y2, Y2", 32*u)
+			k.op("VPDPWSSD Y%d, Y2, Y3", 8+u)
+		}
+	}
+	k.op("VCVTDQ2PS Y3, Y3")
+	k.f16bcast(row(0, 208), 4)
+	k.op("VMULPS.BCST 256(DX), Y4, Y4")
+	k.op("VFMADD231PS Y3, Y4, Y16")
+	k.op("ADDQ $210, SI")
+	k.op("ADDQ $292, DI")
+	k.op("ADDQ $260, DX")
+	k.op("DECQ CX")
+	k.op("JNZ blockloop")
+	k.op("VMOVAPS Y16, Y0")
+	k.op("VEXTRACTF128 $1, Y0, X1")
+	k.op("VADDPS X1, X0, X0")
+	k.op("VMOVHLPS X0, X0, X1")
+	k.op("VADDPS X1, X0, X0")
+	k.op("VMOVSHDUP X0, X1")
+	k.op("VADDSS X1, X0, X0")
+	k.op("VMOVSS X0, (AX)")
+	k.op("ADDQ $4, AX")
+	k.op("ADDQ R8, R10")
+	k.op("DECQ BX")
+	k.op("JNZ rowloop")
+	k.op("VZEROUPPER")
+	k.op("RET")
+	return name
+}
+
 // kernels lists the tile kernels of each level.
 func kernels(lv level) []kernel {
 	big := lv.avx512
@@ -876,8 +960,11 @@ func generate() (asm, decl []byte) {
 	for _, gv := range gemvs {
 		name := emitGemv(&s, gv)
 		fmt.Fprintf(&d, "\n//go:noescape\nfunc %s(w *byte, ws uintptr, x *byte, ex *byte, out *float32, rows uintptr, n uintptr)\n", name)
-		fmt.Fprintf(&table, "\t%s: {f: %s, k: %d},\n", gv.typ, name, gv.k)
+		fmt.Fprintf(&table, "\t%s: {f: %s, k: %d, exBytes: 36},\n", gv.typ, name, gv.k)
 	}
+	name := emitGemvQ6K(&s)
+	fmt.Fprintf(&d, "\n//go:noescape\nfunc %s(w *byte, ws uintptr, x *byte, ex *byte, out *float32, rows uintptr, n uintptr)\n", name)
+	fmt.Fprintf(&table, "\tQ6_K: {f: %s, exBytes: 260},\n", name)
 	table.WriteString("}\n")
 	d.Write(table.Bytes())
 	src, err := format.Source(d.Bytes())
