@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -19,39 +20,47 @@ import (
 
 	"github.com/compresskv/compresskv/compresskv"
 	"github.com/compresskv/compresskv/examples/llama"
+	"github.com/compresskv/compresskv/examples/llama/quant"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
 // The end-to-end measurement (-e2e): one long prompt, then decoding, with
-// the full cache and with the cache compressed to a budget, each in a
-// process of its own so that each has its own peak resident memory.
+// the full cache and with the cache compressed to a budget.
 //
-//	runnerbench -e2e [-prompt 16384] [-budget 1024] [-policy snapkv] [-tg 64] FILE.gguf
+//	runnerbench -e2e [-prompt 16384] [-budget 1024] [-policy snapkv] [-tg 64] [-reps 3] FILE.gguf
 //
-// Three runs: "full" keeps every row; "once" compresses the cache once,
-// after the prefill, with the policy (CompressKV needs a profile of the
-// model, so a random-weight model gets SnapKV: same selection machinery,
-// every head scored); "stream" bounds the cache from the first chunk
-// (compresskv.Stream, -budget rows per layer after each compression). Each
-// prints prefill and decode tokens/s (decode: the best and the median of
-// -reps runs of -tg tokens, continuing the same session), the cache's bytes
-// and reserved bytes during decoding, the process's resident memory then
-// (VmRSS) and its peak (VmHWM).
+// Two processes, each with its own peak resident memory. "compare"
+// prefills the prompt with the full cache, copies the cache, compresses
+// one of the two once with the policy (CompressKV needs a profile of the
+// model, so a random-weight model gets SnapKV: the same selection
+// machinery, every head scored), and then decodes -reps runs of -tg tokens
+// with each, alternating, so that both meet the same load. "stream"
+// bounds the cache from the first chunk (compresskv.Stream, -budget rows
+// per layer after each compression) and decodes -reps runs. Each reports
+// tokens/s, the caches' bytes, and its resident memory (VmRSS) and peak
+// (VmHWM): "compare" as they stood after the prefill, before the copy (the
+// one-shot compression's peak is the full cache's: the prefill holds it
+// whole), "stream" while decoding.
 
-// e2eResult is one run's measurements.
+// e2eCache is one cache's measurements.
+type e2eCache struct {
+	Name      string    `json:"name"`
+	DecodeTPS []float64 `json:"decode_tps"`
+	Bytes     int64     `json:"bytes"`
+	Reserved  int64     `json:"reserved"`
+	Rows      int       `json:"rows"` // rows per KV head, averaged over the layers
+}
+
+// e2eResult is one process's measurements.
 type e2eResult struct {
-	Mode          string    `json:"mode"`
-	Prompt        int       `json:"prompt"`
-	PrefillTPS    float64   `json:"prefill_tps"`
-	PrefillSec    float64   `json:"prefill_s"`
-	CompressSec   float64   `json:"compress_s"`
-	DecodeTPS     []float64 `json:"decode_tps"`
-	CacheBytes    int64     `json:"cache_bytes"`
-	CacheReserved int64     `json:"cache_reserved"`
-	CacheRows     int       `json:"cache_rows"` // rows per KV head, averaged over the layers
-	RSS           int64     `json:"rss"`
-	PeakRSS       int64     `json:"peak_rss"`
-	Policy        string    `json:"policy"`
+	Mode        string     `json:"mode"`
+	Prompt      int        `json:"prompt"`
+	PrefillTPS  float64    `json:"prefill_tps"`
+	CompressSec float64    `json:"compress_s"`
+	Caches      []e2eCache `json:"caches"`
+	RSS         int64      `json:"rss"`
+	PeakRSS     int64      `json:"peak_rss"`
+	Policy      string     `json:"policy"`
 }
 
 type e2eOptions struct {
@@ -63,18 +72,19 @@ func e2eFlags(fs *flag.FlagSet, o *e2eOptions) {
 	fs.IntVar(&o.prompt, "prompt", 16384, "-e2e: prompt tokens")
 	fs.IntVar(&o.budget, "budget", 1024, "-e2e: tokens kept per layer")
 	fs.StringVar(&o.policy, "policy", "snapkv", "-e2e: compression policy (compresskv.ParseMethod)")
-	fs.IntVar(&o.reps, "reps", 3, "-e2e: decode runs of -tg tokens")
+	fs.IntVar(&o.reps, "reps", 3, "-e2e: decode runs of -tg tokens per cache")
 }
 
-// runE2E runs the three modes in child processes and prints their table.
+// runE2E runs the two processes and prints their table.
 func runE2E(path string, o e2eOptions, stdout, stderr io.Writer) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
 	var res []e2eResult
-	for _, mode := range []string{"full", "once", "stream"} {
-		load := loadAverage()
+	var loads []string
+	for _, mode := range []string{"compare", "stream"} {
+		loads = append(loads, loadAverage())
 		cmd := exec.Command(self, "-e2e-run", mode, "-prompt", strconv.Itoa(o.prompt), "-budget", strconv.Itoa(o.budget),
 			"-policy", o.policy, "-tg", strconv.Itoa(o.tg), "-reps", strconv.Itoa(o.reps), "-chunk", strconv.Itoa(o.chunk),
 			"-threads", strconv.Itoa(o.threads), path)
@@ -88,35 +98,30 @@ func runE2E(path string, o e2eOptions, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%s run: %v", mode, err)
 		}
 		res = append(res, r)
-		fmt.Fprintf(stderr, "%s done (load %s before it)\n", mode, load)
 	}
-	fmt.Fprintf(stdout, "%s, %s, %d threads, kernels %s; %s, %d-token prompt (chunks of %d), %d decoded tokens x %d runs; load average at the end %s\n\n",
-		time.Now().UTC().Format("2006-01-02"), cpuModel(), o.threads, quantLevel(), strings.TrimSuffix(baseName(path), ".gguf"),
-		o.prompt, o.chunk, o.tg, o.reps, loadAverage())
-	fmt.Fprintln(stdout, "| cache | prefill t/s | decode t/s (best / median) | decode vs full | KV rows per head | KV bytes | KV reserved | RSS while decoding | peak RSS |")
+	loads = append(loads, loadAverage())
+	fmt.Fprintf(stdout, "%s, %s, %d threads, kernels %s; %s, %d-token prompt (chunks of %d), %d runs of %d decoded tokens per cache; load average (1, 5, 15 min) before each process and at the end: %s\n\n",
+		time.Now().UTC().Format("2006-01-02"), cpuModel(), o.threads, quant.KernelLevel(), strings.TrimSuffix(filepath.Base(path), ".gguf"),
+		o.prompt, o.chunk, o.reps, o.tg, strings.Join(loads, "; "))
+	fmt.Fprintln(stdout, "| cache | prefill t/s | decode t/s (best / median) | decode vs full (median) | KV rows per head | KV bytes | KV reserved | RSS | peak RSS |")
 	fmt.Fprintln(stdout, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-	_, fullMed := minMed(res[0].DecodeTPS)
-	for _, r := range res {
-		_, med := minMed(r.DecodeTPS)
-		best := slices.Max(r.DecodeTPS)
-		name := map[string]string{"full": "full", "once": fmt.Sprintf("%s, budget %d after the prefill", r.Policy, o.budget),
-			"stream": fmt.Sprintf("%s, bounded to %d from the start (Stream)", r.Policy, o.budget)}[r.Mode]
-		fmt.Fprintf(stdout, "| %s | %.1f | %.2f / %.2f | %.2fx | %d | %s | %s | %s | %s |\n", name, r.PrefillTPS, best, med, med/fullMed,
-			r.CacheRows, mib(r.CacheBytes), mib(r.CacheReserved), mib(r.RSS), mib(r.PeakRSS))
+	cmp, st := res[0], res[1]
+	_, fullMed := minMed(cmp.Caches[0].DecodeTPS)
+	row := func(name string, prefill float64, c e2eCache, rss, peak string) {
+		_, med := minMed(c.DecodeTPS)
+		fmt.Fprintf(stdout, "| %s | %.1f | %.2f / %.2f | %.2fx | %d | %s | %s | %s | %s |\n", name, prefill, slices.Max(c.DecodeTPS), med, med/fullMed,
+			c.Rows, mib(c.Bytes), mib(c.Reserved), rss, peak)
 	}
+	row("full", cmp.PrefillTPS, cmp.Caches[0], mib(cmp.RSS)+" (after the prefill)", mib(cmp.PeakRSS))
+	row(fmt.Sprintf("%s, budget %d after the prefill (%.1f s)", cmp.Policy, o.budget, cmp.CompressSec), cmp.PrefillTPS, cmp.Caches[1],
+		fmt.Sprintf("%s less the KV bytes released", mib(cmp.RSS)), mib(cmp.PeakRSS)+" (the prefill's)")
+	row(fmt.Sprintf("%s, bounded to %d from the start (Stream)", st.Policy, o.budget), st.PrefillTPS, st.Caches[0], mib(st.RSS)+" (decoding)", mib(st.PeakRSS))
 	return nil
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
-func baseName(p string) string {
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		return p[i+1:]
-	}
-	return p
-}
-
-// e2eRun is one mode's run, in its own process; it prints an e2eResult.
+// e2eRun is one process's run; it prints an e2eResult.
 func e2eRun(mode, path string, o e2eOptions, stdout io.Writer) error {
 	runtime.GOMAXPROCS(o.threads)
 	m, err := llama.LoadGGUF(path)
@@ -141,23 +146,20 @@ func e2eRun(mode, path string, o e2eOptions, stdout io.Writer) error {
 		return err
 	}
 	var s *llama.Session
-	var stream *compresskv.Stream
 	// The queries the one-shot compression reads: each layer's last
 	// policy.QueryRows(prompt) rows (the session's Prefill would keep all).
 	need := policy.QueryRows(o.prompt)
 	perQ := m.Heads * m.HeadDim()
 	qs := make([][]float32, m.Layers)
 	switch mode {
-	case "full", "once":
+	case "compare":
 		if s, err = m.NewSession(cache, be); err != nil {
 			return err
 		}
-		if mode == "once" {
-			s.Hooks.Query = func(layer, _ int, q []float32) {
-				qs[layer] = append(qs[layer], q...)
-				if extra := len(qs[layer])/perQ - need; extra > 0 {
-					qs[layer] = append(qs[layer][:0], qs[layer][extra*perQ:]...)
-				}
+		s.Hooks.Query = func(layer, _ int, q []float32) {
+			qs[layer] = append(qs[layer], q...)
+			if extra := len(qs[layer])/perQ - need; extra > 0 {
+				qs[layer] = append(qs[layer][:0], qs[layer][extra*perQ:]...)
 			}
 		}
 	case "stream":
@@ -165,14 +167,13 @@ func e2eRun(mode, path string, o e2eOptions, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		stream = st
 		sc := &streamCache{HostReader: cache, stream: st, ctx: context.Background(), q: make([][]float32, m.Layers)}
 		if s, err = m.NewSession(sc, be); err != nil {
 			return err
 		}
 		s.Hooks.Query = func(layer, _ int, q []float32) { sc.q[layer] = q }
 	default:
-		return fmt.Errorf("-e2e-run %q: want full, once or stream", mode)
+		return fmt.Errorf("-e2e-run %q: want compare or stream", mode)
 	}
 	t0 := time.Now()
 	var logits []float32
@@ -184,43 +185,67 @@ func e2eRun(mode, path string, o e2eOptions, stdout io.Writer) error {
 			fmt.Fprintf(os.Stderr, "  %s: %d of %d prompt tokens, %.1f tokens/s\n", mode, i+o.chunk, len(prompt), float64(i+o.chunk)/time.Since(t0).Seconds())
 		}
 	}
-	res.PrefillSec = time.Since(t0).Seconds()
-	res.PrefillTPS = float64(len(prompt)) / res.PrefillSec
-	if mode == "once" {
+	res.PrefillTPS = float64(len(prompt)) / time.Since(t0).Seconds()
+	next := llama.Argmax(logits)
+	sessions := []*llama.Session{s}
+	caches := []*kvcache.Host{cache}
+	res.Caches = []e2eCache{{Name: "full"}}
+	if mode == "compare" {
 		s.Hooks.Query = nil
+		runtime.GC()
+		debug.FreeOSMemory()
+		res.RSS, res.PeakRSS = memStatus()
+		full := cache.Clone()
+		fs, err := m.NewSession(full, be)
+		if err != nil {
+			return err
+		}
 		t1 := time.Now()
 		if _, err := s.Compress(context.Background(), policy, qs); err != nil {
 			return err
 		}
 		res.CompressSec = time.Since(t1).Seconds()
 		qs = nil
+		sessions = []*llama.Session{fs, s}
+		caches = []*kvcache.Host{full, cache}
+		res.Caches = []e2eCache{{Name: "full"}, {Name: "once"}}
+	} else {
+		res.Caches[0].Name = "stream"
 	}
-	_ = stream
 	runtime.GC()
 	debug.FreeOSMemory()
-	next := llama.Argmax(logits)
-	if err := warm(s, r, m.Vocab); err != nil {
-		return err
+	nexts := make([]int, len(sessions))
+	for i, ss := range sessions {
+		if err := warm(ss, r, m.Vocab); err != nil {
+			return err
+		}
+		nexts[i] = next
 	}
 	for range o.reps {
-		t1 := time.Now()
-		for range o.tg {
-			if logits, err = s.Forward([]int{next}); err != nil {
-				return err
+		for i, ss := range sessions {
+			t1 := time.Now()
+			for range o.tg {
+				if logits, err = ss.Forward([]int{nexts[i]}); err != nil {
+					return err
+				}
+				nexts[i] = llama.Argmax(logits)
 			}
-			next = llama.Argmax(logits)
-		}
-		res.DecodeTPS = append(res.DecodeTPS, float64(o.tg)/time.Since(t1).Seconds())
-	}
-	res.CacheBytes, res.CacheReserved = cache.Bytes(), cache.Reserved()
-	rows := 0
-	for l := range m.Layers {
-		for g := range m.KVHeads {
-			rows += cache.Len(l, g)
+			res.Caches[i].DecodeTPS = append(res.Caches[i].DecodeTPS, float64(o.tg)/time.Since(t1).Seconds())
 		}
 	}
-	res.CacheRows = rows / (m.Layers * m.KVHeads)
-	res.RSS, res.PeakRSS = memStatus()
+	for i, c := range caches {
+		res.Caches[i].Bytes, res.Caches[i].Reserved = c.Bytes(), c.Reserved()
+		rows := 0
+		for l := range m.Layers {
+			for g := range m.KVHeads {
+				rows += c.Len(l, g)
+			}
+		}
+		res.Caches[i].Rows = rows / (m.Layers * m.KVHeads)
+	}
+	if mode == "stream" {
+		res.RSS, res.PeakRSS = memStatus()
+	}
 	return json.NewEncoder(stdout).Encode(res)
 }
 

@@ -506,8 +506,6 @@ func printTable(w io.Writer, o options, tests []test, infos []fileInfo, cells []
 	}
 }
 
-func quantLevel() string { return quant.KernelLevel() }
-
 func joinF(v []float64, format string) string {
 	s := make([]string, len(v))
 	for i, x := range v {
