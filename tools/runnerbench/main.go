@@ -16,14 +16,15 @@
 // scheduler's share as much as the code, this one less so (llama.cpp's
 // threads spin while they wait, which it counts).
 //
-// Beside the speeds, per processor-second (so that the share of the cores
-// other processes take does not enter): decoding as bytes of weights read
-// (each generated token reads every weight once) against the bandwidth
-// probe of backend/cpu run on as many goroutines, and prompt processing as
-// FLOP of the weight products (2 per weight per token) against one core's
-// FMA peak (the probe of fma_amd64.s). Both probes run at each round and
-// the best of the rounds is taken; the load average is recorded at each
-// round: the machines the project measures on are shared.
+// Beside the speeds: decoding as the bytes of weights it reads (each
+// generated token reads every weight once) per second, against the
+// bandwidth probe of backend/cpu on as many goroutines, read at the start
+// of each round (the median over the rounds of each round's ratio); and
+// prompt processing per processor-second (so that the share of the cores
+// other processes take does not enter) as FLOP of the weight products (2
+// per weight per token) against one core's FMA peak (the probe of
+// fma_amd64.s, the best of the rounds). The load average is recorded at
+// each round: the machines the project measures on are shared.
 //
 // With -e2e it measures instead what compressing the cache buys at decode
 // time after a long prompt (e2e.go).
@@ -175,11 +176,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	start := time.Now()
 	for r := range o.rounds {
 		loads = append(loads, loadAverage())
-		c0 := cpuTime()
-		probe.Read(o.threads)
-		bw = append(bw, float64(probe.Bytes())/(cpuTime()-c0).Seconds()/1e9)
+		g, _ := probe.Read(o.threads)
+		bw = append(bw, g)
 		peak = append(peak, fmaPeak())
-		fmt.Fprintf(stderr, "round %d: load %s, bandwidth %.1f GB per processor-second, FMA peak %.0f GFLOP per processor-second\n", r+1, loads[r], bw[r], peak[r])
+		fmt.Fprintf(stderr, "round %d: load %s, bandwidth probe %.1f GB/s, FMA peak %.0f GFLOP per processor-second\n", r+1, loads[r], bw[r], peak[r])
 		for i, f := range o.files {
 			sides := []func() error{
 				func() error {
@@ -216,7 +216,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 					return err
 				}
 			}
-			fmt.Fprintf(stderr, "  %s done (%s)\n", infos[i].name, time.Since(start).Round(time.Second))
+			fmt.Fprintf(stderr, "  %s done (%s):", infos[i].name, time.Since(start).Round(time.Second))
+			for j, t := range tests {
+				c := cells[i][j]
+				fmt.Fprintf(stderr, " %v ours %.2f", t, c.ours[len(c.ours)-1])
+				if len(c.ref) > 0 {
+					fmt.Fprintf(stderr, " llama.cpp %.2f", c.ref[len(c.ref)-1])
+				}
+				fmt.Fprint(stderr, ";")
+			}
+			fmt.Fprintln(stderr)
 		}
 	}
 	loads = append(loads, loadAverage())
@@ -469,14 +478,14 @@ func minMed(v []float64) (float64, float64) {
 }
 
 func printTable(w io.Writer, o options, tests []test, infos []fileInfo, cells [][]cell, bw, peak []float64, loads []string) {
-	bwMax, peakMax := slices.Max(bw), slices.Max(peak)
+	peakMax := slices.Max(peak)
 	host, _ := os.Hostname()
 	fmt.Fprintf(w, "%s, %s, %d threads (GOMAXPROCS and llama-bench -t), %d rounds interleaved; %s\n",
 		time.Now().UTC().Format("2006-01-02"), cpuModel(), o.threads, o.rounds, host)
-	fmt.Fprintf(w, "kernels %s; per processor-second: bandwidth probe %.1f GB, FMA peak %.0f GFLOP (one core; the best of the rounds: %s GB; %s GFLOP)\n",
-		quant.KernelLevel(), bwMax, peakMax, joinF(bw, "%.1f"), joinF(peak, "%.0f"))
+	fmt.Fprintf(w, "kernels %s; bandwidth probe (%d goroutines) at each round: %s GB/s; FMA peak of one core, the best of the rounds: %.0f GFLOP per processor-second\n",
+		quant.KernelLevel(), o.threads, joinF(bw, "%.1f"), peakMax)
 	fmt.Fprintf(w, "load average (1, 5, 15 min) at each round and at the end: %s\n\n", strings.Join(loads, "; "))
-	fmt.Fprintln(w, "| model | weights | test | ours t/s (min / median) | llama.cpp t/s (min / median) | ours / llama.cpp | per processor-second: ours / llama.cpp | ours per processor-second |")
+	fmt.Fprintln(w, "| model | weights | test | ours t/s (min / median) | llama.cpp t/s (min / median) | ours / llama.cpp | t/s per processor-second: ours / llama.cpp | ours: decoding against the probe, prompts per processor-second against the FMA peak |")
 	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|")
 	for i, fi := range infos {
 		for j, t := range tests {
@@ -498,8 +507,14 @@ func printTable(w io.Writer, o options, tests []test, infos []fileInfo, cells []
 				gf := 2 * float64(fi.layerParams) * ocpu / 1e9
 				share = fmt.Sprintf("%.0f GFLOP, %.0f%% of FMA peak", gf, 100*gf/peakMax)
 			} else {
-				gb := float64(fi.layerBytes+fi.outBytes) * ocpu / 1e9
-				share = fmt.Sprintf("%.1f GB, %.0f%% of the probe's", gb, 100*gb/bwMax)
+				// Each round's decoding against the probe read at its
+				// start: the same load on both.
+				shares := make([]float64, len(c.ours))
+				for r, tps := range c.ours {
+					shares[r] = float64(fi.layerBytes+fi.outBytes) * tps / 1e9 / bw[r]
+				}
+				_, med := minMed(shares)
+				share = fmt.Sprintf("%.2f GB/s of weights, %.0f%% of the probe", float64(fi.layerBytes+fi.outBytes)*omed/1e9, 100*med)
 			}
 			fmt.Fprintf(w, "| %s | %s | %v | %.2f / %.2f | %s | %s | %s | %s |\n", fi.name, fi.types, t, omin, omed, ref, ratio, cpuRatio, share)
 		}
