@@ -56,6 +56,10 @@ type Config struct {
 	// CompressKV and Ada-CompressKV.
 	// Defaults: min(32, Budget) and 3*Budget.
 	LayerFloor, LayerCap int
+	// Rotary is the model's rotary position embedding; the expected-attention
+	// methods require it (they undo the queries' rotation and turn their
+	// statistics to the positions to come), the others ignore it.
+	Rotary *Rotary
 	// Profile holds the model's semantic retrieval heads and layer weights;
 	// CompressKV and Ada-CompressKV require its head ranking and use its
 	// layer weights when present (uniform budgets otherwise).

@@ -112,6 +112,11 @@ func (p *Policy) Method() Method { return p.method }
 // Config returns the policy's configuration with defaults filled in.
 func (p *Policy) Config() Config { return p.cfg }
 
+// Scorer returns the policy's scorer (nil for Full and StreamingLLM): the
+// piece a Stream can rank rows with while a prompt runs
+// (StreamConfig.Prefill).
+func (p *Policy) Scorer() Scorer { return p.scorer }
+
 // Plan is the outcome of a policy's selection over a cache, before any row
 // is moved.
 type Plan struct {
@@ -212,7 +217,7 @@ func (p *Policy) plan(c kvcache.KVCache, q [][]float32, qHeads int, b backend.Ba
 		if q != nil {
 			ql = q[l]
 		}
-		plan.Keep[l], errs[l] = p.planLayer(b, c, l, ql, qHeads, L, budgets[l])
+		plan.Keep[l], errs[l] = p.planLayer(b, c, l, ql, qHeads, L, budgets[l], nil)
 	})
 	for _, err := range errs {
 		if err != nil {
@@ -328,7 +333,7 @@ func (p *Policy) CompressLayer(c kvcache.KVCache, layer int, q []float32, qHeads
 		return err
 	}
 	defer done()
-	keep, err := p.planLayer(b, c, layer, q, qHeads, L, budgets[layer])
+	keep, err := p.planLayer(b, c, layer, q, qHeads, L, budgets[layer], nil)
 	if err != nil || keep == nil {
 		return err
 	}
@@ -336,8 +341,9 @@ func (p *Policy) CompressLayer(c kvcache.KVCache, layer int, q []float32, qHeads
 }
 
 // planLayer selects the kept rows of one layer with budget B, or returns nil
-// when the layer keeps everything.
-func (p *Policy) planLayer(b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, L, B int) ([][]int, error) {
+// when the layer keeps everything. tr is the scorer's Track in a Stream
+// (then q is not read), nil otherwise.
+func (p *Policy) planLayer(b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, L, B int, tr Track) ([][]int, error) {
 	s := c.Shape()
 	W := p.cfg.Window
 	if B < W {
@@ -348,7 +354,13 @@ func (p *Policy) planLayer(b backend.Backend, c kvcache.KVCache, layer int, q []
 	}
 	in := &ScoreInput{Backend: b, Cache: c, Layer: layer, Queries: q, QHeads: qHeads, Len: L, Window: W}
 	var scores [][]float32
-	if p.scorer != nil {
+	if p.scorer != nil && tr != nil {
+		in.Queries, in.Track = nil, tr
+		var err error
+		if scores, err = p.scorer.Score(in); err != nil {
+			return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
+		}
+	} else if p.scorer != nil {
 		in.NQ = p.scorer.QueryRows(L, W)
 		if err := backend.CheckQueries(s, q, in.NQ, qHeads); err != nil {
 			return nil, fmt.Errorf("compresskv: %s: layer %d: the %s scorer reads the last %d prompt rows: %w", p.name, layer, p.scorer.Name(), in.NQ, err)
@@ -468,7 +480,7 @@ func promptLen(c kvcache.KVCache) (int, error) {
 // the longest so that the selector sees one prefix length, and the padded
 // positions it picks (only when a head has fewer candidates than it may
 // keep) are dropped. It returns nil when no head holds more than B rows.
-func (p *Policy) planStored(b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, B int) ([][]int, error) {
+func (p *Policy) planStored(b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, B int, tr Track) ([][]int, error) {
 	s := c.Shape()
 	W := p.cfg.Window
 	lens := make([]int, s.KVHeads)
@@ -479,7 +491,7 @@ func (p *Policy) planStored(b backend.Backend, c kvcache.KVCache, layer int, q [
 		longest = max(longest, lens[g])
 	}
 	if even {
-		return p.planLayer(b, c, layer, q, qHeads, lens[0], B)
+		return p.planLayer(b, c, layer, q, qHeads, lens[0], B, tr)
 	}
 	if B < W {
 		return nil, fmt.Errorf("compresskv: layer %d: budget %d below the window %d", layer, B, W)
@@ -495,10 +507,14 @@ func (p *Policy) planStored(b backend.Backend, c kvcache.KVCache, layer int, q [
 			return nil, fmt.Errorf("compresskv: layer %d: KV head %d holds %d rows, fewer than the window %d: %w", layer, g, n, W, ErrUneven)
 		}
 	}
-	in := &ScoreInput{Backend: b, Cache: c, Layer: layer, Queries: q, QHeads: qHeads, Len: longest, Window: W}
-	in.NQ = p.scorer.QueryRows(longest, W)
-	if err := backend.CheckQueries(s, q, in.NQ, qHeads); err != nil {
-		return nil, fmt.Errorf("compresskv: %s: layer %d: the %s scorer reads the last %d rows: %w", p.name, layer, p.scorer.Name(), in.NQ, err)
+	in := &ScoreInput{Backend: b, Cache: c, Layer: layer, Queries: q, QHeads: qHeads, Len: longest, Window: W, Track: tr}
+	if tr != nil {
+		in.Queries = nil
+	} else {
+		in.NQ = p.scorer.QueryRows(longest, W)
+		if err := backend.CheckQueries(s, q, in.NQ, qHeads); err != nil {
+			return nil, fmt.Errorf("compresskv: %s: layer %d: the %s scorer reads the last %d rows: %w", p.name, layer, p.scorer.Name(), in.NQ, err)
+		}
 	}
 	scores, err := p.scorer.Score(in)
 	if err != nil {

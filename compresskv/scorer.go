@@ -45,6 +45,9 @@ type ScoreInput struct {
 	QHeads  int             // query heads H
 	Len     int             // rows stored per KV head: the prompt length L
 	Window  int             // observation window W
+	// Track is the scorer's state when a Stream runs a Tracker (then
+	// Queries is nil and NQ 0); nil otherwise.
+	Track Track
 }
 
 // Prefix returns the number of positions eligible for eviction, L - W.
@@ -255,6 +258,9 @@ func (s SRScorer) Score(in *ScoreInput) ([][]float32, error) {
 		if len(r) != len(rows[0]) {
 			return nil, fmt.Errorf("%s: layer %d: the SR heads read KV heads of different lengths; one shared row needs a layer whose heads hold the same rows: %w", s.Name(), in.Layer, ErrUneven)
 		}
+	}
+	if err := samePositions(in.Cache, in.Layer, heads, in.QHeads/in.Cache.Shape().KVHeads); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Name(), err)
 	}
 	if err := pool(in.Backend, rows, s.Kernel, s.Pooling); err != nil {
 		return nil, err

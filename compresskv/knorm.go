@@ -1,0 +1,66 @@
+package compresskv
+
+import (
+	"fmt"
+	"math"
+)
+
+// KNormScorer scores each KV head's rows by the L2 norm of their keys,
+// smallest first: the score of a row is -||k|| ("A Simple and Effective L2
+// Norm-Based Strategy for KV Cache Compression", Devoto et al. 2024, as
+// kvpress's KnormPress). It reads no query, so it ranks a row the same
+// before a question exists and after; it needs the stored keys in host
+// memory (kvcache.HostReader).
+//
+// With Shared it gives one row that every KV head shares, the mean of the
+// heads' rows (a layer whose heads hold the same positions), so that it
+// composes with policies that keep one set per layer (CompressKV).
+type KNormScorer struct {
+	Shared bool // one row for the layer: the mean over its KV heads
+}
+
+// Name implements Scorer.
+func (s KNormScorer) Name() string {
+	if s.Shared {
+		return "knorm-shared"
+	}
+	return "knorm"
+}
+
+// QueryRows implements Scorer: none.
+func (KNormScorer) QueryRows(_, _ int) int { return 0 }
+
+// Score implements Scorer: one row per KV head, of its own rows but the
+// window (heads may hold different numbers). Cost: O(rows * d) per KV head.
+func (s KNormScorer) Score(in *ScoreInput) ([][]float32, error) {
+	hr, err := hostRows(s.Name(), in.Cache)
+	if err != nil {
+		return nil, err
+	}
+	G := in.Cache.Shape().KVHeads
+	out := make([][]float32, G)
+	var buf []float32
+	for g := range out {
+		k, _ := hr.Rows(in.Layer, g)
+		n := k.N - in.Window
+		if n < 0 {
+			n = 0
+		}
+		out[g] = make([]float32, n)
+		for j := range out[g] {
+			buf = k.Row(j, buf)
+			var ss float64
+			for _, x := range buf {
+				ss += float64(x) * float64(x)
+			}
+			out[g][j] = float32(-math.Sqrt(ss))
+		}
+	}
+	if s.Shared {
+		if err := samePositions(in.Cache, in.Layer, allHeads(G), 1); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.Name(), err)
+		}
+		return [][]float32{meanRows(out)}, nil
+	}
+	return out, nil
+}
