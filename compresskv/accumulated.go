@@ -1,6 +1,7 @@
 package compresskv
 
 import (
+	"context"
 	"fmt"
 	"slices"
 
@@ -68,7 +69,7 @@ func (s AccumulatedScorer) Fit(sh kvcache.Shape, qHeads int) error {
 }
 
 // Score implements Scorer. Outside a Stream, cost O(heads * L^2 * d).
-func (s AccumulatedScorer) Score(in *ScoreInput) ([][]float32, error) {
+func (s AccumulatedScorer) Score(ctx context.Context, in *ScoreInput) ([][]float32, error) {
 	sh := in.Cache.Shape()
 	heads, err := scoreHeads(s.Profile, s.K, in.Layer, in.QHeads)
 	if err != nil {
@@ -100,7 +101,7 @@ func (s AccumulatedScorer) Score(in *ScoreInput) ([][]float32, error) {
 			}
 		}
 	} else {
-		if rows, err = in.windowSums(heads); err != nil {
+		if rows, err = in.windowSums(ctx, heads); err != nil {
 			return nil, err
 		}
 		if s.Average {

@@ -6,6 +6,7 @@ package compresskv
 // through chunks and compactions.
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -347,7 +348,7 @@ func TestAgnosticScorersMatchReference(t *testing.T) {
 				for l := 0; l < s.Layers; l++ {
 					ql := q[l][(L-nq)*sh.H*s.HeadDim:]
 					in := &ScoreInput{Backend: cpu.New(), Cache: c, Layer: l, Queries: ql, NQ: nq, QHeads: sh.H, Len: L, Window: W}
-					got, err := sc.Score(in)
+					got, err := sc.Score(context.Background(), in)
 					if err != nil {
 						t.Fatalf("%s: %v", name, err)
 					}
@@ -363,7 +364,7 @@ func TestAgnosticScorersMatchReference(t *testing.T) {
 				for l := range qs {
 					qs[l] = q[l][(L-nq)*sh.H*s.HeadDim:]
 				}
-				plan, err := p.Plan(c, qs, sh.H)
+				plan, err := p.Plan(context.Background(), c, qs, sh.H)
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)
 				}
@@ -397,11 +398,11 @@ func TestAccumulatedIsH2O(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := h2o.Plan(c, q, sh.H)
+		a, err := h2o.Plan(context.Background(), c, q, sh.H)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := acc.Plan(c, q, sh.H)
+		b, err := acc.Plan(context.Background(), c, q, sh.H)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -485,7 +486,7 @@ func TestTracksFollowChunksAndCompactions(t *testing.T) {
 							continue
 						}
 						in := &ScoreInput{Backend: cpu.New(), Cache: c, Layer: l, QHeads: sh.H, Len: c.Len(l, 0), Window: W, Track: tr}
-						got, err := sc.Score(in)
+						got, err := sc.Score(context.Background(), in)
 						if err != nil {
 							t.Fatalf("%s: %v", name, err)
 						}
@@ -543,7 +544,7 @@ func TestTracksFollowChunksAndCompactions(t *testing.T) {
 					t.Fatalf("%s: a track that holds state reports %d bytes", name, tr.Bytes())
 				}
 				tr.Release(0)
-				if _, err := sc.Score(&ScoreInput{Backend: cpu.New(), Cache: c, Layer: 0, QHeads: sh.H, Len: c.Len(0, 0), Window: W, Track: tr}); err == nil {
+				if _, err := sc.Score(context.Background(), &ScoreInput{Backend: cpu.New(), Cache: c, Layer: 0, QHeads: sh.H, Len: c.Len(0, 0), Window: W, Track: tr}); err == nil {
 					t.Fatalf("%s: a released layer scored", name)
 				}
 			}

@@ -1,6 +1,7 @@
 package compresskv
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"testing"
@@ -23,7 +24,7 @@ func TestConcurrentCompressOneCache(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := base.Clone()
-		if _, err := p.Compress(want, q, 8); err != nil {
+		if _, err := p.Compress(context.Background(), want, q, 8); err != nil {
 			t.Fatal(err)
 		}
 		c := base.Clone()
@@ -33,7 +34,7 @@ func TestConcurrentCompressOneCache(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, errs[i] = p.Compress(c, q, 8)
+				_, errs[i] = p.Compress(context.Background(), c, q, 8)
 			}()
 		}
 		wg.Wait()
@@ -77,7 +78,7 @@ func TestAppendWhileCompressing(t *testing.T) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		_, compressErr = p.Compress(c, q, 4)
+		_, compressErr = p.Compress(context.Background(), c, q, 4)
 	}()
 	go func() {
 		defer wg.Done()

@@ -1,6 +1,7 @@
 package compresskv
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -163,7 +164,7 @@ func (s ExpectedAttentionScorer) observe(stats []queryStats, heads []int, q []fl
 }
 
 // Score implements Scorer.
-func (s ExpectedAttentionScorer) Score(in *ScoreInput) ([][]float32, error) {
+func (s ExpectedAttentionScorer) Score(ctx context.Context, in *ScoreInput) ([][]float32, error) {
 	sh := in.Cache.Shape()
 	d := sh.HeadDim
 	heads, err := scoreHeads(s.Profile, s.K, in.Layer, in.QHeads)
@@ -198,6 +199,9 @@ func (s ExpectedAttentionScorer) Score(in *ScoreInput) ([][]float32, error) {
 	rows := make([][]float32, len(heads))
 	var pos []int32
 	for k, h := range heads {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("%s: layer %d: %w", s.Name(), in.Layer, err)
+		}
 		g := h / group
 		pos = in.Cache.Positions(in.Layer, g, pos[:0])
 		rows[k] = s.headScores(hr, in.Layer, g, pos, &stats[k], cos, sin, d)[:len(pos)-in.Window]

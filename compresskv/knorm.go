@@ -1,6 +1,7 @@
 package compresskv
 
 import (
+	"context"
 	"fmt"
 	"math"
 )
@@ -32,7 +33,7 @@ func (KNormScorer) QueryRows(_, _ int) int { return 0 }
 
 // Score implements Scorer: one row per KV head, of its own rows but the
 // window (heads may hold different numbers). Cost: O(rows * d) per KV head.
-func (s KNormScorer) Score(in *ScoreInput) ([][]float32, error) {
+func (s KNormScorer) Score(ctx context.Context, in *ScoreInput) ([][]float32, error) {
 	hr, err := hostRows(s.Name(), in.Cache)
 	if err != nil {
 		return nil, err
@@ -41,6 +42,9 @@ func (s KNormScorer) Score(in *ScoreInput) ([][]float32, error) {
 	out := make([][]float32, G)
 	var buf []float32
 	for g := range out {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("%s: layer %d: %w", s.Name(), in.Layer, err)
+		}
 		k, _ := hr.Rows(in.Layer, g)
 		n := k.N - in.Window
 		if n < 0 {

@@ -1,6 +1,7 @@
 package compresskv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -150,7 +151,10 @@ type Result struct {
 // none, and q may be nil). Every KV head of a layer must hold the same number
 // L of rows (a prefilled, uncompressed layer; ErrUneven otherwise). Layers
 // are planned concurrently.
-func (p *Policy) Plan(c kvcache.KVCache, q [][]float32, qHeads int) (*Plan, error) {
+//
+// ctx is checked before each layer and between the KV heads of a layer's
+// scoring; a cancelled call returns an error wrapping ctx.Err().
+func (p *Policy) Plan(ctx context.Context, c kvcache.KVCache, q [][]float32, qHeads int) (*Plan, error) {
 	release, err := acquire(c, "Plan")
 	if err != nil {
 		return nil, err
@@ -161,7 +165,7 @@ func (p *Policy) Plan(c kvcache.KVCache, q [][]float32, qHeads int) (*Plan, erro
 		return nil, err
 	}
 	defer done()
-	return p.plan(c, q, qHeads, b)
+	return p.plan(ctx, c, q, qHeads, b)
 }
 
 // acquire holds c for one policy call when c detects overlapping use
@@ -190,7 +194,7 @@ func (p *Policy) backendFor(c kvcache.KVCache) (b backend.Backend, reason string
 	}, nil
 }
 
-func (p *Policy) plan(c kvcache.KVCache, q [][]float32, qHeads int, b backend.Backend) (*Plan, error) {
+func (p *Policy) plan(ctx context.Context, c kvcache.KVCache, q [][]float32, qHeads int, b backend.Backend) (*Plan, error) {
 	s := c.Shape()
 	plan := &Plan{Note: p.note, Keep: make([][][]int, s.Layers)}
 	if p.selector == nil {
@@ -213,12 +217,19 @@ func (p *Policy) plan(c kvcache.KVCache, q [][]float32, qHeads int, b backend.Ba
 	plan.Budgets = budgets
 	errs := make([]error, s.Layers)
 	par.For(s.Layers, func(l int) {
+		if err := ctx.Err(); err != nil {
+			errs[l] = err
+			return
+		}
 		var ql []float32
 		if q != nil {
 			ql = q[l]
 		}
-		plan.Keep[l], errs[l] = p.planLayer(b, c, l, ql, qHeads, L, budgets[l], nil)
+		plan.Keep[l], errs[l] = p.planLayer(ctx, b, c, l, ql, qHeads, L, budgets[l], nil)
 	})
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
+	}
 	for _, err := range errs {
 		if err != nil {
 			return nil, err
@@ -231,7 +242,14 @@ func (p *Policy) plan(c kvcache.KVCache, q [][]float32, qHeads int, b backend.Ba
 // planning fails, the cache is unchanged. A cache that detects overlapping
 // use (kvcache.Host) is held for the whole call: a second Compress, or an
 // Append, on it from another goroutine meanwhile fails with kvcache.ErrBusy.
-func (p *Policy) Compress(c kvcache.KVCache, q [][]float32, qHeads int) (*Result, error) {
+//
+// ctx is checked before each layer is planned, between the KV heads of a
+// layer's scoring, and once more before the first row moves: a cancelled
+// Compress returns an error wrapping ctx.Err() and leaves the cache exactly
+// as it was. Compaction itself is not interrupted once it has started (it
+// moves rows in memory and costs little next to scoring), so the cache is
+// either untouched or compressed, never half of each.
+func (p *Policy) Compress(ctx context.Context, c kvcache.KVCache, q [][]float32, qHeads int) (*Result, error) {
 	release, err := acquire(c, "Compress")
 	if err != nil {
 		return nil, err
@@ -243,9 +261,12 @@ func (p *Policy) Compress(c kvcache.KVCache, q [][]float32, qHeads int) (*Result
 		return nil, err
 	}
 	defer done()
-	plan, err := p.plan(c, q, qHeads, b)
+	plan, err := p.plan(ctx, c, q, qHeads, b)
 	if err != nil {
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
 	}
 	if err := p.apply(c, plan, b); err != nil {
 		return nil, err
@@ -255,7 +276,9 @@ func (p *Policy) Compress(c kvcache.KVCache, q [][]float32, qHeads int) (*Result
 
 // Apply compacts the cache as plan says; layers are compacted concurrently.
 // Every layer's rows are checked before any is moved, so a plan that does
-// not fit the cache leaves it unchanged.
+// not fit the cache leaves it unchanged. Apply takes no context: it is the
+// step that commits a plan, it only moves rows (no scoring), and stopping
+// it part-way would leave some layers compacted and others not.
 func (p *Policy) Apply(c kvcache.KVCache, plan *Plan) error {
 	release, err := acquire(c, "Apply")
 	if err != nil {
@@ -303,8 +326,9 @@ func (p *Policy) apply(c kvcache.KVCache, plan *Plan, b backend.Backend) error {
 
 // CompressLayer compresses one layer of the cache, for inference loops that
 // prefill layer by layer; q is that layer's queries as in Plan. The layer's
-// budget is the one it would get from Compress on the whole cache.
-func (p *Policy) CompressLayer(c kvcache.KVCache, layer int, q []float32, qHeads int) error {
+// budget is the one it would get from Compress on the whole cache. ctx is
+// checked as in Compress: a cancelled call leaves the layer as it was.
+func (p *Policy) CompressLayer(ctx context.Context, c kvcache.KVCache, layer int, q []float32, qHeads int) error {
 	s := c.Shape()
 	if layer < 0 || layer >= s.Layers {
 		return fmt.Errorf("compresskv: layer %d out of range [0, %d): %w", layer, s.Layers, kvcache.ErrShape)
@@ -333,9 +357,12 @@ func (p *Policy) CompressLayer(c kvcache.KVCache, layer int, q []float32, qHeads
 		return err
 	}
 	defer done()
-	keep, err := p.planLayer(b, c, layer, q, qHeads, L, budgets[layer], nil)
+	keep, err := p.planLayer(ctx, b, c, layer, q, qHeads, L, budgets[layer], nil)
 	if err != nil || keep == nil {
 		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("compresskv: %s: layer %d: %w", p.name, layer, err)
 	}
 	return b.Compact(c, layer, keep)
 }
@@ -343,7 +370,7 @@ func (p *Policy) CompressLayer(c kvcache.KVCache, layer int, q []float32, qHeads
 // planLayer selects the kept rows of one layer with budget B, or returns nil
 // when the layer keeps everything. tr is the scorer's Track in a Stream
 // (then q is not read), nil otherwise.
-func (p *Policy) planLayer(b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, L, B int, tr Track) ([][]int, error) {
+func (p *Policy) planLayer(ctx context.Context, b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, L, B int, tr Track) ([][]int, error) {
 	s := c.Shape()
 	W := p.cfg.Window
 	if B < W {
@@ -357,7 +384,7 @@ func (p *Policy) planLayer(b backend.Backend, c kvcache.KVCache, layer int, q []
 	if p.scorer != nil && tr != nil {
 		in.Queries, in.Track = nil, tr
 		var err error
-		if scores, err = p.scorer.Score(in); err != nil {
+		if scores, err = p.scorer.Score(ctx, in); err != nil {
 			return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
 		}
 	} else if p.scorer != nil {
@@ -369,7 +396,7 @@ func (p *Policy) planLayer(b backend.Backend, c kvcache.KVCache, layer int, q []
 			return keep, err
 		}
 		var err error
-		if scores, err = p.scorer.Score(in); err != nil {
+		if scores, err = p.scorer.Score(ctx, in); err != nil {
 			return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
 		}
 	}
@@ -480,7 +507,7 @@ func promptLen(c kvcache.KVCache) (int, error) {
 // the longest so that the selector sees one prefix length, and the padded
 // positions it picks (only when a head has fewer candidates than it may
 // keep) are dropped. It returns nil when no head holds more than B rows.
-func (p *Policy) planStored(b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, B int, tr Track) ([][]int, error) {
+func (p *Policy) planStored(ctx context.Context, b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, B int, tr Track) ([][]int, error) {
 	s := c.Shape()
 	W := p.cfg.Window
 	lens := make([]int, s.KVHeads)
@@ -491,7 +518,7 @@ func (p *Policy) planStored(b backend.Backend, c kvcache.KVCache, layer int, q [
 		longest = max(longest, lens[g])
 	}
 	if even {
-		return p.planLayer(b, c, layer, q, qHeads, lens[0], B, tr)
+		return p.planLayer(ctx, b, c, layer, q, qHeads, lens[0], B, tr)
 	}
 	if B < W {
 		return nil, fmt.Errorf("compresskv: layer %d: budget %d below the window %d", layer, B, W)
@@ -516,7 +543,7 @@ func (p *Policy) planStored(b backend.Backend, c kvcache.KVCache, layer int, q [
 			return nil, fmt.Errorf("compresskv: %s: layer %d: the %s scorer reads the last %d rows: %w", p.name, layer, p.scorer.Name(), in.NQ, err)
 		}
 	}
-	scores, err := p.scorer.Score(in)
+	scores, err := p.scorer.Score(ctx, in)
 	if err != nil {
 		return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
 	}

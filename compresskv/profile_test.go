@@ -2,6 +2,7 @@ package compresskv
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -207,7 +208,7 @@ func keptWith(t *testing.T, p *Profile, cfg Config, want int) ([][]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := pol.Compress(c, q, m.QueryHeads); err != nil {
+	if _, err := pol.Compress(context.Background(), c, q, m.QueryHeads); err != nil {
 		t.Fatal(err)
 	}
 	out := make([][]int, m.Layers)

@@ -1,6 +1,7 @@
 package compresskv_test
 
 import (
+	"context"
 	"fmt"
 	"log"
 	"math/rand/v2"
@@ -44,7 +45,7 @@ func Example_quickStart() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	res, err := policy.Compress(cache, queries, m.QueryHeads)
+	res, err := policy.Compress(context.Background(), cache, queries, m.QueryHeads)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -474,7 +474,7 @@ func (s *Stream) compress(ctx context.Context, layer int) error {
 		per := len(s.q[layer]) / s.need
 		q = s.q[layer][(s.need-need)*per:]
 	}
-	keep, err := p.planStored(b, s.c, layer, q, s.cfg.QHeads, s.target(layer), tr)
+	keep, err := p.planStored(ctx, b, s.c, layer, q, s.cfg.QHeads, s.target(layer), tr)
 	if err != nil {
 		return fmt.Errorf("compresskv: stream: %w", err)
 	}

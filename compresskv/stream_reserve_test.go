@@ -189,7 +189,7 @@ func TestStreamReserveCoversPrompt(t *testing.T) {
 				t.Fatalf("%s: %v", name, err)
 			}
 		}
-		if _, err := rc.p.Compress(one, q, H); err != nil {
+		if _, err := rc.p.Compress(context.Background(), one, q, H); err != nil {
 			t.Fatal(err)
 		}
 		if !sameSnapshot(snap(c), snap(one)) {

@@ -1,5 +1,5 @@
 // Command calibrate makes the CompressKV profile of a model through
-// compresskv.Calibrate: the semantic retrieval heads of every layer, found
+// calibrate.Profile: the semantic retrieval heads of every layer, found
 // from probes the model answers, and the layer weights of the error-aware
 // budget allocation, measured as the shadow eviction error of each layer at
 // a small uniform budget. It only parses flags, builds the probes and prints.
@@ -28,6 +28,7 @@ import (
 	"strings"
 
 	"github.com/compresskv/compresskv/backend/cpu"
+	"github.com/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/compresskv"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
@@ -148,20 +149,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	texts, err := compresskv.TextPrompts(pt, text, o.textLengths, o.textSamples)
+	texts, err := calibrate.TextPrompts(pt, text, o.textLengths, o.textSamples)
 	if err != nil {
 		return err
 	}
-	sets = append(sets, compresskv.ErrSet{Name: "text", Prompts: texts, Steps: o.steps})
+	sets = append(sets, calibrate.ErrSet{Name: "text", Prompts: texts, Steps: o.steps})
 	mode := heads.Multiplicity
 	if o.indicator {
 		mode = heads.Indicator
 	}
 	last := ""
-	prof, rep, err := compresskv.Calibrate(ctx, &llama.Calibration{Model: m, Name: o.model}, compresskv.Calibration{
+	prof, rep, err := calibrate.Profile(ctx, &llama.Calibration{Model: m, Name: o.model}, calibrate.Config{
 		Probes: probes, Tokenizer: pt, ErrSets: sets, Mode: mode, MinAnswered: o.minAnswered,
 		Shadow: compresskv.Config{Budget: o.budget, Kernel: o.kernel},
-		Progress: func(p compresskv.Progress) {
+		Progress: func(p calibrate.Progress) {
 			if p.Phase != last || p.Done == p.Total {
 				fmt.Fprintf(stderr, "%s: %d/%d (answered %d)\n", p.Phase, p.Done, p.Total, p.Answered)
 				last = p.Phase
@@ -206,7 +207,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // build returns the probes and the probe-shaped data set of the layer error
 // for the chosen kind, with a note on where they came from.
-func build(tok compresskv.Tokenizer, o *options) ([]compresskv.Probe, []compresskv.ErrSet, string, error) {
+func build(tok calibrate.Tokenizer, o *options) ([]calibrate.Probe, []calibrate.ErrSet, string, error) {
 	switch o.probes {
 	case "stories":
 		probes, err := niah.StoryProbes(tok, niah.StoryCalibNames, niah.StoryCalibFill, o.leads, o.sentences, o.perCell, o.seed)
@@ -217,35 +218,35 @@ func build(tok compresskv.Tokenizer, o *options) ([]compresskv.Probe, []compress
 		if err != nil {
 			return nil, nil, "", err
 		}
-		set := compresskv.ErrSet{Name: "stories"}
+		set := calibrate.ErrSet{Name: "stories"}
 		for _, p := range more {
 			set.Prompts = append(set.Prompts, p.Prompt)
 			set.Steps = max(set.Steps, p.AnswerEnd-p.AnswerStart+1)
 		}
-		return probes, []compresskv.ErrSet{set}, fmt.Sprintf("character-name stories (niah.StoryCalibNames, niah.StoryCalibFill), leads %v x %v sentences after x %d, seed %d", o.leads, o.sentences, o.perCell, o.seed), nil
+		return probes, []calibrate.ErrSet{set}, fmt.Sprintf("character-name stories (niah.StoryCalibNames, niah.StoryCalibFill), leads %v x %v sentences after x %d, seed %d", o.leads, o.sentences, o.perCell, o.seed), nil
 	}
 	hay, err := niah.LoadHaystack(o.haystack)
 	if err != nil {
 		return nil, nil, "", err
 	}
-	probes, err := compresskv.NeedleProbes(tok, compresskv.NeedleGrid{Haystack: hay, Lengths: o.lengths, Depths: o.depths, PerCell: o.needles, Keys: niah.CalibWords, Seed: o.seed})
+	probes, err := calibrate.NeedleProbes(tok, calibrate.NeedleGrid{Haystack: hay, Lengths: o.lengths, Depths: o.depths, PerCell: o.needles, Keys: niah.CalibWords, Seed: o.seed})
 	if err != nil {
 		return nil, nil, "", err
 	}
 	// The layer error's needle set: other needles, lengths in turn, depths 0..100% in turn.
-	needles, err := compresskv.Needles(compresskv.DefaultNeedleTemplates, niah.CalibWords, o.textSamples, 5, o.seed+1)
+	needles, err := calibrate.Needles(calibrate.DefaultNeedleTemplates, niah.CalibWords, o.textSamples, 5, o.seed+1)
 	if err != nil {
 		return nil, nil, "", err
 	}
-	set := compresskv.ErrSet{Name: "needles", Steps: 6}
+	set := calibrate.ErrSet{Name: "needles", Steps: 6}
 	for i, n := range needles {
-		p, err := compresskv.BuildNeedle(tok, hay, (i*104729)%len(hay), o.lengths[i%len(o.lengths)], float64(i%11)/10, n)
+		p, err := calibrate.BuildNeedle(tok, hay, (i*104729)%len(hay), o.lengths[i%len(o.lengths)], float64(i%11)/10, n)
 		if err != nil {
 			return nil, nil, "", err
 		}
 		set.Prompts = append(set.Prompts, p.Prompt)
 	}
-	return probes, []compresskv.ErrSet{set}, fmt.Sprintf("%s with niah.CalibWords: lengths %v x %d depths x %d needles, seed %d", o.haystack, o.lengths, o.depths, o.needles, o.seed), nil
+	return probes, []calibrate.ErrSet{set}, fmt.Sprintf("%s with niah.CalibWords: lengths %v x %d depths x %d needles, seed %d", o.haystack, o.lengths, o.depths, o.needles, o.seed), nil
 }
 
 // compare lists the differences between two profiles' rankings, scores and

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/compresskv"
 )
 
@@ -72,7 +73,7 @@ func TestStoriesEndToEnd(t *testing.T) {
 	// The default needle probes are not answered by a story model: the error counts them.
 	err = run(context.Background(), []string{"-model", model, "-tokenizer", filepath.Join(stories, "tok512.bin"), "-haystack", "../../testdata/haystack/calib.txt",
 		"-lengths", "128", "-depths", "2", "-needles", "1", "-out", filepath.Join(dir, "c.json")}, io.Discard, io.Discard)
-	if !errors.Is(err, compresskv.ErrTooFewProbes) || !strings.Contains(err.Error(), "0 of 2 probes answered") {
+	if !errors.Is(err, calibrate.ErrTooFewProbes) || !strings.Contains(err.Error(), "0 of 2 probes answered") {
 		t.Fatalf("error %v", err)
 	}
 }

@@ -14,6 +14,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -137,7 +138,7 @@ func run(args []string, stdout io.Writer) error {
 					return err
 				}
 				cs, _ := m.NewSession(prefilled.Clone(), nil)
-				if _, err := cs.Compress(p, q); err != nil {
+				if _, err := cs.Compress(context.Background(), p, q); err != nil {
 					return err
 				}
 				comp, err := forced(cs, next)

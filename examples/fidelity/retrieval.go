@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
 	"time"
 
+	"github.com/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/compresskv"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
@@ -70,7 +72,7 @@ func retrieval(w io.Writer, m *llama.Model, tok *llama.Tokenizer, methods []comp
 		for i := range methods {
 			for bi, pol := range policies[i] {
 				cs, _ := m.NewSession(prefilled.Clone(), nil)
-				if _, err := cs.Compress(pol, q); err != nil {
+				if _, err := cs.Compress(context.Background(), pol, q); err != nil {
 					return fmt.Errorf("%s at budget %d: %w", pol.Name(), budgets[bi], err)
 				}
 				ok, err := answer(cs, tok, &p, logits)
@@ -133,7 +135,7 @@ func retrieval(w io.Writer, m *llama.Model, tok *llama.Tokenizer, methods []comp
 
 // answer decodes greedily from logits (the prompt's last) and judges the
 // continuation as calibration does.
-func answer(s *llama.Session, tok *llama.Tokenizer, p *compresskv.Probe, logits []float32) (bool, error) {
+func answer(s *llama.Session, tok *llama.Tokenizer, p *calibrate.Probe, logits []float32) (bool, error) {
 	var out []int
 	prev := ""
 	for {

@@ -128,7 +128,7 @@ func run(args []string, stdout io.Writer) error {
 			return err
 		}
 		peak = cache.Reserved()
-		if res, err = s.Compress(policy, q); err != nil {
+		if res, err = s.Compress(context.Background(), policy, q); err != nil {
 			return err
 		}
 	}

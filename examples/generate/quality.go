@@ -139,7 +139,7 @@ func needleQuality(w io.Writer, m *llama.Model, tok *llama.Tokenizer, hay string
 						return err
 					}
 					cs, _ := m.NewSession(cache.Clone(), nil)
-					if _, err := cs.Compress(pol, q); err != nil {
+					if _, err := cs.Compress(context.Background(), pol, q); err != nil {
 						return err
 					}
 					ans, err := niah.Greedy(cs, logits, len(p.Needle.Value)+1, nil)

@@ -1,6 +1,7 @@
 package llama
 
 import (
+	"context"
 	"os"
 	"testing"
 
@@ -51,7 +52,7 @@ func BenchmarkDecode(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					res, err := s.Compress(pol, q)
+					res, err := s.Compress(context.Background(), pol, q)
 					if err != nil {
 						b.Fatal(err)
 					}

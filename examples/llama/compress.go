@@ -1,6 +1,7 @@
 package llama
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/compresskv/compresskv/compresskv"
@@ -35,8 +36,9 @@ func (s *Session) Prefill(prompt []int, chunk int) ([]float32, [][]float32, erro
 
 // Compress compresses the session's cache after a prefill with policy p,
 // given the prompt's queries from Prefill: it passes each layer's last
-// p.QueryRows(L) rows, the ones the policy reads.
-func (s *Session) Compress(p *compresskv.Policy, q [][]float32) (*compresskv.Result, error) {
+// p.QueryRows(L) rows, the ones the policy reads. ctx cancels it as it
+// cancels Policy.Compress, leaving the cache as it was.
+func (s *Session) Compress(ctx context.Context, p *compresskv.Policy, q [][]float32) (*compresskv.Result, error) {
 	per := s.m.Heads * s.m.HeadDim()
 	ql := make([][]float32, len(q))
 	for l, x := range q {
@@ -47,5 +49,5 @@ func (s *Session) Compress(p *compresskv.Policy, q [][]float32) (*compresskv.Res
 		}
 		ql[l] = x[(n-need)*per:]
 	}
-	return p.Compress(s.cache, ql, s.m.Heads)
+	return p.Compress(ctx, s.cache, ql, s.m.Heads)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"runtime"
@@ -306,7 +307,7 @@ func firstTokenAttention(m *llama.Model, cache *kvcache.Host, logits []float32, 
 func diagnosePrompt(m *llama.Model, cache *kvcache.Host, logits []float32, q [][]float32, p niah.Prompt, pol *compresskv.Policy, grid func() [][]int) (diagStats, error) {
 	st := diagStats{n: 1, withAt: grid(), first: grid(), value: grid()}
 	cs, _ := m.NewSession(cache.Clone(), nil)
-	res, err := cs.Compress(pol, q)
+	res, err := cs.Compress(context.Background(), pol, q)
 	if err != nil {
 		return st, err
 	}

@@ -19,6 +19,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -320,7 +321,7 @@ func evaluate(m *llama.Model, o *options, p niah.Prompt, policies map[string]map
 		for b, pol := range byBudget {
 			c := cache.Clone()
 			cs, _ := m.NewSession(c, nil)
-			res, err := cs.Compress(pol, q)
+			res, err := cs.Compress(context.Background(), pol, q)
 			if err != nil {
 				return fmt.Errorf("%s at budget %d: %w", name, b, err)
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -225,7 +226,7 @@ func TestAnswersStopsEarly(t *testing.T) {
 				c := cache.Clone()
 				cs, _ := m.NewSession(c, nil)
 				if pol != nil {
-					if _, err := cs.Compress(pol, q); err != nil {
+					if _, err := cs.Compress(context.Background(), pol, q); err != nil {
 						t.Fatal(err)
 					}
 				}

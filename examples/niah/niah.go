@@ -5,7 +5,7 @@
 // project's model was trained on (tools/train/train.py); the words used for
 // calibration and for evaluation are disjoint, and so are their haystacks.
 // The prompts themselves are built by the library's probe builders
-// (compresskv.BuildNeedle); StoryProbes builds the character-name probes of
+// (calibrate.BuildNeedle); StoryProbes builds the character-name probes of
 // small story models.
 package niah
 
@@ -15,15 +15,15 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/examples/llama"
 )
 
 // Template is one needle wording.
-type Template = compresskv.NeedleTemplate
+type Template = calibrate.NeedleTemplate
 
 // Templates are the needle wordings the project's model was trained on.
-var Templates = compresskv.DefaultNeedleTemplates
+var Templates = calibrate.DefaultNeedleTemplates
 
 // EvalWords and CalibWords are the key words of evaluation and calibration
 // needles; no word is in both.
@@ -45,8 +45,8 @@ type Needle struct {
 	Value    string // the digits to retrieve
 }
 
-func (n Needle) lib() compresskv.Needle {
-	return compresskv.Needle{Template: Templates[n.Template], Key: n.Word, Value: n.Value}
+func (n Needle) lib() calibrate.Needle {
+	return calibrate.Needle{Template: Templates[n.Template], Key: n.Word, Value: n.Value}
 }
 
 // Sentence returns the needle as inserted in the haystack.
@@ -56,10 +56,10 @@ func (n Needle) Sentence() string { return n.lib().Sentence() }
 func (n Needle) Ask() string { return n.lib().Ask() }
 
 // Needles returns count needles drawn with seed from words, one template
-// each in turn, five-digit values (compresskv.Needles over Templates); nil
+// each in turn, five-digit values (calibrate.Needles over Templates); nil
 // when words is empty or count negative.
 func Needles(words []string, count int, seed uint64) []Needle {
-	lib, err := compresskv.Needles(Templates, words, count, 5, seed)
+	lib, err := calibrate.Needles(Templates, words, count, 5, seed)
 	if err != nil {
 		return nil
 	}
@@ -93,9 +93,9 @@ type Prompt struct {
 // Build returns a prompt of exactly length tokens with tok (a byte-level
 // tokenizer: one token per byte), taking the haystack from hay at offset
 // start (wrapping around), with the needle at depth (0..1) of the haystack
-// part, on a word boundary: compresskv.BuildNeedle, checked to be exact.
+// part, on a word boundary: calibrate.BuildNeedle, checked to be exact.
 func Build(tok *llama.Tokenizer, hay string, start, length int, depth float64, n Needle) (Prompt, error) {
-	p, err := compresskv.BuildNeedle(llama.ProbeTokenizer{Tokenizer: tok}, hay, start, length, depth, n.lib())
+	p, err := calibrate.BuildNeedle(llama.ProbeTokenizer{Tokenizer: tok}, hay, start, length, depth, n.lib())
 	if err != nil {
 		return Prompt{}, err
 	}
@@ -106,7 +106,7 @@ func Build(tok *llama.Tokenizer, hay string, start, length int, depth float64, n
 }
 
 // Depths returns k depths evenly from 0 to 1 (k=11: 0, 0.1, ..., 1).
-func Depths(k int) []float64 { return compresskv.Depths(k) }
+func Depths(k int) []float64 { return calibrate.Depths(k) }
 
 // Greedy decodes from the logits of the prompt's last token, at most max
 // tokens, stopping after a token that is not a digit (the period that ends

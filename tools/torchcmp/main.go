@@ -25,6 +25,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -109,12 +110,12 @@ func main() {
 			goMs["compresskv/"+key] = measure(probe, *reps, srKeys+kept, compressRun(ck, base, q))
 			goMs["select/"+key] = measure(probe, *reps, srKeys, func() func() {
 				return func() {
-					if _, err := ck.Plan(base, q, H); err != nil {
+					if _, err := ck.Plan(context.Background(), base, q, H); err != nil {
 						log.Fatal(err)
 					}
 				}
 			})
-			plan, err := ck.Plan(base, q, H)
+			plan, err := ck.Plan(context.Background(), base, q, H)
 			if err != nil {
 				log.Fatal(err)
 			}
@@ -256,7 +257,7 @@ func compressRun(p *compresskv.Policy, base *kvcache.Host, q [][]float32) func()
 	return func() func() {
 		c := base.Clone()
 		return func() {
-			if _, err := p.Compress(c, q, H); err != nil {
+			if _, err := p.Compress(context.Background(), c, q, H); err != nil {
 				log.Fatal(err)
 			}
 		}

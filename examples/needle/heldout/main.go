@@ -13,6 +13,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -282,7 +283,7 @@ func evaluate(m *llama.Model, p prompt, i int, pols map[string]map[int]*compress
 	for name, byBudget := range pols {
 		for b, pol := range byBudget {
 			cs, _ := m.NewSession(cache.Clone(), nil)
-			r, err := cs.Compress(pol, q)
+			r, err := cs.Compress(context.Background(), pol, q)
 			if err != nil {
 				return fmt.Errorf("%s at budget %d: %w", name, b, err)
 			}

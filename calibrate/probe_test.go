@@ -1,4 +1,4 @@
-package compresskv
+package calibrate
 
 import (
 	"math/rand/v2"

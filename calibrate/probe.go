@@ -1,4 +1,4 @@
-package compresskv
+package calibrate
 
 import (
 	"errors"
@@ -24,7 +24,7 @@ type Tokenizer interface {
 }
 
 // Probe is one retrieval probe: a prompt holding a fact, and the answer the
-// model must produce next by copying the fact from the prompt. Calibration
+// model must produce next by copying the fact from the prompt. Config
 // decodes it greedily with the full cache and counts it only if the answer
 // comes out right.
 type Probe struct {
@@ -78,20 +78,20 @@ func (p *Probe) validate() error {
 // model copies); it is an error if prompt does not contain answer.
 func NewProbe(tok Tokenizer, prompt, answer string) (Probe, error) {
 	if tok == nil {
-		return Probe{}, errors.New("compresskv: probe: nil tokenizer")
+		return Probe{}, errors.New("calibrate: probe: nil tokenizer")
 	}
 	a := strings.TrimSpace(answer)
 	if a == "" {
-		return Probe{}, errors.New("compresskv: probe: empty answer")
+		return Probe{}, errors.New("calibrate: probe: empty answer")
 	}
 	at := strings.LastIndex(prompt, a)
 	if at < 0 {
-		return Probe{}, fmt.Errorf("compresskv: probe: the prompt does not contain the answer %q, so the model cannot copy it", a)
+		return Probe{}, fmt.Errorf("calibrate: probe: the prompt does not contain the answer %q, so the model cannot copy it", a)
 	}
 	ids := tok.Encode(prompt)
 	s, e, err := tokenSpan(tok, ids, prompt, a, at)
 	if err != nil {
-		return Probe{}, fmt.Errorf("compresskv: probe: %w", err)
+		return Probe{}, fmt.Errorf("calibrate: probe: %w", err)
 	}
 	return Probe{Prompt: ids, AnswerStart: s, AnswerEnd: e, Answer: a}, nil
 }
@@ -235,10 +235,10 @@ func (n Needle) Ask() string {
 // arguments give the same needles.
 func Needles(templates []NeedleTemplate, keys []string, count, digits int, seed uint64) ([]Needle, error) {
 	if len(templates) == 0 || len(keys) == 0 {
-		return nil, errors.New("compresskv: needles: no templates or no keys")
+		return nil, errors.New("calibrate: needles: no templates or no keys")
 	}
 	if count < 0 || digits < 1 {
-		return nil, fmt.Errorf("compresskv: needles: %d needles of %d digits", count, digits)
+		return nil, fmt.Errorf("calibrate: needles: %d needles of %d digits", count, digits)
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x6e65))
 	perm := rng.Perm(len(keys))
@@ -261,16 +261,16 @@ func Needles(templates []NeedleTemplate, keys []string, count, digits int, seed 
 // the value's tokens inside the needle.
 func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n Needle) (Probe, error) {
 	if tok == nil {
-		return Probe{}, errors.New("compresskv: needle: nil tokenizer")
+		return Probe{}, errors.New("calibrate: needle: nil tokenizer")
 	}
 	if hay == "" {
-		return Probe{}, errors.New("compresskv: needle: empty haystack")
+		return Probe{}, errors.New("calibrate: needle: empty haystack")
 	}
 	if depth < 0 || depth > 1 || math.IsNaN(depth) {
-		return Probe{}, fmt.Errorf("compresskv: needle: depth %v outside [0, 1]", depth)
+		return Probe{}, fmt.Errorf("calibrate: needle: depth %v outside [0, 1]", depth)
 	}
 	if n.Value == "" || !strings.Contains(n.Template.Needle, "{n}") {
-		return Probe{}, fmt.Errorf("compresskv: needle: %q holds no value", n.Sentence())
+		return Probe{}, fmt.Errorf("calibrate: needle: %q holds no value", n.Sentence())
 	}
 	needle := " " + n.Sentence() + " "
 	ask := n.Ask()
@@ -291,7 +291,7 @@ func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n 
 	fixed := len(tok.Encode(needle + ask))
 	room := length - fixed
 	if room < 16 {
-		return Probe{}, fmt.Errorf("compresskv: needle: %d tokens leave no room for a haystack around %q (it takes %d)", length, n.Sentence(), fixed)
+		return Probe{}, fmt.Errorf("calibrate: needle: %d tokens leave no room for a haystack around %q (it takes %d)", length, n.Sentence(), fixed)
 	}
 	sample := hay[:min(len(hay), 4*room)]
 	ratio := float64(len(sample)) / float64(max(1, len(tok.Encode(sample))))
@@ -316,13 +316,13 @@ func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n 
 		chars += step
 	}
 	if best < 0 {
-		return Probe{}, fmt.Errorf("compresskv: needle: cannot fit a haystack into %d tokens", length)
+		return Probe{}, fmt.Errorf("calibrate: needle: cannot fit a haystack into %d tokens", length)
 	}
 	text, _ := build(best)
 	at := bestCut + strings.Index(needle, n.Value)
 	s, e, err := tokenSpan(tok, bestIDs, text, n.Value, at)
 	if err != nil {
-		return Probe{}, fmt.Errorf("compresskv: needle: %w", err)
+		return Probe{}, fmt.Errorf("calibrate: needle: %w", err)
 	}
 	return Probe{Prompt: bestIDs, AnswerStart: s, AnswerEnd: e, Answer: n.Value, Group: fmt.Sprintf("%d tokens", length)}, nil
 }
@@ -352,7 +352,7 @@ func Depths(k int) []float64 {
 // then needles; the i-th probe's haystack starts at byte i*7919 of it.
 func NeedleProbes(tok Tokenizer, g NeedleGrid) ([]Probe, error) {
 	if len(g.Lengths) == 0 || g.Depths < 1 || g.PerCell < 0 {
-		return nil, fmt.Errorf("compresskv: needle grid: %d lengths x %d depths x %d needles", len(g.Lengths), g.Depths, g.PerCell)
+		return nil, fmt.Errorf("calibrate: needle grid: %d lengths x %d depths x %d needles", len(g.Lengths), g.Depths, g.PerCell)
 	}
 	per := max(1, g.PerCell)
 	templates := g.Templates
@@ -390,13 +390,13 @@ func NeedleProbes(tok Tokenizer, g NeedleGrid) ([]Probe, error) {
 // too few tokens follow that offset).
 func TextPrompts(tok Tokenizer, text string, lengths []int, count int) ([][]int, error) {
 	if tok == nil || len(lengths) == 0 || count < 0 {
-		return nil, errors.New("compresskv: text prompts: no tokenizer or no lengths")
+		return nil, errors.New("calibrate: text prompts: no tokenizer or no lengths")
 	}
 	out := make([][]int, count)
 	for i := range out {
 		L := lengths[i%len(lengths)]
 		if L < 2 || len(text) <= L {
-			return nil, fmt.Errorf("compresskv: text prompts: %d bytes of text for prompts of %d tokens", len(text), L)
+			return nil, fmt.Errorf("calibrate: text prompts: %d bytes of text for prompts of %d tokens", len(text), L)
 		}
 		start := (i * 65537) % (len(text) - L)
 		for span := L - 1; ; span = max(2*span, span+1) {
@@ -407,7 +407,7 @@ func TextPrompts(tok Tokenizer, text string, lengths []int, count int) ([][]int,
 			}
 			if start+span >= len(text) {
 				if start == 0 {
-					return nil, fmt.Errorf("compresskv: text prompts: the text is shorter than %d tokens", L)
+					return nil, fmt.Errorf("calibrate: text prompts: the text is shorter than %d tokens", L)
 				}
 				start, span = 0, (L-1)/2 // too little text after start: take it from the beginning
 			}

@@ -1,4 +1,4 @@
-package compresskv
+package calibrate
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/compresskv/compresskv/compresskv"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -77,7 +78,7 @@ func (byteTok) Decode(ids []int) string {
 // attention on the copied position; every other head attends uniformly. Each
 // layer's shadow output is off by (layer+1)/10 of the full one's unit norm.
 type copyModel struct {
-	info                ModelInfo
+	info                compresskv.ModelInfo
 	copyLayer, copyHead int
 	unknown             int
 	budgetSeen          []int // rows kept per KV head, per shadow eviction
@@ -87,12 +88,12 @@ type copyModel struct {
 }
 
 func newCopyModel() *copyModel {
-	return &copyModel{info: ModelInfo{Name: "copy", Layers: 2, QueryHeads: 4, KVHeads: 2, HeadDim: 4}, copyLayer: 1, copyHead: 2, unknown: 0}
+	return &copyModel{info: compresskv.ModelInfo{Name: "copy", Layers: 2, QueryHeads: 4, KVHeads: 2, HeadDim: 4}, copyLayer: 1, copyHead: 2, unknown: 0}
 }
 
-func (m *copyModel) Info() ModelInfo { return m.info }
+func (m *copyModel) Info() compresskv.ModelInfo { return m.info }
 
-func (m *copyModel) Start(ctx context.Context, prompt []int) (CalibrationRun, error) {
+func (m *copyModel) Start(ctx context.Context, prompt []int) (Run, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -245,7 +246,7 @@ func needleGrid(seed uint64) NeedleGrid {
 }
 
 // TestCalibrateFindsCopyHead: on a fake model whose one head does the
-// copying, Calibrate answers every needle probe, ranks that head first in
+// copying, Profile answers every needle probe, ranks that head first in
 // its layer, gives the layers weights in the ratio of their shadow errors,
 // keeps the shadow budget while planning it on a read-only view of the
 // engine's cache, and returns the same profile for the same seed.
@@ -257,8 +258,8 @@ func TestCalibrateFindsCopyHead(t *testing.T) {
 	}
 	m := newCopyModel()
 	var seen []Progress
-	cal := Calibration{Probes: probes, Tokenizer: tok, Progress: func(p Progress) { seen = append(seen, p) }}
-	prof, rep, err := Calibrate(context.Background(), m, cal)
+	cal := Config{Probes: probes, Tokenizer: tok, Progress: func(p Progress) { seen = append(seen, p) }}
+	prof, rep, err := Profile(context.Background(), m, cal)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +302,7 @@ func TestCalibrateFindsCopyHead(t *testing.T) {
 	if !strings.Contains(prof.Notes["probes"], fmt.Sprintf("%d answered", len(probes))) {
 		t.Fatalf("notes %v", prof.Notes)
 	}
-	again, _, err := Calibrate(context.Background(), newCopyModel(), cal)
+	again, _, err := Profile(context.Background(), newCopyModel(), cal)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +336,7 @@ func TestCalibrateTooFewProbes(t *testing.T) {
 		probes[i].Answer = "99999" // the model copies the needle's value, not this
 	}
 	m := newCopyModel()
-	_, rep, err := Calibrate(context.Background(), m, Calibration{Probes: probes, Tokenizer: tok})
+	_, rep, err := Profile(context.Background(), m, Config{Probes: probes, Tokenizer: tok})
 	if !errors.Is(err, ErrTooFewProbes) {
 		t.Fatalf("error %v, want ErrTooFewProbes", err)
 	}
@@ -347,7 +348,7 @@ func TestCalibrateTooFewProbes(t *testing.T) {
 		t.Fatalf("report %+v", rep)
 	}
 	// With a lower bar the one answered probe is enough.
-	prof, rep, err := Calibrate(context.Background(), newCopyModel(), Calibration{Probes: probes, Tokenizer: tok, MinAnswered: 1})
+	prof, rep, err := Profile(context.Background(), newCopyModel(), Config{Probes: probes, Tokenizer: tok, MinAnswered: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +368,7 @@ func TestCalibrateCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	m := newCopyModel()
-	_, _, err = Calibrate(ctx, m, Calibration{Probes: probes, Tokenizer: tok, Progress: func(p Progress) {
+	_, _, err = Profile(ctx, m, Config{Probes: probes, Tokenizer: tok, Progress: func(p Progress) {
 		if p.Done == 2 {
 			cancel()
 		}
@@ -390,7 +391,7 @@ func TestCalibrateEngineError(t *testing.T) {
 	}
 	m := newCopyModel()
 	m.failDecodeAt = len(probes) + 3 // during the layer error
-	_, _, err = Calibrate(context.Background(), m, Calibration{Probes: probes, Tokenizer: tok})
+	_, _, err = Profile(context.Background(), m, Config{Probes: probes, Tokenizer: tok})
 	if err == nil || !strings.Contains(err.Error(), "device lost") || !strings.Contains(err.Error(), "error set") {
 		t.Fatalf("error %v", err)
 	}
@@ -412,19 +413,19 @@ func TestCalibrateBadInput(t *testing.T) {
 	noAnswer[1].Answer = " "
 	cases := []struct {
 		name string
-		cal  Calibration
+		cal  Config
 		want string
 	}{
-		{"no tokenizer", Calibration{Probes: good}, "tokenizer"},
-		{"no probes", Calibration{Tokenizer: tok}, "no probes"},
-		{"span outside", Calibration{Probes: bad, Tokenizer: tok}, "probe 2: answer span"},
-		{"empty answer", Calibration{Probes: noAnswer, Tokenizer: tok}, "probe 1: empty answer"},
-		{"budget below window", Calibration{Probes: good, Tokenizer: tok, Shadow: Config{Budget: 4}}, "shadow policy"},
-		{"empty error set", Calibration{Probes: good, Tokenizer: tok, ErrSets: []ErrSet{{Name: "x", Steps: 2}}}, `error set 0 ("x")`},
+		{"no tokenizer", Config{Probes: good}, "tokenizer"},
+		{"no probes", Config{Tokenizer: tok}, "no probes"},
+		{"span outside", Config{Probes: bad, Tokenizer: tok}, "probe 2: answer span"},
+		{"empty answer", Config{Probes: noAnswer, Tokenizer: tok}, "probe 1: empty answer"},
+		{"budget below window", Config{Probes: good, Tokenizer: tok, Shadow: compresskv.Config{Budget: 4}}, "shadow policy"},
+		{"empty error set", Config{Probes: good, Tokenizer: tok, ErrSets: []ErrSet{{Name: "x", Steps: 2}}}, `error set 0 ("x")`},
 	}
 	for _, c := range cases {
 		m := newCopyModel()
-		_, _, err := Calibrate(context.Background(), m, c.cal)
+		_, _, err := Profile(context.Background(), m, c.cal)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one mentioning %q", c.name, err, c.want)
 		}
@@ -432,7 +433,7 @@ func TestCalibrateBadInput(t *testing.T) {
 			t.Errorf("%s: %d runs started before the input was checked", c.name, m.starts)
 		}
 	}
-	if _, _, err := Calibrate(context.Background(), nil, Calibration{Probes: good, Tokenizer: tok}); err == nil {
+	if _, _, err := Profile(context.Background(), nil, Config{Probes: good, Tokenizer: tok}); err == nil {
 		t.Error("nil model accepted")
 	}
 }

@@ -1,4 +1,4 @@
-package compresskv
+package calibrate
 
 import (
 	"context"
@@ -8,35 +8,36 @@ import (
 	"time"
 
 	"github.com/compresskv/compresskv/alloc"
+	"github.com/compresskv/compresskv/compresskv"
 	"github.com/compresskv/compresskv/heads"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
-// CalibrationModel is what Calibrate needs from a caller's inference engine:
+// Model is what Profile needs from a caller's inference engine:
 // a way to run one prompt at a time with a full cache. Implement it once
-// over your own forward pass; Calibrate drives it.
+// over your own forward pass; Profile drives it.
 //
 // An engine whose cache is not a kvcache.KVCache implements it without
 // copying its cache at every step: Attention computes softmax rows from
 // its own keys; Prompt is the only place a kvcache.KVCache is needed, once
-// per error prompt, and Policy.Plan only reads it, so it may be a
+// per error prompt, and compresskv.Policy.Plan only reads it, so it may be a
 // kvcache.HostReader view over the engine's own rows (the CPU backend reads
 // nothing else; Append and Compact are never called), a backend/cuda device
 // cache, or a one-time copy of the prompt's keys; Shadow receives the kept
 // positions, so the shadow eviction can be a mask over the engine's own
 // cache (attention restricted to the kept positions and to every position
 // run after the call) instead of a second cache.
-type CalibrationModel interface {
+type Model interface {
 	// Info returns the model's shape; the profile is made for it.
-	Info() ModelInfo
+	Info() compresskv.ModelInfo
 	// Start runs prompt with full attention into a fresh cache and returns
 	// the run, positioned after the prompt's last token.
-	Start(ctx context.Context, prompt []int) (CalibrationRun, error)
+	Start(ctx context.Context, prompt []int) (Run, error)
 }
 
-// CalibrationRun is one prompt being run by a CalibrationModel. Calibrate
+// Run is one prompt being run by a Model. Profile
 // calls Close on every run it starts.
-type CalibrationRun interface {
+type Run interface {
 	// Next returns the greedy next token: the argmax of the logits after
 	// the last token run.
 	Next() int
@@ -50,7 +51,7 @@ type CalibrationRun interface {
 	// Prompt returns, right after Start, the cache holding the prompt's
 	// keys and values (read, never changed) and the post-RoPE queries of the
 	// prompt's last window tokens, [layer][window][QueryHeads][HeadDim]:
-	// what Policy.Plan scores the shadow eviction with.
+	// what compresskv.Policy.Plan scores the shadow eviction with.
 	Prompt(window int) (kvcache.KVCache, [][]float32, error)
 	// Shadow starts a shadow eviction: keep[layer][kvHead] lists the prompt
 	// positions that the shadow cache of that layer and KV head keeps (nil
@@ -75,8 +76,8 @@ type ErrSet struct {
 	Steps   int     // decode steps per prompt
 }
 
-// Calibration configures Calibrate. Probes and Tokenizer are required.
-type Calibration struct {
+// Config configures Profile. Probes and Tokenizer are required.
+type Config struct {
 	// Probes are the retrieval probes (NeedleProbes, NewProbe, ...).
 	Probes []Probe
 	// Tokenizer decodes the model's answers to judge them.
@@ -89,8 +90,8 @@ type Calibration struct {
 	Mode heads.Mode
 	// Shadow configures the CompressKV policy of the shadow eviction; its
 	// Profile is the one being measured. Zero Budget means 32 (the
-	// reference's); the other zero fields take Config's defaults.
-	Shadow Config
+	// reference's); the other zero fields take compresskv.Config's defaults.
+	Shadow compresskv.Config
 	// MinAnswered is the least number of probes that must be answered with
 	// the full cache; zero means min(4, len(Probes)).
 	MinAnswered int
@@ -102,7 +103,7 @@ type Calibration struct {
 	Progress func(Progress)
 }
 
-// Progress reports how far Calibrate is.
+// Progress reports how far Profile is.
 type Progress struct {
 	Phase    string // "probes" or "layer error"
 	Done     int    // prompts finished in this phase
@@ -116,8 +117,8 @@ type GroupCount struct {
 	Answered, Probes int
 }
 
-// CalibrationReport says what Calibrate measured and what it cost.
-type CalibrationReport struct {
+// Report says what Profile measured and what it cost.
+type Report struct {
 	Answered, Probes int          // probes answered with the full cache, and run
 	Groups           []GroupCount // per Probe.Group, in order of first appearance
 	ErrSets          []string     // one line per data set of the layer error
@@ -125,11 +126,11 @@ type CalibrationReport struct {
 	ErrorTime        time.Duration
 }
 
-// ErrTooFewProbes is wrapped by the error Calibrate returns when fewer
-// probes than Calibration.MinAnswered were answered.
+// ErrTooFewProbes is wrapped by the error Profile returns when fewer
+// probes than Config.MinAnswered were answered.
 var ErrTooFewProbes = errors.New("too few probes answered")
 
-// Calibrate runs the offline half of CompressKV on a model: every probe is
+// Profile runs the offline half of CompressKV on a model: every probe is
 // decoded greedily with the full cache while a heads.Recorder scores each
 // query head's attention on the answer span (only probes answered right
 // count); the heads are ranked per layer; then, for each data set, every
@@ -143,19 +144,19 @@ var ErrTooFewProbes = errors.New("too few probes answered")
 // few probes are answered the error wraps ErrTooFewProbes and says how
 // many, of how many, and what to try. Cost: one full-cache run per probe
 // and per error prompt, plus one CompressKV plan per error prompt.
-func Calibrate(ctx context.Context, m CalibrationModel, c Calibration) (*Profile, *CalibrationReport, error) {
+func Profile(ctx context.Context, m Model, c Config) (*compresskv.Profile, *Report, error) {
 	if m == nil {
-		return nil, nil, errors.New("compresskv: calibrate: nil model")
+		return nil, nil, errors.New("calibrate: nil model")
 	}
 	if c.Tokenizer == nil {
-		return nil, nil, errors.New("compresskv: calibrate: a tokenizer is needed to judge the answers")
+		return nil, nil, errors.New("calibrate: a tokenizer is needed to judge the answers")
 	}
 	if len(c.Probes) == 0 {
-		return nil, nil, errors.New("compresskv: calibrate: no probes")
+		return nil, nil, errors.New("calibrate: no probes")
 	}
 	for i := range c.Probes {
 		if err := c.Probes[i].validate(); err != nil {
-			return nil, nil, fmt.Errorf("compresskv: calibrate: probe %d: %w", i, err)
+			return nil, nil, fmt.Errorf("calibrate: probe %d: %w", i, err)
 		}
 	}
 	info := m.Info()
@@ -163,7 +164,7 @@ func Calibrate(ctx context.Context, m CalibrationModel, c Calibration) (*Profile
 		info.Name = c.Name
 	}
 	if info.Layers <= 0 || info.QueryHeads <= 0 || info.KVHeads <= 0 || info.HeadDim <= 0 || info.QueryHeads%info.KVHeads != 0 {
-		return nil, nil, fmt.Errorf("compresskv: calibrate: model shape %+v is not a GQA model", info)
+		return nil, nil, fmt.Errorf("calibrate: model shape %+v is not a GQA model", info)
 	}
 	need := c.MinAnswered
 	if need <= 0 {
@@ -174,8 +175,8 @@ func Calibrate(ctx context.Context, m CalibrationModel, c Calibration) (*Profile
 		shadowCfg.Budget = 32
 	}
 	// Check the shadow configuration before any probe runs.
-	if _, err := New(CompressKV, withProfile(shadowCfg, identityProfile(info))); err != nil {
-		return nil, nil, fmt.Errorf("compresskv: calibrate: shadow policy: %w", err)
+	if _, err := compresskv.New(compresskv.CompressKV, withProfile(shadowCfg, identityProfile(info))); err != nil {
+		return nil, nil, fmt.Errorf("calibrate: shadow policy: %w", err)
 	}
 	sets := c.ErrSets
 	if sets == nil {
@@ -188,15 +189,15 @@ func Calibrate(ctx context.Context, m CalibrationModel, c Calibration) (*Profile
 	}
 	for i, s := range sets {
 		if len(s.Prompts) == 0 || s.Steps < 1 {
-			return nil, nil, fmt.Errorf("compresskv: calibrate: error set %d (%q): %d prompts x %d steps", i, s.Name, len(s.Prompts), s.Steps)
+			return nil, nil, fmt.Errorf("calibrate: error set %d (%q): %d prompts x %d steps", i, s.Name, len(s.Prompts), s.Steps)
 		}
 	}
 
-	rep := &CalibrationReport{Probes: len(c.Probes)}
+	rep := &Report{Probes: len(c.Probes)}
 	t0 := time.Now()
 	rec, err := heads.NewRecorder(info.Layers, info.QueryHeads, heads.Options{Mode: c.Mode})
 	if err != nil {
-		return nil, nil, fmt.Errorf("compresskv: calibrate: %w", err)
+		return nil, nil, fmt.Errorf("calibrate: %w", err)
 	}
 	group := map[string]int{}
 	var attn [][][]float32
@@ -204,7 +205,7 @@ func Calibrate(ctx context.Context, m CalibrationModel, c Calibration) (*Profile
 		p := &c.Probes[i]
 		right, err := runProbe(ctx, m, rec, c.Tokenizer, p, &attn)
 		if err != nil {
-			return nil, nil, fmt.Errorf("compresskv: calibrate: probe %d: %w", i, err)
+			return nil, nil, fmt.Errorf("calibrate: probe %d: %w", i, err)
 		}
 		g, ok := group[p.Group]
 		if !ok {
@@ -223,20 +224,20 @@ func Calibrate(ctx context.Context, m CalibrationModel, c Calibration) (*Profile
 	}
 	rep.ProbeTime = time.Since(t0)
 	if rep.Answered < need {
-		return nil, rep, fmt.Errorf("compresskv: calibrate: %d of %d probes answered with the full cache, %d needed: %w; "+
+		return nil, rep, fmt.Errorf("calibrate: %d of %d probes answered with the full cache, %d needed: %w; "+
 			"the heads that retrieve are found only from probes the model gets right, so try probes it can answer "+
 			"(shorter prompts, a wording from its training data, facts it copies: NewProbe), check that the tokenizer "+
 			"matches the model, or lower MinAnswered", rep.Answered, rep.Probes, need, ErrTooFewProbes)
 	}
-	prof, err := NewProfile(info, rec.SR(), rec.Retrieval(), nil)
+	prof, err := compresskv.NewProfile(info, rec.SR(), rec.Retrieval(), nil)
 	if err != nil {
-		return nil, rep, fmt.Errorf("compresskv: calibrate: %w", err)
+		return nil, rep, fmt.Errorf("calibrate: %w", err)
 	}
 
 	t1 := time.Now()
-	policy, err := New(CompressKV, withProfile(shadowCfg, prof))
+	policy, err := compresskv.New(compresskv.CompressKV, withProfile(shadowCfg, prof))
 	if err != nil {
-		return nil, rep, fmt.Errorf("compresskv: calibrate: shadow policy: %w", err)
+		return nil, rep, fmt.Errorf("calibrate: shadow policy: %w", err)
 	}
 	total := 0
 	for _, s := range sets {
@@ -251,7 +252,7 @@ func Calibrate(ctx context.Context, m CalibrationModel, c Calibration) (*Profile
 		}
 		for pi, prompt := range s.Prompts {
 			if err := shadowRun(ctx, m, policy, info, prompt, s.Steps, acc); err != nil {
-				return nil, rep, fmt.Errorf("compresskv: calibrate: error set %q prompt %d: %w", s.Name, pi, err)
+				return nil, rep, fmt.Errorf("calibrate: error set %q prompt %d: %w", s.Name, pi, err)
 			}
 			done++
 			if c.Progress != nil {
@@ -263,7 +264,7 @@ func Calibrate(ctx context.Context, m CalibrationModel, c Calibration) (*Profile
 	}
 	w, err := alloc.Average(sums)
 	if err != nil {
-		return nil, rep, fmt.Errorf("compresskv: calibrate: layer weights: %w", err)
+		return nil, rep, fmt.Errorf("calibrate: layer weights: %w", err)
 	}
 	prof.LayerWeights = w
 	rep.ErrorTime = time.Since(t1)
@@ -282,20 +283,20 @@ func Calibrate(ctx context.Context, m CalibrationModel, c Calibration) (*Profile
 		prof.Notes["probe_summary"] = strings.Join(groups, ", ")
 	}
 	if err := prof.Validate(); err != nil {
-		return nil, rep, fmt.Errorf("compresskv: calibrate: %w", err)
+		return nil, rep, fmt.Errorf("calibrate: %w", err)
 	}
 	return prof, rep, nil
 }
 
 // withProfile returns cfg with p as its profile.
-func withProfile(cfg Config, p *Profile) Config {
+func withProfile(cfg compresskv.Config, p *compresskv.Profile) compresskv.Config {
 	cfg.Profile = p
 	return cfg
 }
 
 // identityProfile is a placeholder ranking used only to validate the shadow
 // configuration before any head is scored.
-func identityProfile(info ModelInfo) *Profile {
+func identityProfile(info compresskv.ModelInfo) *compresskv.Profile {
 	r := make([][]int, info.Layers)
 	for l := range r {
 		r[l] = make([]int, info.QueryHeads)
@@ -303,12 +304,12 @@ func identityProfile(info ModelInfo) *Profile {
 			r[l][h] = h
 		}
 	}
-	return &Profile{Version: ProfileVersion, Model: info, HeadRanking: r}
+	return &compresskv.Profile{Version: compresskv.ProfileVersion, Model: info, HeadRanking: r}
 }
 
 // runProbe decodes one probe greedily with the full cache, recording every
 // step, and reports whether the answer was right.
-func runProbe(ctx context.Context, m CalibrationModel, rec *heads.Recorder, tok Tokenizer, p *Probe, attn *[][][]float32) (right bool, err error) {
+func runProbe(ctx context.Context, m Model, rec *heads.Recorder, tok Tokenizer, p *Probe, attn *[][][]float32) (right bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
@@ -360,7 +361,7 @@ func runProbe(ctx context.Context, m CalibrationModel, rec *heads.Recorder, tok 
 
 // shadowRun runs prompt, plans the shadow eviction with policy, and decodes
 // steps tokens greedily, adding each layer's relative output error to acc.
-func shadowRun(ctx context.Context, m CalibrationModel, policy *Policy, info ModelInfo, prompt []int, steps int, acc *alloc.ErrorAccumulator) (err error) {
+func shadowRun(ctx context.Context, m Model, policy *compresskv.Policy, info compresskv.ModelInfo, prompt []int, steps int, acc *alloc.ErrorAccumulator) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -377,7 +378,7 @@ func shadowRun(ctx context.Context, m CalibrationModel, policy *Policy, info Mod
 	if err != nil {
 		return err
 	}
-	plan, err := policy.Plan(cache, q, info.QueryHeads)
+	plan, err := policy.Plan(ctx, cache, q, info.QueryHeads)
 	if err != nil {
 		return err
 	}
