@@ -137,6 +137,7 @@ type eaRef struct {
 	pos    []int
 	H, W   int
 	future int
+	centre [][]float64 // with Centre: per KV head, the mean of every key seen past the sink
 }
 
 func (e eaRef) scores(c *kvcache.Host, layer int) [][]float64 {
@@ -194,11 +195,17 @@ func (e eaRef) scores(c *kvcache.Host, layer int) [][]float64 {
 			if int(pos[j]) < e.s.Sink {
 				continue
 			}
+			kj := slices.Clone(k[j])
+			if e.s.Centre {
+				for a := range kj {
+					kj[a] -= e.centre[g][a]
+				}
+			}
 			for a := 0; a < d; a++ {
-				z[j] += mu[a] * k[j][a] / math.Sqrt(float64(d))
+				z[j] += mu[a] * kj[a] / math.Sqrt(float64(d))
 				if !e.s.MeanOnly {
 					for b := 0; b < d; b++ {
-						z[j] += k[j][a] * cov[a][b] * k[j][b] / float64(2*d)
+						z[j] += kj[a] * cov[a][b] * kj[b] / float64(2*d)
 					}
 				}
 			}
@@ -272,9 +279,14 @@ func agnosticScorers(rng *rand.Rand, s kvcache.Shape, H int) []Scorer {
 		ExpectedAttentionScorer{Rotary: rot, Sink: rng.IntN(5), Future: 1 + rng.IntN(40), Kernel: kernel, Pooling: pooling},
 		ExpectedAttentionScorer{Profile: prof, K: k, Rotary: rot, Sink: 4, Kernel: kernel, Pooling: pooling},
 		ExpectedAttentionScorer{Rotary: rot, MeanOnly: true, NoValueNorm: true, Kernel: 1},
+		ExpectedAttentionScorer{Rotary: rot, Sink: rng.IntN(5), Centre: true, Kernel: kernel, Pooling: pooling},
+		ExpectedAttentionScorer{Profile: prof, K: k, Rotary: rot, Sink: 4, Centre: true, Kernel: 1},
 		AccumulatedScorer{Kernel: kernel, Pooling: pooling},
 		AccumulatedScorer{Profile: prof, K: k, Average: true, Kernel: kernel, Pooling: pooling},
 		AccumulatedScorer{Average: true, Kernel: 1},
+		SharedMax(KNormScorer{}),
+		SharedMax(ExpectedAttentionScorer{Rotary: rot, Sink: 4, Kernel: kernel, Pooling: pooling}),
+		SharedMax(AccumulatedScorer{Average: true, Kernel: kernel, Pooling: pooling}),
 	}
 }
 
@@ -308,7 +320,12 @@ func refAgnostic(sc Scorer, c *kvcache.Host, layer int, q []float32, H, W int) [
 		for i := range pos {
 			pos[i] = i
 		}
-		return eaRef{s: s, heads: heads, qs: queryRows(q, H, d), pos: pos, H: H, W: W, future: s.future()}.scores(c, layer)
+		var centre [][]float64
+		for g := 0; g < sh.KVHeads; g++ {
+			k, _ := reftest.Decoded(c, layer, g)
+			centre = append(centre, meanKeys(k[min(s.Sink, L):]))
+		}
+		return eaRef{s: s, heads: heads, qs: queryRows(q, H, d), pos: pos, H: H, W: W, future: s.future(), centre: centre}.scores(c, layer)
 	case AccumulatedScorer:
 		heads := allHeads(H)
 		if s.Profile != nil {
@@ -325,8 +342,37 @@ func refAgnostic(sc Scorer, c *kvcache.Host, layer int, q []float32, H, W int) [
 			rows = append(rows, r)
 		}
 		return refCombine(rows, s.Profile != nil, sh.KVHeads, s.Kernel, s.Pooling == backend.AvgPool)
+	case sharedMax:
+		return maxRows(refAgnostic(s.inner, c, layer, q, H, W))
+	case sharedTracker:
+		return maxRows(refAgnostic(s.inner, c, layer, q, H, W))
 	}
 	panic(fmt.Sprintf("no reference for %T", sc))
+}
+
+// maxRows is the element-wise maximum of the rows, as one row.
+func maxRows(rows [][]float64) [][]float64 {
+	out := slices.Clone(rows[0])
+	for _, r := range rows[1:] {
+		for j, v := range r {
+			out[j] = math.Max(out[j], v)
+		}
+	}
+	return [][]float64{out}
+}
+
+// meanKeys is the mean of the rows (zeros for none).
+func meanKeys(k [][]float64) []float64 {
+	if len(k) == 0 {
+		return nil
+	}
+	out := make([]float64, len(k[0]))
+	for _, row := range k {
+		for a, v := range row {
+			out[a] += v / float64(len(k))
+		}
+	}
+	return out
 }
 
 // TestAgnosticScorersMatchReference: each query-agnostic scorer, run
@@ -447,6 +493,13 @@ func TestTracksFollowChunksAndCompactions(t *testing.T) {
 				var qs [][][]float32
 				var qpos [][]int
 				qs, qpos = make([][][]float32, s.Layers), make([][]int, s.Layers)
+				// Every key appended past position 4 (the largest sink the
+				// cases use is checked against each case's own below).
+				keysSeen := make([][][][]float64, s.Layers)
+				keyPos := make([][][]int, s.Layers)
+				for l := range keysSeen {
+					keysSeen[l], keyPos[l] = make([][][]float64, s.KVHeads), make([][]int, s.KVHeads)
+				}
 				checks := 0
 				for a := 0; a < n; {
 					b := min(n, a+1+rng.IntN(13))
@@ -457,6 +510,13 @@ func TestTracksFollowChunksAndCompactions(t *testing.T) {
 						}
 						if err := tr.Observe(cpu.New(), c, l, a, q); err != nil {
 							t.Fatalf("%s: %v", name, err)
+						}
+						for g := 0; g < s.KVHeads; g++ {
+							keys, _ := reftest.Decoded(c, l, g)
+							keysSeen[l][g] = append(keysSeen[l][g], keys[len(keys)-(b-a):]...)
+							for i := a; i < b; i++ {
+								keyPos[l][g] = append(keyPos[l][g], i)
+							}
 						}
 						// Reference: each new query over the rows stored now,
 						// causally.
@@ -491,13 +551,27 @@ func TestTracksFollowChunksAndCompactions(t *testing.T) {
 							t.Fatalf("%s: %v", name, err)
 						}
 						var want [][]float64
-						switch x := sc.(type) {
+						inner, shared := sc, false
+						if sm, ok := sc.(sharedTracker); ok {
+							inner, shared = sm.inner, true
+						}
+						switch x := inner.(type) {
 						case ExpectedAttentionScorer:
 							heads := allHeads(sh.H)
 							if x.Profile != nil {
 								heads = x.Profile.HeadRanking[l][:x.K]
 							}
-							want = eaRef{s: x, heads: heads, qs: qs[l], pos: qpos[l], H: sh.H, W: W, future: x.future()}.scores(c, l)
+							var centre [][]float64
+							for g := 0; g < s.KVHeads; g++ {
+								var past [][]float64
+								for i, at := range keyPos[l][g] {
+									if at >= x.Sink {
+										past = append(past, keysSeen[l][g][i])
+									}
+								}
+								centre = append(centre, meanKeys(past))
+							}
+							want = eaRef{s: x, heads: heads, qs: qs[l], pos: qpos[l], H: sh.H, W: W, future: x.future(), centre: centre}.scores(c, l)
 						case AccumulatedScorer:
 							heads := allHeads(sh.H)
 							if x.Profile != nil {
@@ -517,6 +591,9 @@ func TestTracksFollowChunksAndCompactions(t *testing.T) {
 								rows = append(rows, row)
 							}
 							want = refCombine(rows, x.Profile != nil, s.KVHeads, x.Kernel, x.Pooling == backend.AvgPool)
+						}
+						if shared {
+							want = maxRows(want)
 						}
 						closeRows(t, fmt.Sprintf("%s layer %d after %d tokens", name, l, a), got, want, 2e-5)
 						checks++

@@ -53,18 +53,27 @@ type ExpectedAttentionScorer struct {
 	MeanOnly bool
 	// NoValueNorm drops the value norm factor (use_vnorm=False).
 	NoValueNorm bool
-	Kernel      int             // odd pooling kernel; 1 disables pooling
-	Pooling     backend.Pooling // average or max pooling
+	// Centre scores keys centred on the mean of every key seen (past the
+	// sink): the softmax does not change when every key moves by the same
+	// vector, and the Gaussian approximation does not change either once
+	// the keys are centred (kvpress's uncentred covariance term does).
+	Centre  bool
+	Kernel  int             // odd pooling kernel; 1 disables pooling
+	Pooling backend.Pooling // average or max pooling
 }
 
 var _ Tracker = ExpectedAttentionScorer{}
 
 // Name implements Scorer.
 func (s ExpectedAttentionScorer) Name() string {
-	if s.Profile != nil {
-		return "sr-expected-attention"
+	n := "expected-attention"
+	if s.Centre {
+		n += "-centred"
 	}
-	return "expected-attention"
+	if s.Profile != nil {
+		return "sr-" + n
+	}
+	return n
 }
 
 // QueryRows implements Scorer: every prompt row.
@@ -172,6 +181,7 @@ func (s ExpectedAttentionScorer) Score(ctx context.Context, in *ScoreInput) ([][
 		return nil, err
 	}
 	var stats []queryStats
+	var kbar [][]float64 // per KV head, with Centre
 	if in.Track != nil {
 		tr, ok := in.Track.(*eaTrack)
 		if !ok || tr.s.Rotary != s.Rotary {
@@ -182,6 +192,9 @@ func (s ExpectedAttentionScorer) Score(ctx context.Context, in *ScoreInput) ([][
 		}
 		if stats = tr.stats[in.Layer]; stats == nil {
 			return nil, fmt.Errorf("%s: layer %d: the track was released", s.Name(), in.Layer)
+		}
+		if s.Centre {
+			kbar = tr.keyMeans(in.Layer)
 		}
 	} else {
 		stats = make([]queryStats, len(heads))
@@ -194,6 +207,14 @@ func (s ExpectedAttentionScorer) Score(ctx context.Context, in *ScoreInput) ([][
 	if err != nil {
 		return nil, err
 	}
+	if s.Centre && kbar == nil {
+		// One-shot: the mean of the stored keys past the sink.
+		kbar = make([][]float64, sh.KVHeads)
+		for g := range kbar {
+			sum, n := keySums(hr, in.Layer, g, 0, s.Sink, d)
+			kbar[g] = mean(sum, n)
+		}
+	}
 	cos, sin := s.Rotary.mean(in.Cache.Seen(in.Layer), s.future())
 	group := in.QHeads / sh.KVHeads
 	rows := make([][]float32, len(heads))
@@ -204,7 +225,11 @@ func (s ExpectedAttentionScorer) Score(ctx context.Context, in *ScoreInput) ([][
 		}
 		g := h / group
 		pos = in.Cache.Positions(in.Layer, g, pos[:0])
-		rows[k] = s.headScores(hr, in.Layer, g, pos, &stats[k], cos, sin, d)[:len(pos)-in.Window]
+		var centre []float64
+		if kbar != nil {
+			centre = kbar[g]
+		}
+		rows[k] = s.headScores(hr, in.Layer, g, pos, &stats[k], centre, cos, sin, d)[:len(pos)-in.Window]
 	}
 	out, err := combine(in, rows, heads, s.Profile != nil, s.Kernel, s.Pooling)
 	if err != nil {
@@ -234,8 +259,9 @@ func (s ExpectedAttentionScorer) Score(ctx context.Context, in *ScoreInput) ([][
 }
 
 // headScores returns the expected attention of one scoring head over every
-// row of its KV head g (sink rows score 0 here).
-func (s ExpectedAttentionScorer) headScores(hr kvcache.HostReader, layer, g int, pos []int32, st *queryStats, cos, sin []float64, d int) []float32 {
+// row of its KV head g (sink rows score 0 here), keys centred on centre
+// when it is not nil.
+func (s ExpectedAttentionScorer) headScores(hr kvcache.HostReader, layer, g int, pos []int32, st *queryStats, centre, cos, sin []float64, d int) []float32 {
 	mu := slices.Clone(st.mean)
 	s.Rotary.apply(mu, cos, sin)
 	var cov []float64
@@ -275,6 +301,9 @@ func (s ExpectedAttentionScorer) headScores(hr kvcache.HostReader, layer, g int,
 		var dot float64
 		for a, v := range buf {
 			k[a] = float64(v)
+			if centre != nil {
+				k[a] -= centre[a]
+			}
 			dot += mu[a] * k[a]
 		}
 		z[j] = dot * scale
@@ -325,8 +354,15 @@ func (s ExpectedAttentionScorer) NewTrack(sh kvcache.Shape, qHeads int) (Track, 
 	if err := s.Fit(sh, qHeads); err != nil {
 		return nil, err
 	}
-	tr := &eaTrack{s: s, d: sh.HeadDim, qHeads: qHeads, heads: make([][]int, sh.Layers), stats: make([][]queryStats, sh.Layers)}
+	tr := &eaTrack{s: s, d: sh.HeadDim, qHeads: qHeads, heads: make([][]int, sh.Layers), stats: make([][]queryStats, sh.Layers),
+		keySum: make([][][]float64, sh.Layers), keyN: make([][]int, sh.Layers)}
 	for l := range tr.heads {
+		if s.Centre {
+			tr.keySum[l], tr.keyN[l] = make([][]float64, sh.KVHeads), make([]int, sh.KVHeads)
+			for g := range tr.keySum[l] {
+				tr.keySum[l][g] = make([]float64, sh.HeadDim)
+			}
+		}
 		heads, err := scoreHeads(s.Profile, s.K, l, qHeads)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.Name(), err)
@@ -347,12 +383,68 @@ type eaTrack struct {
 	d, qHeads int
 	heads     [][]int
 	stats     [][]queryStats
+	keySum    [][][]float64 // with Centre: per layer and KV head, the sum of the keys seen past the sink
+	keyN      [][]int
+}
+
+// keyMeans returns the mean key of every KV head of layer seen so far.
+func (t *eaTrack) keyMeans(layer int) [][]float64 {
+	out := make([][]float64, len(t.keySum[layer]))
+	for g, sum := range t.keySum[layer] {
+		out[g] = mean(sum, t.keyN[layer][g])
+	}
+	return out
+}
+
+// keySums returns the sum of the keys of rows [from, Len) of KV head g whose
+// positions are at or after sink, and their count.
+func keySums(hr kvcache.HostReader, layer, g, from, sink, d int) ([]float64, int) {
+	k, _ := hr.Rows(layer, g)
+	pos := hr.Positions(layer, g, nil)
+	sum := make([]float64, d)
+	n := 0
+	var buf []float32
+	for j := from; j < k.N; j++ {
+		if int(pos[j]) < sink {
+			continue
+		}
+		buf = k.Row(j, buf)
+		for a, v := range buf {
+			sum[a] += float64(v)
+		}
+		n++
+	}
+	return sum, n
+}
+
+func mean(sum []float64, n int) []float64 {
+	out := make([]float64, len(sum))
+	if n > 0 {
+		for a, v := range sum {
+			out[a] = v / float64(n)
+		}
+	}
+	return out
 }
 
 // Observe implements Track.
-func (t *eaTrack) Observe(_ backend.Backend, _ kvcache.KVCache, layer, pos0 int, q []float32) error {
+func (t *eaTrack) Observe(_ backend.Backend, c kvcache.KVCache, layer, pos0 int, q []float32) error {
 	if t.stats[layer] == nil {
 		return fmt.Errorf("%s: layer %d: the track was released", t.s.Name(), layer)
+	}
+	if t.s.Centre {
+		hr, err := hostRows(t.s.Name(), c)
+		if err != nil {
+			return err
+		}
+		n := len(q) / (t.qHeads * t.d)
+		for g := range t.keySum[layer] {
+			sum, m := keySums(hr, layer, g, c.Len(layer, g)-n, t.s.Sink, t.d)
+			for a, v := range sum {
+				t.keySum[layer][g][a] += v
+			}
+			t.keyN[layer][g] += m
+		}
 	}
 	t.s.observe(t.stats[layer], t.heads[layer], q, t.qHeads, t.d, pos0)
 	return nil
@@ -362,7 +454,7 @@ func (t *eaTrack) Observe(_ backend.Backend, _ kvcache.KVCache, layer, pos0 int,
 func (t *eaTrack) Compact(int, [][]int) {}
 
 // Release implements Track.
-func (t *eaTrack) Release(layer int) { t.stats[layer] = nil }
+func (t *eaTrack) Release(layer int) { t.stats[layer], t.keySum[layer] = nil, nil }
 
 // Bytes implements Track.
 func (t *eaTrack) Bytes() int64 {
@@ -370,6 +462,11 @@ func (t *eaTrack) Bytes() int64 {
 	for _, l := range t.stats {
 		for _, st := range l {
 			n += int64(len(st.mean)+len(st.m2))*8 + 8
+		}
+	}
+	for _, l := range t.keySum {
+		for _, sum := range l {
+			n += int64(len(sum))*8 + 8
 		}
 	}
 	return n

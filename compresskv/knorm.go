@@ -12,21 +12,10 @@ import (
 // kvpress's KnormPress). It reads no query, so it ranks a row the same
 // before a question exists and after; it needs the stored keys in host
 // memory (kvcache.HostReader).
-//
-// With Shared it gives one row that every KV head shares, the mean of the
-// heads' rows (a layer whose heads hold the same positions), so that it
-// composes with policies that keep one set per layer (CompressKV).
-type KNormScorer struct {
-	Shared bool // one row for the layer: the mean over its KV heads
-}
+type KNormScorer struct{}
 
 // Name implements Scorer.
-func (s KNormScorer) Name() string {
-	if s.Shared {
-		return "knorm-shared"
-	}
-	return "knorm"
-}
+func (KNormScorer) Name() string { return "knorm" }
 
 // QueryRows implements Scorer: none.
 func (KNormScorer) QueryRows(_, _ int) int { return 0 }
@@ -59,12 +48,6 @@ func (s KNormScorer) Score(ctx context.Context, in *ScoreInput) ([][]float32, er
 			}
 			out[g][j] = float32(-math.Sqrt(ss))
 		}
-	}
-	if s.Shared {
-		if err := samePositions(in.Cache, in.Layer, allHeads(G), 1); err != nil {
-			return nil, fmt.Errorf("%s: %w", s.Name(), err)
-		}
-		return [][]float32{meanRows(out)}, nil
 	}
 	return out, nil
 }

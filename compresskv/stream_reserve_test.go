@@ -35,7 +35,7 @@ func reserveCases(t *testing.T, rng *rand.Rand, s kvcache.Shape, H, budget int) 
 			AccumulatedScorer{Kernel: cfg.Kernel}, AccumulatedScorer{Average: true, Kernel: 1}}
 		switch p.Method() {
 		case CompressKV:
-			prefills = []Scorer{nil, KNormScorer{Shared: true},
+			prefills = []Scorer{nil, SharedMax(KNormScorer{}), SharedMax(AccumulatedScorer{Average: true, Kernel: 1}),
 				ExpectedAttentionScorer{Profile: cfg.Profile, K: cfg.SRHeads, Rotary: rot, Sink: 2, Kernel: cfg.Kernel},
 				AccumulatedScorer{Profile: cfg.Profile, K: cfg.SRHeads, Kernel: cfg.Kernel},
 				AccumulatedScorer{Profile: cfg.Profile, K: cfg.SRHeads, Average: true, Kernel: cfg.Kernel}}
