@@ -75,11 +75,18 @@ func randomRotary(rng *rand.Rand, d int) *Rotary {
 	return r
 }
 
-// rotation returns the d x d matrix that turns a head by pos positions.
+// rotation returns the d x d matrix that turns a head by pos positions
+// (the identity for a model without rotary embeddings).
 func rotation(r *Rotary, d int, pos float64) [][]float64 {
 	m := make([][]float64, d)
 	for i := range m {
 		m[i] = make([]float64, d)
+	}
+	if r == nil {
+		for i := range m {
+			m[i][i] = 1
+		}
+		return m
 	}
 	for j, f := range r.Freqs {
 		a, b := j*2, j*2+1
@@ -279,6 +286,7 @@ func agnosticScorers(rng *rand.Rand, s kvcache.Shape, H int) []Scorer {
 		ExpectedAttentionScorer{Rotary: rot, Sink: rng.IntN(5), Future: 1 + rng.IntN(40), Kernel: kernel, Pooling: pooling},
 		ExpectedAttentionScorer{Profile: prof, K: k, Rotary: rot, Sink: 4, Kernel: kernel, Pooling: pooling},
 		ExpectedAttentionScorer{Rotary: rot, MeanOnly: true, NoValueNorm: true, Kernel: 1},
+		ExpectedAttentionScorer{Sink: 1, Kernel: 1}, // no rotary embedding
 		ExpectedAttentionScorer{Rotary: rot, Sink: rng.IntN(5), Centre: true, Kernel: kernel, Pooling: pooling},
 		ExpectedAttentionScorer{Profile: prof, K: k, Rotary: rot, Sink: 4, Centre: true, Kernel: 1},
 		AccumulatedScorer{Kernel: kernel, Pooling: pooling},

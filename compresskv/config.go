@@ -43,8 +43,9 @@ type Config struct {
 	// profile's rankings cannot give (a layer ranks fewer heads) is an
 	// error.
 	SRHeads int
-	// Sink is StreamingLLM's count of first tokens always kept. Default 4;
-	// negative means none.
+	// Sink is StreamingLLM's count of first tokens always kept, and the
+	// first positions expected attention leaves out of its statistics and
+	// always keeps. Default 4; negative means none.
 	Sink int
 	// Beta is PyramidKV's ratio between the average and the smallest
 	// selectable budget. Default 20.

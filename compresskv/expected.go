@@ -41,7 +41,10 @@ const DefaultFuture = 512
 type ExpectedAttentionScorer struct {
 	Profile *Profile // SR heads of each layer; nil: every query head
 	K       int      // SR heads per layer (with a Profile)
-	// Rotary is the model's rotary embedding. Required.
+	// Rotary is the model's rotary embedding; nil means the model has
+	// none (the queries are taken as they are). A RoPE model needs its own:
+	// without it, queries rotated at different positions are averaged as if
+	// they were not.
 	Rotary *Rotary
 	// Future is the number of positions the statistics are turned to;
 	// 0 means DefaultFuture.
@@ -89,9 +92,6 @@ func (s ExpectedAttentionScorer) Validate(_, _ int) error {
 	}
 	if s.Future < 0 || s.Sink < 0 {
 		return fmt.Errorf("%s: future positions %d and sink %d must not be negative: %w", s.Name(), s.Future, s.Sink, ErrConfig)
-	}
-	if s.Rotary == nil {
-		return fmt.Errorf("%s: the model's rotary embedding (Config.Rotary) is required: %w", s.Name(), ErrConfig)
 	}
 	return nil
 }

@@ -9,7 +9,8 @@ import (
 // or key of one head is turned at each position. The expected-attention
 // scorer needs it to undo the rotation of the queries it has seen and to
 // turn their statistics to the positions still to come; the cache itself
-// never needs it (keys are stored rotated).
+// never needs it (keys are stored rotated). A nil *Rotary is a model
+// without rotary embeddings: nothing is turned.
 type Rotary struct {
 	// Freqs holds, for each rotated pair j of a head (HeadDim/2 of them),
 	// the angle per position: pair j of a vector at position p turns by
@@ -38,10 +39,11 @@ func NewRotary(theta float64, headDim int, interleaved bool) (*Rotary, error) {
 	return r, nil
 }
 
-// check returns an error unless r fits heads of headDim values.
+// check returns an error unless r fits heads of headDim values (nil, no
+// rotary embedding, fits any).
 func (r *Rotary) check(headDim int) error {
 	if r == nil {
-		return fmt.Errorf("the model's rotary embedding (Config.Rotary) is required: %w", ErrConfig)
+		return nil
 	}
 	if 2*len(r.Freqs) != headDim {
 		return fmt.Errorf("rotary embedding of %d pairs for heads of %d values: %w", len(r.Freqs), headDim, ErrConfig)
@@ -67,6 +69,9 @@ func (r *Rotary) pair(j, d int) (a, b int) {
 // (a, b) -> (a cos - b sin, a sin + b cos). A negative pos undoes the
 // rotation of position -pos.
 func (r *Rotary) turn(x []float64, pos float64) {
+	if r == nil {
+		return
+	}
 	d := len(x)
 	for j, f := range r.Freqs {
 		s, c := math.Sincos(pos * f)
@@ -79,6 +84,9 @@ func (r *Rotary) turn(x []float64, pos float64) {
 // positions [from, from+n): the average rotation over those positions, a
 // rotation scaled down by how much the angles spread.
 func (r *Rotary) mean(from, n int) (cos, sin []float64) {
+	if r == nil {
+		return nil, nil
+	}
 	cos, sin = make([]float64, len(r.Freqs)), make([]float64, len(r.Freqs))
 	for j, f := range r.Freqs {
 		var c, s float64
@@ -94,6 +102,9 @@ func (r *Rotary) mean(from, n int) (cos, sin []float64) {
 
 // apply applies the scaled rotation of mean's (cos, sin) to x in place.
 func (r *Rotary) apply(x, cos, sin []float64) {
+	if r == nil {
+		return
+	}
 	d := len(x)
 	for j := range r.Freqs {
 		a, b := r.pair(j, d)

@@ -311,8 +311,18 @@ func (s SRScorer) selection(in *ScoreInput) (backend.Selection, error) {
 
 // H2OScorer scores each KV head with the attention of all prompt queries,
 // accumulated over the prompt and averaged over the group's query heads
-// (H2O). It reads every prompt query (QueryRows is the prompt length).
+// (H2O). It reads every prompt query (QueryRows is the prompt length). In a
+// Stream it is a Tracker (AccumulatedScorer over every head, unpooled): each
+// chunk's queries add their attention over the rows stored when they ran,
+// as H2O accumulates during generation.
 type H2OScorer struct{}
+
+var _ Tracker = H2OScorer{}
+
+// NewTrack implements Tracker.
+func (H2OScorer) NewTrack(sh kvcache.Shape, qHeads int) (Track, error) {
+	return AccumulatedScorer{Kernel: 1}.NewTrack(sh, qHeads)
+}
 
 // Name implements Scorer.
 func (H2OScorer) Name() string { return "h2o" }
@@ -322,6 +332,9 @@ func (H2OScorer) QueryRows(promptLen, _ int) int { return promptLen }
 
 // Score implements Scorer. Cost: O(L * L * d) per query head.
 func (H2OScorer) Score(ctx context.Context, in *ScoreInput) ([][]float32, error) {
+	if in.Track != nil {
+		return AccumulatedScorer{Kernel: 1}.Score(ctx, in)
+	}
 	rows, err := in.windowSums(ctx, allHeads(in.QHeads))
 	if err != nil {
 		return nil, err

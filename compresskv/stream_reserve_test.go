@@ -142,7 +142,11 @@ func TestStreamReserveStaysBounded(t *testing.T) {
 				if peak > promptLimit {
 					t.Fatalf("%s: peak %d bytes above the prompt's bound %d", name, peak, promptLimit)
 				}
-				if _, tracked := rc.prefill.(Tracker); tracked != (stats.PeakTrackBytes > 0) {
+				_, tracked := rc.prefill.(Tracker)
+				if _, ok := rc.p.Scorer().(Tracker); ok {
+					tracked = true
+				}
+				if tracked != (stats.PeakTrackBytes > 0) {
 					t.Fatalf("%s: peak track bytes %d for a prefill scorer %T", name, stats.PeakTrackBytes, rc.prefill)
 				}
 			}
@@ -276,9 +280,8 @@ func TestStreamReserveConfigErrors(t *testing.T) {
 	}{
 		{"reserve below budget", StreamConfig{QHeads: 4, Chunk: 4, Reserve: 15}, "below the budget"},
 		{"negative reserve", StreamConfig{QHeads: 4, Chunk: 4, Reserve: -1}, "below the budget"},
-		{"no rotary", StreamConfig{QHeads: 4, Chunk: 4, Prefill: ExpectedAttentionScorer{Kernel: 1}}, "rotary"},
 		{"rotary of another head size", StreamConfig{QHeads: 4, Chunk: 4, Prefill: ExpectedAttentionScorer{Rotary: randomRotary(rng, 6), Kernel: 1}}, "rotary"},
-		{"h2o", StreamConfig{QHeads: 4, Chunk: 4, Prefill: H2OScorer{}}, "more than the window"},
+		{"every prompt row, untracked", StreamConfig{QHeads: 4, Chunk: 4, Prefill: everyRow{}}, "more than the window"},
 		{"tracker without query heads", StreamConfig{Chunk: 4, Prefill: AccumulatedScorer{Kernel: 1}}, "query heads"},
 	} {
 		if _, err := NewStream(snapkv, empty(), tc.cfg); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
