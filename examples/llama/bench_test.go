@@ -80,3 +80,26 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPrefill runs a 1,024-token prompt of the project's model through
+// a chunked prefill (chunks of 128) over a float32 cache: the forward pass's
+// matrix products and causal attention, as every streamed measurement pays.
+func BenchmarkPrefill(b *testing.B) {
+	m, err := Load("../../" + DefaultModel)
+	if err != nil {
+		b.Fatal(err)
+	}
+	prompt := make([]int, 1024)
+	for i := range prompt {
+		prompt[i] = ByteBase + 'a' + i%26
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, _ := m.NewCache(kvcache.Float32)
+		s, _ := m.NewSession(c, nil)
+		if _, _, err := s.Prefill(prompt, 128); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(prompt)*b.N)/b.Elapsed().Seconds(), "tokens/s")
+}
