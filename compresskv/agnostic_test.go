@@ -678,3 +678,101 @@ func TestRotaryTurnsBack(t *testing.T) {
 		}
 	}
 }
+
+// refRanks returns each position's rank by score (0 the best, ties to the
+// lower position) as a share of the positions.
+func refRanks(x []float32) []float64 {
+	idx := reftest.TopK(x, len(x)) // ascending positions; rank them by score
+	slices.SortStableFunc(idx, func(a, b int) int {
+		switch {
+		case x[a] > x[b]:
+			return -1
+		case x[a] < x[b]:
+			return 1
+		}
+		return a - b
+	})
+	out := make([]float64, len(x))
+	for r, i := range idx {
+		out[i] = float64(r) / float64(len(x))
+	}
+	return out
+}
+
+// TestEither: Either scores each position by the better of its two ranks
+// under its parts (whose own scores are checked against float64 references
+// above), one-shot and with tracks; its top-k holds the top k/2 of each
+// part; rows of different shapes are made one shared row first.
+func TestEither(t *testing.T) {
+	rng, seed := newRNG(t)
+	for _, sh := range shapes {
+		s := kvcache.Shape{Layers: 2, KVHeads: sh.G, HeadDim: 8}
+		L := 40 + rng.IntN(40)
+		const W = 4
+		c, q := fillCache(t, rng, s, kvcache.Float16, L, sh.H, L)
+		prof := randomProfile(rng, s, sh.H, false)
+		rot := randomRotary(rng, s.HeadDim)
+		for _, pair := range [][2]Scorer{
+			{KNormScorer{}, AccumulatedScorer{Kernel: 3}},
+			{SRScorer{Profile: prof, K: 1, Kernel: 3}, SharedMax(KNormScorer{})},
+			{SnapKVScorer{Kernel: 1}, SharedMax(ExpectedAttentionScorer{Rotary: rot, Kernel: 1})},
+		} {
+			e := Either(pair[0], pair[1])
+			name := fmt.Sprintf("%s/%s (seed %d)", sh.name, e.Name(), seed)
+			nq := e.QueryRows(L, W)
+			for l := 0; l < s.Layers; l++ {
+				in := func(sc Scorer) *ScoreInput {
+					n := sc.QueryRows(L, W)
+					return &ScoreInput{Backend: cpu.New(), Cache: c, Layer: l, Queries: q[l][(L-n)*sh.H*s.HeadDim:], NQ: n, QHeads: sh.H, Len: L, Window: W}
+				}
+				got, err := e.Score(context.Background(), &ScoreInput{Backend: cpu.New(), Cache: c, Layer: l, Queries: q[l][(L-nq)*sh.H*s.HeadDim:], NQ: nq, QHeads: sh.H, Len: L, Window: W})
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				a, err := pair[0].Score(context.Background(), in(pair[0]))
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := pair[1].Score(context.Background(), in(pair[1]))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(a) != len(b) {
+					a, b = maxRows32(a), maxRows32(b)
+				}
+				if len(got) != len(a) {
+					t.Fatalf("%s: %d rows, want %d", name, len(got), len(a))
+				}
+				for i := range a {
+					ra, rb := refRanks(a[i]), refRanks(b[i])
+					for j := range ra {
+						if want := -math.Min(ra[j], rb[j]); math.Abs(float64(got[i][j])-want) > 1e-6 {
+							t.Fatalf("%s layer %d row %d position %d: %v, want %v", name, l, i, j, got[i][j], want)
+						}
+					}
+					k := 2 + rng.IntN(len(ra)-2)
+					top := reftest.TopK(got[i], k)
+					for _, part := range [][]float32{a[i], b[i]} {
+						for _, j := range reftest.TopK(part, k/2) {
+							if !slices.Contains(top, j) {
+								t.Fatalf("%s layer %d row %d: the top %d keeps %v, not position %d of a part's top %d", name, l, i, k, top, j, k/2)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// maxRows32 makes rows one row by their element-wise maximum (a single row
+// is left as it is).
+func maxRows32(rows [][]float32) [][]float32 {
+	out := slices.Clone(rows[0])
+	for _, r := range rows[1:] {
+		for j, v := range r {
+			out[j] = max(out[j], v)
+		}
+	}
+	return [][]float32{out}
+}

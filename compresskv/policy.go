@@ -382,7 +382,9 @@ func (p *Policy) planLayer(ctx context.Context, b backend.Backend, c kvcache.KVC
 	in := &ScoreInput{Backend: b, Cache: c, Layer: layer, Queries: q, QHeads: qHeads, Len: L, Window: W}
 	var scores [][]float32
 	if p.scorer != nil && tr != nil {
-		in.Queries, in.Track = nil, tr
+		// The Stream's window rows come along (a combination of a Tracker
+		// and a window scorer reads them); a Tracker itself reads its track.
+		in.Track, in.NQ = tr, len(q)/(qHeads*s.HeadDim)
 		var err error
 		if scores, err = p.scorer.Score(ctx, in); err != nil {
 			return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
@@ -536,7 +538,7 @@ func (p *Policy) planStored(ctx context.Context, b backend.Backend, c kvcache.KV
 	}
 	in := &ScoreInput{Backend: b, Cache: c, Layer: layer, Queries: q, QHeads: qHeads, Len: longest, Window: W, Track: tr}
 	if tr != nil {
-		in.Queries = nil
+		in.NQ = len(q) / (qHeads * s.HeadDim)
 	} else {
 		in.NQ = p.scorer.QueryRows(longest, W)
 		if err := backend.CheckQueries(s, q, in.NQ, qHeads); err != nil {

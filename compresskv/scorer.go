@@ -49,7 +49,8 @@ type ScoreInput struct {
 	Len     int             // rows stored per KV head: the prompt length L
 	Window  int             // observation window W
 	// Track is the scorer's state when a Stream runs a Tracker (then
-	// Queries is nil and NQ 0); nil otherwise.
+	// Queries holds only the last window the Stream kept, or nothing before
+	// it has seen a window); nil otherwise.
 	Track Track
 }
 

@@ -33,10 +33,12 @@ type StreamConfig struct {
 	// positive Reserve below the policy's average budget is an error.
 	Reserve int
 	// Prefill is the scorer that ranks the rows while the prompt runs (the
-	// compressions down to the reserve); nil means the policy's own. It
-	// must give the rows the policy's selector takes (one shared row, or
-	// one per KV head for Ada-KV). A Tracker (AccumulatedScorer,
-	// ExpectedAttentionScorer) is given the queries of every token.
+	// compressions down to the reserve); nil means DefaultPrefill(policy),
+	// and the policy's own scorer (policy.Scorer()) ranks them as each
+	// chunk's last window does. It must give the rows the policy's selector
+	// takes (one shared row, or one per KV head for Ada-KV). A Tracker
+	// (AccumulatedScorer, ExpectedAttentionScorer) is given the queries of
+	// every token.
 	Prefill Scorer
 }
 
@@ -149,7 +151,15 @@ func NewStream(p *Policy, c kvcache.KVCache, cfg StreamConfig) (*Stream, error) 
 		return nil, err
 	}
 	pre := p
-	if cfg.Prefill != nil {
+	if cfg.Prefill == nil {
+		cfg.Prefill = DefaultPrefill(p)
+		if !defaultIsOwn(p) {
+			pre = nil
+		}
+	} else {
+		pre = nil
+	}
+	if pre == nil {
 		if v, ok := cfg.Prefill.(Validator); ok {
 			if err := v.Validate(p.cfg.Budget, W); err != nil {
 				return nil, fmt.Errorf("compresskv: stream: prefill scorer: %w", err)
@@ -165,7 +175,7 @@ func NewStream(p *Policy, c kvcache.KVCache, cfg StreamConfig) (*Stream, error) 
 		return nil, err
 	}
 	st.preTrack, st.preNeed = st.polTrack, st.polNeed
-	if cfg.Prefill != nil {
+	if pre != p {
 		if st.preTrack, st.preNeed, err = streamScorer(cfg.Prefill, s, cfg.QHeads, W); err != nil {
 			return nil, err
 		}
@@ -227,6 +237,33 @@ func NewStream(p *Policy, c kvcache.KVCache, cfg StreamConfig) (*Stream, error) 
 	return st, nil
 }
 
+// DefaultPrefill returns the scorer a Stream of policy p ranks rows with
+// while the prompt runs when StreamConfig.Prefill is nil: the "window or
+// key norms" rule, Either(p.Scorer(), SharedMax(KNormScorer{})), for
+// policies that keep rows with the top-k selector (CompressKV, SnapKV,
+// PyramidKV, H2O and compositions of it); the policy's own scorer
+// otherwise (Ada-KV's head-wise selector needs a row per KV head;
+// StreamingLLM reads no score). A row is kept when either the policy's own
+// scorer, on the chunk's last window, or its key norm ranks it high: the
+// smallest norm of its key over the layer's KV heads, so that a token whose
+// key stands out in any head (the needle's digits do, on the project's
+// model) is kept by all of them until the question comes, and half the room
+// still goes to what the chunk itself attends to. It reads no more than the
+// policy reads and keeps no state; docs/RESULTS.md ("Bounded memory that
+// still answers") has the measurements it was chosen by.
+func DefaultPrefill(p *Policy) Scorer {
+	if defaultIsOwn(p) {
+		return p.scorer
+	}
+	return Either(p.scorer, SharedMax(KNormScorer{}))
+}
+
+// defaultIsOwn reports whether DefaultPrefill(p) is p's own scorer.
+func defaultIsOwn(p *Policy) bool {
+	_, topk := p.selector.(TopKSelector)
+	return !topk || p.scorer == nil
+}
+
 // streamScorer returns the Track a Stream keeps for scorer sc (nil unless
 // it is a Tracker) and the window query rows it reads otherwise; a scorer
 // that reads more than the window and keeps no track cannot run in a
@@ -243,7 +280,7 @@ func streamScorer(sc Scorer, s kvcache.Shape, qHeads, W int) (Track, int, error)
 		if err != nil {
 			return nil, 0, fmt.Errorf("compresskv: stream: %w", err)
 		}
-		return tr, 0, nil
+		return tr, queryRowsIn(sc, true, W), nil
 	}
 	// A scorer that reads more than the window (H2O: every prompt row)
 	// cannot run on a window of queries.

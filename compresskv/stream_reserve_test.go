@@ -33,12 +33,16 @@ func reserveCases(t *testing.T, rng *rand.Rand, s kvcache.Shape, H, budget int) 
 		prefills := []Scorer{nil, KNormScorer{},
 			ExpectedAttentionScorer{Rotary: rot, Sink: 2, Kernel: cfg.Kernel},
 			AccumulatedScorer{Kernel: cfg.Kernel}, AccumulatedScorer{Average: true, Kernel: 1}}
+		if p.Scorer() != nil && p.Method() != AdaKV { // Ada-KV selects from a row per KV head
+			prefills = append(prefills, Either(p.Scorer(), SharedMax(ExpectedAttentionScorer{Rotary: rot, Sink: 2, Kernel: cfg.Kernel})))
+		}
 		switch p.Method() {
 		case CompressKV:
 			prefills = []Scorer{nil, SharedMax(KNormScorer{}), SharedMax(AccumulatedScorer{Average: true, Kernel: 1}),
 				ExpectedAttentionScorer{Profile: cfg.Profile, K: cfg.SRHeads, Rotary: rot, Sink: 2, Kernel: cfg.Kernel},
 				AccumulatedScorer{Profile: cfg.Profile, K: cfg.SRHeads, Kernel: cfg.Kernel},
-				AccumulatedScorer{Profile: cfg.Profile, K: cfg.SRHeads, Average: true, Kernel: cfg.Kernel}}
+				AccumulatedScorer{Profile: cfg.Profile, K: cfg.SRHeads, Average: true, Kernel: cfg.Kernel},
+				Either(p.Scorer(), SharedMax(KNormScorer{})), Either(p.Scorer(), SharedMax(AccumulatedScorer{Kernel: 1}))}
 		case StreamingLLM:
 			prefills = []Scorer{nil}
 		}

@@ -273,8 +273,9 @@ func TestStreamFirstCompressionIsOneShot(t *testing.T) {
 		}
 		name := fmt.Sprintf("%s (seed %d)", p.Name(), seed)
 		c, _ := kvcache.NewHost(s, kvcache.Float32)
-		// Room for the first L tokens exactly; the next token compresses.
-		st, err := NewStream(p, c, StreamConfig{QHeads: H, Chunk: L - B, Slack: -1})
+		// Room for the first L tokens exactly; the next token compresses,
+		// with the policy's own scorer (not the default prefill rule).
+		st, err := NewStream(p, c, StreamConfig{QHeads: H, Chunk: L - B, Slack: -1, Prefill: p.Scorer()})
 		if err != nil {
 			t.Fatal(err)
 		}

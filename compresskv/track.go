@@ -42,11 +42,15 @@ type Track interface {
 }
 
 // queryRowsIn returns how many of a sequence's last query rows scorer s
-// reads when it compresses a layer in a Stream: none for a Tracker given
-// its Track (its state stands in for them), else its QueryRows.
+// reads when it compresses a layer in a Stream: the window for a Tracker
+// given its Track (its state stands in for the rest; a combination of a
+// Tracker and a window scorer reads the window), else its QueryRows.
 func queryRowsIn(s Scorer, tracked bool, window int) int {
-	if s == nil || tracked {
+	if s == nil {
 		return 0
+	}
+	if tracked {
+		return window
 	}
 	return s.QueryRows(maxPrompt, window)
 }

@@ -186,11 +186,12 @@ var scorerTable = []scorerEntry{
 		s, err := fromMethod(compresskv.H2O, e)
 		return compresskv.SharedMax(s), err
 	}},
-	{"default", "the Stream's default rule", func(*env) (compresskv.Scorer, error) { return defaultRule, nil }},
+	{"default", "window or key norms (Stream's default)", func(*env) (compresskv.Scorer, error) { return defaultRule, nil }},
 }
 
-// defaultRule stands for "leave StreamConfig.Prefill unset".
-var defaultRule compresskv.Scorer = nil
+// defaultRule leaves StreamConfig.Prefill unset: the Stream's own default
+// (compresskv.DefaultPrefill).
+var defaultRule compresskv.Scorer
 
 func lookupScorer(name string) (scorerEntry, bool) {
 	for _, e := range scorerTable {
