@@ -54,7 +54,7 @@ func (s GroupSRScorer) Validate(_, _ int) error {
 // Fit implements Fitter: the profile must be measured on a model of the
 // cache's shape.
 func (s GroupSRScorer) Fit(sh kvcache.Shape, qHeads int) error {
-	return SRScorer{Profile: s.Profile}.Fit(sh, qHeads)
+	return fitProfile(s.Name(), s.Profile, sh, qHeads)
 }
 
 // GroupHeads returns, for each of the layer's G KV heads, the query heads

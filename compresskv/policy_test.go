@@ -63,7 +63,8 @@ func sameSnapshot(a, b snapshot) bool {
 
 // TestPolicyInvariants runs every method over MHA, GQA and MQA shapes, every
 // storage type and budgets from the window to beyond the prompt, and checks
-// ARCHITECTURE.md's invariants on every output.
+// the invariants of docs/DESIGN.md ("Invariants the tests check") on every
+// output.
 func TestPolicyInvariants(t *testing.T) {
 	rng, seed := newRNG(t)
 	const layers, d, L, W = 3, 16, 40, 8
@@ -534,14 +535,14 @@ func TestBadInputLeavesCacheUnchanged(t *testing.T) {
 		{"short queries", SnapKV, Config{Budget: 16}, [][]float32{q[0][:10], q[1]}, 4, "query values"},
 		{"too few layers", SnapKV, Config{Budget: 16}, q[:1], 4, "queries for 1 layers"},
 		{"heads not a multiple", SnapKV, Config{Budget: 16}, q, 3, "not a positive multiple"},
-		{"window larger than queries", SnapKV, Config{Budget: 16, Window: 12}, q, 4, "reads the last 12 prompt rows"},
-		{"more queries than the window", SnapKV, Config{Budget: 16, Window: 4}, q, 4, "reads the last 4 prompt rows"},
-		{"query heads miscounted", SnapKV, Config{Budget: 16}, [][]float32{q8, q8}, 4, "want 256 (8 rows x 4 heads"},
+		{"window larger than queries", SnapKV, Config{Budget: 16, Window: 12}, q, 4, "the last 12 prompt positions (the window)"},
+		{"more queries than the window", SnapKV, Config{Budget: 16, Window: 4}, q, 4, "the last 4 prompt positions (the window)"},
+		{"query heads miscounted", SnapKV, Config{Budget: 16}, [][]float32{q8, q8}, 4, "want 256: the queries of the last 8 prompt positions (the window) x 4 query heads"},
 		{"NaN query", CompressKV, Config{Budget: 16, Profile: prof}, nan, 4, "non-finite"},
 		{"profile for another model", CompressKV, Config{Budget: 16, Profile: other}, q, 4, "profile of"},
 		{"profile for another model, per group", AdaCompressKV, Config{Budget: 16, Profile: other}, q, 4, "profile of"},
 		{"NaN query, per group", AdaCompressKV, Config{Budget: 16, Profile: prof}, nan, 4, "non-finite"},
-		{"H2O without all queries", H2O, Config{Budget: 16}, q, 4, "reads the last 40 prompt rows"},
+		{"H2O without all queries", H2O, Config{Budget: 16}, q, 4, "every one of the 40 prompt positions"},
 	}
 	for _, tc := range cases {
 		p, err := New(tc.m, tc.cfg)
@@ -562,14 +563,14 @@ func TestBadInputLeavesCacheUnchanged(t *testing.T) {
 	if err := p.Apply(c, bad); err == nil || !sameSnapshot(before, snap(c)) {
 		t.Fatalf("Apply of an invalid plan: err %v, cache changed: %v", err, !sameSnapshot(before, snap(c)))
 	}
-	// An already compressed layer with ragged heads cannot be compressed again.
+	// An already compressed cache cannot be compressed again.
 	ada, _ := New(AdaKV, Config{Budget: 16})
 	cc := c.Clone()
 	if _, err := ada.Compress(context.Background(), cc, q, 4); err != nil {
 		t.Fatal(err)
 	}
 	if cc.Len(0, 0) != cc.Len(0, 1) {
-		if _, err := ada.Compress(context.Background(), cc, q, 4); !errors.Is(err, ErrUneven) || !strings.Contains(err.Error(), "uncompressed") {
+		if _, err := ada.Compress(context.Background(), cc, q, 4); !errors.Is(err, ErrCompressed) || !strings.Contains(err.Error(), "Compress works once") {
 			t.Fatalf("ragged layer: error %v", err)
 		}
 	}

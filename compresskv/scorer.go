@@ -176,7 +176,7 @@ func checkPooling(name string, kernel int, kind backend.Pooling) error {
 // with a head ranking.
 func checkRanking(name string, p *Profile) error {
 	if p == nil {
-		return fmt.Errorf("%s: a profile with the model's semantic retrieval heads is required: %w", name, ErrConfig)
+		return fmt.Errorf("%s: a profile with the model's semantic retrieval heads is required (Config.Profile: LoadProfile, or package calibrate for a new model): %w", name, ErrConfig)
 	}
 	if err := p.Validate(); err != nil {
 		return fmt.Errorf("%s: %v: %w", name, err, ErrConfig)
@@ -267,13 +267,20 @@ func (s SRScorer) Validate(_, _ int) error {
 // Fit implements Fitter: the profile must be measured on a model of the
 // cache's shape.
 func (s SRScorer) Fit(sh kvcache.Shape, qHeads int) error {
-	if s.Profile == nil {
-		return fmt.Errorf("%s: no profile: %w", s.Name(), ErrConfig)
+	return fitProfile(s.Name(), s.Profile, sh, qHeads)
+}
+
+// fitProfile is the Fitter of the SR scorers: the profile's model must have
+// the cache's layers, KV heads and head dimension, and qHeads query heads.
+func fitProfile(name string, p *Profile, sh kvcache.Shape, qHeads int) error {
+	if p == nil {
+		return fmt.Errorf("%s: no profile: %w", name, ErrConfig)
 	}
-	m := s.Profile.Model
+	m := p.Model
 	if m.Layers != sh.Layers || m.KVHeads != sh.KVHeads || m.HeadDim != sh.HeadDim || m.QueryHeads != qHeads {
-		return fmt.Errorf("compresskv: profile of %q is for %d layers x %d query heads / %d KV heads x d=%d; cache is %d x %d / %d x d=%d: %w",
-			m.Name, m.Layers, m.QueryHeads, m.KVHeads, m.HeadDim, sh.Layers, qHeads, sh.KVHeads, sh.HeadDim, ErrConfig)
+		return fmt.Errorf("%s: the profile of %q was measured on %d layers, %d query heads over %d KV heads, head dimension %d; "+
+			"this call has %d layers, %d query heads over %d KV heads, head dimension %d (the cache's shape and the qHeads argument): %w",
+			name, m.Name, m.Layers, m.QueryHeads, m.KVHeads, m.HeadDim, sh.Layers, qHeads, sh.KVHeads, sh.HeadDim, ErrConfig)
 	}
 	return nil
 }

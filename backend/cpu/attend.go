@@ -129,7 +129,7 @@ func (j *attendJob) setup(op string, c kvcache.HostReader, layer int, q []float3
 			return err
 		}
 		if k.N == 0 {
-			return fmt.Errorf("cpu: %s: layer %d KV head %d holds no rows to attend to", op, layer, g)
+			return fmt.Errorf("cpu: %s: layer %d KV head %d holds no rows to attend to: %w", op, layer, g, kvcache.ErrShape)
 		}
 		j.k, j.v, j.L = append(j.k, k), append(j.v, v), append(j.L, k.N)
 		j.firstUnit = append(j.firstUnit, j.firstUnit[g]+chunks(k.N))

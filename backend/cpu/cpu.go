@@ -73,7 +73,7 @@ func (b *Backend) Name() string { return "cpu" }
 // which validates keep.
 func (b *Backend) Compact(c kvcache.KVCache, layer int, keep [][]int) error {
 	if c == nil {
-		return fmt.Errorf("cpu: Compact: nil cache")
+		return fmt.Errorf("cpu: Compact: nil cache: %w", kvcache.ErrShape)
 	}
 	if err := checkLayer(c, layer); err != nil {
 		return fmt.Errorf("cpu: Compact: %w", err)
@@ -87,7 +87,7 @@ func (b *Backend) Compact(c kvcache.KVCache, layer int, keep [][]int) error {
 // hostCache returns c as a HostReader after checking layer.
 func hostCache(op string, c kvcache.KVCache, layer int) (kvcache.HostReader, error) {
 	if c == nil {
-		return nil, fmt.Errorf("cpu: %s: nil cache", op)
+		return nil, fmt.Errorf("cpu: %s: nil cache: %w", op, kvcache.ErrShape)
 	}
 	hr, ok := c.(kvcache.HostReader)
 	if !ok {
@@ -107,7 +107,7 @@ func hostCache(op string, c kvcache.KVCache, layer int) (kvcache.HostReader, err
 
 func checkLayer(c kvcache.KVCache, layer int) error {
 	if n := c.Shape().Layers; layer < 0 || layer >= n {
-		return fmt.Errorf("layer %d out of range [0, %d)", layer, n)
+		return fmt.Errorf("layer %d out of range [0, %d): %w", layer, n, kvcache.ErrShape)
 	}
 	return nil
 }

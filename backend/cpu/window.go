@@ -43,13 +43,13 @@ func (b *Backend) WindowScores(c kvcache.KVCache, layer int, q []float32, w, qHe
 	group := qHeads / s.KVHeads
 	for j, h := range heads {
 		if h < 0 || h >= qHeads {
-			return fmt.Errorf("cpu: %s: head %d out of range [0, %d)", op, h, qHeads)
+			return fmt.Errorf("cpu: %s: head %d out of range [0, %d): %w", op, h, qHeads, kvcache.ErrShape)
 		}
 		g := h / group
 		L := c.Len(layer, g)
 		if w > L {
-			return fmt.Errorf("cpu: %s: layer %d head %d: window of %d queries over %d rows of KV head %d, want w <= rows",
-				op, layer, h, w, L, g)
+			return fmt.Errorf("cpu: %s: layer %d head %d: window of %d queries over %d rows of KV head %d, want w <= rows: %w",
+				op, layer, h, w, L, g, kvcache.ErrShape)
 		}
 		if len(out[j]) != L {
 			return fmt.Errorf("cpu: %s: layer %d head %d: output %d has %d values, want %d (rows of KV head %d): %w",

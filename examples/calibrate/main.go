@@ -28,8 +28,9 @@ import (
 	"strings"
 
 	"github.com/compresskv/compresskv/backend/cpu"
-	"github.com/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/compresskv/calibrate"
+	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
 	"github.com/compresskv/compresskv/heads"
@@ -63,19 +64,17 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("calibrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{}
-	fs.StringVar(&o.model, "model", llama.DefaultModel, "llama2.c checkpoint")
-	fs.StringVar(&o.tokenizer, "tokenizer", "", "llama2.c tokenizer (empty: byte-level)")
+	fs.StringVar(&o.model, "model", cli.DefaultModel, "llama2.c checkpoint (the project's byte-level model; another needs -tokenizer)")
+	fs.StringVar(&o.tokenizer, "tokenizer", "", "llama2.c tokenizer of -model (empty: the byte-level vocabulary of the project's model)")
 	fs.StringVar(&o.probes, "probes", "needle", "probe kind: needle (facts with digit values) or stories (a character's name)")
 	fs.StringVar(&o.haystack, "haystack", "testdata/haystack/calib.txt", "text the needles are hidden in")
 	fs.StringVar(&o.text, "text", "", "plain text for the layer error (empty: the haystack)")
 	fs.StringVar(&o.out, "out", "", "profile to write (empty: out/<model>.profile.json)")
 	fs.StringVar(&o.check, "check", "", "a profile to compare the result with (rankings, scores, weights)")
-	lengths := fs.String("lengths", "256,512,768,1024", "needle prompt lengths in tokens")
-	textLengths := fs.String("text-lengths", "", "plain-text prompt lengths for the layer error (empty: -lengths, or 128,256 for stories)")
-	sentences := fs.String("sentences", "3,6", "story probes: sentences between the name and the cue")
-	leads := fs.String("leads", "0,4,8", "story probes: sentences before the girl is named (0: the story opens with her)")
-	fs.IntVar(&o.depths, "depths", 11, "needle depths per length, evenly from 0 to 100%")
-	fs.IntVar(&o.needles, "needles", 3, "needles per length and depth")
+	grid := cli.AddNeedleGridFlags(fs)
+	textLengths := cli.Ints(fs, "text-lengths", "", "plain-text prompt lengths for the layer error (empty: -lengths, or 128,256 for stories)")
+	sentences := cli.Ints(fs, "sentences", "3,6", "story probes: sentences between the name and the cue")
+	leads := cli.Counts(fs, "leads", "0,4,8", "story probes: sentences before the girl is named (0: the story opens with her)")
 	fs.IntVar(&o.perCell, "per", 16, "story probes per lead and sentence count")
 	fs.IntVar(&o.budget, "budget", 32, "uniform budget per layer of the shadow eviction")
 	fs.IntVar(&o.steps, "steps", 32, "decode steps per text sample for the layer error")
@@ -92,35 +91,24 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if *quick {
-		*lengths, o.depths, o.needles, o.textSamples, o.perCell = "256,512", 5, 1, 6, 6
+		*grid.Lengths, grid.Depths, grid.Needles, o.textSamples, o.perCell = []int{256, 512}, 5, 1, 6, 6
 	}
-	var err error
-	if o.lengths, err = niah.ParseInts(*lengths); err != nil {
-		return nil, fmt.Errorf("lengths: %w", err)
-	}
-	if o.sentences, err = niah.ParseInts(*sentences); err != nil {
-		return nil, fmt.Errorf("sentences: %w", err)
-	}
-	if o.leads, err = niah.ParseCounts(*leads); err != nil {
-		return nil, fmt.Errorf("leads: %w", err)
-	}
+	o.lengths, o.depths, o.needles = *grid.Lengths, grid.Depths, grid.Needles
+	o.sentences, o.leads, o.textLengths = *sentences, *leads, *textLengths
 	switch o.probes {
 	case "needle":
 		if o.kernel == 0 {
-			o.kernel = llama.DefaultKernel
+			o.kernel = cli.DefaultByteKernel
 		}
-		if *textLengths == "" {
-			*textLengths = *lengths
+		if len(o.textLengths) == 0 {
+			o.textLengths = o.lengths
 		}
 	case "stories":
-		if *textLengths == "" {
-			*textLengths = "128,256"
+		if len(o.textLengths) == 0 {
+			o.textLengths = []int{128, 256}
 		}
 	default:
 		return nil, fmt.Errorf("unknown probe kind %q (want needle or stories)", o.probes)
-	}
-	if o.textLengths, err = niah.ParseInts(*textLengths); err != nil {
-		return nil, fmt.Errorf("text-lengths: %w", err)
 	}
 	if o.text == "" {
 		o.text = o.haystack
@@ -136,12 +124,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, tok, err := llama.Open(o.model, o.tokenizer)
+	m, err := cli.Open(o.model, o.tokenizer)
 	if err != nil {
 		return err
 	}
-	pt := llama.ProbeTokenizer{Tokenizer: tok}
-	text, err := niah.LoadHaystack(o.text)
+	pt := m.ProbeTokenizer()
+	text, err := niah.LoadHaystack(cli.Path(o.text))
 	if err != nil {
 		return err
 	}
@@ -159,7 +147,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		mode = heads.Indicator
 	}
 	last := ""
-	prof, rep, err := calibrate.Profile(ctx, &llama.Calibration{Model: m, Name: o.model}, calibrate.Config{
+	prof, rep, err := calibrate.Profile(ctx, &llama.Calibration{Model: m.Model, Name: o.model}, calibrate.Config{
 		Probes: probes, Tokenizer: pt, ErrSets: sets, Mode: mode, MinAnswered: o.minAnswered,
 		Shadow: compresskv.Config{Budget: o.budget, Kernel: o.kernel},
 		Progress: func(p calibrate.Progress) {
@@ -191,7 +179,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "layer %d: weight %.3f, heads by SR score %v\n", l, prof.LayerWeights[l], prof.HeadRanking[l])
 	}
 	if o.check != "" {
-		want, err := compresskv.LoadProfile(o.check)
+		want, err := compresskv.LoadProfile(cli.Path(o.check))
 		if err != nil {
 			return err
 		}
@@ -225,7 +213,7 @@ func build(tok calibrate.Tokenizer, o *options) ([]calibrate.Probe, []calibrate.
 		}
 		return probes, []calibrate.ErrSet{set}, fmt.Sprintf("character-name stories (niah.StoryCalibNames, niah.StoryCalibFill), leads %v x %v sentences after x %d, seed %d", o.leads, o.sentences, o.perCell, o.seed), nil
 	}
-	hay, err := niah.LoadHaystack(o.haystack)
+	hay, err := niah.LoadHaystack(cli.Path(o.haystack))
 	if err != nil {
 		return nil, nil, "", err
 	}

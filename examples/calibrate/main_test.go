@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/compresskv/calibrate"
 )
 
 var stories = filepath.Join("..", "..", "..", "shared", "models", "stories260K")

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"errors"
+	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -114,5 +117,28 @@ func TestQualityNeedle(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "chunk 64") {
 		t.Fatalf("no streaming column in %q", out.String())
+	}
+}
+
+// TestHelp: -h names the subcommands and every method, marking those that
+// need a profile, and succeeds.
+func TestHelp(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = w
+	err = run([]string{"-h"}, io.Discard)
+	os.Stderr = stderr
+	w.Close()
+	help, _ := io.ReadAll(r)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	for _, want := range []string{"generate quality needle", "generate quality decode", "-policy", "adacompresskv (needs -profile)", "adakv,", "-kernel"} {
+		if !strings.Contains(string(help), want) {
+			t.Errorf("-h does not say %q:\n%s", want, help)
+		}
 	}
 }

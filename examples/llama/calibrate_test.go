@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/compresskv/calibrate"
 )
 
 // repoModel loads the project's byte-level model from testdata.

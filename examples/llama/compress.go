@@ -2,7 +2,6 @@ package llama
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/compresskv/compresskv/compresskv"
 )
@@ -36,17 +35,17 @@ func (s *Session) Prefill(prompt []int, chunk int) ([]float32, [][]float32, erro
 
 // Compress compresses the session's cache after a prefill with policy p,
 // given the prompt's queries from Prefill: it passes each layer's last
-// p.QueryRows(L) rows, the ones the policy reads. ctx cancels it as it
+// p.QueryRows(L) rows, the ones the policy reads (all of them for a prompt
+// shorter than the window, which the policy keeps whole). ctx cancels it as it
 // cancels Policy.Compress, leaving the cache as it was.
 func (s *Session) Compress(ctx context.Context, p *compresskv.Policy, q [][]float32) (*compresskv.Result, error) {
 	per := s.m.Heads * s.m.HeadDim()
 	ql := make([][]float32, len(q))
 	for l, x := range q {
+		// A prompt shorter than the window is shorter than any budget:
+		// the policy keeps it whole and reads no queries.
 		n := len(x) / per
-		need := p.QueryRows(n)
-		if need > n {
-			return nil, fmt.Errorf("llama: layer %d: %d prompt queries, %s needs %d", l, n, p.Name(), need)
-		}
+		need := min(p.QueryRows(n), n)
 		ql[l] = x[(n-need)*per:]
 	}
 	return p.Compress(ctx, s.cache, ql, s.m.Heads)

@@ -6,8 +6,8 @@ import (
 	"os"
 	"strings"
 
-	"github.com/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/examples/llama"
 )
 

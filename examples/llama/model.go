@@ -9,6 +9,14 @@
 // layer's post-RoPE queries and the attention block's output (after the
 // output projection, before the residual add) through Hooks, which is what
 // calibration observes and measures.
+//
+// It is importable on purpose: it is the model runner a program embeds to
+// put a real model under the library's policies (Model.NewSession over a
+// kvcache.KVCache, Session.Prefill, Session.Compress with any
+// compresskv.Policy, Session.Forward to decode), and it implements
+// calibrate.Model (Calibration) so that calibrate.Profile can make a
+// model's profile. Its API follows the library's; it lives under examples/
+// because the library's packages hold no model code.
 package llama
 
 import (

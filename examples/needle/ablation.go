@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
 )
@@ -60,14 +61,12 @@ func ablation(m *llama.Model, prof *compresskv.Profile, hay string, o *options, 
 				if err != nil {
 					return err
 				}
-				cache, _ := m.NewCache(o.dtype)
-				s, _ := m.NewSession(cache, nil)
-				logits, _, err := s.Prefill(p.Tokens, 256)
+				pre, err := cli.Prefill(m, o.dtype, p.Tokens)
 				if err != nil {
 					return err
 				}
 				for vi, v := range variants {
-					cs, _ := m.NewSession(cache.Clone(), nil)
+					cs := pre.Full()
 					masked := v.heads
 					cs.Hooks.Query = func(layer, _ int, q []float32) {
 						for _, hd := range masked {
@@ -76,7 +75,7 @@ func ablation(m *llama.Model, prof *compresskv.Profile, hay string, o *options, 
 							}
 						}
 					}
-					ans, err := niah.Greedy(cs, logits, len(p.Needle.Value)+1, nil)
+					ans, err := niah.Greedy(cs, pre.Logits, len(p.Needle.Value)+1, nil)
 					if err != nil {
 						return err
 					}

@@ -31,10 +31,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
 	"github.com/compresskv/compresskv/internal/par"
@@ -49,31 +49,29 @@ func main() {
 }
 
 type options struct {
-	model, profile, haystack, outDir string
-	lengths, budgets, ablate         []int
-	depths, needles                  int
-	diagnose                         bool
-	methods                          []compresskv.Method
-	dtype                            kvcache.DType
-	kernel                           int
-	seed                             uint64
+	mf               *cli.ModelFlags
+	haystack, outDir string
+	lengths, budgets []int
+	ablate           []int
+	depths, needles  int
+	diagnose         bool
+	methods          []compresskv.Method
+	dtype            kvcache.DType
+	kernel           int // the pooling kernel in effect, set once the model is open
+	seed             uint64
 }
 
 func parse(args []string) (*options, error) {
 	fs := flag.NewFlagSet("needle", flag.ContinueOnError)
 	o := &options{}
-	fs.StringVar(&o.model, "model", llama.DefaultModel, "llama2.c checkpoint of a byte-level model")
-	fs.StringVar(&o.profile, "profile", llama.DefaultProfile, "CompressKV profile of the model")
+	o.mf = cli.AddModelFlags(fs, false)
 	fs.StringVar(&o.haystack, "haystack", "testdata/haystack/eval.txt", "evaluation text")
 	fs.StringVar(&o.outDir, "out", "out/needle", "folder for the heatmap PNGs (empty: none)")
-	lengths := fs.String("lengths", "256,512,768,1024", "context lengths in tokens (the project's model is trained up to 1,024)")
-	budgets := fs.String("budgets", "16,32,64,128", "average budgets per layer (tokens, window included)")
-	ablate := fs.String("ablate", "", "instead of the grid: mask the top k SR heads, then the top k classic retrieval heads, for each k listed")
-	methods := fs.String("policies", "full,streamingllm,h2o,snapkv,pyramidkv,adakv,compresskv", "policies to compare")
-	fs.IntVar(&o.depths, "depths", 11, "needle depths per length, evenly from 0 to 100%")
-	fs.IntVar(&o.needles, "needles", 3, "needles per length and depth")
+	grid := cli.AddNeedleGridFlags(fs)
+	budgets := cli.Ints(fs, "budgets", "16,32,64,128", "average budgets per layer (tokens, window included)")
+	ablate := cli.Ints(fs, "ablate", "", "instead of the grid: mask the top k SR heads, then the top k classic retrieval heads, for each k listed")
+	methods := cli.Methods(fs, "policies", "full,streamingllm,h2o,snapkv,pyramidkv,adakv,compresskv", "policies to compare")
 	dtype := fs.String("dtype", "f32", "cache storage: f32, f16, bf16")
-	fs.IntVar(&o.kernel, "kernel", llama.DefaultKernel, "pooling kernel of SnapKV, PyramidKV, Ada-KV and CompressKV")
 	fs.Uint64Var(&o.seed, "seed", 11, "needle seed")
 	fs.BoolVar(&o.diagnose, "diagnose", false, "instead of the grid: per policy, budget and length, which layers and KV heads kept the needle's value and the first token, and the accuracy when the first token is put back")
 	quick := fs.Bool("quick", false, "a small grid, about 10 s of CPU on 2 cores (the README's main command): lengths 256,512,1024, 5 depths, 1 needle per cell, budgets 32,64,128; flags given explicitly win")
@@ -91,26 +89,15 @@ func parse(args []string) (*options, error) {
 			}
 		}
 	}
-	if o.depths < 1 || o.needles < 1 {
-		return nil, fmt.Errorf("-depths %d and -needles %d must be at least 1", o.depths, o.needles)
+	if err := grid.Check(); err != nil {
+		return nil, err
 	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	o.lengths, o.depths, o.needles = *grid.Lengths, grid.Depths, grid.Needles
+	o.budgets, o.ablate, o.methods = *budgets, *ablate, *methods
 	var err error
-	if o.lengths, err = niah.ParseInts(*lengths); err != nil {
-		return nil, err
-	}
-	if o.budgets, err = niah.ParseInts(*budgets); err != nil {
-		return nil, err
-	}
-	if o.ablate, err = niah.ParseInts(*ablate); err != nil {
-		return nil, err
-	}
-	for _, f := range strings.Split(*methods, ",") {
-		m, err := compresskv.ParseMethod(strings.TrimSpace(f))
-		if err != nil {
-			return nil, err
-		}
-		o.methods = append(o.methods, m)
-	}
 	if o.dtype, err = kvcache.ParseDType(*dtype); err != nil {
 		return nil, err
 	}
@@ -193,23 +180,27 @@ func run(args []string, stdout, progress io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := llama.Load(o.model)
+	mod, err := o.mf.OpenByteLevel("the needle benchmark")
 	if err != nil {
 		return err
 	}
-	hay, err := niah.LoadHaystack(o.haystack)
+	m := mod.Model
+	hay, err := niah.LoadHaystack(cli.Path(o.haystack))
 	if err != nil {
 		return err
-	}
-	var prof *compresskv.Profile
-	if p, err := compresskv.LoadProfile(o.profile); err == nil {
-		prof = p
-	} else if needsProfile(o) {
-		return fmt.Errorf("CompressKV and the ablation need the model's profile: %w", err)
 	}
 	if len(o.ablate) > 0 {
+		prof, err := o.mf.LoadProfile(mod, "the ablation")
+		if err != nil {
+			return err
+		}
 		return ablation(m, prof, hay, o, stdout, progress)
 	}
+	prof, err := o.mf.ProfileFor(mod, o.methods...)
+	if err != nil {
+		return err
+	}
+	o.kernel = mod.Kernel(o.mf.Kernel)
 	policies := map[string]map[int]*compresskv.Policy{}
 	t := &tally{acc: map[string]map[int][][]cell{}, kept: map[string]map[int]float64{}, runs: map[string]map[int]int{}, plans: map[string]map[int]*planStats{}}
 	for _, meth := range o.methods {
@@ -238,28 +229,20 @@ func run(args []string, stdout, progress io.Writer) error {
 	if o.diagnose {
 		return diagnose(m, o, jobs, policies, stdout, progress)
 	}
-	start := time.Now()
-	var done int
-	var mu sync.Mutex
+	pr := cli.NewProgress(progress, "needle", len(jobs), 10)
 	errs := make([]error, len(jobs))
 	par.For(len(jobs), func(i int) {
 		j := jobs[i]
 		if errs[i] = evaluate(m, o, j.p, policies, func(pol string, b int, r outcome) {
 			t.add(pol, b, j.li, j.di, o.lengths[j.li], r)
-		}); errs[i] != nil {
-			return
+		}); errs[i] == nil {
+			pr.Done()
 		}
-		mu.Lock()
-		done++
-		if done%10 == 0 || done == len(jobs) {
-			fmt.Fprintf(progress, "needle: %d/%d prompts, %.0fs\n", done, len(jobs), time.Since(start).Seconds())
-		}
-		mu.Unlock()
 	})
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	report(stdout, o, t, time.Since(start))
+	report(stdout, o, t, pr.Elapsed())
 	if o.outDir != "" {
 		return heatmaps(o, t, stdout)
 	}
@@ -293,39 +276,20 @@ func prompts(hay string, o *options) ([]job, error) {
 	return jobs, nil
 }
 
-func needsProfile(o *options) bool {
-	if len(o.ablate) > 0 {
-		return true
-	}
-	for _, m := range o.methods {
-		if m == compresskv.CompressKV {
-			return true
-		}
-	}
-	return false
-}
-
 // evaluate prefills one prompt and decodes its answer under every policy and
 // budget, each over its own copy of the prefilled cache.
 func evaluate(m *llama.Model, o *options, p niah.Prompt, policies map[string]map[int]*compresskv.Policy, record func(string, int, outcome)) error {
-	cache, err := m.NewCache(o.dtype)
-	if err != nil {
-		return err
-	}
-	s, _ := m.NewSession(cache, nil)
-	logits, q, err := s.Prefill(p.Tokens, 256)
+	pre, err := cli.Prefill(m, o.dtype, p.Tokens)
 	if err != nil {
 		return err
 	}
 	for name, byBudget := range policies {
 		for b, pol := range byBudget {
-			c := cache.Clone()
-			cs, _ := m.NewSession(c, nil)
-			res, err := cs.Compress(context.Background(), pol, q)
+			cs, res, err := pre.Compress(context.Background(), pol)
 			if err != nil {
-				return fmt.Errorf("%s at budget %d: %w", name, b, err)
+				return err
 			}
-			ok, err := answers(cs, logits, p.Needle)
+			ok, err := answers(cs, pre.Logits, p.Needle)
 			if err != nil {
 				return err
 			}
@@ -369,12 +333,7 @@ func report(w io.Writer, o *options, t *tally, elapsed time.Duration) {
 	fmt.Fprintf(w, "needle-in-a-haystack: lengths %v, %d depths, %d needle(s) per cell, %v cache, pooling kernel %d, %.0fs\n",
 		o.lengths, o.depths, o.needles, o.dtype, o.kernel, elapsed.Seconds())
 	fmt.Fprintln(w, "accuracy (share of the full cache kept) per average budget per layer:")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "policy\t")
-	for _, b := range o.budgets {
-		fmt.Fprintf(tw, "%d\t", b)
-	}
-	fmt.Fprintln(tw)
+	tw := cli.NewTable(w, []string{"policy"}, o.budgets)
 	for _, meth := range o.methods {
 		name := string(meth)
 		fmt.Fprintf(tw, "%s\t", name)
@@ -395,12 +354,7 @@ func report(w io.Writer, o *options, t *tally, elapsed time.Duration) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "accuracy per length (all depths) at each budget:")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "policy\tbudget\t")
-	for _, L := range o.lengths {
-		fmt.Fprintf(tw, "%d\t", L)
-	}
-	fmt.Fprintln(tw)
+	tw = cli.NewTable(w, []string{"policy", "budget"}, o.lengths)
 	for _, meth := range o.methods {
 		name := string(meth)
 		bs := o.budgets
@@ -536,7 +490,7 @@ func heatmaps(o *options, t *tally, w io.Writer) error {
 	for _, b := range o.budgets {
 		fig := niah.Figure{
 			Title: fmt.Sprintf("Needle retrieval, %s: average budget %d tokens per layer (window %d included)",
-				o.model, b, compresskv.DefaultWindow),
+				o.mf.Model, b, compresskv.DefaultWindow),
 			Subtitle: fmt.Sprintf("%s per cell, %v cache, pooling kernel %d. Panels: policy: accuracy, share of the cache kept",
 				plural(o.needles, "needle"), o.dtype, o.kernel),
 			RowTitle:  "prompt length",
@@ -545,7 +499,7 @@ func heatmaps(o *options, t *tally, w io.Writer) error {
 			ColLabels: cols,
 		}
 		if len(o.methods) == 1 && o.methods[0] == compresskv.Full {
-			fig.Title = fmt.Sprintf("Needle retrieval, %s: the full cache", o.model)
+			fig.Title = fmt.Sprintf("Needle retrieval, %s: the full cache", o.mf.Model)
 			fig.Subtitle = fmt.Sprintf("%s per cell, %v cache, no compression", plural(o.needles, "needle"), o.dtype)
 		}
 		for _, meth := range o.methods {

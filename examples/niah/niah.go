@@ -7,15 +7,21 @@
 // The prompts themselves are built by the library's probe builders
 // (calibrate.BuildNeedle); StoryProbes builds the character-name probes of
 // small story models.
+//
+// It is importable on purpose: the word lists, haystacks and prompt
+// builders are the benchmarks' material, and a program that measures a
+// policy on the project's model the way docs/RESULTS.md does uses them as
+// the example commands do. Build, Greedy and Correct are byte-level: they
+// place the needle one token per byte and read the answer's digits as
+// bytes, as the project's model reads them.
 package niah
 
 import (
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 
-	"github.com/compresskv/compresskv/calibrate"
+	"github.com/compresskv/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/examples/llama"
 )
 
@@ -148,40 +154,4 @@ func Correct(answer []int, n Needle) bool {
 		}
 	}
 	return len(answer) == len(n.Value) || !isDigit(answer[len(n.Value)])
-}
-
-// ParseInts parses a comma-separated list of positive integers, such as a
-// command line's lengths or budgets.
-func ParseInts(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		n, err := strconv.Atoi(f)
-		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("%q is not a positive integer", f)
-		}
-		out = append(out, n)
-	}
-	return out, nil
-}
-
-// ParseCounts parses a comma-separated list of counts, zero allowed.
-func ParseCounts(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 0 {
-			return nil, fmt.Errorf("%q is not a count", f)
-		}
-		out = append(out, n)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("no counts in %q", s)
-	}
-	return out, nil
 }

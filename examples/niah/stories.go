@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 	"strings"
 
-	"github.com/compresskv/compresskv/calibrate"
+	"github.com/compresskv/compresskv/compresskv/calibrate"
 )
 
 // Character-name probes for small story models such as stories260K, which

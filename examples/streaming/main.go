@@ -44,6 +44,7 @@ import (
 	"time"
 
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
 	"github.com/compresskv/compresskv/internal/par"
@@ -70,31 +71,29 @@ func main() {
 }
 
 type options struct {
-	model, tokenizer, profile, haystack, out string
-	lengths, chunks, budgets, ratios         []int
-	scorers                                  []string
-	prompts, kernel, workers                 int
-	seed                                     uint64
-	limit                                    time.Duration
-	stories, resume                          bool
-	storyPer, klLength, klSteps, klSamples   int
+	mf                                     *cli.ModelFlags
+	haystack, out                          string
+	lengths, chunks, budgets, ratios       []int
+	scorers                                []string
+	prompts, kernel, workers               int
+	seed                                   uint64
+	limit                                  time.Duration
+	stories, resume                        bool
+	storyPer, klLength, klSteps, klSamples int
 }
 
 func parse(args []string) (*options, error) {
 	fs := flag.NewFlagSet("streaming", flag.ContinueOnError)
 	o := &options{}
-	fs.StringVar(&o.model, "model", llama.DefaultModel, "llama2.c checkpoint")
-	fs.StringVar(&o.tokenizer, "tokenizer", "", "llama2.c tokenizer (empty: byte-level)")
-	fs.StringVar(&o.profile, "profile", llama.DefaultProfile, "CompressKV profile of the model")
+	o.mf = cli.AddModelFlags(fs, true)
 	fs.StringVar(&o.haystack, "haystack", "testdata/haystack/river.txt", "needle: haystack text; stories: the text of the KL measurement")
 	fs.StringVar(&o.out, "out", "out/streaming", "folder for the CSV and the frontier plot (empty: none)")
-	lengths := fs.String("lengths", "1024,2048", "needle: prompt lengths in tokens")
-	chunks := fs.String("chunks", "128,512", "prefill chunks")
-	budgets := fs.String("budgets", "64,128", "average budgets per layer")
-	ratios := fs.String("ratios", "1,2,4,8", "reserve while the prompt runs, in budgets (1: no reserve)")
-	scorers := fs.String("scorers", "window,knorm,expected,expected-centred,sr-expected-centred,averaged", "scorers of the rows while the prompt runs: "+strings.Join(scorerNames(), ", "))
+	lengths := cli.Ints(fs, "lengths", "1024,2048", "needle: prompt lengths in tokens")
+	chunks := cli.Ints(fs, "chunks", "128,512", "prefill chunks")
+	budgets := cli.Ints(fs, "budgets", "64,128", "average budgets per layer")
+	ratios := cli.Ints(fs, "ratios", "1,2,4,8", "reserve while the prompt runs, in budgets (1: no reserve)")
+	scorers := fs.String("scorers", "window,knorm,expected,averaged,default", "scorers of the rows while the prompt runs: "+strings.Join(scorerNames(), ", "))
 	fs.IntVar(&o.prompts, "prompts", 200, "needle: prompts per length")
-	fs.IntVar(&o.kernel, "kernel", llama.DefaultKernel, "pooling kernel")
 	fs.IntVar(&o.workers, "workers", runtime.GOMAXPROCS(0), "prompts run at once")
 	fs.Uint64Var(&o.seed, "seed", 4409, "seed of the needles, depths and haystack offsets (stories: of the probes)")
 	fs.DurationVar(&o.limit, "time", 0, "start no prompt after this long (0: no limit); prompts alternate between lengths, so cells stay balanced")
@@ -110,15 +109,7 @@ func parse(args []string) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	var err error
-	for _, l := range []struct {
-		dst *[]int
-		s   string
-	}{{&o.lengths, *lengths}, {&o.chunks, *chunks}, {&o.budgets, *budgets}, {&o.ratios, *ratios}} {
-		if *l.dst, err = niah.ParseInts(l.s); err != nil {
-			return nil, err
-		}
-	}
+	o.lengths, o.chunks, o.budgets, o.ratios = *lengths, *chunks, *budgets, *ratios
 	for _, s := range strings.Split(*scorers, ",") {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
@@ -215,23 +206,33 @@ func run(args []string, stdout, progress io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, tok, err := llama.Open(o.model, o.tokenizer)
+	var m *cli.Model
+	if o.stories {
+		m, err = o.mf.Open()
+	} else {
+		m, err = o.mf.OpenByteLevel("streaming")
+	}
 	if err != nil {
 		return err
 	}
-	prof, err := compresskv.LoadProfile(o.profile)
+	prof, err := o.mf.LoadProfile(m, "CompressKV, the reference and the end of every streamed prompt,")
 	if err != nil {
-		return fmt.Errorf("CompressKV needs the model's profile: %w", err)
+		return err
 	}
+	o.kernel = m.Kernel(o.mf.Kernel)
 	e := &env{prof: prof, rot: m.Rotary(), kernel: o.kernel}
 	if o.stories {
-		return stories(o, m, tok, e, stdout, progress)
+		return stories(o, m, e, stdout, progress)
 	}
-	hay, err := niah.LoadHaystack(o.haystack)
+	hay, err := niah.LoadHaystack(cli.Path(o.haystack))
 	if err != nil {
 		return err
 	}
-	return needles(o, m, tok, hay, e, stdout, progress)
+	tok, ok := m.Tok.(*llama.Tokenizer)
+	if !ok {
+		return fmt.Errorf("needle prompts are built byte by byte; %T is not the byte-level tokenizer", m.Tok)
+	}
+	return needles(o, m.Model, tok, hay, e, stdout, progress)
 }
 
 // cell names one streamed configuration of a prompt.

@@ -8,8 +8,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/compresskv/calibrate"
+	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
 	"github.com/compresskv/compresskv/internal/par"
@@ -26,10 +27,10 @@ import (
 //     of it fed one by one; the mean KL(full || bounded) of the next-token
 //     distributions. The streamed cache ends the prompt with Compress and
 //     stays bounded (budget + chunk + slack) while the tokens are fed.
-func stories(o *options, m *llama.Model, tok *llama.Tokenizer, e *env, stdout, progress io.Writer) error {
+func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) error {
 	ctx := context.Background()
-	pt := llama.ProbeTokenizer{Tokenizer: tok}
-	probes, err := niah.StoryProbes(pt, niah.StoryEvalNames, niah.StoryEvalFill, []int{0, 4, 8}, []int{3, 6}, o.storyPer, o.seed)
+	m, tok := cm.Model, cm.Tok
+	probes, err := niah.StoryProbes(cm.ProbeTokenizer(), niah.StoryEvalNames, niah.StoryEvalFill, []int{0, 4, 8}, []int{3, 6}, o.storyPer, o.seed)
 	if err != nil {
 		return err
 	}
@@ -150,7 +151,7 @@ func stories(o *options, m *llama.Model, tok *llama.Tokenizer, e *env, stdout, p
 		return firstErr
 	}
 	fmt.Fprintf(stdout, "character-name recall, %s: %d evaluation probes (seed %d), %d answered with the full cache (%.0f tokens on average); %.0fs\n",
-		o.model, len(probes), o.seed, answered, float64(tokens)/float64(max(answered, 1)), time.Since(start).Seconds())
+		cm.Path, len(probes), o.seed, answered, float64(tokens)/float64(max(answered, 1)), time.Since(start).Seconds())
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "chunk\tbudget\treserve\tscorer\tstreamed\tone-shot\t")
 	for _, c := range o.chunks {
@@ -167,7 +168,7 @@ func stories(o *options, m *llama.Model, tok *llama.Tokenizer, e *env, stdout, p
 	}
 
 	// KL.
-	text, err := niah.LoadHaystack(o.haystack)
+	text, err := niah.LoadHaystack(cli.Path(o.haystack))
 	if err != nil {
 		return err
 	}
@@ -288,7 +289,7 @@ func stories(o *options, m *llama.Model, tok *llama.Tokenizer, e *env, stdout, p
 
 // judge decodes greedily from logits and judges the continuation as the
 // probe says.
-func judge(s *llama.Session, tok *llama.Tokenizer, p *calibrate.Probe, logits []float32) (bool, error) {
+func judge(s *llama.Session, tok cli.Tokenizer, p *calibrate.Probe, logits []float32) (bool, error) {
 	var out []int
 	prev := ""
 	for {

@@ -1,13 +1,14 @@
 package calibrate
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/compresskv/compresskv/compresskv"
 )
 
 // Tokenizer is the seam between probe builders and a model's vocabulary:
@@ -57,16 +58,16 @@ func (p *Probe) maxTokens() int {
 
 func (p *Probe) validate() error {
 	if len(p.Prompt) == 0 {
-		return errors.New("empty prompt")
+		return fmt.Errorf("empty prompt: %w", compresskv.ErrConfig)
 	}
 	if p.AnswerStart < 0 || p.AnswerEnd <= p.AnswerStart || p.AnswerEnd > len(p.Prompt) {
-		return fmt.Errorf("answer span [%d, %d) is not a non-empty range inside the prompt of %d tokens", p.AnswerStart, p.AnswerEnd, len(p.Prompt))
+		return fmt.Errorf("answer span [%d, %d) is not a non-empty range inside the prompt of %d tokens: %w", p.AnswerStart, p.AnswerEnd, len(p.Prompt), compresskv.ErrConfig)
 	}
 	if strings.TrimSpace(p.Answer) == "" {
-		return errors.New("empty answer")
+		return fmt.Errorf("empty answer: %w", compresskv.ErrConfig)
 	}
 	if p.MaxTokens < 0 {
-		return fmt.Errorf("MaxTokens %d is negative", p.MaxTokens)
+		return fmt.Errorf("MaxTokens %d is negative: %w", p.MaxTokens, compresskv.ErrConfig)
 	}
 	return nil
 }
@@ -78,15 +79,15 @@ func (p *Probe) validate() error {
 // model copies); it is an error if prompt does not contain answer.
 func NewProbe(tok Tokenizer, prompt, answer string) (Probe, error) {
 	if tok == nil {
-		return Probe{}, errors.New("calibrate: probe: nil tokenizer")
+		return Probe{}, fmt.Errorf("calibrate: probe: nil tokenizer: %w", compresskv.ErrConfig)
 	}
 	a := strings.TrimSpace(answer)
 	if a == "" {
-		return Probe{}, errors.New("calibrate: probe: empty answer")
+		return Probe{}, fmt.Errorf("calibrate: probe: empty answer: %w", compresskv.ErrConfig)
 	}
 	at := strings.LastIndex(prompt, a)
 	if at < 0 {
-		return Probe{}, fmt.Errorf("calibrate: probe: the prompt does not contain the answer %q, so the model cannot copy it", a)
+		return Probe{}, fmt.Errorf("calibrate: probe: the prompt does not contain the answer %q, so the model cannot copy it: %w", a, compresskv.ErrConfig)
 	}
 	ids := tok.Encode(prompt)
 	s, e, err := tokenSpan(tok, ids, prompt, a, at)
@@ -101,7 +102,7 @@ func NewProbe(tok Tokenizer, prompt, answer string) (Probe, error) {
 // decodings, so it costs O(log n) decodes.
 func tokenSpan(tok Tokenizer, ids []int, text, answer string, at int) (int, int, error) {
 	if len(ids) == 0 {
-		return 0, 0, errors.New("the tokenizer encoded the prompt as no tokens")
+		return 0, 0, fmt.Errorf("the tokenizer encoded the prompt as no tokens: %w", compresskv.ErrConfig)
 	}
 	dec := tok.Decode(ids)
 	if dec != text {
@@ -112,7 +113,7 @@ func tokenSpan(tok Tokenizer, ids []int, text, answer string, at int) (int, int,
 		for i := 0; ; i++ {
 			j := strings.Index(dec[off:], answer)
 			if j < 0 {
-				return 0, 0, fmt.Errorf("the decoded prompt does not hold occurrence %d of %q; the tokenizer does not round-trip the text", k+1, answer)
+				return 0, 0, fmt.Errorf("the decoded prompt does not hold occurrence %d of %q; the tokenizer does not round-trip the text: %w", k+1, answer, compresskv.ErrConfig)
 			}
 			if i == k {
 				at = off + j
@@ -146,7 +147,7 @@ func tokenSpan(tok Tokenizer, ids []int, text, answer string, at int) (int, int,
 	}
 	e := lo
 	if prefix(e) < end || prefix(s) > at {
-		return 0, 0, fmt.Errorf("no tokens cover %q at byte %d; decoding a prefix of the ids is not a prefix of the text", answer, at)
+		return 0, 0, fmt.Errorf("no tokens cover %q at byte %d; decoding a prefix of the ids is not a prefix of the text: %w", answer, at, compresskv.ErrConfig)
 	}
 	return s, e, nil
 }
@@ -235,10 +236,10 @@ func (n Needle) Ask() string {
 // arguments give the same needles.
 func Needles(templates []NeedleTemplate, keys []string, count, digits int, seed uint64) ([]Needle, error) {
 	if len(templates) == 0 || len(keys) == 0 {
-		return nil, errors.New("calibrate: needles: no templates or no keys")
+		return nil, fmt.Errorf("calibrate: needles: no templates or no keys: %w", compresskv.ErrConfig)
 	}
 	if count < 0 || digits < 1 {
-		return nil, fmt.Errorf("calibrate: needles: %d needles of %d digits", count, digits)
+		return nil, fmt.Errorf("calibrate: needles: %d needles of %d digits: %w", count, digits, compresskv.ErrConfig)
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x6e65))
 	perm := rng.Perm(len(keys))
@@ -261,16 +262,16 @@ func Needles(templates []NeedleTemplate, keys []string, count, digits int, seed 
 // the value's tokens inside the needle.
 func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n Needle) (Probe, error) {
 	if tok == nil {
-		return Probe{}, errors.New("calibrate: needle: nil tokenizer")
+		return Probe{}, fmt.Errorf("calibrate: needle: nil tokenizer: %w", compresskv.ErrConfig)
 	}
 	if hay == "" {
-		return Probe{}, errors.New("calibrate: needle: empty haystack")
+		return Probe{}, fmt.Errorf("calibrate: needle: empty haystack: %w", compresskv.ErrConfig)
 	}
 	if depth < 0 || depth > 1 || math.IsNaN(depth) {
-		return Probe{}, fmt.Errorf("calibrate: needle: depth %v outside [0, 1]", depth)
+		return Probe{}, fmt.Errorf("calibrate: needle: depth %v outside [0, 1]: %w", depth, compresskv.ErrConfig)
 	}
 	if n.Value == "" || !strings.Contains(n.Template.Needle, "{n}") {
-		return Probe{}, fmt.Errorf("calibrate: needle: %q holds no value", n.Sentence())
+		return Probe{}, fmt.Errorf("calibrate: needle: %q holds no value: %w", n.Sentence(), compresskv.ErrConfig)
 	}
 	needle := " " + n.Sentence() + " "
 	ask := n.Ask()
@@ -291,7 +292,7 @@ func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n 
 	fixed := len(tok.Encode(needle + ask))
 	room := length - fixed
 	if room < 16 {
-		return Probe{}, fmt.Errorf("calibrate: needle: %d tokens leave no room for a haystack around %q (it takes %d)", length, n.Sentence(), fixed)
+		return Probe{}, fmt.Errorf("calibrate: needle: %d tokens leave no room for a haystack around %q (it takes %d): %w", length, n.Sentence(), fixed, compresskv.ErrConfig)
 	}
 	sample := hay[:min(len(hay), 4*room)]
 	ratio := float64(len(sample)) / float64(max(1, len(tok.Encode(sample))))
@@ -316,7 +317,7 @@ func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n 
 		chars += step
 	}
 	if best < 0 {
-		return Probe{}, fmt.Errorf("calibrate: needle: cannot fit a haystack into %d tokens", length)
+		return Probe{}, fmt.Errorf("calibrate: needle: cannot fit a haystack into %d tokens: %w", length, compresskv.ErrConfig)
 	}
 	text, _ := build(best)
 	at := bestCut + strings.Index(needle, n.Value)
@@ -352,7 +353,7 @@ func Depths(k int) []float64 {
 // then needles; the i-th probe's haystack starts at byte i*7919 of it.
 func NeedleProbes(tok Tokenizer, g NeedleGrid) ([]Probe, error) {
 	if len(g.Lengths) == 0 || g.Depths < 1 || g.PerCell < 0 {
-		return nil, fmt.Errorf("calibrate: needle grid: %d lengths x %d depths x %d needles", len(g.Lengths), g.Depths, g.PerCell)
+		return nil, fmt.Errorf("calibrate: needle grid: %d lengths x %d depths x %d needles: %w", len(g.Lengths), g.Depths, g.PerCell, compresskv.ErrConfig)
 	}
 	per := max(1, g.PerCell)
 	templates := g.Templates
@@ -390,13 +391,13 @@ func NeedleProbes(tok Tokenizer, g NeedleGrid) ([]Probe, error) {
 // too few tokens follow that offset).
 func TextPrompts(tok Tokenizer, text string, lengths []int, count int) ([][]int, error) {
 	if tok == nil || len(lengths) == 0 || count < 0 {
-		return nil, errors.New("calibrate: text prompts: no tokenizer or no lengths")
+		return nil, fmt.Errorf("calibrate: text prompts: no tokenizer or no lengths: %w", compresskv.ErrConfig)
 	}
 	out := make([][]int, count)
 	for i := range out {
 		L := lengths[i%len(lengths)]
 		if L < 2 || len(text) <= L {
-			return nil, fmt.Errorf("calibrate: text prompts: %d bytes of text for prompts of %d tokens", len(text), L)
+			return nil, fmt.Errorf("calibrate: text prompts: %d bytes of text for prompts of %d tokens: %w", len(text), L, compresskv.ErrConfig)
 		}
 		start := (i * 65537) % (len(text) - L)
 		for span := L - 1; ; span = max(2*span, span+1) {
@@ -407,7 +408,7 @@ func TextPrompts(tok Tokenizer, text string, lengths []int, count int) ([][]int,
 			}
 			if start+span >= len(text) {
 				if start == 0 {
-					return nil, fmt.Errorf("calibrate: text prompts: the text is shorter than %d tokens", L)
+					return nil, fmt.Errorf("calibrate: text prompts: the text is shorter than %d tokens: %w", L, compresskv.ErrConfig)
 				}
 				start, span = 0, (L-1)/2 // too little text after start: take it from the beginning
 			}

@@ -146,13 +146,13 @@ var ErrTooFewProbes = errors.New("too few probes answered")
 // and per error prompt, plus one CompressKV plan per error prompt.
 func Profile(ctx context.Context, m Model, c Config) (*compresskv.Profile, *Report, error) {
 	if m == nil {
-		return nil, nil, errors.New("calibrate: nil model")
+		return nil, nil, fmt.Errorf("calibrate: nil model: %w", compresskv.ErrConfig)
 	}
 	if c.Tokenizer == nil {
-		return nil, nil, errors.New("calibrate: a tokenizer is needed to judge the answers")
+		return nil, nil, fmt.Errorf("calibrate: a tokenizer is needed to judge the answers: %w", compresskv.ErrConfig)
 	}
 	if len(c.Probes) == 0 {
-		return nil, nil, errors.New("calibrate: no probes")
+		return nil, nil, fmt.Errorf("calibrate: no probes: %w", compresskv.ErrConfig)
 	}
 	for i := range c.Probes {
 		if err := c.Probes[i].validate(); err != nil {
@@ -164,7 +164,7 @@ func Profile(ctx context.Context, m Model, c Config) (*compresskv.Profile, *Repo
 		info.Name = c.Name
 	}
 	if info.Layers <= 0 || info.QueryHeads <= 0 || info.KVHeads <= 0 || info.HeadDim <= 0 || info.QueryHeads%info.KVHeads != 0 {
-		return nil, nil, fmt.Errorf("calibrate: model shape %+v is not a GQA model", info)
+		return nil, nil, fmt.Errorf("calibrate: model shape %+v is not a GQA model: %w", info, compresskv.ErrConfig)
 	}
 	need := c.MinAnswered
 	if need <= 0 {
@@ -189,7 +189,7 @@ func Profile(ctx context.Context, m Model, c Config) (*compresskv.Profile, *Repo
 	}
 	for i, s := range sets {
 		if len(s.Prompts) == 0 || s.Steps < 1 {
-			return nil, nil, fmt.Errorf("calibrate: error set %d (%q): %d prompts x %d steps", i, s.Name, len(s.Prompts), s.Steps)
+			return nil, nil, fmt.Errorf("calibrate: error set %d (%q): %d prompts x %d steps: %w", i, s.Name, len(s.Prompts), s.Steps, compresskv.ErrConfig)
 		}
 	}
 
