@@ -198,14 +198,14 @@ func rmsnorm(out, x, w []float32, n int) {
 }
 
 // matmul computes out[n][rows] = x[n][cols] . W^T for W stored [rows][cols],
-// splitting the rows of W over cores when the work is large.
+// on the CPU backend's row-dot kernels (cpu.MatVec), splitting the rows of
+// W over cores when the work is large (each output is one kernel call's, so
+// the split changes no bit).
 func matmul(out, x, w []float32, n, cols, rows int) {
 	work := func(r0, r1 int) {
 		for i := 0; i < n; i++ {
-			xi := x[i*cols : (i+1)*cols]
-			oi := out[i*rows : (i+1)*rows]
-			for r := r0; r < r1; r++ {
-				oi[r] = dot(xi, w[r*cols:(r+1)*cols])
+			if err := cpu.MatVec(out[i*rows+r0:i*rows+r1], x[i*cols:(i+1)*cols], w[r0*cols:r1*cols]); err != nil {
+				panic(err) // the shapes are the model's own
 			}
 		}
 	}
@@ -216,26 +216,6 @@ func matmul(out, x, w []float32, n, cols, rows int) {
 	}
 	per := (rows + workers - 1) / workers
 	par.For((rows+per-1)/per, func(i int) { work(i*per, min(rows, (i+1)*per)) })
-}
-
-// dot returns the dot product of a and b (len(b) >= len(a)), element i
-// summed into the (i mod 4)th of four partial sums in order. The slices of
-// four let the compiler drop the bounds checks of the inner loop.
-func dot(a, b []float32) float32 {
-	var s0, s1, s2, s3 float32
-	b = b[:len(a)]
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		x, y := a[i:i+4:i+4], b[i:i+4:i+4]
-		s0 += x[0] * y[0]
-		s1 += x[1] * y[1]
-		s2 += x[2] * y[2]
-		s3 += x[3] * y[3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
 }
 
 // attend computes the attention of the n tokens just appended to layer l on
