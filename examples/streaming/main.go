@@ -241,13 +241,13 @@ type cell struct {
 	scorer               string
 }
 
-// group is one streamed prefill: a chunk, a scorer and the reserve of each
-// layer, and the cells (budgets and ratios) it serves.
+// group is one streamed prefill: a chunk, a scorer, the policy of a
+// budget and the reserve of each layer, and the cell it measures.
 type group struct {
 	chunk    int
 	scorer   string
-	policy   *compresskv.Policy // of the smallest budget served
-	reserve  int                // StreamConfig.Reserve (0: none)
+	policy   *compresskv.Policy
+	reserve  int // StreamConfig.Reserve (0: none)
 	reserves []int
 	cells    []cell
 }
@@ -337,6 +337,12 @@ func needles(o *options, m *llama.Model, tok *llama.Tokenizer, hay string, e *en
 	par.Pull(len(todo), o.workers, func(next func() (int, bool)) {
 		for j, ok := next(); ok; j, ok = next() {
 			i := todo[j]
+			mu.Lock()
+			failed := firstErr != nil
+			mu.Unlock()
+			if failed {
+				continue // the first error ends the run
+			}
 			if o.limit > 0 && time.Since(start) > o.limit {
 				mu.Lock()
 				stopped++
@@ -368,15 +374,9 @@ func needles(o *options, m *llama.Model, tok *llama.Tokenizer, hay string, e *en
 	return r.report(stdout, time.Since(start))
 }
 
-// makeGroups plans the streamed prefills: for each chunk and scorer, one per
-// distinct vector of layer reserves over the budgets and ratios.
+// makeGroups plans the streamed prefills: one per chunk, scorer, budget
+// and reserve, each ending with the Stream's own Compress.
 func (r *needleRun) makeGroups() error {
-	type key struct {
-		chunk    int
-		scorer   string
-		reserves string
-	}
-	idx := map[key]int{}
 	for _, c := range r.o.chunks {
 		for _, name := range r.o.scorers {
 			for _, b := range r.o.budgets {
@@ -385,20 +385,13 @@ func (r *needleRun) makeGroups() error {
 					if ratio > 1 {
 						reserve = ratio * b
 					}
-					cfg := r.streamConfig(c, reserve, name)
 					c0, _ := r.m.NewCache(kvcache.Float32)
-					st, err := compresskv.NewStream(r.policies[b], c0, cfg)
+					st, err := compresskv.NewStream(r.policies[b], c0, r.streamConfig(c, reserve, name))
 					if err != nil {
 						return fmt.Errorf("chunk %d, scorer %s, budget %d, ratio %d: %w", c, name, b, ratio, err)
 					}
-					k := key{c, name, fmt.Sprint(st.Reserves())}
-					gi, ok := idx[k]
-					if !ok {
-						gi = len(r.groups)
-						idx[k] = gi
-						r.groups = append(r.groups, group{chunk: c, scorer: name, policy: r.policies[b], reserve: reserve, reserves: st.Reserves()})
-					}
-					r.groups[gi].cells = append(r.groups[gi].cells, cell{c, ratio, b, name})
+					r.groups = append(r.groups, group{chunk: c, scorer: name, policy: r.policies[b], reserve: reserve,
+						reserves: st.Reserves(), cells: []cell{{c, ratio, b, name}}})
 				}
 			}
 		}
@@ -477,8 +470,6 @@ func (r *needleRun) evaluate(i int) error {
 		}
 	}
 	r.streamed[i] = map[cell]outcome{}
-	W := compresskv.DefaultWindow
-	per := m.Heads * m.HeadDim()
 	for _, g := range r.groups {
 		if slices.Index(r.o.chunks, g.chunk) < 0 {
 			continue
@@ -487,40 +478,25 @@ func (r *needleRun) evaluate(i int) error {
 		if err != nil {
 			return err
 		}
-		// Keep the last W queries of each layer: the question's window.
-		window := make([][]float32, m.Layers)
-		feed := ss.Hooks.Query
-		ss.Hooks.Query = func(layer, pos0 int, x []float32) {
-			feed(layer, pos0, x)
-			window[layer] = append(window[layer], x...)
-			if extra := len(window[layer]) - W*per; extra > 0 {
-				window[layer] = window[layer][extra:]
-			}
-		}
 		var lg []float32
 		for a := 0; a < len(p.Tokens); a += g.chunk {
 			if lg, err = ss.Forward(p.Tokens[a:min(len(p.Tokens), a+g.chunk)]); err != nil {
 				return err
 			}
 		}
-		stats := st.Stats()
-		host := st.Cache().(*kvcache.Host)
-		for _, c := range g.cells {
-			// The end of the prompt: every layer compressed to the budget
-			// with CompressKV and the question's window, as the Stream's
-			// Compress does with the policy of this budget.
-			end := host.Clone()
-			for l := 0; l < m.Layers; l++ {
-				if err := r.policies[c.budget].CompressLayer(ctx, end, l, window[l], m.Heads); err != nil {
-					return err
-				}
-			}
-			ok, err := r.answer(end, lg, p)
-			if err != nil {
+		// The end of the prompt: every layer compressed to the budget with
+		// the policy's scorer and the question's window, by the Stream.
+		for l := 0; l < m.Layers; l++ {
+			if err := st.Compress(ctx, l); err != nil {
 				return err
 			}
-			r.streamed[i][c] = outcome{ok: ok, peakBytes: stats.PeakBytes, peakReserved: stats.PeakReserved, track: stats.PeakTrackBytes}
 		}
+		stats := st.Stats()
+		ans, err := niah.Greedy(ss, lg, len(p.Needle.Value)+1, nil)
+		if err != nil {
+			return err
+		}
+		r.streamed[i][g.cells[0]] = outcome{ok: niah.Correct(ans, p.Needle), peakBytes: stats.PeakBytes, peakReserved: stats.PeakReserved, track: stats.PeakTrackBytes}
 	}
 	return nil
 }
