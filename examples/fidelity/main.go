@@ -73,22 +73,9 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// Encode one slice of text per sample (BPE merging is quadratic in the
-	// length of what it encodes), at evenly spaced offsets.
-	need := *length + *steps - 1
-	seqs := make([][]int, *samples)
-	for i := range seqs {
-		off := i * len(text) / *samples
-		for span := 2 * need; ; span *= 2 {
-			ids := tok.Encode(text[off:min(len(text), off+span)], false, false)
-			if len(ids) >= need {
-				seqs[i] = append([]int{llama.BOS}, ids[:need]...)
-				break
-			}
-			if off+span >= len(text) {
-				return fmt.Errorf("%s is too short for %d samples of %d tokens", *textPath, *samples, need+1)
-			}
-		}
+	seqs, err := niah.TextSamples(tok, text, *samples, *length+*steps)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *textPath, err)
 	}
 	g, err := mf.Grid(m, *methods, *budgets)
 	if err != nil {
@@ -102,7 +89,7 @@ func run(args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		full, err := forced(pre.Full(), next)
+		full, err := pre.Full().Feed(next)
 		if err != nil {
 			return err
 		}
@@ -114,7 +101,7 @@ func run(args []string, stdout io.Writer) error {
 			if err != nil {
 				return err
 			}
-			comp, err := forced(cs, next)
+			comp, err := cs.Feed(next)
 			if err != nil {
 				return err
 			}
@@ -135,17 +122,4 @@ func run(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout)
 	return retrieval(stdout, m, g, *leads, *sentences, *per, *seed)
-}
-
-// forced feeds tokens one by one and returns the logits after each.
-func forced(s *llama.Session, tokens []int) ([][]float32, error) {
-	out := make([][]float32, len(tokens))
-	for i, t := range tokens {
-		lg, err := s.Forward([]int{t})
-		if err != nil {
-			return nil, err
-		}
-		out[i] = lg
-	}
-	return out, nil
 }

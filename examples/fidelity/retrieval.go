@@ -7,9 +7,7 @@ import (
 	"time"
 
 	"github.com/compresskv/compresskv/compresskv"
-	"github.com/compresskv/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/examples/internal/cli"
-	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
 	"github.com/compresskv/compresskv/kvcache"
 )
@@ -48,7 +46,7 @@ func retrieval(w io.Writer, m *cli.Model, grid *cli.Grid, leads, sentences []int
 			return err
 		}
 		tokens += len(p.Prompt)
-		if ok, err := answer(pre.Full(), tok, &p, pre.Logits); err != nil || !ok {
+		if ok, err := niah.Answer(pre.Full(), tok, &p, pre.Logits); err != nil || !ok {
 			if err != nil {
 				return err
 			}
@@ -61,7 +59,7 @@ func retrieval(w io.Writer, m *cli.Model, grid *cli.Grid, leads, sentences []int
 			if err != nil {
 				return err
 			}
-			ok, err := answer(cs, tok, &p, pre.Logits)
+			ok, err := niah.Answer(cs, tok, &p, pre.Logits)
 			if ok {
 				right[cell{meth, bi, g}]++
 			}
@@ -99,25 +97,4 @@ func retrieval(w io.Writer, m *cli.Model, grid *cli.Grid, leads, sentences []int
 		}
 	}
 	return tw.Flush()
-}
-
-// answer decodes greedily from logits (the prompt's last) and judges the
-// continuation as calibration does.
-func answer(s *llama.Session, tok cli.Tokenizer, p *calibrate.Probe, logits []float32) (bool, error) {
-	var out []int
-	prev := ""
-	for {
-		id := llama.Argmax(logits)
-		out = append(out, id)
-		text := tok.Decode(out)
-		right, decided := p.Judge(text, text == prev || len(out) >= p.MaxNewTokens())
-		if decided {
-			return right, nil
-		}
-		prev = text
-		var err error
-		if logits, err = s.Forward([]int{id}); err != nil {
-			return false, err
-		}
-	}
 }

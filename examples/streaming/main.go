@@ -501,24 +501,6 @@ func (r *needleRun) evaluate(i int) error {
 	return nil
 }
 
-// signTest is the exact two-sided sign test (McNemar's) of b against c
-// discordant pairs.
-func signTest(b, c int) float64 {
-	n := b + c
-	if n == 0 {
-		return 1
-	}
-	k := min(b, c)
-	p := 0.0
-	for i := 0; i <= k; i++ {
-		lg, _ := math.Lgamma(float64(n + 1))
-		l1, _ := math.Lgamma(float64(i + 1))
-		l2, _ := math.Lgamma(float64(n - i + 1))
-		p += math.Exp(lg - l1 - l2 - float64(n)*math.Ln2)
-	}
-	return min(1, 2*p)
-}
-
 // summary is one cell over its prompts.
 type summary struct {
 	ok, one, n, b, c          int // right streamed, right one-shot, prompts, streamed-only, one-shot-only
@@ -603,7 +585,7 @@ func (r *needleRun) report(w io.Writer, elapsed time.Duration) error {
 							rel = fmt.Sprintf("%.0f%%", 100*float64(s.ok)/float64(s.one))
 						}
 						fmt.Fprintf(tw, "%d\t%d\t%dx\t%s\t%d/%d\t%d/%d\t%s\t%d\t%d\t%.3g\t%.1f\t%.1f\t%.1f\t\n", c, b, ratio, name, s.ok, s.n, s.one, s.n, rel, s.b, s.c,
-							signTest(s.b, s.c), s.peak/1024, s.peakReserved/1024, s.track/1024)
+							niah.SignTest(s.b, s.c), s.peak/1024, s.peakReserved/1024, s.track/1024)
 					}
 				}
 			}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/compresskv/compresskv/compresskv"
-	"github.com/compresskv/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
@@ -51,20 +50,43 @@ func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) erro
 		chunk, budget, ratio int
 		scorer               string
 	}
-	stream := func(b, chunk, ratio int, scorer string) (*llama.Session, *compresskv.Stream, error) {
-		reserve := 0
-		if ratio > 1 {
-			reserve = ratio * b
-		}
-		return m.StreamSession(ctx, pols[b], kvcache.Float32, compresskv.StreamConfig{Chunk: chunk, Reserve: reserve, Prefill: scorers[scorer]})
-	}
-	endPrompt := func(st *compresskv.Stream) error {
-		for l := 0; l < m.Layers; l++ {
-			if err := st.Compress(ctx, l); err != nil {
-				return err
+	// each runs f over every streamed cell.
+	each := func(f func(k key) error) error {
+		for _, c := range o.chunks {
+			for _, b := range o.budgets {
+				for _, ratio := range o.ratios {
+					for _, name := range o.scorers {
+						if err := f(key{c, b, ratio, name}); err != nil {
+							return err
+						}
+					}
+				}
 			}
 		}
 		return nil
+	}
+	// stream runs prompt through a Stream of cell k, in chunks, and ends the
+	// prompt (every layer compressed to the budget): the session goes on
+	// over the bounded cache from the returned logits.
+	stream := func(k key, prompt []int) (*llama.Session, []float32, error) {
+		reserve := 0
+		if k.ratio > 1 {
+			reserve = k.ratio * k.budget
+		}
+		ss, st, err := m.StreamSession(ctx, pols[k.budget], kvcache.Float32, compresskv.StreamConfig{Chunk: k.chunk, Reserve: reserve, Prefill: scorers[k.scorer]})
+		if err != nil {
+			return nil, nil, err
+		}
+		lg, _, err := ss.Prefill(prompt, k.chunk)
+		if err != nil {
+			return nil, nil, err
+		}
+		for l := 0; l < m.Layers; l++ {
+			if err := st.Compress(ctx, l); err != nil {
+				return nil, nil, err
+			}
+		}
+		return ss, lg, nil
 	}
 	// Recall.
 	start := time.Now()
@@ -85,7 +107,7 @@ func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) erro
 					return err
 				}
 				prefilled := cache.Clone()
-				ok, err := judge(s, tok, p, logits)
+				ok, err := niah.Answer(s, tok, p, logits)
 				if err != nil || !ok {
 					return err
 				}
@@ -96,31 +118,19 @@ func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) erro
 					if _, err := cs.Compress(ctx, pols[b], q); err != nil {
 						return err
 					}
-					if one[b], err = judge(cs, tok, p, logits); err != nil {
+					if one[b], err = niah.Answer(cs, tok, p, logits); err != nil {
 						return err
 					}
 				}
-				for _, c := range o.chunks {
-					for _, b := range o.budgets {
-						for _, ratio := range o.ratios {
-							for _, name := range o.scorers {
-								ss, st, err := stream(b, c, ratio, name)
-								if err != nil {
-									return err
-								}
-								lg, _, err := ss.Prefill(p.Prompt, c)
-								if err != nil {
-									return err
-								}
-								if err := endPrompt(st); err != nil {
-									return err
-								}
-								if local[key{c, b, ratio, name}], err = judge(ss, tok, p, lg); err != nil {
-									return err
-								}
-							}
-						}
+				if err := each(func(k key) error {
+					ss, lg, err := stream(k, p.Prompt)
+					if err != nil {
+						return err
 					}
+					local[k], err = niah.Answer(ss, tok, p, lg)
+					return err
+				}); err != nil {
+					return err
 				}
 				mu.Lock()
 				defer mu.Unlock()
@@ -154,15 +164,10 @@ func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) erro
 		cm.Path, len(probes), o.seed, answered, float64(tokens)/float64(max(answered, 1)), time.Since(start).Seconds())
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "chunk\tbudget\treserve\tscorer\tstreamed\tone-shot\t")
-	for _, c := range o.chunks {
-		for _, b := range o.budgets {
-			for _, ratio := range o.ratios {
-				for _, name := range o.scorers {
-					fmt.Fprintf(tw, "%d\t%d\t%dx\t%s\t%d/%d\t%d/%d\t\n", c, b, ratio, name, right[key{c, b, ratio, name}], answered, oneRight[b], answered)
-				}
-			}
-		}
-	}
+	_ = each(func(k key) error {
+		_, err := fmt.Fprintf(tw, "%d\t%d\t%dx\t%s\t%d/%d\t%d/%d\t\n", k.chunk, k.budget, k.ratio, k.scorer, right[k], answered, oneRight[k.budget], answered)
+		return err
+	})
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -172,20 +177,9 @@ func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) erro
 	if err != nil {
 		return err
 	}
-	need := o.klLength + o.klSteps
-	var seqs [][]int
-	for i := 0; i < o.klSamples; i++ {
-		off := i * len(text) / o.klSamples
-		for span := 2 * need; ; span *= 2 {
-			ids := tok.Encode(text[off:min(len(text), off+span)], false, false)
-			if len(ids) >= need-1 {
-				seqs = append(seqs, append([]int{llama.BOS}, ids[:need-1]...))
-				break
-			}
-			if off+span >= len(text) {
-				return fmt.Errorf("%s is too short for %d samples of %d tokens", o.haystack, o.klSamples, need)
-			}
-		}
+	seqs, err := niah.TextSamples(tok, text, o.klSamples, o.klLength+o.klSteps)
+	if err != nil {
+		return fmt.Errorf("%s: %w", o.haystack, err)
 	}
 	start = time.Now()
 	klStream := map[key]float64{}
@@ -202,7 +196,7 @@ func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) erro
 					return err
 				}
 				prefilled := cache.Clone()
-				ref, err := forced(s, rest)
+				ref, err := s.Feed(rest)
 				if err != nil {
 					return err
 				}
@@ -214,7 +208,7 @@ func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) erro
 					if _, err := cs.Compress(ctx, pols[b], q); err != nil {
 						return err
 					}
-					got, err := forced(cs, rest)
+					got, err := cs.Feed(rest)
 					if err != nil {
 						return err
 					}
@@ -222,31 +216,18 @@ func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) erro
 						one[b] += llama.KL(ref[t], got[t]) * w
 					}
 				}
-				for _, c := range o.chunks {
-					for _, b := range o.budgets {
-						for _, ratio := range o.ratios {
-							for _, name := range o.scorers {
-								ss, st, err := stream(b, c, ratio, name)
-								if err != nil {
-									return err
-								}
-								if _, _, err := ss.Prefill(prompt, c); err != nil {
-									return err
-								}
-								if err := endPrompt(st); err != nil {
-									return err
-								}
-								got, err := forced(ss, rest)
-								if err != nil {
-									return err
-								}
-								k := key{c, b, ratio, name}
-								for t := range ref {
-									local[k] += llama.KL(ref[t], got[t]) * w
-								}
-							}
-						}
+				if err := each(func(k key) error {
+					ss, _, err := stream(k, prompt)
+					if err != nil {
+						return err
 					}
+					got, err := ss.Feed(rest)
+					for t := range got {
+						local[k] += llama.KL(ref[t], got[t]) * w
+					}
+					return err
+				}); err != nil {
+					return err
 				}
 				mu.Lock()
 				defer mu.Unlock()
@@ -274,49 +255,10 @@ func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) erro
 		len(seqs), o.klLength, o.haystack, o.klSteps, time.Since(start).Seconds())
 	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "chunk\tbudget\treserve\tscorer\tstreamed\tone-shot\t")
-	for _, c := range o.chunks {
-		for _, b := range o.budgets {
-			for _, ratio := range o.ratios {
-				for _, name := range o.scorers {
-					fmt.Fprintf(tw, "%d\t%d\t%dx\t%s\t%.4f\t%.4f\t\n", c, b, ratio, name, klStream[key{c, b, ratio, name}], klOne[b])
-				}
-			}
-		}
-	}
+	_ = each(func(k key) error {
+		_, err := fmt.Fprintf(tw, "%d\t%d\t%dx\t%s\t%.4f\t%.4f\t\n", k.chunk, k.budget, k.ratio, k.scorer, klStream[k], klOne[k.budget])
+		return err
+	})
 	fmt.Fprintln(progress, "streaming: stories done")
 	return tw.Flush()
-}
-
-// judge decodes greedily from logits and judges the continuation as the
-// probe says.
-func judge(s *llama.Session, tok cli.Tokenizer, p *calibrate.Probe, logits []float32) (bool, error) {
-	var out []int
-	prev := ""
-	for {
-		id := llama.Argmax(logits)
-		out = append(out, id)
-		text := tok.Decode(out)
-		right, decided := p.Judge(text, text == prev || len(out) >= p.MaxNewTokens())
-		if decided {
-			return right, nil
-		}
-		prev = text
-		var err error
-		if logits, err = s.Forward([]int{id}); err != nil {
-			return false, err
-		}
-	}
-}
-
-// forced feeds tokens one by one and returns the logits after each.
-func forced(s *llama.Session, tokens []int) ([][]float32, error) {
-	out := make([][]float32, len(tokens))
-	for i, t := range tokens {
-		lg, err := s.Forward([]int{t})
-		if err != nil {
-			return nil, err
-		}
-		out[i] = lg
-	}
-	return out, nil
 }

@@ -344,26 +344,6 @@ func writeCSV(o *options, prompts []prompt, res map[string]map[int][]outcome, fu
 	return f.Close()
 }
 
-// signTest returns the exact two-sided p-value of a sign test with b
-// successes in b+c trials of a fair coin (McNemar's exact test on the
-// discordant pairs b and c).
-func signTest(b, c int) float64 {
-	n := b + c
-	if n == 0 {
-		return 1
-	}
-	k := min(b, c)
-	// P(X <= k) for X ~ Binomial(n, 1/2), in logs for large n.
-	p := 0.0
-	for i := 0; i <= k; i++ {
-		lg, _ := math.Lgamma(float64(n + 1))
-		l1, _ := math.Lgamma(float64(i + 1))
-		l2, _ := math.Lgamma(float64(n - i + 1))
-		p += math.Exp(lg - l1 - l2 - float64(n)*math.Ln2)
-	}
-	return min(1, 2*p)
-}
-
 // halfWidth is the half-width of the 95% Wilson interval of k successes in n.
 func halfWidth(k, n int) float64 {
 	if n == 0 {
@@ -442,7 +422,7 @@ func report(w io.Writer, o *options, prompts []prompt, res map[string]map[int][]
 					losses++
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%+.1f\t%d\t%d\t%.3g\t\n", best, 100*float64(vOK-bestOK)/float64(max(1, n)), wins, losses, signTest(wins, losses))
+			fmt.Fprintf(tw, "%s\t%+.1f\t%d\t%d\t%.3g\t\n", best, 100*float64(vOK-bestOK)/float64(max(1, n)), wins, losses, niah.SignTest(wins, losses))
 		}
 	}
 	tw.Flush()

@@ -12,33 +12,6 @@ import (
 	"github.com/compresskv/compresskv/examples/niah"
 )
 
-// TestSignTest compares the exact sign test with the binomial sum written
-// out term by term.
-func TestSignTest(t *testing.T) {
-	choose := func(n, k int) float64 {
-		r := 1.0
-		for i := 1; i <= k; i++ {
-			r = r * float64(n-k+i) / float64(i)
-		}
-		return r
-	}
-	for _, tc := range [][2]int{{0, 0}, {0, 5}, {5, 0}, {3, 3}, {2, 9}, {12, 40}, {67, 12}} {
-		b, c := tc[0], tc[1]
-		n, k := b+c, min(b, c)
-		want := 0.0
-		for i := 0; i <= k; i++ {
-			want += choose(n, i) / math.Pow(2, float64(n))
-		}
-		want = min(1, 2*want)
-		if got := signTest(b, c); math.Abs(got-want) > 1e-9*want {
-			t.Errorf("signTest(%d, %d) = %g, want %g", b, c, got, want)
-		}
-	}
-	if p := signTest(0, 5); math.Abs(p-0.0625) > 1e-12 {
-		t.Errorf("signTest(0, 5) = %g, want 2/32", p)
-	}
-}
-
 // TestHalfWidth: the Wilson interval of 360 of 400 is 0.9 +- about 0.029.
 func TestHalfWidth(t *testing.T) {
 	if h := halfWidth(360, 400); math.Abs(h-0.0292) > 0.0005 {
