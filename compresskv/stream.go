@@ -153,10 +153,8 @@ func NewStream(p *Policy, c kvcache.KVCache, cfg StreamConfig) (*Stream, error) 
 	pre := p
 	if cfg.Prefill == nil {
 		cfg.Prefill = DefaultPrefill(p)
-		if !defaultIsOwn(p) {
-			pre = nil
-		}
-	} else {
+	}
+	if cfg.Prefill != nil {
 		pre = nil
 	}
 	if pre == nil {
@@ -238,30 +236,31 @@ func NewStream(p *Policy, c kvcache.KVCache, cfg StreamConfig) (*Stream, error) 
 }
 
 // DefaultPrefill returns the scorer a Stream of policy p ranks rows with
-// while the prompt runs when StreamConfig.Prefill is nil: the "window or
-// key norms" rule, Either(p.Scorer(), SharedMax(KNormScorer{})), for
-// policies that keep rows with the top-k selector (CompressKV, SnapKV,
-// PyramidKV, H2O and compositions of it); the policy's own scorer
-// otherwise (Ada-KV's head-wise selector needs a row per KV head;
-// StreamingLLM reads no score). A row is kept when either the policy's own
-// scorer, on the chunk's last window, or its key norm ranks it high: the
-// smallest norm of its key over the layer's KV heads, so that a token whose
-// key stands out in any head (the needle's digits do, on the project's
-// model) is kept by all of them until the question comes, and half the room
-// still goes to what the chunk itself attends to. It reads no more than the
-// policy reads and keeps no state; docs/RESULTS.md ("Bounded memory that
-// still answers") has the measurements it was chosen by.
+// while the prompt runs when StreamConfig.Prefill is nil: the "expected
+// attention" rule, an ExpectedAttentionScorer over every query head built
+// from the policy's Config (Rotary, Sink, Kernel, Pooling) — for policies
+// that keep rows with the top-k selector (CompressKV, SnapKV, PyramidKV,
+// H2O and compositions of it) made one row every KV head shares by
+// SharedMax, so that a row any KV head's queries are expected to need is
+// kept for all; for Ada-KV and Ada-CompressKV (whose selector takes a row
+// per KV head) as it is; the policy's own scorer for any other selector,
+// and nil for StreamingLLM, which reads no score. It is a Tracker: an
+// Append then needs every token's queries. Set the policy's Config.Rotary
+// for a model with rotary embeddings (without it the queries' statistics
+// are taken as if nothing turned them). docs/RESULTS.md ("Bounded memory
+// that still answers") has the measurements it was chosen by.
 func DefaultPrefill(p *Policy) Scorer {
-	if defaultIsOwn(p) {
+	if p.scorer == nil || p.selector == nil {
 		return p.scorer
 	}
-	return Either(p.scorer, SharedMax(KNormScorer{}))
-}
-
-// defaultIsOwn reports whether DefaultPrefill(p) is p's own scorer.
-func defaultIsOwn(p *Policy) bool {
-	_, topk := p.selector.(TopKSelector)
-	return !topk || p.scorer == nil
+	ea := ExpectedAttentionScorer{Rotary: p.cfg.Rotary, Sink: p.cfg.Sink, Kernel: p.cfg.Kernel, Pooling: p.cfg.Pooling}
+	switch p.selector.(type) {
+	case TopKSelector:
+		return SharedMax(ea)
+	case AdaKVSelector:
+		return ea
+	}
+	return p.scorer
 }
 
 // streamScorer returns the Track a Stream keeps for scorer sc (nil unless

@@ -14,7 +14,9 @@ import (
 // holds more than budget + chunk + slack rows per KV head: a prefill in
 // chunks of 64 tokens, then 200 decode steps. Each token's keys, values and
 // queries stand in for what a model's layer computes; position 5 is the
-// "needle" that every query looks for, and it survives every compression.
+// "needle" that every query looks for, and it survives every compression:
+// while the prompt runs, the Stream's default rule (DefaultPrefill) keeps
+// what the queries seen so far are expected to attend to.
 func ExampleStream() {
 	const layers, kvHeads, queryHeads, d = 2, 2, 4, 4
 	cache, err := kvcache.NewHost(kvcache.Shape{Layers: layers, KVHeads: kvHeads, HeadDim: d}, kvcache.Float16)
@@ -38,7 +40,7 @@ func ExampleStream() {
 					key[0] = 2 // the needle
 				}
 				k = append(k, key...)
-				v = append(v, float32(j), 0, 0, 0)
+				v = append(v, float32(math.Cos(float64(j))), float32(math.Sin(float64(j))), 0, 0)
 			}
 			for h := 0; h < queryHeads; h++ {
 				q = append(q, 3, 0, 0, 0)

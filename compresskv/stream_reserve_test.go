@@ -146,7 +146,11 @@ func TestStreamReserveStaysBounded(t *testing.T) {
 				if peak > promptLimit {
 					t.Fatalf("%s: peak %d bytes above the prompt's bound %d", name, peak, promptLimit)
 				}
-				_, tracked := rc.prefill.(Tracker)
+				prefill := rc.prefill
+				if prefill == nil {
+					prefill = DefaultPrefill(rc.p)
+				}
+				_, tracked := prefill.(Tracker)
 				if _, ok := rc.p.Scorer().(Tracker); ok {
 					tracked = true
 				}

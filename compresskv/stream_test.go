@@ -333,7 +333,7 @@ func TestStreamRecompressesHeadWise(t *testing.T) {
 	for trial := 0; trial < 6; trial++ {
 		seq := newStreamSeq(rng, s, H, 200, kvcache.Float32)
 		c, _ := kvcache.NewHost(s, kvcache.Float32)
-		st, err := NewStream(p, c, StreamConfig{QHeads: H, Chunk: 30})
+		st, err := NewStream(p, c, StreamConfig{QHeads: H, Chunk: 30, Prefill: p.Scorer()})
 		if err != nil {
 			t.Fatal(err)
 		}

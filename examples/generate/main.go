@@ -103,7 +103,7 @@ func run(args []string, stdout io.Writer) error {
 	if streaming {
 		*budget = *maxCache
 	}
-	cfg := compresskv.Config{Budget: *budget, Window: *window, Kernel: m.Kernel(mf.Kernel)}
+	cfg := compresskv.Config{Budget: *budget, Window: *window, Kernel: m.Kernel(mf.Kernel), Rotary: m.Rotary()}
 	if cfg.Profile, err = mf.ProfileFor(m, meth); err != nil {
 		return err
 	}

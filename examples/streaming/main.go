@@ -92,7 +92,7 @@ func parse(args []string) (*options, error) {
 	chunks := cli.Ints(fs, "chunks", "128,512", "prefill chunks")
 	budgets := cli.Ints(fs, "budgets", "64,128", "average budgets per layer")
 	ratios := cli.Ints(fs, "ratios", "1,2,4,8", "reserve while the prompt runs, in budgets (1: no reserve)")
-	scorers := fs.String("scorers", "window,knorm,expected,averaged,default", "scorers of the rows while the prompt runs: "+strings.Join(scorerNames(), ", "))
+	scorers := fs.String("scorers", "window,knorm,expected,averaged,window-or-knorm", "scorers of the rows while the prompt runs: "+strings.Join(scorerNames(), ", "))
 	fs.IntVar(&o.prompts, "prompts", 200, "needle: prompts per length")
 	fs.IntVar(&o.workers, "workers", runtime.GOMAXPROCS(0), "prompts run at once")
 	fs.Uint64Var(&o.seed, "seed", 4409, "seed of the needles, depths and haystack offsets (stories: of the probes)")
@@ -177,7 +177,11 @@ var scorerTable = []scorerEntry{
 		s, err := fromMethod(compresskv.H2O, e)
 		return compresskv.SharedMax(s), err
 	}},
-	{"default", "window or key norms (Stream's default)", func(*env) (compresskv.Scorer, error) { return defaultRule, nil }},
+	{"window-or-knorm", "window or key norms", func(e *env) (compresskv.Scorer, error) {
+		w, err := fromMethod(compresskv.CompressKV, e)
+		return compresskv.Either(w, compresskv.SharedMax(compresskv.KNormScorer{})), err
+	}},
+	{"default", "the Stream's default", func(*env) (compresskv.Scorer, error) { return defaultRule, nil }},
 }
 
 // defaultRule leaves StreamConfig.Prefill unset: the Stream's own default
@@ -277,7 +281,7 @@ type needleRun struct {
 func needles(o *options, m *llama.Model, tok *llama.Tokenizer, hay string, e *env, stdout, progress io.Writer) error {
 	r := &needleRun{o: o, m: m, policies: map[int]*compresskv.Policy{}, scorers: map[string]compresskv.Scorer{}}
 	for _, b := range o.budgets {
-		p, err := compresskv.New(compresskv.CompressKV, compresskv.Config{Budget: b, Kernel: o.kernel, Profile: e.prof})
+		p, err := compresskv.New(compresskv.CompressKV, compresskv.Config{Budget: b, Kernel: o.kernel, Profile: e.prof, Rotary: e.rot})
 		if err != nil {
 			return err
 		}

@@ -35,7 +35,7 @@ func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) erro
 	}
 	pols := map[int]*compresskv.Policy{}
 	for _, b := range o.budgets {
-		if pols[b], err = compresskv.New(compresskv.CompressKV, compresskv.Config{Budget: b, Kernel: o.kernel, Profile: e.prof}); err != nil {
+		if pols[b], err = compresskv.New(compresskv.CompressKV, compresskv.Config{Budget: b, Kernel: o.kernel, Profile: e.prof, Rotary: e.rot}); err != nil {
 			return err
 		}
 	}

@@ -236,6 +236,7 @@ type Grid struct {
 	Budgets []int
 	Profile *compresskv.Profile // nil when no method needs one
 	Kernel  int
+	Rotary  *compresskv.Rotary // the model's (expected attention, and a Stream's default rule)
 }
 
 // Grid returns the comparison of methods at budgets on the model: it
@@ -246,13 +247,13 @@ func (f *ModelFlags) Grid(m *Model, methods []compresskv.Method, budgets []int) 
 	if err != nil {
 		return nil, err
 	}
-	return &Grid{Methods: methods, Budgets: budgets, Profile: prof, Kernel: m.Kernel(f.Kernel)}, nil
+	return &Grid{Methods: methods, Budgets: budgets, Profile: prof, Kernel: m.Kernel(f.Kernel), Rotary: m.Rotary()}, nil
 }
 
 // Policy returns method meth at average budget b, configured as the grid
 // says.
 func (g *Grid) Policy(meth compresskv.Method, b int) (*compresskv.Policy, error) {
-	return compresskv.New(meth, compresskv.Config{Budget: b, Kernel: g.Kernel, Profile: g.Profile})
+	return compresskv.New(meth, compresskv.Config{Budget: b, Kernel: g.Kernel, Profile: g.Profile, Rotary: g.Rotary})
 }
 
 // Each calls f with every method and budget of the grid, methods outermost,
