@@ -181,6 +181,14 @@ var scorerTable = []scorerEntry{
 		w, err := fromMethod(compresskv.CompressKV, e)
 		return compresskv.Either(w, compresskv.SharedMax(compresskv.KNormScorer{})), err
 	}},
+	{"window-or-expected", "window or expected attention", func(e *env) (compresskv.Scorer, error) {
+		w, err := fromMethod(compresskv.CompressKV, e)
+		if err != nil {
+			return nil, err
+		}
+		x, err := fromMethod(compresskv.ExpectedAttention, e)
+		return compresskv.Either(w, compresskv.SharedMax(x)), err
+	}},
 	{"default", "the Stream's default", func(*env) (compresskv.Scorer, error) { return defaultRule, nil }},
 }
 
