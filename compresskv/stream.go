@@ -120,9 +120,9 @@ type Stream struct {
 }
 
 // NewStream returns a Stream that drives the empty cache c with policy p.
-// The policy must compress (not Full) from the queries of a window, or be a
-// Tracker (not H2O, which reads every prompt query); so must
-// cfg.Prefill.
+// The policy's scorer must read no more than the window's queries or be a
+// Tracker (H2O's is), and the policy must compress (not Full); so must
+// cfg.Prefill (nil: DefaultPrefill(p)).
 func NewStream(p *Policy, c kvcache.KVCache, cfg StreamConfig) (*Stream, error) {
 	if err := p.usable("NewStream", c); err != nil {
 		return nil, err
@@ -281,8 +281,8 @@ func streamScorer(sc Scorer, s kvcache.Shape, qHeads, W int) (Track, int, error)
 		}
 		return tr, queryRowsIn(sc, true, W), nil
 	}
-	// A scorer that reads more than the window (H2O: every prompt row)
-	// cannot run on a window of queries.
+	// A scorer that reads more than the window (every prompt row) and keeps
+	// no track cannot run on a window of queries.
 	n := queryRowsIn(sc, false, W)
 	if n > W {
 		return nil, 0, fmt.Errorf("compresskv: stream: the %s scorer reads %d query rows, more than the window %d a stream keeps: %w", sc.Name(), n, W, ErrConfig)
