@@ -130,9 +130,9 @@ def le_bytes(d):
 
 
 # Draws per block and block bytes of each quantized type.
-QDRAWS = {QT.Q8_0: 5, QT.Q4_0: 3, QT.Q4_K: 17, QT.Q6_K: 27}
-QBYTES = {QT.Q8_0: 34, QT.Q4_0: 18, QT.Q4_K: 144, QT.Q6_K: 210}
-QBLOCK = {QT.Q8_0: 32, QT.Q4_0: 32, QT.Q4_K: 256, QT.Q6_K: 256}
+QDRAWS = {QT.Q8_0: 5, QT.Q4_0: 3, QT.Q5_0: 4, QT.Q4_K: 17, QT.Q6_K: 27}
+QBYTES = {QT.Q8_0: 34, QT.Q4_0: 18, QT.Q5_0: 22, QT.Q4_K: 144, QT.Q6_K: 210}
+QBLOCK = {QT.Q8_0: 32, QT.Q4_0: 32, QT.Q5_0: 32, QT.Q4_K: 256, QT.Q6_K: 256}
 
 
 def quant_blocks(seed, nblocks, fan_in, qt):
@@ -145,6 +145,9 @@ def quant_blocks(seed, nblocks, fan_in, qt):
     - Q4_0: d = f16(2^(-k-4) (1+mant/1024)); qs = bytes of draws 1..2 with
       a nibble 0 (value -8) replaced by 8 (value 0), so that values are
       symmetric (-7 .. 7).
+    - Q5_0: d = f16(2^(-k-5) (1+mant/1024)); qh = bytes 0..3 of draws 1..3,
+      qs = bytes 4..19; an element whose 5-bit value is 0 (-16) gets its
+      high bit set (16, value 0): values -15 .. 15.
     - Q4_K: d = f16(2^(-k-9) (1+mant/1024)), dmin = f16(2^(-k-6) (1+mant/1024))
       (= 8 d); sub-block j (0..7) has scale sc_j = 32 + ((d0 >> (10+5j)) & 31)
       and min m_j = (15 sc_j + 8) >> 4, so that d sc q - dmin m is centred on
@@ -177,6 +180,17 @@ def quant_blocks(seed, nblocks, fan_in, qt):
             lo[lo == 0] = 8
             hi[hi == 0] = 8
             o[:, 2:18] = lo | (hi << 4)
+        elif qt == QT.Q5_0:
+            o[:, 0:2] = f16bits(-k - 5, mant).astype("<u2").view(np.uint8).reshape(nb, 2)
+            b = le_bytes(d[:, 1:4])
+            qh = b[:, 0:4].copy().view("<u4")[:, 0].astype(np.uint64)
+            qs = b[:, 4:20]
+            for j in range(16):
+                for nib, bit in ((qs[:, j] & 15, j), (qs[:, j] >> 4, j + 16)):
+                    zero = (nib == 0) & (((qh >> np.uint64(bit)) & np.uint64(1)) == 0)
+                    qh = np.where(zero, qh | np.uint64(1 << bit), qh)
+            o[:, 2:6] = qh.astype("<u4").view(np.uint8).reshape(nb, 4)
+            o[:, 6:22] = qs
         elif qt == QT.Q4_K:
             o[:, 0:2] = f16bits(-k - 9, mant).astype("<u2").view(np.uint8).reshape(nb, 2)
             o[:, 2:4] = f16bits(-k - 6, mant).astype("<u2").view(np.uint8).reshape(nb, 2)
@@ -402,15 +416,15 @@ def tensor_type(fam, t, wtype):
         return base
     # Q4_K_M as llama.cpp's quantizer mixes it: Q6_K for the output (or the
     # tied embeddings), attn_v and ffn_down of use_more_bits layers; Q4_K
-    # elsewhere. Where ne[0] % 256 != 0, Q6_K falls back to Q8_0 (as
-    # llama.cpp does) and Q4_K to Q4_0 (llama.cpp uses Q5_0).
+    # elsewhere. Where ne[0] % 256 != 0, Q6_K falls back to Q8_0 and Q4_K to
+    # Q5_0, as llama.cpp's tensor_type_fallback does.
     q = QT.Q4_K
     if t.role == "output" or (t.role == "embd" and fam["tied"]):
         q = QT.Q6_K
     elif t.role in ("attn_v", "ffn_down") and use_more_bits(t.layer, fam["n_layer"]):
         q = QT.Q6_K
     if t.ne[0] % 256 != 0:
-        q = QT.Q8_0 if q == QT.Q6_K else QT.Q4_0
+        q = QT.Q8_0 if q == QT.Q6_K else QT.Q5_0
     return q
 
 

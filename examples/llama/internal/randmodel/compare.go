@@ -23,13 +23,13 @@ type Tolerance struct {
 // requirement, 2e-3. The others are about twice the largest difference
 // measured between llama.cpp and a reference that rounds as llama.cpp does
 // (F16 KV cache, Q rounded to F16 before Q.K, softmax output to F16 before
-// P.V, activations converted to the weights' vec_dot_type) but accumulates
-// in float32 or float64 in another order: such a runner lands 0.3-1.7e-3
-// std away on f32, up to 3.4e-3 on f16, 1.6e-2 on bf16, 6.8e-2 on q8_0,
-// 2.3e-2 on q4_0 and 0.10 on q4_k_m (tools/ggufgold/README.md). Rounding
-// F16/BF16 activations or quantizing them to Q8 blocks makes a tiny
-// difference in accumulation order flip a rounding now and then, and the
-// flips carry through the layers.
+// P.V, activations converted to the weights' vec_dot_type) but sums in
+// float64 or in float32 in another order: over four architectures such a
+// reference lands up to 1.7e-3 std away on f32, 3.7e-3 on f16, 2.1e-2 on
+// bf16, 6.8e-2 on q8_0, 6.0e-2 on q4_0 and 8.6e-2 on q4_k_m
+// (tools/ggufgold/README.md). Rounding activations to F16 or BF16, or
+// quantizing them to Q8 blocks, makes a difference of 1e-7 in a sum flip a
+// rounding now and then, and the flips grow through the layers.
 func DefaultTolerance(weightType string) Tolerance {
 	switch weightType {
 	case "f32":
@@ -41,7 +41,7 @@ func DefaultTolerance(weightType string) Tolerance {
 	case "q8_0":
 		return Tolerance{Logits: 0.15}
 	case "q4_0":
-		return Tolerance{Logits: 0.06}
+		return Tolerance{Logits: 0.15}
 	case "q4_k_m":
 		return Tolerance{Logits: 0.2}
 	}

@@ -129,11 +129,11 @@ func f16bits(e int, mant uint64) uint16 {
 
 // Draws and bytes per block of the quantized types the generator writes.
 var (
-	qDraws = map[quant.Type]int{quant.Q8_0: 5, quant.Q4_0: 3, quant.Q4_K: 17, quant.Q6_K: 27}
+	qDraws = map[quant.Type]int{quant.Q8_0: 5, quant.Q4_0: 3, quant.Q5_0: 4, quant.Q4_K: 17, quant.Q6_K: 27}
 )
 
-// quantBlocks fills dst with random blocks of type t (Q8_0, Q4_0, Q4_K or
-// Q6_K); see gen.py's quant_blocks for the definition.
+// quantBlocks fills dst with random blocks of type t (Q8_0, Q4_0, Q5_0,
+// Q4_K or Q6_K); see gen.py's quant_blocks for the definition.
 func quantBlocks(dst []byte, seed uint64, fanIn int, t quant.Type) {
 	k := scaleExp(fanIn)
 	nd := qDraws[t]
@@ -169,6 +169,20 @@ func quantBlocks(dst []byte, seed uint64, fanIn int, t quant.Type) {
 				}
 				o[2+i] = lo | hi<<4
 			}
+		case quant.Q5_0:
+			binary.LittleEndian.PutUint16(o, f16bits(-k-5, mant))
+			qh := binary.LittleEndian.Uint32(raw[8:12])
+			qs := raw[12:28]
+			for j := range 16 {
+				if qs[j]&15 == 0 && qh>>j&1 == 0 {
+					qh |= 1 << j
+				}
+				if qs[j]>>4 == 0 && qh>>(j+16)&1 == 0 {
+					qh |= 1 << (j + 16)
+				}
+			}
+			binary.LittleEndian.PutUint32(o[2:], qh)
+			copy(o[6:22], qs)
 		case quant.Q4_K:
 			binary.LittleEndian.PutUint16(o, f16bits(-k-9, mant))
 			binary.LittleEndian.PutUint16(o[2:], f16bits(-k-6, mant))

@@ -48,6 +48,13 @@ func TestStreamMatchesGenPy(t *testing.T) {
 			t.Errorf("Q4_K byte %d = %d, gen.py %d", i, q[i], w)
 		}
 	}
+	// 1000 Q5_0 blocks (no golden model holds Q5_0 but the full-size
+	// Qwen2.5-0.5B Q4_K_M mixture).
+	q5 := make([]byte, 22*1000)
+	quantBlocks(q5, seedOf("t", "x"), 896, quant.Q5_0)
+	if sum := sha256.Sum256(q5); hex.EncodeToString(sum[:]) != "66d4d0b5f0a10eef2a8808d7b5e11052276c7fec4abc2d57d82a99d60bbf7907" {
+		t.Errorf("Q5_0 blocks sha256 %x, gen.py 66d4d0b5...", sum)
+	}
 }
 
 // f16Value decodes F16 bits in float64 (independent of the encoder).
@@ -127,6 +134,17 @@ func dequant(t quant.Type, b []byte) []float64 {
 			out[i+16] = d * float64(int(b[2+i]>>4)-8)
 		}
 		return out
+	case quant.Q5_0:
+		d := f16Value(binary.LittleEndian.Uint16(b))
+		qh := binary.LittleEndian.Uint32(b[2:])
+		out := make([]float64, 32)
+		for j := range 16 {
+			x0 := int(b[6+j]&15) | int(qh>>j&1)<<4
+			x1 := int(b[6+j]>>4) | int(qh>>(j+16)&1)<<4
+			out[j] = d * float64(x0-16)
+			out[j+16] = d * float64(x1-16)
+		}
+		return out
 	case quant.Q4_K:
 		d := f16Value(binary.LittleEndian.Uint16(b))
 		dmin := f16Value(binary.LittleEndian.Uint16(b[2:]))
@@ -173,7 +191,7 @@ func dequant(t quant.Type, b []byte) []float64 {
 func TestWeightScale(t *testing.T) {
 	for _, fanIn := range []int{256, 768, 4864} {
 		a := math.Ldexp(1, -scaleExp(fanIn))
-		for _, typ := range []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q6_K} {
+		for _, typ := range []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q5_0, quant.Q4_K, quant.Q6_K} {
 			n := fanIn * 64
 			size, err := typ.RowBytes(n)
 			if err != nil {
@@ -277,32 +295,21 @@ func TestQ4KMMixture(t *testing.T) {
 // The tensors the Go twin generates are those gen.py wrote for every golden
 // (their sha256 are in the golden files); no vocabulary file is needed.
 func TestTensorsMatchGoldens(t *testing.T) {
-	dir, ok := GoldenDir()
-	if !ok {
-		t.Skip("no repository root")
-	}
-	files, err := GoldenFiles(dir)
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no golden files in %s: %v", dir, err)
-	}
+	gs := goldens(t)
 	if testing.Short() {
-		files = files[:2]
+		gs = gs[:2]
 	}
-	for _, path := range files {
-		g, err := LoadGolden(path)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, g := range gs {
 		s, err := Lookup(g.Model)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(g.Tensors) == 0 || g.Tensors[0].Name != "token_embd.weight" {
-			t.Fatalf("%s: no token_embd digest", path)
+			t.Fatalf("%s: no token_embd digest", g.Model)
 		}
 		nVocab := g.Tensors[0].Dims[1]
 		if nVocab != len(g.LastLogits) {
-			t.Errorf("%s: %d logits for a %d-token vocabulary", path, len(g.LastLogits), nVocab)
+			t.Errorf("%s: %d logits for a %d-token vocabulary", g.Model, len(g.LastLogits), nVocab)
 		}
 		ts, err := s.Tensors(nVocab)
 		if err != nil {

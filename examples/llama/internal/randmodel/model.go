@@ -94,8 +94,7 @@ func useMoreBits(i, n int) bool { return i < n/8 || i >= 7*n/8 || (i-n/8)%3 == 2
 // q4_k_m follows llama.cpp's Q4_K_M mixture: Q6_K for the output (or the tied
 // embeddings) and for attn_v and ffn_down of the layers llama.cpp's
 // use_more_bits picks, Q4_K elsewhere; where ne[0] is not a multiple of 256,
-// Q8_0 stands for Q6_K (as in llama.cpp) and Q4_0 for Q4_K (llama.cpp uses
-// Q5_0, which the project does not read).
+// Q6_K falls back to Q8_0 and Q4_K to Q5_0, as in llama.cpp.
 func tensorType(f Family, t tensorSpec, wt string) quant.Type {
 	switch t.role {
 	case roleNorm, roleBias, roleRopeFreqs:
@@ -124,7 +123,7 @@ func tensorType(f Family, t tensorSpec, wt string) quant.Type {
 		if q == quant.Q6_K {
 			return quant.Q8_0
 		}
-		return quant.Q4_0
+		return quant.Q5_0
 	}
 	return q
 }
