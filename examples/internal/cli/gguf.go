@@ -127,12 +127,13 @@ func byteLevel(v *vocab.Vocab) bool {
 	return true
 }
 
-// encodeChat returns the ids of a conversation of one user turn, user, and
-// the opening of the assistant's, followed by lead: the chat format's text
+// encodeChat returns the ids of a conversation of one user turn, user
+// (white space trimmed at both ends, as a user's message comes), and the
+// opening of the assistant's, followed by lead: the chat format's text
 // tokenized with its special tokens parsed and BOS where the metadata says
 // (once: a format that writes BOS itself does not get a second).
 func (m *Model) encodeChat(user, lead string) ([]int, error) {
-	text, err := chat.Apply(m.Chat, []chat.Message{{Role: "user", Content: user}}, true)
+	text, err := chat.Apply(m.Chat, []chat.Message{{Role: "user", Content: strings.TrimSpace(user)}}, true)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", m.Path, err)
 	}
