@@ -8,10 +8,15 @@
 //	go run ./examples/calibrate -check testdata/retrieval.profile.json
 //	go run ./examples/calibrate -probes stories -model ../shared/models/stories260K/stories260K.bin \
 //	    -tokenizer ../shared/models/stories260K/tok512.bin -out out/stories260K.profile.json
+//	go run ./examples/calibrate -model qwen2.5-1.5b-instruct-q8_0.gguf -quick
+//	                                                 # -> out/qwen2.5-1.5b-instruct-q8_0.profile.json
 //
 // Needle probes and calibration text come from testdata/haystack/calib.txt
 // with the calibration words of package niah; story probes use niah's
-// calibration names and filler: both disjoint from the benchmarks'.
+// calibration names and filler: both disjoint from the benchmarks'. The
+// probes are built in the model's own tokens; a GGUF model with a chat
+// template (-chat) is asked each needle as a user turn, the answer's start
+// opening the assistant's.
 package main
 
 import (

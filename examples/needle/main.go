@@ -13,9 +13,16 @@
 //	go run ./examples/needle -ablate 4,8,16  # mask top SR vs top classic retrieval heads
 //	go run ./examples/needle -diagnose -lengths 256 -budgets 128 -policies snapkv,compresskv
 //	                                         # which layers and heads keep the needle and the first token
+//	go run ./examples/needle -model qwen2.5-1.5b-instruct-q8_0.gguf -quick -policies full -show-prompt
+//	                                         # a GGUF model: its first prompt, and whether it answers at all
 //
 // Needles and haystack (testdata/haystack/eval.txt, niah.EvalWords) are
-// disjoint from calibration's.
+// disjoint from calibration's. The project's byte-level model gets prompts
+// of exactly the lengths asked and its answers are read digit by digit; any
+// other model's prompts are built in its own tokens, as close below the
+// lengths as its tokenizer allows (a chat model's as a user turn and the
+// assistant's opening, -chat), and its answers are decoded and judged as
+// calibration judges them, decoding stopped at its end-of-generation tokens.
 package main
 
 import (

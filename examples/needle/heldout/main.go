@@ -10,6 +10,10 @@
 //
 //	go run ./examples/needle/heldout -prompts 100
 //	go run ./examples/needle/heldout -write-haystack testdata/haystack/heldout.txt
+//	go run ./examples/needle/heldout -model M.gguf -profile out/M.profile.json -lengths 512,1024
+//
+// A GGUF model's prompts are built in its own tokens, as the needle
+// command builds them (examples/needle).
 package main
 
 import (
