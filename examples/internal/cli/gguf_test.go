@@ -42,19 +42,8 @@ func openTiny(t testing.TB, s tinymodel.Spec, mode string) *Model {
 // does.
 func convertedRetrieval(t testing.TB) string {
 	t.Helper()
-	m, err := llama.Load(Path(DefaultModel))
-	if err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), "retrieval.gguf")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.WriteGGUF(f, llama.GGUFOptions{Tokenizer: llama.ByteTokenizer()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
+	if _, _, err := Convert(DefaultModel, "", path, "retrieval"); err != nil {
 		t.Fatal(err)
 	}
 	return path
