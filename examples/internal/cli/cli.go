@@ -186,14 +186,14 @@ func OpenChat(path, tokPath, chatMode string) (*Model, error) {
 	path = Path(path)
 	if isGGUF(path) {
 		if tokPath != "" {
-			return nil, fmt.Errorf("%s is a GGUF file, which holds its own tokenizer: drop -tokenizer %s", path, tokPath)
+			return nil, fmt.Errorf("%s is a GGUF file, which holds its own tokenizer: drop -tokenizer %s: %w", path, tokPath, ErrFlags)
 		}
 		return openGGUF(path, chatMode)
 	}
 	switch chatMode {
 	case "", ChatAuto, ChatOff:
 	default:
-		return nil, fmt.Errorf("-chat %s: %s is a llama2.c checkpoint, which has no chat template (use -chat auto or off)", chatMode, path)
+		return nil, fmt.Errorf("-chat %s: %s is a llama2.c checkpoint, which has no chat template (use -chat auto or off): %w", chatMode, path, ErrFlags)
 	}
 	m, err := llama.Load(path)
 	if err != nil {

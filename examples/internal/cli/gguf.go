@@ -14,6 +14,11 @@ import (
 	"github.com/compresskv/compresskv/examples/llama/vocab"
 )
 
+// ErrFlags is wrapped by the errors of OpenChat for flags that do not fit
+// the model: -tokenizer with a GGUF file, a -chat mode the file cannot
+// honour or that names no format, -chat with a llama2.c checkpoint.
+var ErrFlags = errors.New("flags that do not fit the model")
+
 // keyChatTemplate is the metadata key of a model's chat template (Jinja
 // source).
 const keyChatTemplate = "tokenizer.chat_template"
@@ -82,7 +87,7 @@ func (m *Model) chooseChat(tmpl, mode string) error {
 		}
 	case ChatOn:
 		if derr != nil {
-			return fmt.Errorf("-chat on: %s: %v; choose a format with -chat (one of %s) or -chat off", m.Path, derr, strings.Join(formats, ", "))
+			return fmt.Errorf("-chat on: %s: %v; choose a format with -chat (one of %s) or -chat off: %w", m.Path, derr, strings.Join(formats, ", "), ErrFlags)
 		}
 		m.Chat, m.ChatNote = found, "from "+keyChatTemplate
 	case ChatOff:
@@ -92,7 +97,7 @@ func (m *Model) chooseChat(tmpl, mode string) error {
 		}
 	default:
 		if !slices.Contains(formats, mode) {
-			return fmt.Errorf("-chat %q: want auto, on, off or a format (%s)", mode, strings.Join(formats, ", "))
+			return fmt.Errorf("-chat %q: want auto, on, off or a format (%s): %w", mode, strings.Join(formats, ", "), ErrFlags)
 		}
 		m.Chat, m.ChatNote = chat.Template(mode), "-chat "+mode
 		if derr == nil && found != m.Chat {

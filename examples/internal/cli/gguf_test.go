@@ -128,7 +128,7 @@ func TestChatModes(t *testing.T) {
 		{Path(DefaultModel), "", ChatOn, "llama2.c checkpoint, which has no chat template"},
 		{ml, "tok.bin", ChatAuto, "holds its own tokenizer"},
 	} {
-		if _, err := OpenChat(tc.path, tc.tok, tc.mode); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := OpenChat(tc.path, tc.tok, tc.mode); !errors.Is(err, ErrFlags) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s -tokenizer %q -chat %s: %v, want an error saying %q", filepath.Base(tc.path), tc.tok, tc.mode, err, tc.want)
 		}
 	}
