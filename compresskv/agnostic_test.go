@@ -75,6 +75,18 @@ func randomRotary(rng *rand.Rand, d int) *Rotary {
 	return r
 }
 
+// partialRotary returns a rotary embedding that turns only the first
+// values of each head (as some models' partial RoPE does).
+func partialRotary(rng *rand.Rand, d int) *Rotary {
+	dims := 2 * (1 + rng.IntN(d/2-1))
+	r, err := NewRotary(math.Exp(2+8*rng.Float64()), dims, rng.IntN(2) == 0)
+	if err != nil {
+		panic(err)
+	}
+	r.Dims = dims
+	return r
+}
+
 // rotation returns the d x d matrix that turns a head by pos positions
 // (the identity for a model without rotary embeddings).
 func rotation(r *Rotary, d int, pos float64) [][]float64 {
@@ -82,16 +94,16 @@ func rotation(r *Rotary, d int, pos float64) [][]float64 {
 	for i := range m {
 		m[i] = make([]float64, d)
 	}
+	for i := range m {
+		m[i][i] = 1 // values a partial rotary embedding leaves as they are
+	}
 	if r == nil {
-		for i := range m {
-			m[i][i] = 1
-		}
 		return m
 	}
 	for j, f := range r.Freqs {
 		a, b := j*2, j*2+1
 		if !r.Interleaved {
-			a, b = j, j+d/2
+			a, b = j, j+len(r.Freqs)
 		}
 		c, s := math.Cos(pos*f), math.Sin(pos*f)
 		m[a][a], m[a][b], m[b][a], m[b][b] = c, -s, s, c
@@ -287,6 +299,7 @@ func agnosticScorers(rng *rand.Rand, s kvcache.Shape, H int) []Scorer {
 		ExpectedAttentionScorer{Profile: prof, K: k, Rotary: rot, Sink: 4, Kernel: kernel, Pooling: pooling},
 		ExpectedAttentionScorer{Rotary: rot, MeanOnly: true, NoValueNorm: true, Kernel: 1},
 		ExpectedAttentionScorer{Sink: 1, Kernel: 1}, // no rotary embedding
+		ExpectedAttentionScorer{Rotary: partialRotary(rng, s.HeadDim), Sink: 2, Kernel: 1},
 		ExpectedAttentionScorer{Rotary: rot, Sink: rng.IntN(5), Centre: true, Kernel: kernel, Pooling: pooling},
 		ExpectedAttentionScorer{Profile: prof, K: k, Rotary: rot, Sink: 4, Centre: true, Kernel: 1},
 		AccumulatedScorer{Kernel: kernel, Pooling: pooling},
@@ -650,8 +663,11 @@ func seqInts(a, b int) []int {
 func TestRotaryTurnsBack(t *testing.T) {
 	rng, seed := newRNG(t)
 	for trial := 0; trial < 20; trial++ {
-		d := 2 * (1 + rng.IntN(9))
+		d := 2 * (2 + rng.IntN(8))
 		r := randomRotary(rng, d)
+		if trial%2 == 1 {
+			r = partialRotary(rng, d)
+		}
 		x := reftest.F64(reftest.Normal(rng, d, 1))
 		pos := float64(rng.IntN(5000))
 		y := slices.Clone(x)

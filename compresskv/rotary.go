@@ -12,14 +12,17 @@ import (
 // never needs it (keys are stored rotated). A nil *Rotary is a model
 // without rotary embeddings: nothing is turned.
 type Rotary struct {
-	// Freqs holds, for each rotated pair j of a head (HeadDim/2 of them),
-	// the angle per position: pair j of a vector at position p turns by
+	// Freqs holds, for each rotated pair j of a head (Dims/2 of them), the
+	// angle per position: pair j of a vector at position p turns by
 	// p*Freqs[j] radians.
 	Freqs []float64
 	// Interleaved pairs the dimensions (2j, 2j+1), as llama2.c and
-	// llama.cpp's default rope do; otherwise (j, j+HeadDim/2), as Hugging
-	// Face's Llama (rotate_half).
+	// llama.cpp's default rope do; otherwise (j, j+Dims/2), as Hugging
+	// Face's Llama (rotate_half) and llama.cpp's neox rope.
 	Interleaved bool
+	// Dims is how many values at the start of each head are rotated (0: the
+	// whole head, 2*len(Freqs)); the rest are left as they are.
+	Dims int
 }
 
 // NewRotary returns the standard rotary embedding of base theta (10000 for
@@ -39,14 +42,22 @@ func NewRotary(theta float64, headDim int, interleaved bool) (*Rotary, error) {
 	return r, nil
 }
 
+// dims returns the rotated values of each head.
+func (r *Rotary) dims() int {
+	if r.Dims > 0 {
+		return r.Dims
+	}
+	return 2 * len(r.Freqs)
+}
+
 // check returns an error unless r fits heads of headDim values (nil, no
 // rotary embedding, fits any).
 func (r *Rotary) check(headDim int) error {
 	if r == nil {
 		return nil
 	}
-	if 2*len(r.Freqs) != headDim {
-		return fmt.Errorf("rotary embedding of %d pairs for heads of %d values: %w", len(r.Freqs), headDim, ErrConfig)
+	if r.Dims < 0 || 2*len(r.Freqs) != r.dims() || r.dims() > headDim || (r.Dims == 0 && r.dims() != headDim) {
+		return fmt.Errorf("rotary embedding of %d pairs over %d values for heads of %d values: %w", len(r.Freqs), r.Dims, headDim, ErrConfig)
 	}
 	for j, f := range r.Freqs {
 		if math.IsNaN(f) || math.IsInf(f, 0) {
@@ -56,13 +67,12 @@ func (r *Rotary) check(headDim int) error {
 	return nil
 }
 
-// pair returns the indices of the two dimensions of pair j in a head of d
-// values.
-func (r *Rotary) pair(j, d int) (a, b int) {
+// pair returns the indices of the two dimensions of pair j of a head.
+func (r *Rotary) pair(j int) (a, b int) {
 	if r.Interleaved {
 		return 2 * j, 2*j + 1
 	}
-	return j, j + d/2
+	return j, j + r.dims()/2
 }
 
 // turn rotates x (one head) in place by angle pos*Freqs[j] for each pair:
@@ -72,10 +82,9 @@ func (r *Rotary) turn(x []float64, pos float64) {
 	if r == nil {
 		return
 	}
-	d := len(x)
 	for j, f := range r.Freqs {
 		s, c := math.Sincos(pos * f)
-		a, b := r.pair(j, d)
+		a, b := r.pair(j)
 		x[a], x[b] = x[a]*c-x[b]*s, x[a]*s+x[b]*c
 	}
 }
@@ -105,9 +114,8 @@ func (r *Rotary) apply(x, cos, sin []float64) {
 	if r == nil {
 		return
 	}
-	d := len(x)
 	for j := range r.Freqs {
-		a, b := r.pair(j, d)
+		a, b := r.pair(j)
 		x[a], x[b] = x[a]*cos[j]-x[b]*sin[j], x[a]*sin[j]+x[b]*cos[j]
 	}
 }

@@ -24,6 +24,19 @@ type Tokenizer interface {
 	Decode(ids []int) string
 }
 
+// ChatTokenizer is a Tokenizer of an instruction-tuned model that reads its
+// prompts through a chat template. The needle builders ask such a model as
+// a user would: the haystack and the question make one user turn, and the
+// assistant's turn opens with the answer's start (the needle template's
+// Prefix), which the model continues with the value.
+type ChatTokenizer interface {
+	Tokenizer
+	// EncodeChat returns the ids of a conversation of one user turn, user,
+	// then the opening of the assistant's turn followed by lead, with the
+	// beginning-of-sequence token first if the model uses one.
+	EncodeChat(user, lead string) []int
+}
+
 // Probe is one retrieval probe: a prompt holding a fact, and the answer the
 // model must produce next by copying the fact from the prompt. Config
 // decodes it greedily with the full cache and counts it only if the answer
@@ -274,7 +287,16 @@ func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n 
 		return Probe{}, fmt.Errorf("calibrate: needle: %q holds no value: %w", n.Sentence(), compresskv.ErrConfig)
 	}
 	needle := " " + n.Sentence() + " "
-	ask := n.Ask()
+	// The prompt is context + question + lead: one text for a plain model,
+	// the user's turn (context and question) and the start of the
+	// assistant's (lead) for a chat model.
+	question, lead := "\n"+n.fill(n.Template.Question), n.fill(n.Template.Prefix)
+	encode := func(context string) []int {
+		if ct, ok := tok.(ChatTokenizer); ok {
+			return ct.EncodeChat(context+question, lead)
+		}
+		return tok.Encode(context + question + " " + lead)
+	}
 	build := func(room int) (string, int) {
 		var sb strings.Builder
 		for i := start % len(hay); sb.Len() < room; i = 0 {
@@ -285,11 +307,11 @@ func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n 
 		if sp := strings.LastIndexByte(h[:cut], ' '); sp >= 0 && depth < 1 {
 			cut = sp + 1
 		}
-		return h[:cut] + needle + h[cut:] + ask, cut
+		return h[:cut] + needle + h[cut:], cut
 	}
 	// Fit the haystack to the length: start from the tokens the fixed text
 	// takes and scale by the haystack's bytes per token, then correct.
-	fixed := len(tok.Encode(needle + ask))
+	fixed := len(encode(needle))
 	room := length - fixed
 	if room < 16 {
 		return Probe{}, fmt.Errorf("calibrate: needle: %d tokens leave no room for a haystack around %q (it takes %d): %w", length, n.Sentence(), fixed, compresskv.ErrConfig)
@@ -300,7 +322,7 @@ func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n 
 	best, bestIDs, bestCut := -1, []int(nil), 0
 	for iter := 0; iter < 12 && chars >= 16; iter++ {
 		text, cut := build(chars)
-		ids := tok.Encode(text)
+		ids := encode(text)
 		if len(ids) <= length && len(ids) > len(bestIDs) {
 			best, bestIDs, bestCut = chars, ids, cut
 		}
@@ -321,7 +343,7 @@ func BuildNeedle(tok Tokenizer, hay string, start, length int, depth float64, n 
 	}
 	text, _ := build(best)
 	at := bestCut + strings.Index(needle, n.Value)
-	s, e, err := tokenSpan(tok, bestIDs, text, n.Value, at)
+	s, e, err := tokenSpan(tok, bestIDs, text+question+" "+lead, n.Value, at)
 	if err != nil {
 		return Probe{}, fmt.Errorf("calibrate: needle: %w", err)
 	}

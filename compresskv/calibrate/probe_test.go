@@ -2,6 +2,7 @@ package calibrate
 
 import (
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -293,6 +294,58 @@ func TestNewProbeRandom(t *testing.T) {
 		}
 		if got := wt.Decode(p.Prompt[p.AnswerStart:p.AnswerEnd]); !strings.Contains(got, answer) {
 			t.Fatalf("seed %d: %q in %q: word span holds %q", seed, answer, text, got)
+		}
+	}
+}
+
+// chatTok is byteTok behind a chat template: special ids userTurn and
+// botTurn open the user's and the assistant's turn, endTurn ends a turn
+// (Decode drops them, as a model's tokenizer drops special tokens).
+type chatTok struct{ byteTok }
+
+const userTurn, botTurn, endTurn = 300, 301, 302
+
+func (c chatTok) EncodeChat(user, lead string) []int {
+	ids := []int{1, userTurn}
+	ids = append(ids, c.Encode(user)[1:]...)
+	ids = append(ids, endTurn, botTurn)
+	return append(ids, c.Encode(lead)[1:]...)
+}
+
+func (c chatTok) Decode(ids []int) string {
+	return c.byteTok.Decode(slices.DeleteFunc(slices.Clone(ids), func(id int) bool { return id >= userTurn }))
+}
+
+// TestBuildNeedleChat: for a chat model the haystack and the question make
+// the user's turn and the answer's start opens the assistant's; the span
+// still holds the value and the length is exact.
+func TestBuildNeedleChat(t *testing.T) {
+	hay := strings.Repeat("Rivers run down to the sea and the sea gives back the rain. ", 40)
+	needles, err := Needles(DefaultNeedleTemplates, []string{"otter"}, 4, 5, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := chatTok{}
+	for _, n := range needles {
+		for _, L := range []int{200, 513} {
+			p, err := BuildNeedle(tok, hay, 5, L, 0.4, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Prompt) != L {
+				t.Fatalf("%d tokens, want %d", len(p.Prompt), L)
+			}
+			if got := tok.Decode(p.Prompt[p.AnswerStart:p.AnswerEnd]); got != n.Value {
+				t.Fatalf("span holds %q, want %q", got, n.Value)
+			}
+			lead := n.fill(n.Template.Prefix)
+			turn := slices.Index(p.Prompt, botTurn)
+			if p.Prompt[1] != userTurn || turn < 0 || p.Prompt[turn-1] != endTurn || tok.Decode(p.Prompt[turn+1:]) != lead {
+				t.Fatalf("not one user turn then the assistant's opening with %q: %v", lead, p.Prompt[:4])
+			}
+			if user := tok.Decode(p.Prompt[2 : turn-1]); !strings.HasSuffix(user, "\n"+n.fill(n.Template.Question)) || !strings.Contains(user, n.Sentence()) {
+				t.Fatalf("the user's turn lacks the needle or does not end with the question: %q", user)
+			}
 		}
 	}
 }

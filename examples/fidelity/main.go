@@ -11,6 +11,10 @@
 //	go run ./examples/fidelity -model ../shared/models/stories260K/stories260K.bin \
 //	    -tokenizer ../shared/models/stories260K/tok512.bin -length 384 -kernel 5 -budgets 16,32,64 \
 //	    -profile out/stories260K.profile.json -probes stories
+//	go run ./examples/fidelity -model qwen2.5-1.5b-instruct-q8_0.gguf -profile out/qwen2.5-1.5b-instruct-q8_0.profile.json
+//
+// A GGUF file's text is its own tokenizer's, BOS first where its metadata
+// says; story probes are plain text (no chat template).
 package main
 
 import (
@@ -43,7 +47,7 @@ func main() {
 
 func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("fidelity", flag.ContinueOnError)
-	mf := cli.AddModelFlags(fs, true)
+	mf := cli.AddModelFlags(fs)
 	textPath := fs.String("text", "testdata/haystack/eval.txt", "held-out text")
 	length := fs.Int("length", 1024, "prompt tokens")
 	steps := fs.Int("steps", 32, "teacher-forced tokens after the prompt")
@@ -68,14 +72,34 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer m.Close()
+	if s := m.Summary(); s != "" {
+		fmt.Fprintln(stdout, s)
+	}
 	tok := m.Tok
 	text, err := niah.LoadHaystack(cli.Path(*textPath))
 	if err != nil {
 		return err
 	}
-	seqs, err := niah.TextSamples(tok, text, *samples, *length+*steps)
-	if err != nil {
-		return fmt.Errorf("%s: %w", *textPath, err)
+	// Encode one slice of text per sample (BPE merging is quadratic in the
+	// length of what it encodes), at evenly spaced offsets.
+	need := *length + *steps - 1
+	seqs := make([][]int, *samples)
+	for i := range seqs {
+		off := i * len(text) / *samples
+		for span := 2 * need; ; span *= 2 {
+			ids, err := tok.Encode(text[off:min(len(text), off+span)], false, false)
+			if err != nil {
+				return err
+			}
+			if len(ids) >= need {
+				seqs[i] = append(m.BOS(), ids[:need]...)
+				break
+			}
+			if off+span >= len(text) {
+				return fmt.Errorf("%s is too short for %d samples of %d tokens", *textPath, *samples, need+1)
+			}
+		}
 	}
 	g, err := mf.Grid(m, *methods, *budgets)
 	if err != nil {
@@ -89,7 +113,7 @@ func run(args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		full, err := pre.Full().Feed(next)
+		full, err := forced(pre.Full(), next)
 		if err != nil {
 			return err
 		}
@@ -101,7 +125,7 @@ func run(args []string, stdout io.Writer) error {
 			if err != nil {
 				return err
 			}
-			comp, err := cs.Feed(next)
+			comp, err := forced(cs, next)
 			if err != nil {
 				return err
 			}
@@ -122,4 +146,17 @@ func run(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout)
 	return retrieval(stdout, m, g, *leads, *sentences, *per, *seed)
+}
+
+// forced feeds tokens one by one and returns the logits after each.
+func forced(s *llama.Session, tokens []int) ([][]float32, error) {
+	out := make([][]float32, len(tokens))
+	for i, t := range tokens {
+		lg, err := s.Forward([]int{t})
+		if err != nil {
+			return nil, err
+		}
+		out[i] = lg
+	}
+	return out, nil
 }

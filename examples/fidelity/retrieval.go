@@ -19,8 +19,11 @@ import (
 // probes answered right, among those the full cache answers; a second table
 // splits the counts by probe group.
 func retrieval(w io.Writer, m *cli.Model, grid *cli.Grid, leads, sentences []int, per int, seed uint64) error {
-	tok := m.Tok
-	probes, err := niah.StoryProbes(m.ProbeTokenizer(), niah.StoryEvalNames, niah.StoryEvalFill, leads, sentences, per, seed)
+	pt := m.ProbeTokenizer()
+	probes, err := niah.StoryProbes(pt, niah.StoryEvalNames, niah.StoryEvalFill, leads, sentences, per, seed)
+	if terr := pt.Err(); terr != nil {
+		return fmt.Errorf("%s: the story probes cannot be tokenized: %w", m.Path, terr)
+	}
 	if err != nil {
 		return err
 	}
@@ -46,7 +49,7 @@ func retrieval(w io.Writer, m *cli.Model, grid *cli.Grid, leads, sentences []int
 			return err
 		}
 		tokens += len(p.Prompt)
-		if ok, err := niah.Answer(pre.Full(), tok, &p, pre.Logits); err != nil || !ok {
+		if ok, err := m.AnswerProbe(pre.Full(), pre.Logits, &p); err != nil || !ok {
 			if err != nil {
 				return err
 			}
@@ -59,7 +62,7 @@ func retrieval(w io.Writer, m *cli.Model, grid *cli.Grid, leads, sentences []int
 			if err != nil {
 				return err
 			}
-			ok, err := niah.Answer(cs, tok, &p, pre.Logits)
+			ok, err := m.AnswerProbe(cs, pre.Logits, &p)
 			if ok {
 				right[cell{meth, bi, g}]++
 			}

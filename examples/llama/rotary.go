@@ -1,16 +1,28 @@
 package llama
 
-import "github.com/compresskv/compresskv/compresskv"
+import (
+	"math"
+
+	"github.com/compresskv/compresskv/compresskv"
+)
 
 // Rotary returns the model's rotary position embedding as the library
-// describes it: llama2.c's interleaved pairs, with the very frequencies the
-// forward pass turns queries and keys by (float32 inverse frequencies of
-// base 10000), so that a scorer undoing the rotation undoes exactly this
-// one.
+// describes it: the first RotaryDims values of each head turned in pairs
+// (interleaved for llama's rope, split in halves for qwen's neox rope),
+// pair j by base^(-2j/RotaryDims) per position, divided by its frequency
+// factor and multiplied by the linear scale, as ropeAngles computes them
+// (there in float32, built by repeated multiplication; the description's
+// angles are the exact ones those approximate).
 func (m *Model) Rotary() *compresskv.Rotary {
-	r := &compresskv.Rotary{Freqs: make([]float64, len(m.rope)), Interleaved: true}
-	for j, f := range m.rope {
-		r.Freqs[j] = float64(f)
+	nd := m.RotaryDims()
+	r := &compresskv.Rotary{Freqs: make([]float64, nd/2), Interleaved: m.Rope != RopeNeox, Dims: nd}
+	base, scale := float64(m.ropeBase()), float64(m.ropeScale())
+	for j := range r.Freqs {
+		f := math.Pow(base, -2*float64(j)/float64(nd)) * scale
+		if m.ropeFactors != nil {
+			f /= float64(m.ropeFactors[j])
+		}
+		r.Freqs[j] = f
 	}
 	return r
 }

@@ -69,32 +69,50 @@ func TestStreamSession(t *testing.T) {
 	}
 }
 
-// TestRotaryIsTheForwardPass: the library's description of the model's
-// rotary embedding (pairs (2j, 2j+1) turned by pos*Freqs[j]) turns a vector
-// as the forward pass does.
+// TestRotaryIsTheForwardPass: the library's description of a model's rotary
+// embedding (pair j of the rotated values turned by pos*Freqs[j], the pairs
+// interleaved or split in halves) turns a vector as the forward pass does,
+// for the project's model and for a neox-style rope that rotates half of
+// each head, with another base, a linear scale and frequency factors.
 func TestRotaryIsTheForwardPass(t *testing.T) {
-	m, err := Load("../../" + DefaultModel)
+	own, err := Load("../../" + DefaultModel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := m.Rotary()
-	d := m.HeadDim()
-	if len(r.Freqs) != d/2 || !r.Interleaved {
-		t.Fatalf("rotary of %d pairs, interleaved %v; want %d, true", len(r.Freqs), r.Interleaved, d/2)
-	}
-	x := make([]float32, 2*d) // two heads
-	for i := range x {
-		x[i] = float32(i%5) - 1.5
-	}
-	for _, pos := range []int{0, 1, 17, 1023, 2047} {
-		y := slices.Clone(x)
-		m.rotate(y, pos)
-		for i := 0; i < len(x); i += 2 {
-			f := float64(pos) * r.Freqs[(i%d)/2]
-			c, s := math.Cos(f), math.Sin(f)
-			a, b := float64(x[i]), float64(x[i+1])
-			if math.Abs(float64(y[i])-(a*c-b*s)) > 1e-5 || math.Abs(float64(y[i+1])-(a*s+b*c)) > 1e-5 {
-				t.Fatalf("position %d pair %d: forward pass gives (%v, %v), the description (%v, %v)", pos, i/2, y[i], y[i+1], a*c-b*s, a*s+b*c)
+	neox := &Model{Config: Config{Dim: 64, Heads: 4, Rope: RopeNeox, RopeDims: 8, RopeBase: 1e6, RopeScale: 0.5},
+		ropeFactors: []float32{1, 1.5, 2, 4}}
+	for _, m := range []*Model{own, neox} {
+		r := m.Rotary()
+		d, nd := m.HeadDim(), m.RotaryDims()
+		if len(r.Freqs) != nd/2 || r.Interleaved != (m.Rope != RopeNeox) || r.Dims != nd {
+			t.Fatalf("rotary of %d pairs over %d values, interleaved %v, for rope %v over %d of %d", len(r.Freqs), r.Dims, r.Interleaved, m.Rope, nd, d)
+		}
+		x := make([]float32, 2*d) // two heads
+		for i := range x {
+			x[i] = float32(i%5) - 1.5
+		}
+		cs := make([]float32, nd)
+		for _, pos := range []int{0, 1, 17, 1023, 2047} {
+			y := slices.Clone(x)
+			m.ropeAngles(pos, cs)
+			m.rotate(y, cs)
+			want := slices.Clone(y)
+			for h := 0; h < len(x); h += d {
+				copy(want[h:h+d], x[h:h+d])
+				for j, f := range r.Freqs {
+					a, b := h+2*j, h+2*j+1
+					if !r.Interleaved {
+						a, b = h+j, h+j+nd/2
+					}
+					c, s := math.Cos(float64(pos)*f), math.Sin(float64(pos)*f)
+					xa, xb := float64(x[a]), float64(x[b])
+					want[a], want[b] = float32(xa*c-xb*s), float32(xa*s+xb*c)
+				}
+			}
+			for i := range y {
+				if math.Abs(float64(y[i]-want[i])) > 2e-3 {
+					t.Fatalf("rope %v, position %d, value %d: forward pass %v, the description %v", m.Rope, pos, i, y[i], want[i])
+				}
 			}
 		}
 	}

@@ -3,9 +3,6 @@ package niah
 import (
 	"fmt"
 	"math"
-
-	"github.com/compresskv/compresskv/compresskv/calibrate"
-	"github.com/compresskv/compresskv/examples/llama"
 )
 
 // SignTest returns the exact two-sided p-value of a sign test with b
@@ -28,53 +25,29 @@ func SignTest(b, c int) float64 {
 	return min(1, 2*p)
 }
 
-// Decoder is what judging a probe needs of a tokenizer.
-type Decoder interface {
-	Decode(ids []int) string
-}
-
-// Answer decodes greedily over s from logits (those of the probe's last
-// prompt token) and judges the continuation as the probe says, stopping as
-// soon as it is decided.
-func Answer(s *llama.Session, tok Decoder, p *calibrate.Probe, logits []float32) (bool, error) {
-	var out []int
-	prev := ""
-	for {
-		id := llama.Argmax(logits)
-		out = append(out, id)
-		text := tok.Decode(out)
-		right, decided := p.Judge(text, text == prev || len(out) >= p.MaxNewTokens())
-		if decided {
-			return right, nil
-		}
-		prev = text
-		var err error
-		if logits, err = s.Forward([]int{id}); err != nil {
-			return false, err
-		}
-	}
-}
-
 // Encoder is what cutting text samples needs of a tokenizer.
 type Encoder interface {
-	Encode(text string, bos, eos bool) []int
+	Encode(text string, bos, eos bool) ([]int, error)
 }
 
-// TextSamples returns samples token sequences of n tokens each (BOS first)
-// from text, at evenly spaced offsets. Each is encoded from a slice of the
-// text just long enough (subword merging costs more than linear time in
-// the length of what it encodes).
-func TextSamples(tok Encoder, text string, samples, n int) ([][]int, error) {
-	if samples < 1 || n < 2 {
+// TextSamples returns samples token sequences of n tokens each (bos, the
+// model's opening tokens, first) from text, at evenly spaced offsets. Each
+// is encoded from a slice of the text just long enough (subword merging
+// costs more than linear time in the length of what it encodes).
+func TextSamples(tok Encoder, bos []int, text string, samples, n int) ([][]int, error) {
+	if samples < 1 || n <= len(bos) {
 		return nil, fmt.Errorf("niah: %d samples of %d tokens", samples, n)
 	}
 	out := make([][]int, samples)
 	for i := range out {
 		off := i * len(text) / samples
 		for span := 2 * n; ; span *= 2 {
-			ids := tok.Encode(text[off:min(len(text), off+span)], false, false)
-			if len(ids) >= n-1 {
-				out[i] = append([]int{llama.BOS}, ids[:n-1]...)
+			ids, err := tok.Encode(text[off:min(len(text), off+span)], false, false)
+			if err != nil {
+				return nil, err
+			}
+			if len(ids) >= n-len(bos) {
+				out[i] = append(append([]int(nil), bos...), ids[:n-len(bos)]...)
 				break
 			}
 			if off+span >= len(text) {

@@ -85,7 +85,7 @@ type options struct {
 func parse(args []string) (*options, error) {
 	fs := flag.NewFlagSet("streaming", flag.ContinueOnError)
 	o := &options{}
-	o.mf = cli.AddModelFlags(fs, true)
+	o.mf = cli.AddModelFlags(fs)
 	fs.StringVar(&o.haystack, "haystack", "testdata/haystack/river.txt", "needle: haystack text; stories: the text of the KL measurement")
 	fs.StringVar(&o.out, "out", "out/streaming", "folder for the CSV and the frontier plot (empty: none)")
 	lengths := cli.Ints(fs, "lengths", "1024,2048", "needle: prompt lengths in tokens")
@@ -218,14 +218,13 @@ func run(args []string, stdout, progress io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var m *cli.Model
-	if o.stories {
-		m, err = o.mf.Open()
-	} else {
-		m, err = o.mf.OpenByteLevel("streaming")
-	}
+	m, err := o.mf.Open()
 	if err != nil {
 		return err
+	}
+	defer m.Close()
+	if !o.stories && !m.ByteLevel {
+		return fmt.Errorf("the needle measurement builds its prompts byte by byte: it needs a byte-level model (the project's); -stories measures another")
 	}
 	prof, err := o.mf.LoadProfile(m, "CompressKV, the reference and the end of every streamed prompt,")
 	if err != nil {
@@ -240,11 +239,7 @@ func run(args []string, stdout, progress io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tok, ok := m.Tok.(*llama.Tokenizer)
-	if !ok {
-		return fmt.Errorf("needle prompts are built byte by byte; %T is not the byte-level tokenizer", m.Tok)
-	}
-	return needles(o, m.Model, tok, hay, e, stdout, progress)
+	return needles(o, m.Model, llama.ByteTokenizer(), hay, e, stdout, progress)
 }
 
 // cell names one streamed configuration of a prompt.

@@ -107,7 +107,7 @@ func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) erro
 					return err
 				}
 				prefilled := cache.Clone()
-				ok, err := niah.Answer(s, tok, p, logits)
+				ok, err := cm.AnswerProbe(s, logits, p)
 				if err != nil || !ok {
 					return err
 				}
@@ -118,7 +118,7 @@ func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) erro
 					if _, err := cs.Compress(ctx, pols[b], q); err != nil {
 						return err
 					}
-					if one[b], err = niah.Answer(cs, tok, p, logits); err != nil {
+					if one[b], err = cm.AnswerProbe(cs, logits, p); err != nil {
 						return err
 					}
 				}
@@ -127,7 +127,7 @@ func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) erro
 					if err != nil {
 						return err
 					}
-					local[k], err = niah.Answer(ss, tok, p, lg)
+					local[k], err = cm.AnswerProbe(ss, lg, p)
 					return err
 				}); err != nil {
 					return err
@@ -177,7 +177,7 @@ func stories(o *options, cm *cli.Model, e *env, stdout, progress io.Writer) erro
 	if err != nil {
 		return err
 	}
-	seqs, err := niah.TextSamples(tok, text, o.klSamples, o.klLength+o.klSteps)
+	seqs, err := niah.TextSamples(tok, cm.BOS(), text, o.klSamples, o.klLength+o.klSteps)
 	if err != nil {
 		return fmt.Errorf("%s: %w", o.haystack, err)
 	}
