@@ -109,10 +109,16 @@ func drawLines(f LineFigure) (*image.RGBA, error) {
 	if f.Subtitle != "" {
 		headH += lineH
 	}
-	legendRows := (len(f.Series) + 2) / 3
-	legendH := lineH + legendRows*(lineH+6)
 	W := 2*margin + per*panelW + (per-1)*panelGap
 	W = max(W, 2*margin+textWidth(f.Title, s)+2, 2*margin+textWidth(f.Subtitle, s))
+	// Legend columns as wide as the longest name (and its line) allows.
+	colW := 0
+	for _, name := range f.Series {
+		colW = max(colW, 46+textWidth(name, s)+24)
+	}
+	legendCols := max(1, min(len(f.Series), (W-2*margin)/colW))
+	legendRows := (len(f.Series) + legendCols - 1) / legendCols
+	legendH := lineH + legendRows*(lineH+6)
 	H := margin + headH + 12 + prows*panelH + (prows-1)*panelGap + 16 + legendH + margin
 	img := image.NewRGBA(image.Rect(0, 0, W, H))
 	fillRect(img, img.Rect, color.RGBA{255, 255, 255, 255})
@@ -198,10 +204,9 @@ func drawLines(f LineFigure) (*image.RGBA, error) {
 	// Legend.
 	ly := H - margin - legendH
 	drawText(img, margin, ly, "scorer while the prompt runs", s, ink)
-	colW := (W - 2*margin) / 3
 	for k, name := range f.Series {
-		x := margin + (k%3)*colW
-		y := ly + lineH + (k/3)*(lineH+6)
+		x := margin + (k%legendCols)*colW
+		y := ly + lineH + (k/legendCols)*(lineH+6)
 		thickLine(img, x, y+capRows, x+36, y+capRows, seriesInk[k])
 		marker(img, x+18, y+capRows, k, seriesInk[k])
 		drawText(img, x+46, y, name, s, ink)

@@ -149,12 +149,12 @@ func fromMethod(m compresskv.Method, e *env) (compresskv.Scorer, error) {
 }
 
 var scorerTable = []scorerEntry{
-	{"window", "window of each chunk (CompressKV's own)", func(e *env) (compresskv.Scorer, error) { return fromMethod(compresskv.CompressKV, e) }},
-	{"knorm", "key norms, max over KV heads", func(e *env) (compresskv.Scorer, error) {
+	{"window", "window of each chunk", func(e *env) (compresskv.Scorer, error) { return fromMethod(compresskv.CompressKV, e) }},
+	{"knorm", "key norms (best KV head)", func(e *env) (compresskv.Scorer, error) {
 		s, err := fromMethod(compresskv.KNorm, e)
 		return compresskv.SharedMax(s), err
 	}},
-	{"expected", "expected attention, max over KV heads", func(e *env) (compresskv.Scorer, error) {
+	{"expected", "expected attention (best KV head; default)", func(e *env) (compresskv.Scorer, error) {
 		s, err := fromMethod(compresskv.ExpectedAttention, e)
 		return compresskv.SharedMax(s), err
 	}},
@@ -167,13 +167,13 @@ var scorerTable = []scorerEntry{
 	{"sr-expected", "expected attention of SR heads", func(e *env) (compresskv.Scorer, error) {
 		return compresskv.ExpectedAttentionScorer{Profile: e.prof, K: compresskv.DefaultSRHeads, Rotary: e.rot, Sink: compresskv.DefaultSink, Kernel: e.kernel}, nil
 	}},
-	{"averaged", "attention averaged over every query, max", func(e *env) (compresskv.Scorer, error) {
+	{"averaged", "attention averaged over queries (best head)", func(e *env) (compresskv.Scorer, error) {
 		return compresskv.SharedMax(compresskv.AccumulatedScorer{Average: true, Kernel: e.kernel}), nil
 	}},
 	{"sr-averaged", "attention of SR heads averaged over every query", func(e *env) (compresskv.Scorer, error) {
 		return compresskv.AccumulatedScorer{Profile: e.prof, K: compresskv.DefaultSRHeads, Average: true, Kernel: e.kernel}, nil
 	}},
-	{"h2o", "attention summed over every query (H2O), max", func(e *env) (compresskv.Scorer, error) {
+	{"h2o", "attention summed over queries, H2O (best head)", func(e *env) (compresskv.Scorer, error) {
 		s, err := fromMethod(compresskv.H2O, e)
 		return compresskv.SharedMax(s), err
 	}},
