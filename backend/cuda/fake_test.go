@@ -3,8 +3,10 @@ package cuda
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
+	"testing"
 	"unsafe"
 
 	"github.com/compresskv/compresskv/backend/cuda/internal/ptx"
@@ -28,14 +30,109 @@ type fakeGPU struct {
 	devices   int32
 
 	module       *ptx.Module
+	image        string        // when set, the PTX that cuModuleLoadData parses instead of the image it is given
 	fns          []*ptx.Kernel // function handle i+1
 	faults       []error       // executor errors: a test fails on any (openFake)
 	instructions uint64        // thread-instructions executed
+
+	// Every launch runs with the race detector on, under one schedule of
+	// ptx.Schedules in turn; with compare set, under each of compare, from
+	// the same memory, and the memory each leaves must be the same bit for
+	// bit.
+	races    *ptx.Races
+	nlaunch  int
+	compare  []ptx.Schedule
+	compared int // launches checked under every schedule of compare
 }
 
 func newFakeGPU() *fakeGPU {
 	return &fakeGPU{allocs: map[uintptr][]uint64{}, sizes: map[uintptr]int{}, next: 0x7000_0000_0000,
-		launches: map[string]int{}, tids: map[int]bool{}, devices: 1}
+		launches: map[string]int{}, tids: map[int]bool{}, devices: 1, races: ptx.NewRaces()}
+}
+
+// garbage is the byte a fresh allocation is filled with, as cudaMalloc
+// leaves whatever was there: a float32 or float16 of these bytes is a NaN,
+// an int32 is -1.
+const garbage = 0xff
+
+// snapshot copies every allocation.
+func (f *fakeGPU) snapshot() map[uintptr][]uint64 {
+	s := make(map[uintptr][]uint64, len(f.allocs))
+	for base, b := range f.allocs {
+		s[base] = slices.Clone(b)
+	}
+	return s
+}
+
+// restore puts the contents of a snapshot back.
+func (f *fakeGPU) restore(s map[uintptr][]uint64) {
+	for base, b := range s {
+		copy(f.allocs[base], b)
+	}
+}
+
+// diff describes the first difference between memory and a snapshot, or
+// returns "".
+func (f *fakeGPU) diff(s map[uintptr][]uint64) string {
+	for base, b := range s {
+		cur := f.allocs[base]
+		if i := slices.Compare(b, cur); i != 0 {
+			for w := range b {
+				if b[w] != cur[w] {
+					return fmt.Sprintf("allocation %#x (%d bytes), bytes %d..%d: %#016x, then %#016x", base, f.sizes[base], 8*w, 8*w+7, b[w], cur[w])
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// rotation returns the schedules launches take in turn: all of
+// ptx.Schedules, or with -short (the race detector's run) the Serial ones,
+// which cost no more than the first.
+func rotation() []ptx.Schedule {
+	if !testing.Short() {
+		return ptx.Schedules
+	}
+	var s []ptx.Schedule
+	for _, x := range ptx.Schedules {
+		if x.Lanes == ptx.Serial {
+			s = append(s, x)
+		}
+	}
+	return s
+}
+
+// launch runs k under the fake's schedules (see fakeGPU.races). The caller
+// holds f.mu.
+func (f *fakeGPU) launch(k *ptx.Kernel, l ptx.Launch) (ptx.Stats, error) {
+	l.Races = f.races
+	if len(f.compare) < 2 {
+		l.Schedule = rotation()[f.nlaunch%len(rotation())]
+		f.nlaunch++
+		return k.Run(f, l)
+	}
+	before := f.snapshot()
+	l.Schedule = f.compare[0]
+	st, err := k.Run(f, l)
+	if err != nil {
+		return st, err
+	}
+	after := f.snapshot()
+	defer f.restore(after)
+	for _, s := range f.compare[1:] {
+		f.restore(before)
+		l.Schedule = s
+		if _, err := k.Run(f, l); err != nil {
+			return st, fmt.Errorf("under schedule (%v): %w", s, err)
+		}
+		if d := f.diff(after); d != "" {
+			return st, fmt.Errorf("ptx: %s: the output depends on the schedule: (%v) and (%v) leave different memory: %s",
+				k.Name, f.compare[0], s, d)
+		}
+	}
+	f.compared++
+	return st, nil
 }
 
 func (f *fakeGPU) live() int {
@@ -107,6 +204,9 @@ func (f *fakeGPU) api() *api {
 		f.mallocs++
 		base := f.next
 		f.allocs[base] = make([]uint64, (n+7)/8)
+		for i := range f.allocs[base] {
+			f.allocs[base][i] = garbage * 0x0101010101010101
+		}
 		f.sizes[base] = int(n)
 		f.next += (n + 511) &^ 255
 		*p = base
@@ -119,6 +219,7 @@ func (f *fakeGPU) api() *api {
 		}
 		delete(f.allocs, p)
 		delete(f.sizes, p)
+		f.races.Forget(uint64(p))
 		return 0
 	}
 	a.cudaMemcpyHtoD = func(dst uintptr, src unsafe.Pointer, n uintptr, kind int32, _ uintptr) int32 {
@@ -194,7 +295,11 @@ func (f *fakeGPU) api() *api {
 		for p := img; *(*byte)(p) != 0; p = unsafe.Add(p, 1) {
 			n++
 		}
-		mod, err := loadModule(string(unsafe.Slice((*byte)(img), n)))
+		src := string(unsafe.Slice((*byte)(img), n))
+		if f.image != "" {
+			src = f.image
+		}
+		mod, err := loadModule(src)
 		if err != nil {
 			f.faults = append(f.faults, err)
 			return 218 // CUDA_ERROR_INVALID_PTX
@@ -235,7 +340,7 @@ func (f *fakeGPU) api() *api {
 			args[i] = unsafe.Slice((*byte)(p), k.ParamSize(i))
 		}
 		f.launches[k.Name]++
-		st, err := k.Run(f, ptx.Launch{Grid: [3]int{int(gx), int(gy), int(gz)}, Block: [3]int{int(bx), int(by), int(bz)},
+		st, err := f.launch(k, ptx.Launch{Grid: [3]int{int(gx), int(gy), int(gz)}, Block: [3]int{int(bx), int(by), int(bz)},
 			SharedBytes: int(shmem), Params: args})
 		f.instructions += st.Instructions
 		if err != nil {

@@ -131,6 +131,7 @@ const (
 	opBarWarp
 	opShfl
 	opVote
+	opMatch
 )
 
 // state spaces of ld/st/atom
@@ -954,6 +955,21 @@ func (d *decoder) decode(in *inst, base string, mods []string, ops []string) err
 			}
 		}
 		return nil
+	case "match":
+		// match.any.sync.b32 d, a, membermask: the lanes of the mask whose a
+		// equals this lane's.
+		if len(mods) != 3 || mods[0] != "any" || mods[1] != "sync" || mods[2] != "b32" || len(ops) != 3 {
+			return d.unimplemented(base, mods)
+		}
+		in.op = opMatch
+		if in.d, err = d.dst(ops[0]); err != nil {
+			return err
+		}
+		if in.a, err = d.src(ops[1], immInt); err != nil {
+			return err
+		}
+		in.e, err = d.src(ops[2], immInt)
+		return err
 	case "vote":
 		if len(mods) != 3 || mods[0] != "sync" || len(ops) != 3 {
 			return d.unimplemented(base, mods)

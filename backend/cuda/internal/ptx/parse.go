@@ -5,14 +5,22 @@
 // packed parameters, dynamic shared memory) over a caller's global memory
 // with the semantics of the PTX ISA for the instructions it implements.
 //
-// Threads of a block run one at a time between synchronisation points:
-// shfl.sync and vote.sync exchange among the lanes of a warp once every lane
-// of the member mask has reached them, bar.sync releases the block once every
-// thread has reached it. Memcheck is always on: an access outside an
-// allocation or a shared variable, a misaligned access, the read of a
-// register never written and a barrier not reached by every thread are
-// errors naming the kernel, the PTX line and the thread. An instruction the
-// executor does not implement is an error at load, naming it.
+// Threads of a block interleave as a Schedule says: each alone up to its
+// next synchronisation point, warp after warp (forward, reversed or in a
+// seeded-random order), or warps stepped in SIMT lockstep, or threads
+// interleaved at random; blocks run forward, reversed or in a random order.
+// shfl.sync, vote.sync, match.any.sync and bar.warp.sync exchange among the
+// lanes of a warp once every lane of the member mask has reached them,
+// bar.sync releases the block once every thread has reached it. Memcheck is
+// always on: an access outside an allocation or a shared variable, a
+// misaligned access, the read of a register never written and a barrier not
+// reached by every thread are errors naming the kernel, the PTX line and the
+// thread. With Launch.Races, so are data races: two threads of a block
+// touching a shared-memory granule between the same barriers, one of them
+// writing (atomics among themselves excepted, bar.warp.sync ordering the
+// lanes of a warp), and global-memory writes another block or another thread
+// of the same barrier interval also writes or reads after. An instruction
+// the executor does not implement is an error at load, naming it.
 package ptx
 
 import (
