@@ -230,9 +230,9 @@ func (c *Cache) grow(l, n int) error {
 		}
 		copied = true
 	}
-	if copied {
+	if copied && !c.dev.pools {
 		// The copies run on a non-blocking stream: wait for them before the
-		// buffers they read are freed.
+		// buffers they read are freed (a pool's free is stream-ordered).
 		if err := c.dev.sync(); err != nil {
 			return fail(err)
 		}

@@ -406,8 +406,8 @@ func TestFakeErrors(t *testing.T) {
 	big := make([]float32, 100*s.KVHeads*s.HeadDim)
 	err = c.Append(0, big, big)
 	var ce *Error
-	if !errors.As(err, &ce) || ce.Name != "cudaErrorMemoryAllocation" || !strings.Contains(err.Error(), "cudaMalloc") {
-		t.Fatalf("Append with a failing cudaMalloc: %v", err)
+	if !errors.As(err, &ce) || ce.Name != "CUDA_ERROR_OUT_OF_MEMORY" || !strings.Contains(err.Error(), "cuMemAllocAsync") {
+		t.Fatalf("Append with a failing allocation: %v", err)
 	}
 	if c.Len(0, 0) != 3 || c.Seen(0) != 3 {
 		t.Fatalf("failed Append changed the cache: %d rows, seen %d", c.Len(0, 0), c.Seen(0))

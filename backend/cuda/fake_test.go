@@ -35,6 +35,13 @@ type fakeGPU struct {
 	faults       []error       // executor errors: a test fails on any (openFake)
 	instructions uint64        // thread-instructions executed
 
+	noPools bool      // the device has no memory pools (cuMemAlloc, cuMemFree)
+	events  []float64 // event i+1: the clock when it was recorded
+	// clock is the fake's model of elapsed time (seconds): each launch adds
+	// its thread-instructions / 32 at an H100's 0.92e12 warp instructions
+	// per second, and 2 µs of launch latency.
+	clock float64
+
 	// Every launch runs with the race detector on, under one schedule of
 	// ptx.Schedules in turn; with compare set, under each of compare, from
 	// the same memory, and the memory each leaves must be the same bit for
@@ -194,12 +201,11 @@ func loadModule(src string) (*ptx.Module, error) {
 func (f *fakeGPU) api() *api {
 	a := &api{runtimePath: "fake/libcudart.so.12", driverPath: "fake/libcuda.so.1"}
 	lock := func() func() { f.mu.Lock(); f.enter(); return f.mu.Unlock }
-	a.cudaGetDeviceCount = func(n *int32) int32 { defer lock()(); *n = f.devices; return 0 }
-	a.cudaSetDevice = func(int32) int32 { defer lock()(); return 0 }
-	a.cudaMalloc = func(p *uintptr, n uintptr) int32 {
+	a.cuDeviceGetCount = func(n *int32) int32 { defer lock()(); *n = f.devices; return 0 }
+	alloc := func(p *uintptr, n uintptr) int32 {
 		defer lock()()
 		if f.failAfter > 0 && f.mallocs >= f.failAfter {
-			return 2
+			return 2 // CUDA_ERROR_OUT_OF_MEMORY
 		}
 		f.mallocs++
 		base := f.next
@@ -212,7 +218,7 @@ func (f *fakeGPU) api() *api {
 		*p = base
 		return 0
 	}
-	a.cudaFree = func(p uintptr) int32 {
+	free := func(p uintptr) int32 {
 		defer lock()()
 		if _, ok := f.allocs[p]; !ok {
 			return 1
@@ -222,48 +228,55 @@ func (f *fakeGPU) api() *api {
 		f.races.Forget(uint64(p))
 		return 0
 	}
-	a.cudaMemcpyHtoD = func(dst uintptr, src unsafe.Pointer, n uintptr, kind int32, _ uintptr) int32 {
+	a.cuMemAlloc, a.cuMemFree = alloc, free
+	// The fake runs every call at once, so stream order is call order.
+	a.cuMemAllocAsync = func(p *uintptr, n uintptr, _ uintptr) int32 { return alloc(p, n) }
+	a.cuMemFreeAsync = func(p uintptr, _ uintptr) int32 { return free(p) }
+	a.cuMemcpyHtoD = func(dst uintptr, src unsafe.Pointer, n uintptr, _ uintptr) int32 {
 		defer lock()()
-		if kind != memcpyHtoD {
-			return 21
-		}
 		copy(f.mem(dst, int(n)), unsafe.Slice((*byte)(src), n))
 		return 0
 	}
-	a.cudaMemcpyDtoH = func(dst unsafe.Pointer, src uintptr, n uintptr, kind int32, _ uintptr) int32 {
+	a.cuMemcpyDtoH = func(dst unsafe.Pointer, src uintptr, n uintptr, _ uintptr) int32 {
 		defer lock()()
-		if kind != memcpyDtoH {
-			return 21
-		}
 		copy(unsafe.Slice((*byte)(dst), n), f.mem(src, int(n)))
 		return 0
 	}
-	a.cudaMemcpyDtoD = func(dst, src uintptr, n uintptr, kind int32, _ uintptr) int32 {
+	a.cuMemcpyDtoD = func(dst, src uintptr, n uintptr, _ uintptr) int32 {
 		defer lock()()
-		if kind != memcpyDtoD {
-			return 21
-		}
 		copy(f.mem(dst, int(n)), f.mem(src, int(n)))
 		return 0
 	}
-	a.cudaMemsetAsync = func(p uintptr, v int32, n uintptr, _ uintptr) int32 {
+	a.cuMemsetD8 = func(p uintptr, v uint8, n uintptr, _ uintptr) int32 {
 		defer lock()()
 		b := f.mem(p, int(n))
 		for i := range b {
-			b[i] = byte(v)
+			b[i] = v
 		}
 		return 0
 	}
-	a.cudaStreamCreate = func(s *uintptr, _ uint32) int32 { defer lock()(); *s = 0x5; return 0 }
-	a.cudaStreamDestroy = func(uintptr) int32 { defer lock()(); return 0 }
-	a.cudaStreamSynchronize = func(uintptr) int32 { defer lock()(); return 0 }
-	a.cudaStreamQuery = func(uintptr) int32 { defer lock()(); return 0 }
-	a.cudaEventCreate = func(e *uintptr) int32 { defer lock()(); *e = 0x9; return 0 }
-	a.cudaEventRecord = func(_, _ uintptr) int32 { return 0 }
-	a.cudaEventSynchronize = func(uintptr) int32 { return 0 }
-	a.cudaEventElapsedTime = func(ms *float32, _, _ uintptr) int32 { *ms = 1; return 0 }
-	a.cudaEventDestroy = func(uintptr) int32 { return 0 }
-	a.cudaMemGetInfo = func(fr, tot *uintptr) int32 {
+	a.cuStreamCreate = func(s *uintptr, _ uint32) int32 { defer lock()(); *s = 0x5; return 0 }
+	a.cuStreamDestroy = func(uintptr) int32 { defer lock()(); return 0 }
+	a.cuStreamSynchronize = func(uintptr) int32 { defer lock()(); return 0 }
+	a.cuStreamQuery = func(uintptr) int32 { defer lock()(); return 0 }
+	// Events read the fake's clock, which each launch moves on by the
+	// executor's instruction count at an H100's issue rate (see
+	// fakeGPU.clock): a model, not a measurement.
+	a.cuEventCreate = func(e *uintptr, _ uint32) int32 {
+		defer lock()()
+		f.events = append(f.events, 0)
+		*e = uintptr(len(f.events))
+		return 0
+	}
+	a.cuEventRecord = func(e, _ uintptr) int32 { defer lock()(); f.events[e-1] = f.clock; return 0 }
+	a.cuEventSynchronize = func(uintptr) int32 { return 0 }
+	a.cuEventElapsedTime = func(ms *float32, start, end uintptr) int32 {
+		defer lock()()
+		*ms = float32((f.events[end-1] - f.events[start-1]) * 1e3)
+		return 0
+	}
+	a.cuEventDestroy = func(uintptr) int32 { return 0 }
+	a.cuMemGetInfo = func(fr, tot *uintptr) int32 {
 		defer lock()()
 		used := 0
 		for _, s := range f.sizes {
@@ -274,7 +287,60 @@ func (f *fakeGPU) api() *api {
 		return 0
 	}
 	a.cudaRuntimeGetVersion = func(v *int32) int32 { *v = 12080; return 0 }
-	a.cudaGetLastError = func() int32 { return 0 }
+	a.cuDeviceTotalMem = func(b *uintptr, _ int32) int32 { *b = 1 << 30; return 0 }
+	a.cuDeviceGetAttribute = func(v *int32, attr int32, _ int32) int32 {
+		// An H100 SXM's figures; memory pools as f.noPools says.
+		vals := map[int32]int32{attrMultiprocessors: 132, attrCCMajor: 9, attrCCMinor: 0, attrMemoryClockKHz: 2619000,
+			attrMemoryBusBits: 5120, attrClockKHz: 1755000, attrL2Bytes: 50 << 20, attrRegistersPerSM: 65536,
+			attrSharedPerSM: 228 << 10, attrMaxThreadsPerSM: 2048, attrMaxBlocksPerSM: 32, attrMaxSharedPerBlock: 48 << 10,
+			attrMaxThreadsPerBlock: 1024, attrMemoryPools: 1}
+		if f.noPools {
+			vals[attrMemoryPools] = 0
+		}
+		x, ok := vals[attr]
+		if !ok {
+			return 1 // CUDA_ERROR_INVALID_VALUE
+		}
+		*v = x
+		return 0
+	}
+	a.cuFuncGetAttribute = func(v *int32, attr int32, fn uintptr) int32 {
+		defer lock()()
+		if fn == 0 || int(fn) > len(f.fns) {
+			return 400
+		}
+		k := f.fns[fn-1]
+		switch attr {
+		case funcNumRegs, funcLocalBytes:
+			*v = 0 // only the driver's JIT knows
+		case funcSharedBytes:
+			*v = int32(k.StaticShared())
+		case funcMaxThreads:
+			*v = 1024
+			if m := k.MaxThreads(); m > 0 {
+				*v = int32(m)
+			}
+		case funcPTXVersion, funcBinVersion:
+			*v = 80
+		default:
+			return 1
+		}
+		return 0
+	}
+	a.cuOccupancyMaxActiveBlocksPerMultiprocessor = func(n *int32, fn uintptr, block int32, dyn uintptr) int32 {
+		defer lock()()
+		if fn == 0 || int(fn) > len(f.fns) || block <= 0 {
+			return 1
+		}
+		// Threads and shared memory only: the fake knows no registers.
+		k := f.fns[fn-1]
+		blocks := min(32, 2048/int(block))
+		if sh := k.StaticShared() + int(dyn); sh > 0 {
+			blocks = min(blocks, (228<<10)/sh)
+		}
+		*n = int32(blocks)
+		return 0
+	}
 	a.cuInit = func(uint32) int32 { defer lock()(); return 0 }
 	a.cuDriverGetVersion = func(v *int32) int32 { *v = 12080; return 0 }
 	a.cuDeviceGet = func(d *int32, o int32) int32 { *d = o; return 0 }
@@ -343,6 +409,7 @@ func (f *fakeGPU) api() *api {
 		st, err := f.launch(k, ptx.Launch{Grid: [3]int{int(gx), int(gy), int(gz)}, Block: [3]int{int(bx), int(by), int(bz)},
 			SharedBytes: int(shmem), Params: args})
 		f.instructions += st.Instructions
+		f.clock += float64(st.Instructions)/32/0.92e12 + 2e-6
 		if err != nil {
 			f.faults = append(f.faults, err)
 			var fault *ptx.Fault

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/compresskv/compresskv/kvcache"
 )
 
 // fakeSystem is an operating system where only the paths in ok open.
@@ -29,9 +31,15 @@ func fakeSystem(env map[string]string, globs map[string][]string, ok map[string]
 	}
 }
 
+// TestDiscoveryOrderAndError: the search goes through the project's
+// directory, $CUDA_HOME, $CONDA_PREFIX/lib, /usr/local/cuda*/lib64 (the
+// plain one, then the newest version first), the loader path, the fixed
+// directories and Python's site-packages, in that order, and the error
+// lists every attempt.
 func TestDiscoveryOrderAndError(t *testing.T) {
-	env := map[string]string{EnvLibDir: "/opt/mycuda", "HOME": "/home/u"}
+	env := map[string]string{EnvLibDir: "/opt/mycuda", "HOME": "/home/u", "CUDA_HOME": "/opt/cuda-home", "CONDA_PREFIX": "/opt/conda/envs/x"}
 	globs := map[string][]string{
+		"/usr/local/cuda-*/lib64":                             {"/usr/local/cuda-12.4/lib64", "/usr/local/cuda-12.8/lib64"},
 		"/usr/local/lib/python3*/dist-packages/nvidia/*/lib": {"/usr/local/lib/python3.11/dist-packages/nvidia/cuda_runtime/lib"},
 	}
 	var tried []string
@@ -39,21 +47,26 @@ func TestDiscoveryOrderAndError(t *testing.T) {
 	if !errors.Is(err, ErrNoCUDA) {
 		t.Fatalf("error %v does not wrap ErrNoCUDA", err)
 	}
-	want := []string{
-		"/opt/mycuda/libcudart.so.13", "/opt/mycuda/libcudart.so.12",
-		"libcudart.so.13", "libcudart.so.12",
-		"/usr/local/cuda/lib64/libcudart.so.13",
-		"/usr/local/nvidia/lib64/libcudart.so.12",
-		"/usr/lib/x86_64-linux-gnu/libcudart.so.13",
-		"/usr/local/lib/python3.11/dist-packages/nvidia/cuda_runtime/lib/libcudart.so.12",
+	var order []string
+	for _, p := range tried {
+		if strings.HasSuffix(p, "libcudart.so.12") {
+			order = append(order, strings.TrimSuffix(p, "libcudart.so.12"))
+		}
 	}
-	for _, p := range want {
+	want := []string{
+		"/opt/mycuda/", "/opt/cuda-home/lib64/", "/opt/cuda-home/lib/", "/opt/conda/envs/x/lib/",
+		"/usr/local/cuda/lib64/", "/usr/local/cuda-12.8/lib64/", "/usr/local/cuda-12.4/lib64/",
+		"", // the loader path
+		"/usr/local/nvidia/lib64/", "/usr/lib/x86_64-linux-gnu/", "/usr/lib64/", "/usr/lib/wsl/lib/",
+		"/usr/local/lib/python3.11/dist-packages/nvidia/cuda_runtime/lib/",
+	}
+	if !slices.Equal(order, want) {
+		t.Fatalf("search order\n%q\nwant\n%q", order, want)
+	}
+	for _, p := range []string{"/opt/cuda-home/lib64/libcudart.so.13", "libcudart.so.12", "/usr/lib/wsl/lib/libcudart.so.13"} {
 		if !strings.Contains(err.Error(), p) {
 			t.Errorf("error does not list %s: %v", p, err)
 		}
-	}
-	if tried[0] != want[0] || tried[2] != "libcudart.so.13" {
-		t.Errorf("search order %v: the environment directory, then the loader path, come first", tried[:4])
 	}
 	t.Logf("%v", err)
 
@@ -66,107 +79,110 @@ func TestDiscoveryOrderAndError(t *testing.T) {
 	}
 }
 
+// TestLoadAPIBindsEverySymbol: every symbol is bound from its library (the
+// driver's _v2 entry points where they exist); a driver missing a required
+// one is skipped for the next candidate, with the reason in the error; the
+// stream-ordered allocator is optional.
 func TestLoadAPIBindsEverySymbol(t *testing.T) {
 	ok := map[string]uintptr{"libcudart.so.12": 1, "libcuda.so.1": 2}
 	var tried []string
 	sys := fakeSystem(nil, nil, ok, &tried)
 	bound := map[string]bool{}
 	dlsym := func(lib uintptr, name string) (uintptr, error) {
-		if name == "cuLaunchKernel" && lib != 2 || name == "cudaMalloc" && lib != 1 {
+		if strings.HasPrefix(name, "cu") && !strings.HasPrefix(name, "cuda") && lib != 2 || strings.HasPrefix(name, "cuda") && lib != 1 {
 			return 0, fmt.Errorf("wrong library %d for %s", lib, name)
 		}
 		bound[name] = true
 		return 0x1000, nil
 	}
 	n := 0
-	a, err := loadAPI(sys, dlsym, func(fptr any, sym uintptr) { n++ }, func(*api) error { return nil })
+	a, err := loadAPI(sys, dlsym, func(fptr any, sym uintptr) { n++ })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != len(a.symbols()) || !bound["cuModuleLoadData"] || a.runtimePath != "libcudart.so.12" {
-		t.Fatalf("bound %d of %d symbols; runtime %q", n, len(a.symbols()), a.runtimePath)
+	if n != len(a.symbols()) || a.runtimePath != "libcudart.so.12" || a.driverPath != "libcuda.so.1" {
+		t.Fatalf("bound %d of %d symbols; runtime %q, driver %q", n, len(a.symbols()), a.runtimePath, a.driverPath)
 	}
-	// A missing symbol is an error naming it.
-	_, err = loadAPI(sys, func(lib uintptr, name string) (uintptr, error) {
-		if name == "cuDevicePrimaryCtxRelease_v2" {
+	for _, name := range []string{"cuMemAlloc_v2", "cuMemFree_v2", "cuMemcpyHtoDAsync_v2", "cuMemcpyDtoHAsync_v2",
+		"cuMemcpyDtoDAsync_v2", "cuMemGetInfo_v2", "cuStreamDestroy_v2", "cuEventDestroy_v2", "cuDeviceTotalMem_v2",
+		"cuDevicePrimaryCtxRelease_v2", "cuFuncGetAttribute", "cuOccupancyMaxActiveBlocksPerMultiprocessor", "cuMemAllocAsync"} {
+		if !bound[name] {
+			t.Errorf("%s not bound", name)
+		}
+	}
+	for name := range bound {
+		if strings.HasPrefix(name, "cuda") && name != "cudaRuntimeGetVersion" {
+			t.Errorf("the runtime's %s is bound: only its version is read", name)
+		}
+	}
+	// A driver missing a required symbol is passed over; a missing optional
+	// one (the stream-ordered allocator, CUDA 11.2) is not.
+	libs := map[string]uintptr{"libcuda.so.1": 2, "/usr/lib/x86_64-linux-gnu/libcuda.so.1": 3}
+	a, err = loadAPI(fakeSystem(nil, nil, libs, &tried), func(lib uintptr, name string) (uintptr, error) {
+		if lib == 2 && name == "cuOccupancyMaxActiveBlocksPerMultiprocessor" || lib == 3 && name == "cuMemAllocAsync" {
 			return 0, errors.New("undefined symbol")
 		}
-		return 1, nil
-	}, func(any, uintptr) {}, func(*api) error { return nil })
-	if err == nil || !strings.Contains(err.Error(), "cuDevicePrimaryCtxRelease_v2") {
-		t.Fatalf("missing symbol: %v", err)
+		return lib, nil
+	}, func(any, uintptr) {})
+	if err != nil || a.driverPath != "/usr/lib/x86_64-linux-gnu/libcuda.so.1" {
+		t.Fatalf("driver %v: %v", a, err)
 	}
-	// No driver: the error lists what was tried for it.
-	_, err = loadAPI(fakeSystem(nil, nil, map[string]uintptr{"libcudart.so.13": 1}, &tried), dlsym, func(any, uintptr) {}, func(*api) error { return nil })
-	if !errors.Is(err, ErrNoCUDA) || !strings.Contains(err.Error(), "/usr/lib/x86_64-linux-gnu/libcuda.so.1") {
-		t.Fatalf("no driver: %v", err)
+	// No driver: the error lists what was tried for it and why.
+	_, err = loadAPI(fakeSystem(nil, nil, map[string]uintptr{"libcudart.so.13": 1, "libcuda.so.1": 2}, &tried),
+		func(lib uintptr, name string) (uintptr, error) {
+			if name == "cuDevicePrimaryCtxRelease_v2" {
+				return 0, errors.New("undefined symbol")
+			}
+			return 1, nil
+		}, func(any, uintptr) {})
+	if !errors.Is(err, ErrNoCUDA) || !strings.Contains(err.Error(), "libcuda.so.1 (no symbol cuDevicePrimaryCtxRelease_v2") ||
+		!strings.Contains(err.Error(), "/usr/lib/x86_64-linux-gnu/libcuda.so.1 (cannot open") {
+		t.Fatalf("no usable driver: %v", err)
 	}
 }
 
-// TestRuntimeFallback: a runtime that loads but cannot serve the driver
-// (cudaErrorInsufficientDriver) or lacks a symbol is skipped for the next
-// candidate, and closed; when none is usable, the error reports every
-// attempt with its reason.
-func TestRuntimeFallback(t *testing.T) {
-	const (
-		rt13  = 0x13 // libcudart.so.13: newer than the driver
-		rt12  = 0x12 // libcudart.so.12: works
-		rtOld = 0x11 // an old runtime in /usr/local/cuda: lacks cudaStreamQuery
-		drv   = 0xd
-	)
+// TestRuntimeOptional: without a CUDA runtime or cuBLAS the table loads on
+// the driver alone, and says why each is missing; the device's reason names
+// both.
+func TestRuntimeOptional(t *testing.T) {
 	var tried []string
-	libs := map[string]uintptr{"libcudart.so.13": rt13, "/usr/local/cuda/lib64/libcudart.so.12": rtOld,
-		"/usr/lib/x86_64-linux-gnu/libcudart.so.12": rt12, "libcuda.so.1": drv}
-	var closed []uintptr
-	sys := fakeSystem(nil, nil, libs, &tried)
-	sys.dlclose = func(h uintptr) { closed = append(closed, h) }
-	dlsym := func(lib uintptr, name string) (uintptr, error) {
-		if lib == rtOld && name == "cudaStreamQuery" {
-			return 0, errors.New("undefined symbol: cudaStreamQuery")
-		}
-		return lib<<16 | 1, nil
-	}
-	var bound uintptr // the library of the runtime symbols bound last
-	register := func(fptr any, sym uintptr) {
-		if lib := sym >> 16; lib != drv {
-			bound = lib
-		}
-	}
-	probes := 0
-	probe := func(*api) error {
-		probes++
-		if bound == rt13 {
-			return rtErr("cudaGetDeviceCount", 35)
-		}
-		return nil
-	}
-	a, err := loadAPI(sys, dlsym, register, probe)
+	a, err := loadAPI(fakeSystem(nil, nil, map[string]uintptr{"libcuda.so.1": 2}, &tried),
+		func(lib uintptr, name string) (uintptr, error) { return lib, nil }, func(any, uintptr) {})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.runtimePath != "/usr/lib/x86_64-linux-gnu/libcudart.so.12" || bound != rt12 || a.driverPath != "libcuda.so.1" {
-		t.Fatalf("runtime %s (bound %#x), driver %s", a.runtimePath, bound, a.driverPath)
+	if a.runtimePath != "" || a.cudaRuntimeGetVersion != nil || !errors.Is(a.runtimeErr, ErrNoCUDA) || a.blas != nil || !errors.Is(a.blasErr, ErrNoCUDA) {
+		t.Fatalf("runtime %q (%v), cuBLAS %v (%v)", a.runtimePath, a.runtimeErr, a.blas, a.blasErr)
 	}
-	if probes != 2 || !slices.Equal(closed, []uintptr{rt13, rtOld}) {
-		t.Fatalf("%d probes, closed %#x: want the .so.13 probed, and it and the old runtime closed", probes, closed)
+	// On the fake device, with neither library.
+	f := newFakeGPU()
+	fa := f.api()
+	fa.runtimePath, fa.cudaRuntimeGetVersion, fa.runtimeErr = "", nil, a.runtimeErr
+	fa.blas, fa.blasErr = nil, a.blasErr
+	d, err := openAPI(fa, Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
-
-	// Without the working runtime, the error names each attempt and its reason.
-	delete(libs, "/usr/lib/x86_64-linux-gnu/libcudart.so.12")
-	_, err = loadAPI(sys, dlsym, register, probe)
-	if !errors.Is(err, ErrNoCUDA) {
-		t.Fatalf("error %v does not wrap ErrNoCUDA", err)
-	}
-	for _, want := range []string{
-		"libcudart.so.13 (cuda: cudaGetDeviceCount: cudaErrorInsufficientDriver (35))",
-		"/usr/local/cuda/lib64/libcudart.so.12 (no symbol cudaStreamQuery",
-		"/usr/lib/x86_64-linux-gnu/libcudart.so.12 (",
-		"driver libcuda.so.1",
-	} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("the error does not report %q: %v", want, err)
+	defer d.Close()
+	reason := d.Reason()
+	for _, want := range []string{"Fake GPU (sm_90, 132 SMs", "driver 12.8", "no cuBLAS (not found): long windows run on the fused kernels", "no CUDA runtime (libcudart), not needed"} {
+		if !strings.Contains(reason, want) {
+			t.Errorf("reason %q does not say %q", reason, want)
 		}
 	}
+	if d.RuntimeVersion() != 0 {
+		t.Errorf("runtime version %d without a runtime", d.RuntimeVersion())
+	}
+	c, err := d.NewCache(kvcache.Shape{Layers: 1, KVHeads: 1, HeadDim: 8}, kvcache.Float32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, why := c.Backend()
+	if !strings.HasPrefix(why, "cuda: the cache lives on Fake GPU") || !strings.Contains(why, "no cuBLAS") || !strings.Contains(why, "no CUDA runtime") {
+		t.Errorf("the backend's reason %q does not say what is missing", why)
+	}
+	be.(*Backend).Close()
+	c.Close()
 }
 
 // TestSystemDiscovery runs the real search on this machine: with no CUDA it
@@ -197,23 +213,23 @@ func TestErrorNames(t *testing.T) {
 		err  error
 		want string
 	}{
-		{rtErr("cudaMalloc", 2), "cuda: cudaMalloc: cudaErrorMemoryAllocation (2)"},
-		{rtErr("cudaMemcpyAsync", 700), "cuda: cudaMemcpyAsync: cudaErrorIllegalAddress (700)"},
+		{drvErr("cuMemAllocAsync", 2), "cuda: cuMemAllocAsync: CUDA_ERROR_OUT_OF_MEMORY (2)"},
+		{drvErr("cuMemcpyDtoHAsync_v2", 700), "cuda: cuMemcpyDtoHAsync_v2: CUDA_ERROR_ILLEGAL_ADDRESS (700)"},
 		{drvErr("cuModuleLoadData", 218), "cuda: cuModuleLoadData: CUDA_ERROR_INVALID_PTX (218)"},
 		{drvErr("cuInit", 100), "cuda: cuInit: CUDA_ERROR_NO_DEVICE (100)"},
 		{drvErr("cuLaunchKernel", 12345), "cuda: cuLaunchKernel: CUresult(unknown code) (12345)"},
 		{drvErr("cuModuleLoadDataEx", 221), "cuda: cuModuleLoadDataEx: CUDA_ERROR_JIT_COMPILER_NOT_FOUND (221)"},
 		{drvErr("cuModuleLoadDataEx", 223), "cuda: cuModuleLoadDataEx: CUDA_ERROR_JIT_COMPILATION_DISABLED (223)"},
-		{rtErr("cudaStreamSynchronize", 710), "cuda: cudaStreamSynchronize: cudaErrorAssert (710)"},
-		{rtErr("cudaStreamSynchronize", 715), "cuda: cudaStreamSynchronize: cudaErrorIllegalInstruction (715)"},
-		{rtErr("cudaStreamSynchronize", 716), "cuda: cudaStreamSynchronize: cudaErrorMisalignedAddress (716)"},
+		{drvErr("cuStreamSynchronize", 710), "cuda: cuStreamSynchronize: CUDA_ERROR_ASSERT (710)"},
+		{drvErr("cuStreamSynchronize", 715), "cuda: cuStreamSynchronize: CUDA_ERROR_ILLEGAL_INSTRUCTION (715)"},
+		{drvErr("cuStreamQuery", 600), "cuda: cuStreamQuery: CUDA_ERROR_NOT_READY (600)"},
 		{drvErr("cuCtxSynchronize", 716), "cuda: cuCtxSynchronize: CUDA_ERROR_MISALIGNED_ADDRESS (716)"},
 	} {
 		if c.err == nil || c.err.Error() != c.want {
 			t.Errorf("got %v, want %s", c.err, c.want)
 		}
 	}
-	if rtErr("x", 0) != nil || drvErr("x", 0) != nil {
+	if drvErr("x", 0) != nil || blasErr("x", 0) != nil {
 		t.Error("success is an error")
 	}
 }
@@ -387,9 +403,10 @@ func TestKernelVariants(t *testing.T) {
 	}
 }
 
-// TestLoadBLAS: cuBLAS is searched like the runtime, only in the runtime's
-// major version, skipping a candidate that lacks a symbol; without one the
-// table loads anyway and says why there is no cuBLAS.
+// TestLoadBLAS: cuBLAS is searched like the driver, in the runtime's major
+// version when there is a runtime, else in the newest the driver serves,
+// skipping a candidate that lacks a symbol; without one the table loads
+// anyway and says why there is no cuBLAS.
 func TestLoadBLAS(t *testing.T) {
 	var tried []string
 	libs := map[string]uintptr{"libcudart.so.12": 1, "libcuda.so.1": 2, "libcublas.so.13": 3,
@@ -406,7 +423,7 @@ func TestLoadBLAS(t *testing.T) {
 			blasLib = sym >> 16
 		}
 	}
-	a, err := loadAPI(fakeSystem(nil, nil, libs, &tried), dlsym, register, func(*api) error { return nil })
+	a, err := loadAPI(fakeSystem(nil, nil, libs, &tried), dlsym, register)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,14 +434,25 @@ func TestLoadBLAS(t *testing.T) {
 		t.Error("a cuBLAS 13 was tried beside a CUDA 12 runtime")
 	}
 	delete(libs, "/usr/local/cuda/lib64/libcublas.so.12")
-	a, err = loadAPI(fakeSystem(nil, nil, libs, &tried), dlsym, register, func(*api) error { return nil })
+	a, err = loadAPI(fakeSystem(nil, nil, libs, &tried), dlsym, register)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a.blas != nil || !errors.Is(a.blasErr, ErrNoCUDA) || !strings.Contains(a.blasErr.Error(), "libcublas.so.12 (no symbol cublasSgemmStridedBatched") {
 		t.Fatalf("cuBLAS %+v, error %v", a.blas, a.blasErr)
 	}
-	if got := blasSonames("/opt/x/libcudart.so.13"); !slices.Equal(got, []string{"libcublas.so.13"}) {
-		t.Errorf("sonames for a CUDA 13 runtime: %v", got)
+	for _, c := range []struct {
+		rt   string
+		drv  int
+		want []string
+	}{
+		{"/opt/x/libcudart.so.13", 13000, []string{"libcublas.so.13"}},
+		{"libcudart.so.12", 13000, []string{"libcublas.so.12"}},
+		{"", 13000, []string{"libcublas.so.13", "libcublas.so.12"}},
+		{"", 12080, []string{"libcublas.so.12"}},
+	} {
+		if got := blasSonames(c.rt, c.drv); !slices.Equal(got, c.want) {
+			t.Errorf("sonames for runtime %q, driver %d: %v, want %v", c.rt, c.drv, got, c.want)
+		}
 	}
 }

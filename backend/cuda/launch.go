@@ -169,7 +169,7 @@ func packArgs(spec kernelSpec, args []any) (slots []uint64, ptrs []unsafe.Pointe
 	return slots, ptrs, nil
 }
 
-// cudaErrorNotReady: cudaStreamQuery's answer while work is pending.
+// CUDA_ERROR_NOT_READY: cuStreamQuery's answer while work is pending.
 const errNotReady = 600
 
 // launch starts kernel k on the device's stream. It must run on the device
@@ -205,12 +205,12 @@ func (d *Device) launch(k kernel, grid, block dim3, args ...any) error {
 	if d.syncLaunches {
 		return d.sync()
 	}
-	switch q := d.api.cudaStreamQuery(d.stream); q {
+	switch q := d.api.cuStreamQuery(d.stream); q {
 	case 0:
 		d.unsynced = d.unsynced[:0]
 	case errNotReady:
 	default:
-		return d.blame(rtErr("cudaStreamQuery", q))
+		return d.blame(drvErr("cuStreamQuery", q))
 	}
 	return nil
 }

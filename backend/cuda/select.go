@@ -189,7 +189,8 @@ var (
 )
 
 // Backend implements backend.Resident: a new Backend on the cache's device
-// (close it when done), and why it was chosen.
+// (close it when done), and why it was chosen, with what the device does
+// without (Device.Reason: no cuBLAS, no CUDA runtime).
 func (c *Cache) Backend() (backend.Backend, string) {
-	return c.dev.NewBackend(), "cuda: the cache lives on " + c.dev.Name()
+	return c.dev.NewBackend(), "cuda: the cache lives on " + c.dev.Reason()
 }

@@ -38,11 +38,12 @@ type Module struct {
 
 // Kernel is one .entry of a module.
 type Kernel struct {
-	Name   string
-	params []param
-	shared []sharedVar // static shared variables (module level first), then dynamic
-	dynIdx int         // index of the extern (dynamic) shared variable, -1 if none
-	maxTid int         // .maxntid product, 0 if absent
+	Name      string
+	params    []param
+	shared    []sharedVar // static shared variables (module level first), then dynamic
+	dynIdx    int         // index of the extern (dynamic) shared variable, -1 if none
+	maxTid    int         // .maxntid product, 0 if absent
+	minBlocks int         // .minnctapersm, 0 if absent
 
 	code       []inst
 	nregs      int      // register slots: slot 0 is a constant zero, then registers and constants
@@ -85,6 +86,25 @@ func (m *Module) Kernels() []string { return append([]string(nil), m.names...) }
 
 // Kernel returns the kernel called name, or nil.
 func (m *Module) Kernel(name string) *Kernel { return m.kernels[name] }
+
+// StaticShared returns the bytes of static shared memory a block of the
+// kernel holds.
+func (k *Kernel) StaticShared() int {
+	n := 0
+	for i, v := range k.shared {
+		if i != k.dynIdx {
+			n += v.size
+		}
+	}
+	return n
+}
+
+// MaxThreads returns the kernel's .maxntid (or .reqntid) product, 0 if it
+// declares none.
+func (k *Kernel) MaxThreads() int { return k.maxTid }
+
+// MinBlocksPerSM returns the kernel's .minnctapersm, 0 if it declares none.
+func (k *Kernel) MinBlocksPerSM() int { return k.minBlocks }
 
 // NumParams returns the number of parameters of the kernel.
 func (k *Kernel) NumParams() int { return len(k.params) }
@@ -321,7 +341,13 @@ func (m *Module) parseEntry(stmts []srcLine, i int) (*Kernel, int, error) {
 				prod *= x
 			}
 			k.maxTid = prod
-		case strings.HasPrefix(t, ".minnctapersm"), strings.HasPrefix(t, ".maxnreg"), strings.HasPrefix(t, ".maxnctapersm"):
+		case strings.HasPrefix(t, ".minnctapersm"):
+			x, err := strconv.Atoi(strings.TrimSpace(t[len(".minnctapersm"):]))
+			if err != nil {
+				return nil, 0, fmt.Errorf("ptx: line %d: bad %q", stmts[i].n, t)
+			}
+			k.minBlocks = x
+		case strings.HasPrefix(t, ".maxnreg"), strings.HasPrefix(t, ".maxnctapersm"):
 		default:
 			return nil, 0, fmt.Errorf("ptx: line %d: unexpected %q before the body of %s", stmts[i].n, t, name)
 		}
