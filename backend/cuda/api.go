@@ -18,40 +18,40 @@ import (
 // pointers unsafe.Pointer.
 type api struct {
 	// driver (CUresult results)
-	cuInit                    func(flags uint32) int32
-	cuDriverGetVersion        func(v *int32) int32
-	cuDeviceGetCount          func(n *int32) int32
-	cuDeviceGet               func(dev *int32, ordinal int32) int32
-	cuDeviceGetName           func(name *byte, n int32, dev int32) int32
-	cuDeviceGetAttribute      func(v *int32, attr int32, dev int32) int32
-	cuDeviceTotalMem          func(bytes *uintptr, dev int32) int32
-	cuDevicePrimaryCtxRetain  func(ctx *uintptr, dev int32) int32
-	cuDevicePrimaryCtxRelease func(dev int32) int32
-	cuCtxSetCurrent           func(ctx uintptr) int32
-	cuMemAlloc                func(p *uintptr, size uintptr) int32
-	cuMemFree                 func(p uintptr) int32
-	cuMemAllocAsync           func(p *uintptr, size uintptr, stream uintptr) int32 // nil before CUDA 11.2
-	cuMemFreeAsync            func(p uintptr, stream uintptr) int32                // nil before CUDA 11.2
-	cuMemcpyHtoD              func(dst uintptr, src unsafe.Pointer, n uintptr, stream uintptr) int32
-	cuMemcpyDtoH              func(dst unsafe.Pointer, src uintptr, n uintptr, stream uintptr) int32
-	cuMemcpyDtoD              func(dst, src uintptr, n uintptr, stream uintptr) int32
-	cuMemsetD8                func(p uintptr, value uint8, n uintptr, stream uintptr) int32
-	cuMemGetInfo              func(free, total *uintptr) int32
-	cuStreamCreate            func(s *uintptr, flags uint32) int32
-	cuStreamDestroy           func(s uintptr) int32
-	cuStreamSynchronize       func(s uintptr) int32
-	cuStreamQuery             func(s uintptr) int32
-	cuEventCreate             func(e *uintptr, flags uint32) int32
-	cuEventRecord             func(e, s uintptr) int32
-	cuEventSynchronize        func(e uintptr) int32
-	cuEventElapsedTime        func(ms *float32, start, end uintptr) int32
-	cuEventDestroy            func(e uintptr) int32
-	cuModuleLoadData          func(mod *uintptr, image unsafe.Pointer) int32
-	cuModuleLoadDataEx        func(mod *uintptr, image unsafe.Pointer, n uint32, options *int32, values *uintptr) int32
-	cuModuleUnload            func(mod uintptr) int32
-	cuModuleGetFunction       func(fn *uintptr, mod uintptr, name *byte) int32
-	cuLaunchKernel            func(fn uintptr, gx, gy, gz, bx, by, bz, shmem uint32, stream uintptr, params, extra unsafe.Pointer) int32
-	cuFuncGetAttribute        func(v *int32, attr int32, fn uintptr) int32
+	cuInit                                      func(flags uint32) int32
+	cuDriverGetVersion                          func(v *int32) int32
+	cuDeviceGetCount                            func(n *int32) int32
+	cuDeviceGet                                 func(dev *int32, ordinal int32) int32
+	cuDeviceGetName                             func(name *byte, n int32, dev int32) int32
+	cuDeviceGetAttribute                        func(v *int32, attr int32, dev int32) int32
+	cuDeviceTotalMem                            func(bytes *uintptr, dev int32) int32
+	cuDevicePrimaryCtxRetain                    func(ctx *uintptr, dev int32) int32
+	cuDevicePrimaryCtxRelease                   func(dev int32) int32
+	cuCtxSetCurrent                             func(ctx uintptr) int32
+	cuMemAlloc                                  func(p *uintptr, size uintptr) int32
+	cuMemFree                                   func(p uintptr) int32
+	cuMemAllocAsync                             func(p *uintptr, size uintptr, stream uintptr) int32 // nil before CUDA 11.2
+	cuMemFreeAsync                              func(p uintptr, stream uintptr) int32                // nil before CUDA 11.2
+	cuMemcpyHtoD                                func(dst uintptr, src unsafe.Pointer, n uintptr, stream uintptr) int32
+	cuMemcpyDtoH                                func(dst unsafe.Pointer, src uintptr, n uintptr, stream uintptr) int32
+	cuMemcpyDtoD                                func(dst, src uintptr, n uintptr, stream uintptr) int32
+	cuMemsetD8                                  func(p uintptr, value uint8, n uintptr, stream uintptr) int32
+	cuMemGetInfo                                func(free, total *uintptr) int32
+	cuStreamCreate                              func(s *uintptr, flags uint32) int32
+	cuStreamDestroy                             func(s uintptr) int32
+	cuStreamSynchronize                         func(s uintptr) int32
+	cuStreamQuery                               func(s uintptr) int32
+	cuEventCreate                               func(e *uintptr, flags uint32) int32
+	cuEventRecord                               func(e, s uintptr) int32
+	cuEventSynchronize                          func(e uintptr) int32
+	cuEventElapsedTime                          func(ms *float32, start, end uintptr) int32
+	cuEventDestroy                              func(e uintptr) int32
+	cuModuleLoadData                            func(mod *uintptr, image unsafe.Pointer) int32
+	cuModuleLoadDataEx                          func(mod *uintptr, image unsafe.Pointer, n uint32, options *int32, values *uintptr) int32
+	cuModuleUnload                              func(mod uintptr) int32
+	cuModuleGetFunction                         func(fn *uintptr, mod uintptr, name *byte) int32
+	cuLaunchKernel                              func(fn uintptr, gx, gy, gz, bx, by, bz, shmem uint32, stream uintptr, params, extra unsafe.Pointer) int32
+	cuFuncGetAttribute                          func(v *int32, attr int32, fn uintptr) int32
 	cuOccupancyMaxActiveBlocksPerMultiprocessor func(n *int32, fn uintptr, blockSize int32, dynamicSmem uintptr) int32
 
 	// runtime (optional: only its version is read)

@@ -39,7 +39,7 @@ func fakeSystem(env map[string]string, globs map[string][]string, ok map[string]
 func TestDiscoveryOrderAndError(t *testing.T) {
 	env := map[string]string{EnvLibDir: "/opt/mycuda", "HOME": "/home/u", "CUDA_HOME": "/opt/cuda-home", "CONDA_PREFIX": "/opt/conda/envs/x"}
 	globs := map[string][]string{
-		"/usr/local/cuda-*/lib64":                             {"/usr/local/cuda-12.4/lib64", "/usr/local/cuda-12.8/lib64"},
+		"/usr/local/cuda-*/lib64":                            {"/usr/local/cuda-12.4/lib64", "/usr/local/cuda-12.8/lib64"},
 		"/usr/local/lib/python3*/dist-packages/nvidia/*/lib": {"/usr/local/lib/python3.11/dist-packages/nvidia/cuda_runtime/lib"},
 	}
 	var tried []string
