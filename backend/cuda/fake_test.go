@@ -50,6 +50,18 @@ type fakeGPU struct {
 	nlaunch  int
 	compare  []ptx.Schedule
 	compared int // launches checked under every schedule of compare
+
+	// count, when set, runs every launch in lockstep (without the race
+	// detector) and adds its figures to counts, per kernel: the
+	// instruction-count model (model_test.go).
+	count  bool
+	counts map[string]*kernelCount
+}
+
+// kernelCount is what the launches of one kernel executed.
+type kernelCount struct {
+	launches, blocks, threads             int
+	warpInstr, threadInstr, gmem, sectors uint64
 }
 
 func newFakeGPU() *fakeGPU {
@@ -113,6 +125,27 @@ func rotation() []ptx.Schedule {
 // launch runs k under the fake's schedules (see fakeGPU.races). The caller
 // holds f.mu.
 func (f *fakeGPU) launch(k *ptx.Kernel, l ptx.Launch) (ptx.Stats, error) {
+	if f.count {
+		l.Schedule = ptx.Schedule{Lanes: ptx.Lockstep}
+		l.Sectors = true
+		st, err := k.Run(f, l)
+		if f.counts == nil {
+			f.counts = map[string]*kernelCount{}
+		}
+		c := f.counts[k.Name]
+		if c == nil {
+			c = &kernelCount{}
+			f.counts[k.Name] = c
+		}
+		c.launches++
+		c.blocks += l.Grid[0] * l.Grid[1] * l.Grid[2]
+		c.threads = l.Block[0] * l.Block[1] * l.Block[2]
+		c.warpInstr += st.WarpInstructions
+		c.threadInstr += st.Instructions
+		c.gmem += st.GlobalBytes
+		c.sectors += st.Sectors
+		return st, err
+	}
 	l.Races = f.races
 	if len(f.compare) < 2 {
 		l.Schedule = rotation()[f.nlaunch%len(rotation())]

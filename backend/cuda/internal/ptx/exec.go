@@ -32,6 +32,9 @@ type Launch struct {
 	// barrier interval within each block, global memory across the blocks
 	// and intervals of the launch (see Races).
 	Races *Races
+	// Sectors counts the distinct 32-byte sectors of global memory the
+	// launch touched (Stats.Sectors): the least it moves from DRAM.
+	Sectors bool
 }
 
 // Stats counts what a launch executed.
@@ -43,6 +46,9 @@ type Stats struct {
 	// GlobalBytes counts the bytes of global memory the threads loaded and
 	// stored (atomics count once), each thread's access separately.
 	GlobalBytes uint64
+	// Sectors is the number of distinct 32-byte sectors of global memory
+	// touched, with Launch.Sectors (0 otherwise).
+	Sectors uint64
 }
 
 // Fault is an error found while running a kernel: the memcheck classes
@@ -108,6 +114,7 @@ type exec struct {
 	gbytes     uint64
 	runnable   []int // Interleaved: the threads that may run
 	blockOrder []int // linear block indices in the order they run
+	sectors    map[uint64][]uint64 // Launch.Sectors: per allocation, a bit per 32-byte sector touched
 }
 
 // Run executes one launch of k over mem. It returns the first fault.
@@ -172,6 +179,9 @@ func (k *Kernel) Run(mem Memory, l Launch) (Stats, error) {
 			x.initV[i] = 1
 		}
 	}
+	if l.Sectors {
+		x.sectors = map[uint64][]uint64{}
+	}
 	x.sched = l.Schedule
 	x.rng = rand.New(rand.NewPCG(l.Schedule.Seed, 0x9e3779b97f4a7c15))
 	nblocks := l.Grid[0] * l.Grid[1] * l.Grid[2]
@@ -190,6 +200,11 @@ func (k *Kernel) Run(mem Memory, l Launch) (Stats, error) {
 		}
 	}
 	st := Stats{WarpInstructions: x.warpIssues, GlobalBytes: x.gbytes}
+	for _, b := range x.sectors {
+		for _, w := range b {
+			st.Sectors += uint64(bits.OnesCount64(w))
+		}
+	}
 	for _, h := range x.hits {
 		st.Instructions += h
 	}
@@ -630,6 +645,9 @@ func (x *exec) access(t int, pc int32, in *inst, addr uint64, size int, kind uin
 	x.gbytes += uint64(size)
 	c := &x.cache[in.mem]
 	if addr >= c.lo && addr+uint64(size) <= c.hi {
+		if x.sectors != nil {
+			x.touch(c.lo, len(c.data), addr, size)
+		}
 		if x.race != nil {
 			if err := x.raceGlobal(t, pc, kind, c.lo, c.data, int(addr-c.lo), size); err != nil {
 				return nil, err
@@ -646,12 +664,28 @@ func (x *exec) access(t int, pc int32, in *inst, addr uint64, size int, kind uin
 		return nil, x.fault(t, pc, "out of bounds", "%d-byte global access at %#x: %s", size, addr, msg)
 	}
 	*c = region{base, base + uint64(len(data)), data}
+	if x.sectors != nil {
+		x.touch(base, len(data), addr, size)
+	}
 	if x.race != nil {
 		if err := x.raceGlobal(t, pc, kind, base, data, int(addr-base), size); err != nil {
 			return nil, err
 		}
 	}
 	return data[addr-base : addr-base+uint64(size)], nil
+}
+
+// touch marks the 32-byte sectors of an access to global memory, in the
+// allocation at base of n bytes.
+func (x *exec) touch(base uint64, n int, addr uint64, size int) {
+	b := x.sectors[base]
+	if b == nil {
+		b = make([]uint64, (n+32*64-1)/(32*64))
+		x.sectors[base] = b
+	}
+	for s := (addr - base) / 32; s <= (addr-base+uint64(size)-1)/32; s++ {
+		b[s/64] |= 1 << (s % 64)
+	}
 }
 
 func f32(u uint64) float32  { return math.Float32frombits(uint32(u)) }

@@ -1,0 +1,187 @@
+package cuda
+
+// The instruction-count model of the kernels: the executor runs them in
+// lockstep (one count per warp instruction issued, as an SM's schedulers
+// issue them) at two lengths, the counts are extrapolated linearly to 32K
+// tokens, and a paper estimate of an H100 SXM's time follows from them.
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"text/tabwriter"
+
+	"github.com/compresskv/compresskv/backend"
+	"github.com/compresskv/compresskv/internal/reftest"
+	"github.com/compresskv/compresskv/kvcache"
+)
+
+var modelLens = flag.String("model.L", "2048,4096", "the two lengths BenchmarkModel counts at, extrapolating to 32K")
+
+// An H100 SXM, for the paper estimate.
+const (
+	h100SMs        = 132
+	h100IssueRate  = h100SMs * 4 * 1.755e9 // warp instructions per second: 4 schedulers per SM at the boost clock
+	h100Bandwidth  = 3.35e12               // HBM3, bytes per second
+	launchOverhead = 2.5e-6                // per kernel: the host's launch rate bounds a chain of short kernels
+	syncOverhead   = 10e-6                 // per host synchronisation (a download the host waits for)
+)
+
+// modelCase is one operation on a Llama-3.1-8B layer (32 query heads, 8 KV
+// heads, d = 128, float16) at L tokens.
+type modelCase struct {
+	name  string
+	syncs int // host synchronisations the operation waits for
+	run   func(tb testing.TB, b *Backend, c *Cache, q []float32, L int)
+}
+
+var modelCases = []modelCase{
+	{"decode attention", 1, func(tb testing.TB, b *Backend, c *Cache, q []float32, L int) {
+		out := make([]float32, 32*128)
+		if err := b.Attend(c, 0, q[:32*128], 32, out); err != nil {
+			tb.Fatal(err)
+		}
+	}},
+	{"CompressKV eviction (SR heads 0, 8, 16, 24; W 8; pool 5; keep L/16)", 1, func(tb testing.TB, b *Backend, c *Cache, q []float32, L int) {
+		sel := Selection{Window: 8, Heads: []int{0, 8, 16, 24}, PerRow: 4, Kernel: 5, Pooling: backend.AvgPool, Keep: L/16 - 8}
+		if _, err := b.CompressLayer(c, 0, q[:8*32*128], 32, sel); err != nil {
+			tb.Fatal(err)
+		}
+	}},
+	{"SnapKV scoring (32 heads, W 32, pool 7, keep L/16)", 1, func(tb testing.TB, b *Backend, c *Cache, q []float32, L int) {
+		heads := make([]int, 32)
+		for i := range heads {
+			heads[i] = i
+		}
+		sel := Selection{Window: 32, Heads: heads, PerRow: 4, Kernel: 7, Pooling: backend.AvgPool, MeanFirst: true, Keep: L/16 - 32}
+		if _, err := b.SelectLayer(c, 0, q, 32, sel); err != nil {
+			tb.Fatal(err)
+		}
+	}},
+}
+
+// modelCount runs case mc at L tokens in the executor and returns what each
+// kernel executed.
+func modelCount(tb testing.TB, mc modelCase, L int) map[string]*kernelCount {
+	f := newFakeGPU()
+	f.count = true
+	dev, err := openAPI(f.api(), Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer dev.Close()
+	r := rand.New(rand.NewPCG(uint64(L), 1))
+	s := kvcache.Shape{Layers: 1, KVHeads: 8, HeadDim: 128}
+	c, err := dev.NewCache(s, kvcache.Float16)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	k := reftest.Normal(r, L*8*128, 1)
+	v := reftest.Normal(r, L*8*128, 1)
+	if err := c.Append(0, k, v); err != nil {
+		tb.Fatal(err)
+	}
+	q := reftest.Normal(r, 32*32*128, 1)
+	b := dev.NewBackend()
+	defer b.Close()
+	f.mu.Lock()
+	f.counts = nil
+	f.mu.Unlock()
+	mc.run(tb, b, c, q, L)
+	if len(f.faults) > 0 {
+		tb.Fatal(f.faults[0])
+	}
+	return f.counts
+}
+
+// modelRow is one kernel of a case, extrapolated to 32K tokens.
+type modelRow struct {
+	kernel                 string
+	launches               int
+	blocks                 float64
+	warpInstr, bytes, secs float64
+}
+
+// extrapolate fits a + b*L through the counts at L1 and L2 and evaluates it
+// at L.
+func extrapolate(c1, c2 float64, L1, L2, L int) float64 {
+	return c2 + (c2-c1)/float64(L2-L1)*float64(L-L2)
+}
+
+// model runs mc at two lengths and extrapolates each kernel to L.
+func model(tb testing.TB, mc modelCase, L1, L2, L int) []modelRow {
+	a, b := modelCount(tb, mc, L1), modelCount(tb, mc, L2)
+	var rows []modelRow
+	for name, cb := range b {
+		ca := a[name]
+		if ca == nil {
+			ca = &kernelCount{}
+		}
+		r := modelRow{kernel: name, launches: cb.launches,
+			blocks:    math.Max(1, extrapolate(float64(ca.blocks), float64(cb.blocks), L1, L2, L)),
+			warpInstr: extrapolate(float64(ca.warpInstr), float64(cb.warpInstr), L1, L2, L),
+			bytes:     32 * extrapolate(float64(ca.sectors), float64(cb.sectors), L1, L2, L)}
+		// The issue rate of the SMs the grid occupies, one block per SM
+		// at least; the memory time of the distinct sectors touched.
+		issue := r.warpInstr / (h100IssueRate * math.Min(1, r.blocks/h100SMs))
+		r.secs = math.Max(issue, r.bytes/h100Bandwidth)
+		rows = append(rows, r)
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].kernel < rows[j].kernel })
+	return rows
+}
+
+// pathTime is the paper time of a case: each kernel at least the launch
+// overhead, plus the host synchronisations.
+func pathTime(rows []modelRow, syncs int) float64 {
+	t := float64(syncs) * syncOverhead
+	for _, r := range rows {
+		t += math.Max(r.secs, float64(r.launches)*launchOverhead)
+	}
+	return t
+}
+
+// BenchmarkModel prints, per case and kernel, the warp instructions and
+// DRAM bytes extrapolated to 32K tokens and the paper time on an H100 SXM,
+// and reports each case's totals. Run with
+// go test -run '^$' -bench Model -benchtime 1x ./backend/cuda.
+func BenchmarkModel(b *testing.B) {
+	lens := strings.Split(*modelLens, ",")
+	L1, _ := strconv.Atoi(lens[0])
+	L2, _ := strconv.Atoi(lens[len(lens)-1])
+	const L = 32 << 10
+	for _, mc := range modelCases {
+		b.Run(strings.Fields(mc.name)[0], func(b *testing.B) {
+			var rows []modelRow
+			for i := 0; i < b.N; i++ {
+				rows = model(b, mc, L1, L2, L)
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintf(w, "%s at 32K (from %d and %d)\tlaunches\tblocks\tMwarp-instr\tMB\tinstr/B\tus issue\tus memory\tus est.\t\n", mc.name, L1, L2)
+			var instr, bytes float64
+			for _, r := range rows {
+				fmt.Fprintf(w, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.3f\t%.1f\t%.1f\t%.1f\t\n", r.kernel, r.launches, r.blocks, r.warpInstr/1e6, r.bytes/1e6,
+					r.warpInstr/math.Max(r.bytes, 1), 1e6*r.warpInstr/(h100IssueRate*math.Min(1, r.blocks/h100SMs)), 1e6*r.bytes/h100Bandwidth, 1e6*r.secs)
+				instr += r.warpInstr
+				bytes += r.bytes
+			}
+			t := pathTime(rows, mc.syncs)
+			fmt.Fprintf(w, "total (%d host syncs, %.1f us launches)\t\t\t%.2f\t%.2f\t%.3f\t\t\t%.1f\t\n", mc.syncs,
+				1e6*launchOverhead*float64(len(rows)), instr/1e6, bytes/1e6, instr/bytes, 1e6*t)
+			w.Flush()
+			b.ReportMetric(instr/1e6, "Mwarp-instr")
+			b.ReportMetric(instr/bytes, "instr/B")
+			b.ReportMetric(t*1e6, "us-est")
+		})
+	}
+}
+
+var _ = slices.Sort[[]int]
