@@ -57,6 +57,11 @@ type Device struct {
 	live      atomic.Int64 // device allocations not yet freed
 	liveBytes atomic.Int64
 	launches  atomic.Int64
+
+	// launchHook, when not nil, runs on the device thread just before
+	// (after == false) and just after each kernel launch is queued:
+	// tools/gpucheck records CUDA events there to time each kernel.
+	launchHook func(k kernel, after bool)
 }
 
 // DeviceInfo is what the driver says of a device.

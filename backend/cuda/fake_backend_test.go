@@ -223,7 +223,7 @@ func TestFakeMatchesCPU(t *testing.T) {
 				t.Fatal(err)
 			}
 			sameRows(t, h, c, 0)
-			if f.launches["gather_rows"] == 0 || f.launches["topk_rows"] == 0 || f.launches["attend_merge"] == 0 {
+			if f.launches["gather_rows"] == 0 || f.launches["topk_write"] == 0 || f.launches["attend_merge"] == 0 {
 				t.Fatalf("kernels launched: %v", f.launches)
 			}
 		})

@@ -46,7 +46,7 @@ type fakeGPU struct {
 	// ptx.Schedules in turn; with compare set, under each of compare, from
 	// the same memory, and the memory each leaves must be the same bit for
 	// bit.
-	races    *ptx.Races
+	races    *ptx.Races // nil: the race detector off
 	nlaunch  int
 	compare  []ptx.Schedule
 	compared int // launches checked under every schedule of compare

@@ -112,8 +112,8 @@ type exec struct {
 	gcache     gcacheEntry
 	warpIssues uint64
 	gbytes     uint64
-	runnable   []int // Interleaved: the threads that may run
-	blockOrder []int // linear block indices in the order they run
+	runnable   []int               // Interleaved: the threads that may run
+	blockOrder []int               // linear block indices in the order they run
 	sectors    map[uint64][]uint64 // Launch.Sectors: per allocation, a bit per 32-byte sector touched
 }
 
@@ -769,6 +769,10 @@ func (x *exec) run(t int, budget int) error {
 		}
 		switch in.op {
 		case opNop:
+		case opAdd16:
+			R[uint16(in.d)] = uint64(uint16(R[uint16(in.a)]) + uint16(R[uint16(in.b)]))
+		case opSub16:
+			R[uint16(in.d)] = uint64(uint16(R[uint16(in.a)]) - uint16(R[uint16(in.b)]))
 		case opAdd32:
 			R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)]) + uint32(R[uint16(in.b)]))
 		case opSub32:
@@ -820,6 +824,8 @@ func (x *exec) run(t int, budget int) error {
 			R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)] ^ R[uint16(in.b)]))
 		case opNot32:
 			R[uint16(in.d)] = uint64(^uint32(R[uint16(in.a)]))
+		case opNot16:
+			R[uint16(in.d)] = uint64(^uint16(R[uint16(in.a)]))
 		case opNeg32:
 			R[uint16(in.d)] = uint64(-uint32(R[uint16(in.a)]))
 		case opAbs32:

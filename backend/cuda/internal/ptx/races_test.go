@@ -157,6 +157,9 @@ func TestRaceWarpSync(t *testing.T) {
 	ret;
 }
 `
+	// ... and so is a store after loads by several lanes: lane 0 stores
+	// again once every lane has read.
+	src = strings.Replace(src, "\tmul.wide.u32 %rd2", "\tbar.warp.sync -1;\n\t@%p1 st.shared.u32 [%rd3], 8;\n\tmul.wide.u32 %rd2", 1)
 	for _, s := range Schedules {
 		out, _, err := runSched(t, strings.Replace(src, "SYNC", "bar.warp.sync -1;", 1), 1, 32, 32, s, true)
 		if err != nil {

@@ -112,8 +112,12 @@ type gshadow struct {
 // NewRaces returns an empty race detector.
 func NewRaces() *Races { return &Races{shadows: map[uint64]*gshadow{}} }
 
-// Forget drops the record of the allocation at base (freed).
+// Forget drops the record of the allocation at base (freed). A nil Races
+// has nothing to forget.
 func (r *Races) Forget(base uint64) {
+	if r == nil {
+		return
+	}
 	r.mu.Lock()
 	delete(r.shadows, base)
 	r.mu.Unlock()
@@ -207,13 +211,13 @@ func (x *exec) newRaceState(r *Races, nblocks int) {
 	x.race = rs
 }
 
-// ordered reports whether an access by thread a of warp-sync generation gen
-// and a later one by thread b of the same warp are ordered by a
-// bar.warp.sync both passed since (the generation of a's warp moved on and
-// both took part).
+// warpOrdered reports whether an access by thread a at warp-sync
+// generation gen and a later one by thread b of the same warp are ordered by
+// a bar.warp.sync both passed since. a < 0 stands for several threads of
+// b's warp (the caller checked the warp), of which only b is looked at.
 func (x *exec) warpOrdered(a, b int, gen uint32) bool {
 	rs := x.race
-	if a/32 != b/32 {
+	if a >= 0 && a/32 != b/32 {
 		return false
 	}
 	return rs.lastSync[b]&lowMask > gen && (a < 0 || rs.lastSync[a]&lowMask > gen)
