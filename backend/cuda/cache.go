@@ -72,15 +72,18 @@ func (d *Device) Upload(h *kvcache.Host) (*Cache, error) {
 	for l := 0; l < s.Layers; l++ {
 		L := &c.layers[l]
 		n := 0
-		for g := 0; g < s.KVHeads; g++ {
-			L.pos[g] = h.Positions(l, g, nil)
-			n = max(n, len(L.pos[g]))
+		pos := make([][]int32, s.KVHeads)
+		for g := range pos {
+			pos[g] = h.Positions(l, g, nil)
+			n = max(n, len(pos[g]))
 		}
 		L.seen = h.Seen(l)
 		err := d.do(func() error {
+			// The layer is empty while it grows: nothing to copy over.
 			if err := c.grow(l, n); err != nil {
 				return err
 			}
+			copy(L.pos, pos)
 			for g := 0; g < s.KVHeads; g++ {
 				k, v := h.Rows(l, g)
 				off := int64(g) * int64(L.cap) * int64(s.HeadDim) * int64(size)

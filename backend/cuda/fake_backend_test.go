@@ -437,3 +437,36 @@ func TestFakeErrors(t *testing.T) {
 		t.Fatalf("Append after Close: %v", err)
 	}
 }
+
+// TestFakeUpload: Upload copies a host cache, compacted unevenly, to the
+// device: the same positions, rows, Seen and Bytes.
+func TestFakeUpload(t *testing.T) {
+	r, _ := reftest.Rand(t)
+	dev, _ := openFake(t)
+	s := kvcache.Shape{Layers: 2, KVHeads: 2, HeadDim: 16}
+	for _, dt := range []kvcache.DType{kvcache.Float32, kvcache.BFloat16} {
+		h, err := kvcache.NewHost(s, dt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l := 0; l < s.Layers; l++ {
+			k := reftest.Normal(r, 50*s.KVHeads*s.HeadDim, 1)
+			if err := h.Append(l, k, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := h.Compact(1, [][]int{{0, 7, 9}, {3}}); err != nil {
+			t.Fatal(err)
+		}
+		c, err := dev.Upload(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l := 0; l < s.Layers; l++ {
+			sameRows(t, h, c, l)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
