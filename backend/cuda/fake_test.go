@@ -56,6 +56,10 @@ type fakeGPU struct {
 	// instruction-count model (model_test.go).
 	count  bool
 	counts map[string]*kernelCount
+	// dry, with count, records the launches without running them (fresh
+	// memory then reads as zeros): the model's launch geometry at full
+	// size.
+	dry bool
 }
 
 // kernelCount is what the launches of one kernel executed.
@@ -128,7 +132,11 @@ func (f *fakeGPU) launch(k *ptx.Kernel, l ptx.Launch) (ptx.Stats, error) {
 	if f.count {
 		l.Schedule = ptx.Schedule{Lanes: ptx.Lockstep}
 		l.Sectors = true
-		st, err := k.Run(f, l)
+		var st ptx.Stats
+		var err error
+		if !f.dry {
+			st, err = k.Run(f, l)
+		}
 		if f.counts == nil {
 			f.counts = map[string]*kernelCount{}
 		}
@@ -243,8 +251,10 @@ func (f *fakeGPU) api() *api {
 		f.mallocs++
 		base := f.next
 		f.allocs[base] = make([]uint64, (n+7)/8)
-		for i := range f.allocs[base] {
-			f.allocs[base][i] = garbage * 0x0101010101010101
+		if !f.dry {
+			for i := range f.allocs[base] {
+				f.allocs[base][i] = garbage * 0x0101010101010101
+			}
 		}
 		f.sizes[base] = int(n)
 		f.next += (n + 511) &^ 255

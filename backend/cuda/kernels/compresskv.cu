@@ -47,6 +47,9 @@ DEVICE float half_to_float(u16 h) {
   return f;
 }
 
+// halves splits a word into its two float16 halves (one mov.b32).
+DEVICE void halves(u32 u, u16 &lo, u16 &hi) { asm("mov.b32 {%0, %1}, %2;" : "=h"(lo), "=h"(hi) : "r"(u)); }
+
 // load returns element i of a float32 (0), float16 (1) or bfloat16 (2) array.
 DEVICE float load(const void *base, u64 i, int dtype) {
   if (dtype == 0) return ((const float *)base)[i];
@@ -80,8 +83,10 @@ DEVICE void chunk8(float v[8], const char *row, int c, int d) {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
       if (DT == 1) {
-        v[2 * i] = half_to_float((u16)u[i]);
-        v[2 * i + 1] = half_to_float((u16)(u[i] >> 16));
+        u16 lo, hi;
+        halves(u[i], lo, hi);
+        v[2 * i] = half_to_float(lo);
+        v[2 * i + 1] = half_to_float(hi);
       } else {
         v[2 * i] = bits_f(u[i] << 16);
         v[2 * i + 1] = bits_f(u[i] & 0xffff0000u);
@@ -179,12 +184,14 @@ template <int NC, int HC, int DT, bool VEC>
 DEVICE void attend_pv(float acc[HC][8], const char *vb, const float *pw, int t0, int s1, int vk, int vc, int rowBytes,
                       int d) {
   constexpr int KPS = 32 / NC; // value rows per step
+  const char *vr = vb + (u64)(t0 + vk) * rowBytes;
+  const u64 step = (u64)KPS * rowBytes;
 #pragma unroll 2
-  for (int it = 0; it < NC; it++) {
+  for (int it = 0; it < NC; it++, vr += step) {
     const int kk = it * KPS + vk, jj = t0 + kk;
     if (jj < s1) {
       float vv[8];
-      chunk8<DT, VEC>(vv, vb + (u64)jj * rowBytes, vc, d);
+      chunk8<DT, VEC>(vv, vr, vc, d);
       float p[HC];
 #pragma unroll
       for (int h = 0; h < HC; h += 4) {
