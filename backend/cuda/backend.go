@@ -37,6 +37,9 @@ type Backend struct {
 	// foldRows is the most rows of a group whose statistics window_pass
 	// folds itself (0: foldMaxRows; negative: never, window_merge does).
 	foldRows int
+	// attendRows fixes the rows of an attend_partial split (0: attendSplit
+	// plans them), for the instruction-count tests.
+	attendRows int
 
 	mu     sync.Mutex
 	closed bool
@@ -462,6 +465,9 @@ func (b *Backend) Attend(c kvcache.KVCache, layer int, q []float32, qHeads int, 
 	partial, chunk, perSM := attendPartialFor(d, group)
 	zc := ceilDiv(group, chunk)
 	rows, splits := attendSplit(lmax, s.KVHeads*zc, b.dev.info.SMs, perSM)
+	if b.attendRows > 0 {
+		rows, splits = b.attendRows, ceilDiv(lmax, b.attendRows)
+	}
 	L := &dc.layers[layer]
 	err = b.dev.do(func() error {
 		qd, err := b.arena.get("aq", int64(4*len(q)))

@@ -393,3 +393,55 @@ func TestThreadDoAfterStop(t *testing.T) {
 		t.Fatalf("do after stop: %v, ran %v; want ErrClosed without running", err, ran)
 	}
 }
+
+// TestCompressLayerOneWait: CompressKV's eviction of a layer (the
+// selection and the compaction) waits for the device once, for the kept
+// indices, allocates only from the stream-ordered pool (the kept rows'
+// buffers; the scratch is reused from the second layer on), and launches 8
+// kernels: the window's two passes, pooling and mean, three radix passes,
+// the write of the indices and the gather.
+func TestCompressLayerOneWait(t *testing.T) {
+	var syncs, blocking, ordered int
+	d, _, err := openWrapped(t, Options{}, func(a *api) {
+		sync_, alloc, free, allocAsync := a.cuStreamSynchronize, a.cuMemAlloc, a.cuMemFree, a.cuMemAllocAsync
+		a.cuStreamSynchronize = func(s uintptr) int32 { syncs++; return sync_(s) }
+		a.cuMemAlloc = func(p *uintptr, n uintptr) int32 { blocking++; return alloc(p, n) }
+		a.cuMemFree = func(p uintptr) int32 { blocking++; return free(p) }
+		a.cuMemAllocAsync = func(p *uintptr, n, s uintptr) int32 { ordered++; return allocAsync(p, n, s) }
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	s := kvcache.Shape{Layers: 2, KVHeads: 2, HeadDim: 64}
+	c, err := d.NewCache(s, kvcache.Float16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := 0; l < s.Layers; l++ {
+		k := reftest.Normal(r, 600*s.KVHeads*s.HeadDim, 1)
+		if err := c.Append(l, k, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := d.NewBackend()
+	q := reftest.Normal(r, 8*8*s.HeadDim, 1)
+	sel := Selection{Window: 8, Heads: []int{1, 6}, PerRow: 2, Kernel: 5, Keep: 100}
+	if _, err := b.CompressLayer(c, 0, q, 8, sel); err != nil {
+		t.Fatal(err)
+	}
+	syncs, blocking, ordered = 0, 0, 0
+	launches := d.Launches()
+	if _, err := b.CompressLayer(c, 1, q, 8, sel); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.Launches() - launches; syncs != 1 || blocking != 0 || ordered != 2 || n != 8 {
+		t.Fatalf("the second layer's eviction: %d waits, %d blocking allocations or frees, %d pool allocations, %d launches; want 1, 0, 2, 8",
+			syncs, blocking, ordered, n)
+	}
+	b.Close()
+	c.Close()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -198,3 +198,67 @@ func BenchmarkModel(b *testing.B) {
 		})
 	}
 }
+
+// TestAttendInstructionBudget holds decode attention to its target: at most
+// 0.2 warp instructions issued per byte of keys and values read (an H100
+// issues about 0.92e12 warp instructions a second against 3.35e12 bytes, so
+// at 0.2 the issue takes at most 55% of the memory time). Counted in
+// lockstep for one KV head of d = 128 in float16 with 4 query heads: 8192
+// rows in 4 splits of 2048, then the cache compacted to 4096 rows in 4
+// splits of 1024, the same grid: the difference is the cost of the 4096
+// added rows, which is what the 21 tiles a warp of a 32K split mostly pay.
+func TestAttendInstructionBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("counts 12K rows in lockstep")
+	}
+	f := newFakeGPU()
+	f.count = true
+	dev, err := openAPI(f.api(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	r := rand.New(rand.NewPCG(9, 10))
+	s := kvcache.Shape{Layers: 1, KVHeads: 1, HeadDim: 128}
+	c, err := dev.NewCache(s, kvcache.Float16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	k := reftest.Normal(r, 8192*128, 1)
+	if err := c.Append(0, k, k); err != nil {
+		t.Fatal(err)
+	}
+	b := dev.NewBackend()
+	defer b.Close()
+	q := reftest.Normal(r, 4*128, 1)
+	count := func(rows int) uint64 {
+		b.attendRows = rows
+		f.mu.Lock()
+		f.counts = nil
+		f.mu.Unlock()
+		if err := b.Attend(c, 0, q, 4, make([]float32, 4*128)); err != nil {
+			t.Fatal(err)
+		}
+		return f.counts["attend_partial_d128"].warpInstr
+	}
+	full := count(2048)
+	if err := c.Compact(0, [][]int{seq(4096)}); err != nil {
+		t.Fatal(err)
+	}
+	half := count(1024)
+	perByte := float64(full-half) / (4096 * 2 * 128 * 2)
+	t.Logf("decode attention: %d warp instructions for 8192 rows, %d for 4096 (4 splits each): %.3f a byte of the added rows", full, half, perByte)
+	if perByte > 0.2 {
+		t.Fatalf("%.3f warp instructions a byte of keys and values, more than 0.2", perByte)
+	}
+}
+
+// seq returns 0..n-1.
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
