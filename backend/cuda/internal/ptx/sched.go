@@ -17,6 +17,7 @@ const (
 	Random               // a permutation drawn from the schedule's seed
 )
 
+// String names the order: "forward", "reversed" or "random".
 func (o Order) String() string {
 	switch o {
 	case Forward:
@@ -49,6 +50,7 @@ const (
 	Interleaved
 )
 
+// String names the mode: "serial", "lockstep" or "interleaved".
 func (l Lanes) String() string {
 	switch l {
 	case Serial:
@@ -71,6 +73,7 @@ type Schedule struct {
 	Seed   uint64 // of the Random orders and the Interleaved mode
 }
 
+// String describes the schedule, as the fake device's reports name it.
 func (s Schedule) String() string {
 	return fmt.Sprintf("warps %v, lanes %v, blocks %v, seed %d", s.Warps, s.Lanes, s.Blocks, s.Seed)
 }
