@@ -158,11 +158,25 @@ var (
 // Register records a backend package under name (as "cuda"), with a probe
 // that says whether it can run on this machine (nil when it can). Backend
 // packages call it from init, so that linking them in is what makes them
-// known: the policies never import them.
+// known: the policies never import them. Names are case-insensitive.
+//
+// As database/sql.Register does, it panics on a programming error found at
+// start rather than later: an empty name, a nil probe, or a name already
+// registered (two packages claiming one name, or one registered twice).
 func Register(name string, available func() error) {
+	if name == "" {
+		panic("backend: Register with an empty name")
+	}
+	if available == nil {
+		panic("backend: Register of " + name + " with a nil probe")
+	}
 	registryMu.Lock()
 	defer registryMu.Unlock()
-	registry[strings.ToLower(name)] = available
+	key := strings.ToLower(name)
+	if _, dup := registry[key]; dup {
+		panic("backend: Register called twice for " + name)
+	}
+	registry[key] = available
 }
 
 // Registered returns the probe of the backend package registered under

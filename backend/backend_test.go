@@ -35,3 +35,30 @@ func TestCheckQueries(t *testing.T) {
 		t.Error("Pooling.String")
 	}
 }
+
+// TestRegisterPanics: a nil probe, an empty name and a name registered
+// twice (in any case) panic at registration, as database/sql.Register does;
+// a good registration is found under any case.
+func TestRegisterPanics(t *testing.T) {
+	panics := func(what string, f func()) {
+		t.Helper()
+		defer func() {
+			if recover() == nil {
+				t.Errorf("%s: no panic", what)
+			}
+		}()
+		f()
+	}
+	ok := func() error { return nil }
+	Register("test-register", ok)
+	if p, found := Registered("TEST-Register"); !found || p() != nil {
+		t.Fatal("a registered backend is not found under another case")
+	}
+	panics("nil probe", func() { Register("test-nil", nil) })
+	panics("empty name", func() { Register("", ok) })
+	panics("duplicate", func() { Register("test-register", ok) })
+	panics("duplicate in another case", func() { Register("Test-Register", ok) })
+	if _, found := Registered("test-nil"); found {
+		t.Error("a nil probe was recorded before the panic")
+	}
+}

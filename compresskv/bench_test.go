@@ -1,6 +1,7 @@
 package compresskv
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -44,7 +45,7 @@ func BenchmarkCompressLayer(b *testing.B) {
 						c := base.Clone()
 						runtime.GC() // the previous clone's collection stays outside the timer
 						b.StartTimer()
-						if _, err := p.Compress(c, q, H); err != nil {
+						if _, err := p.Compress(context.Background(), c, q, H); err != nil {
 							b.Fatal(err)
 						}
 					}

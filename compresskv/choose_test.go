@@ -1,6 +1,7 @@
 package compresskv
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -49,7 +50,7 @@ func TestCompressReportsBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := [][]float32{reftest.Normal(r, 8*4*8, 1), reftest.Normal(r, 8*4*8, 1)}
-	res, err := p.Compress(h, q, 4)
+	res, err := p.Compress(context.Background(), h, q, 4)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,9 @@ const (
 	DefaultCapFactor  = 3   // error-aware allocation cap: DefaultCapFactor * Budget
 )
 
-// ErrConfig is wrapped by every configuration error.
+// ErrConfig is wrapped by every error about a policy's configuration or
+// its use: a bad Config, an unknown method, a profile that does not fit the
+// model, a nil policy, cache or plan.
 var ErrConfig = errors.New("invalid configuration")
 
 // Config sets the knobs of a policy. A zero field takes the reference default
@@ -104,17 +106,18 @@ func (cfg Config) withDefaults() Config {
 	return cfg
 }
 
-// validate checks the settings every method shares, for the policy named m
-// (Full needs none); each piece then checks its own (Validator).
-func (cfg Config) validate(m Method, full bool) error {
+// validate checks the settings every method shares, for the policy its
+// messages name label (Full needs none); each piece then checks its own
+// (Validator).
+func (cfg Config) validate(label string, full bool) error {
 	if full {
 		return nil
 	}
 	if cfg.Window < 1 {
-		return fmt.Errorf("compresskv: %s: window %d must be at least 1: %w", m, cfg.Window, ErrConfig)
+		return fmt.Errorf("compresskv: %s: window %d must be at least 1: %w", label, cfg.Window, ErrConfig)
 	}
 	if cfg.Budget < cfg.Window {
-		return fmt.Errorf("compresskv: %s: budget %d is below the observation window %d (the window is always kept): %w", m, cfg.Budget, cfg.Window, ErrConfig)
+		return fmt.Errorf("compresskv: %s: budget %d is below the observation window %d (the window is always kept): %w", label, cfg.Budget, cfg.Window, ErrConfig)
 	}
 	return nil
 }

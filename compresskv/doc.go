@@ -12,7 +12,7 @@
 // queries of the last prompt positions of every layer to a Policy:
 //
 //	p, err := compresskv.New(compresskv.CompressKV, compresskv.Config{Budget: 128, Profile: prof})
-//	res, err := p.Compress(cache, queries, queryHeads)
+//	res, err := p.Compress(ctx, cache, queries, queryHeads)
 //
 // and continues decoding over the smaller cache; positions continue from the
 // prompt length.
@@ -36,10 +36,10 @@
 // CompressKV needs a Profile: the semantic retrieval heads of each layer
 // (package heads finds them from needle-in-a-haystack probes) and,
 // optionally, per-layer weights from the measured eviction error (package
-// alloc). Calibrate makes one for any model whose engine implements
-// CalibrationModel: it builds probes in the model's own tokens (Tokenizer,
-// NeedleProbes, NewProbe), records the retrieval heads while the model
-// answers, and measures each layer's eviction error. A profile published for
+// alloc). Package calibrate makes one for any model whose engine implements
+// its small interface: it builds probes in the model's own tokens, records
+// the retrieval heads while the model answers, and measures each layer's
+// eviction error. A profile published for
 // a large model by the reference implementation converts with
 // examples/profile.
 //

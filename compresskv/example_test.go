@@ -1,6 +1,7 @@
 package compresskv_test
 
 import (
+	"context"
 	"fmt"
 	"math"
 
@@ -62,7 +63,7 @@ func ExampleNew() {
 	if err != nil {
 		panic(err)
 	}
-	res, err := policy.Compress(cache, queries, 4)
+	res, err := policy.Compress(context.Background(), cache, queries, 4)
 	if err != nil {
 		panic(err)
 	}
@@ -86,7 +87,7 @@ func ExampleCompose() {
 	if err != nil {
 		panic(err)
 	}
-	if _, err := policy.Compress(cache, queries, 4); err != nil {
+	if _, err := policy.Compress(context.Background(), cache, queries, 4); err != nil {
 		panic(err)
 	}
 	fmt.Println(cache.Positions(1, 1, nil))

@@ -1,6 +1,7 @@
 package compresskv
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/compresskv/compresskv/backend"
@@ -53,7 +54,7 @@ func (s GroupSRScorer) Validate(_, _ int) error {
 // Fit implements Fitter: the profile must be measured on a model of the
 // cache's shape.
 func (s GroupSRScorer) Fit(sh kvcache.Shape, qHeads int) error {
-	return SRScorer{Profile: s.Profile}.Fit(sh, qHeads)
+	return fitProfile(s.Name(), s.Profile, sh, qHeads)
 }
 
 // GroupHeads returns, for each of the layer's G KV heads, the query heads
@@ -79,7 +80,7 @@ func (s GroupSRScorer) GroupHeads(layer, H, G int) ([][]int, error) {
 
 // Score implements Scorer: one row per KV head. Cost: O(G * PerGroup * W *
 // L * d), each SR head's window attention computed once.
-func (s GroupSRScorer) Score(in *ScoreInput) ([][]float32, error) {
+func (s GroupSRScorer) Score(ctx context.Context, in *ScoreInput) ([][]float32, error) {
 	G := in.Cache.Shape().KVHeads
 	groups, err := s.GroupHeads(in.Layer, in.QHeads, G)
 	if err != nil {
@@ -89,7 +90,7 @@ func (s GroupSRScorer) Score(in *ScoreInput) ([][]float32, error) {
 	for _, hs := range groups {
 		heads = append(heads, hs...)
 	}
-	rows, err := in.windowSums(heads)
+	rows, err := in.windowSums(ctx, heads)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package compresskv
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -80,9 +81,7 @@ func refAdaCaps(scores [][]float64, c int, f, rel float64) (lo, hi []int) {
 			}
 		}
 	}
-	capOf := func(n int) int {
-		return min(int(math.RoundToEven(float64(n)*(1-f)+math.Floor(float64(c)*f))), len(scores[0]))
-	}
+	capOf := func(n int) int { return min(refAdaCapacity(n, c, f), len(scores[0])) }
 	for g := range scores {
 		lo = append(lo, capOf(above[g]+max(0, need-(nearAll-near[g]))))
 		hi = append(hi, capOf(above[g]+min(near[g], need)))
@@ -115,7 +114,7 @@ func TestAdaCompressKVMatchesReference(t *testing.T) {
 					t.Fatal(name, err)
 				}
 				cfg = p.Config()
-				plan, err := p.Plan(c, q, sh.H)
+				plan, err := p.Plan(context.Background(), c, q, sh.H)
 				if err != nil {
 					t.Fatal(name, err)
 				}
@@ -217,7 +216,7 @@ func TestGroupSRReadsOnlyItsGroup(t *testing.T) {
 	sc := GroupSRScorer{Profile: prof, K: H, Kernel: 5, Pooling: backend.AvgPool}
 	score := func(q []float32) [][]float32 {
 		in := &ScoreInput{Backend: cpu.New(), Cache: c, Layer: 0, Queries: q, NQ: W, QHeads: H, Len: L, Window: W}
-		out, err := sc.Score(in)
+		out, err := sc.Score(context.Background(), in)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,11 +259,11 @@ func TestAdaCompressKVWholeGroupIsAdaKV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := ada.Plan(c, q, H)
+	a, err := ada.Plan(context.Background(), c, q, H)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := ours.Plan(c, q, H)
+	b, err := ours.Plan(context.Background(), c, q, H)
 	if err != nil {
 		t.Fatal(err)
 	}

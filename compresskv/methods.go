@@ -36,30 +36,34 @@ type pieces struct {
 // to know about a method is here.
 type methodEntry struct {
 	method  Method
+	title   string   // the method's name in prose and messages
 	aliases []string // accepted by ParseMethod besides the name
+	// profile says whether the method reads a Profile (Config.Profile
+	// required).
+	profile bool
 	build   func(cfg Config) pieces
 }
 
 // methods is the method table, baselines first. Adding a method is adding a
 // row (and its pieces, if new).
 var methods = []methodEntry{
-	{Full, []string{"none"}, func(Config) pieces { return pieces{} }},
-	{StreamingLLM, []string{"streaming"}, func(cfg Config) pieces {
+	{Full, "Full", []string{"none"}, false, func(Config) pieces { return pieces{} }},
+	{StreamingLLM, "StreamingLLM", []string{"streaming"}, false, func(cfg Config) pieces {
 		return pieces{selector: StreamingSelector{Sink: cfg.Sink}, allocator: UniformAllocator{}}
 	}},
-	{H2O, nil, func(Config) pieces {
+	{H2O, "H2O", nil, false, func(Config) pieces {
 		return pieces{scorer: H2OScorer{}, selector: TopKSelector{}, allocator: UniformAllocator{}}
 	}},
-	{SnapKV, []string{"snap"}, func(cfg Config) pieces {
+	{SnapKV, "SnapKV", []string{"snap"}, false, func(cfg Config) pieces {
 		return pieces{scorer: snapScorer(cfg), selector: TopKSelector{}, allocator: UniformAllocator{}}
 	}},
-	{PyramidKV, []string{"pyramid"}, func(cfg Config) pieces {
+	{PyramidKV, "PyramidKV", []string{"pyramid"}, false, func(cfg Config) pieces {
 		return pieces{scorer: snapScorer(cfg), selector: TopKSelector{}, allocator: PyramidAllocator{Beta: cfg.Beta}}
 	}},
-	{AdaKV, []string{"ada"}, func(cfg Config) pieces {
+	{AdaKV, "Ada-KV", []string{"ada"}, false, func(cfg Config) pieces {
 		return pieces{scorer: snapScorer(cfg), selector: AdaKVSelector{FloorRatio: cfg.FloorRatio}, allocator: UniformAllocator{}}
 	}},
-	{CompressKV, nil, func(cfg Config) pieces {
+	{CompressKV, "CompressKV", nil, true, func(cfg Config) pieces {
 		p := pieces{
 			scorer:   SRScorer{Profile: cfg.Profile, K: cfg.SRHeads, Kernel: cfg.Kernel, Pooling: cfg.Pooling},
 			selector: TopKSelector{},
@@ -67,7 +71,7 @@ var methods = []methodEntry{
 		p.allocator, p.note = layerAllocator(cfg)
 		return p
 	}},
-	{AdaCompressKV, []string{"adackv"}, func(cfg Config) pieces {
+	{AdaCompressKV, "Ada-CompressKV", []string{"adackv"}, true, func(cfg Config) pieces {
 		p := pieces{
 			scorer:   GroupSRScorer{Profile: cfg.Profile, K: cfg.SRHeads, Kernel: cfg.Kernel, Pooling: cfg.Pooling},
 			selector: AdaKVSelector{FloorRatio: cfg.FloorRatio},
@@ -75,6 +79,24 @@ var methods = []methodEntry{
 		p.allocator, p.note = layerAllocator(cfg)
 		return p
 	}},
+}
+
+// NeedsProfile reports whether the method reads a Profile, so that New
+// fails without Config.Profile (CompressKV, Ada-CompressKV): the question a
+// program asks before it loads or calibrates one. Unknown methods need
+// none.
+func (m Method) NeedsProfile() bool {
+	e, ok := lookup(m)
+	return ok && e.profile
+}
+
+// Title returns the method's name as prose writes it ("Ada-KV",
+// "CompressKV"), or the method string itself for an unknown one.
+func (m Method) Title() string {
+	if e, ok := lookup(m); ok {
+		return e.title
+	}
+	return string(m)
 }
 
 // layerAllocator is the error-aware allocator of the profile's layer
@@ -121,5 +143,5 @@ func ParseMethod(s string) (Method, error) {
 			}
 		}
 	}
-	return "", fmt.Errorf("compresskv: unknown method %q (want one of %v)", s, Methods)
+	return "", fmt.Errorf("compresskv: unknown method %q (want one of %v): %w", s, Methods, ErrConfig)
 }

@@ -1,11 +1,14 @@
 package compresskv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/compresskv/compresskv/backend"
 	"github.com/compresskv/compresskv/internal/par"
@@ -18,6 +21,7 @@ import (
 // safe for concurrent use on different caches.
 type Policy struct {
 	name      string
+	label     string // how messages name it: "compresskv: <label>: ..."
 	method    Method
 	cfg       Config
 	scorer    Scorer    // nil: keep everything
@@ -33,14 +37,15 @@ func New(m Method, cfg Config) (*Policy, error) {
 	if !ok {
 		return nil, fmt.Errorf("compresskv: unknown method %q (want one of %v): %w", m, Methods, ErrConfig)
 	}
+	label := e.title + " policy"
 	cfg = cfg.withDefaults()
-	if err := cfg.validate(m, m == Full); err != nil {
+	if err := cfg.validate(label, m == Full); err != nil {
 		return nil, err
 	}
 	pc := e.build(cfg)
-	p := &Policy{name: string(m), method: m, cfg: cfg, scorer: pc.scorer, selector: pc.selector, allocator: pc.allocator, note: pc.note}
+	p := &Policy{name: string(m), label: label, method: m, cfg: cfg, scorer: pc.scorer, selector: pc.selector, allocator: pc.allocator, note: pc.note}
 	if err := p.validatePieces(); err != nil {
-		return nil, fmt.Errorf("compresskv: %s: %w", m, err)
+		return nil, fmt.Errorf("compresskv: %s: %w", label, err)
 	}
 	return p, nil
 }
@@ -57,13 +62,14 @@ func Compose(name string, cfg Config, scorer Scorer, selector Selector, allocato
 	if allocator == nil {
 		allocator = UniformAllocator{}
 	}
+	label := fmt.Sprintf("policy %q", name)
 	cfg = cfg.withDefaults()
-	if err := cfg.validate(Method(name), false); err != nil {
+	if err := cfg.validate(label, false); err != nil {
 		return nil, err
 	}
-	p := &Policy{name: name, cfg: cfg, scorer: scorer, selector: selector, allocator: allocator}
+	p := &Policy{name: name, label: label, cfg: cfg, scorer: scorer, selector: selector, allocator: allocator}
 	if err := p.validatePieces(); err != nil {
-		return nil, fmt.Errorf("compresskv: %s: %w", name, err)
+		return nil, fmt.Errorf("compresskv: %s: %w", label, err)
 	}
 	return p, nil
 }
@@ -85,9 +91,67 @@ func (p *Policy) fit(s kvcache.Shape, qHeads int) error {
 	for _, piece := range []any{p.scorer, p.selector, p.allocator} {
 		if f, ok := piece.(Fitter); ok {
 			if err := f.Fit(s, qHeads); err != nil {
-				return err
+				return fmt.Errorf("compresskv: %s: %w", p.label, err)
 			}
 		}
+	}
+	return nil
+}
+
+// usable returns an error wrapping ErrConfig for a nil policy or a nil
+// cache (a nil interface or a nil pointer in one), which would otherwise
+// panic deep inside the call.
+func (p *Policy) usable(op string, c kvcache.KVCache) error {
+	if p == nil {
+		return fmt.Errorf("compresskv: %s with a nil policy (make one with New or Compose): %w", op, ErrConfig)
+	}
+	if c == nil {
+		return fmt.Errorf("compresskv: %s: %s with a nil cache: %w", p.label, op, ErrConfig)
+	}
+	if v := reflect.ValueOf(c); v.Kind() == reflect.Pointer && v.IsNil() {
+		return fmt.Errorf("compresskv: %s: %s with a nil cache (a nil %T): %w", p.label, op, c, ErrConfig)
+	}
+	return nil
+}
+
+// ErrCompressed is wrapped by the error of Compress, Plan and CompressLayer
+// on a cache that has already lost rows: a layer stores fewer tokens than
+// it has seen (kvcache.KVCache.Seen). Compress works once, on a fully
+// prefilled cache, the same way for every method; a second Compress of the
+// same cache is this error, not a silent no-op or a second, inexact
+// selection over rows the first already chose. A cache kept whole (Full, or
+// a budget at or beyond the prompt) has lost nothing and may be compressed
+// again. To keep a running sequence within a bound, use a Stream.
+var ErrCompressed = errors.New("cache already compressed")
+
+// checkWhole returns an error wrapping ErrCompressed if a layer of c (one
+// layer, or all of them when layer < 0) stores fewer rows than it has seen.
+func (p *Policy) checkWhole(c kvcache.KVCache, layer int) error {
+	s := c.Shape()
+	for l := range s.Layers {
+		if layer >= 0 && l != layer {
+			continue
+		}
+		seen := c.Seen(l)
+		for g := range s.KVHeads {
+			if n := c.Len(l, g); n < seen {
+				return fmt.Errorf("compresskv: %s: layer %d KV head %d stores %d of the %d tokens it has seen; Compress works once, on a fully prefilled cache (a Stream keeps a running sequence within a bound): %w",
+					p.label, l, g, n, seen, ErrCompressed)
+			}
+		}
+	}
+	return nil
+}
+
+// checkQHeads returns an error wrapping kvcache.ErrShape unless qHeads is a
+// positive multiple of the cache's KV heads (for a policy that reads
+// queries).
+func (p *Policy) checkQHeads(s kvcache.Shape, qHeads int) error {
+	if p.scorer == nil || p.selector == nil {
+		return nil
+	}
+	if qHeads <= 0 || qHeads%s.KVHeads != 0 {
+		return fmt.Errorf("compresskv: %s: %d query heads is not a positive multiple of the cache's %d KV heads: %w", p.label, qHeads, s.KVHeads, kvcache.ErrShape)
 	}
 	return nil
 }
@@ -115,8 +179,9 @@ func (p *Policy) Config() Config { return p.cfg }
 // Plan is the outcome of a policy's selection over a cache, before any row
 // is moved.
 type Plan struct {
-	// Budgets holds each layer's budget in tokens, window included (per KV
-	// head for head-wise methods); nil for Full.
+	// Budgets holds the tokens each layer keeps, window included: its
+	// budget, or the whole prompt when the budget is at or beyond it (per
+	// KV head on average for head-wise methods); nil for Full.
 	Budgets []int
 	// Keep holds, per layer and KV head, the kept row indices in ascending
 	// order; nil for a layer that keeps everything.
@@ -145,7 +210,13 @@ type Result struct {
 // none, and q may be nil). Every KV head of a layer must hold the same number
 // L of rows (a prefilled, uncompressed layer; ErrUneven otherwise). Layers
 // are planned concurrently.
-func (p *Policy) Plan(c kvcache.KVCache, q [][]float32, qHeads int) (*Plan, error) {
+//
+// ctx is checked before each layer and between the KV heads of a layer's
+// scoring; a cancelled call returns an error wrapping ctx.Err().
+func (p *Policy) Plan(ctx context.Context, c kvcache.KVCache, q [][]float32, qHeads int) (*Plan, error) {
+	if err := p.usable("Plan", c); err != nil {
+		return nil, err
+	}
 	release, err := acquire(c, "Plan")
 	if err != nil {
 		return nil, err
@@ -156,7 +227,7 @@ func (p *Policy) Plan(c kvcache.KVCache, q [][]float32, qHeads int) (*Plan, erro
 		return nil, err
 	}
 	defer done()
-	return p.plan(c, q, qHeads, b)
+	return p.plan(ctx, c, q, qHeads, b)
 }
 
 // acquire holds c for one policy call when c detects overlapping use
@@ -185,17 +256,23 @@ func (p *Policy) backendFor(c kvcache.KVCache) (b backend.Backend, reason string
 	}, nil
 }
 
-func (p *Policy) plan(c kvcache.KVCache, q [][]float32, qHeads int, b backend.Backend) (*Plan, error) {
+func (p *Policy) plan(ctx context.Context, c kvcache.KVCache, q [][]float32, qHeads int, b backend.Backend) (*Plan, error) {
 	s := c.Shape()
 	plan := &Plan{Note: p.note, Keep: make([][][]int, s.Layers)}
+	if err := p.checkWhole(c, -1); err != nil {
+		return nil, err
+	}
 	if p.selector == nil {
 		return plan, nil
 	}
 	if q != nil && len(q) != s.Layers {
-		return nil, fmt.Errorf("compresskv: queries for %d layers, cache has %d: %w", len(q), s.Layers, kvcache.ErrShape)
+		return nil, fmt.Errorf("compresskv: %s: queries for %d layers, the cache has %d: %w", p.label, len(q), s.Layers, kvcache.ErrShape)
 	}
-	L, err := promptLen(c)
+	L, err := p.promptLen(c)
 	if err != nil {
+		return nil, err
+	}
+	if err := p.checkQHeads(s, qHeads); err != nil {
 		return nil, err
 	}
 	if err := p.fit(s, qHeads); err != nil {
@@ -203,17 +280,29 @@ func (p *Policy) plan(c kvcache.KVCache, q [][]float32, qHeads int, b backend.Ba
 	}
 	budgets, err := p.allocator.Budgets(BudgetInput{Layers: s.Layers, PromptLen: L, Budget: p.cfg.Budget, Window: p.cfg.Window})
 	if err != nil {
-		return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
+		return nil, fmt.Errorf("compresskv: %s: %w", p.label, err)
 	}
-	plan.Budgets = budgets
+	// Report what each layer keeps: its budget, or the whole prompt when
+	// the budget is beyond it.
+	plan.Budgets = make([]int, len(budgets))
+	for l, b := range budgets {
+		plan.Budgets[l] = min(b, L)
+	}
 	errs := make([]error, s.Layers)
 	par.For(s.Layers, func(l int) {
+		if err := ctx.Err(); err != nil {
+			errs[l] = err
+			return
+		}
 		var ql []float32
 		if q != nil {
 			ql = q[l]
 		}
-		plan.Keep[l], errs[l] = p.planLayer(b, c, l, ql, qHeads, L, budgets[l])
+		plan.Keep[l], errs[l] = p.planLayer(ctx, b, c, l, ql, qHeads, L, budgets[l])
 	})
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("compresskv: %s: %w", p.label, err)
+	}
 	for _, err := range errs {
 		if err != nil {
 			return nil, err
@@ -223,10 +312,27 @@ func (p *Policy) plan(c kvcache.KVCache, q [][]float32, qHeads int, b backend.Ba
 }
 
 // Compress plans (see Plan) and then compacts every layer of the cache. If
-// planning fails, the cache is unchanged. A cache that detects overlapping
+// planning fails, the cache is unchanged.
+//
+// Compress works once, on a fully prefilled cache, the same way for every
+// method: a cache that has already lost rows (a second Compress, or one
+// after a Stream) fails with ErrCompressed and is left as it is; one whose
+// layers or KV heads hold different numbers of tokens fails with ErrUneven.
+// A budget at or beyond the prompt keeps everything, and Result.Budgets
+// says so. A cache that detects overlapping
 // use (kvcache.Host) is held for the whole call: a second Compress, or an
 // Append, on it from another goroutine meanwhile fails with kvcache.ErrBusy.
-func (p *Policy) Compress(c kvcache.KVCache, q [][]float32, qHeads int) (*Result, error) {
+//
+// ctx is checked before each layer is planned, between the KV heads of a
+// layer's scoring, and once more before the first row moves: a cancelled
+// Compress returns an error wrapping ctx.Err() and leaves the cache exactly
+// as it was. Compaction itself is not interrupted once it has started (it
+// moves rows in memory and costs little next to scoring), so the cache is
+// either untouched or compressed, never half of each.
+func (p *Policy) Compress(ctx context.Context, c kvcache.KVCache, q [][]float32, qHeads int) (*Result, error) {
+	if err := p.usable("Compress", c); err != nil {
+		return nil, err
+	}
 	release, err := acquire(c, "Compress")
 	if err != nil {
 		return nil, err
@@ -238,9 +344,12 @@ func (p *Policy) Compress(c kvcache.KVCache, q [][]float32, qHeads int) (*Result
 		return nil, err
 	}
 	defer done()
-	plan, err := p.plan(c, q, qHeads, b)
+	plan, err := p.plan(ctx, c, q, qHeads, b)
 	if err != nil {
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("compresskv: %s: %w", p.label, err)
 	}
 	if err := p.apply(c, plan, b); err != nil {
 		return nil, err
@@ -250,8 +359,16 @@ func (p *Policy) Compress(c kvcache.KVCache, q [][]float32, qHeads int) (*Result
 
 // Apply compacts the cache as plan says; layers are compacted concurrently.
 // Every layer's rows are checked before any is moved, so a plan that does
-// not fit the cache leaves it unchanged.
+// not fit the cache leaves it unchanged. Apply takes no context: it is the
+// step that commits a plan, it only moves rows (no scoring), and stopping
+// it part-way would leave some layers compacted and others not.
 func (p *Policy) Apply(c kvcache.KVCache, plan *Plan) error {
+	if err := p.usable("Apply", c); err != nil {
+		return err
+	}
+	if plan == nil {
+		return fmt.Errorf("compresskv: %s: Apply of a nil plan: %w", p.label, ErrConfig)
+	}
 	release, err := acquire(c, "Apply")
 	if err != nil {
 		return err
@@ -268,7 +385,7 @@ func (p *Policy) Apply(c kvcache.KVCache, plan *Plan) error {
 func (p *Policy) apply(c kvcache.KVCache, plan *Plan, b backend.Backend) error {
 	s := c.Shape()
 	if len(plan.Keep) != s.Layers {
-		return fmt.Errorf("compresskv: plan for %d layers, cache has %d: %w", len(plan.Keep), s.Layers, kvcache.ErrShape)
+		return fmt.Errorf("compresskv: %s: plan for %d layers, the cache has %d: %w", p.label, len(plan.Keep), s.Layers, kvcache.ErrShape)
 	}
 	lens := make([]int, s.KVHeads)
 	for l, keep := range plan.Keep {
@@ -279,7 +396,7 @@ func (p *Policy) apply(c kvcache.KVCache, plan *Plan, b backend.Backend) error {
 			lens[g] = c.Len(l, g)
 		}
 		if err := kvcache.CheckKeep(keep, lens); err != nil {
-			return fmt.Errorf("compresskv: layer %d: %w", l, err)
+			return fmt.Errorf("compresskv: %s: layer %d: %w", p.label, l, err)
 		}
 	}
 	errs := make([]error, s.Layers)
@@ -290,7 +407,7 @@ func (p *Policy) apply(c kvcache.KVCache, plan *Plan, b backend.Backend) error {
 	})
 	for l, err := range errs {
 		if err != nil {
-			return fmt.Errorf("compresskv: layer %d: %w", l, err)
+			return fmt.Errorf("compresskv: %s: layer %d: %w", p.label, l, err)
 		}
 	}
 	return nil
@@ -298,22 +415,32 @@ func (p *Policy) apply(c kvcache.KVCache, plan *Plan, b backend.Backend) error {
 
 // CompressLayer compresses one layer of the cache, for inference loops that
 // prefill layer by layer; q is that layer's queries as in Plan. The layer's
-// budget is the one it would get from Compress on the whole cache.
-func (p *Policy) CompressLayer(c kvcache.KVCache, layer int, q []float32, qHeads int) error {
+// budget is the one it would get from Compress on the whole cache. ctx is
+// checked as in Compress: a cancelled call leaves the layer as it was.
+func (p *Policy) CompressLayer(ctx context.Context, c kvcache.KVCache, layer int, q []float32, qHeads int) error {
+	if err := p.usable("CompressLayer", c); err != nil {
+		return err
+	}
 	s := c.Shape()
 	if layer < 0 || layer >= s.Layers {
-		return fmt.Errorf("compresskv: layer %d out of range [0, %d): %w", layer, s.Layers, kvcache.ErrShape)
-	}
-	if p.selector == nil {
-		return nil
+		return fmt.Errorf("compresskv: %s: layer %d out of range [0, %d): %w", p.label, layer, s.Layers, kvcache.ErrShape)
 	}
 	release, err := acquire(c, "CompressLayer")
 	if err != nil {
 		return err
 	}
 	defer release()
-	L, err := layerLen(c, layer)
+	if err := p.checkWhole(c, layer); err != nil {
+		return err
+	}
+	if p.selector == nil {
+		return nil
+	}
+	L, err := p.layerLen(c, layer)
 	if err != nil {
+		return err
+	}
+	if err := p.checkQHeads(s, qHeads); err != nil {
 		return err
 	}
 	if err := p.fit(s, qHeads); err != nil {
@@ -321,27 +448,33 @@ func (p *Policy) CompressLayer(c kvcache.KVCache, layer int, q []float32, qHeads
 	}
 	budgets, err := p.allocator.Budgets(BudgetInput{Layers: s.Layers, PromptLen: L, Budget: p.cfg.Budget, Window: p.cfg.Window})
 	if err != nil {
-		return fmt.Errorf("compresskv: %s: %w", p.name, err)
+		return fmt.Errorf("compresskv: %s: %w", p.label, err)
 	}
 	b, _, done, err := p.backendFor(c)
 	if err != nil {
 		return err
 	}
 	defer done()
-	keep, err := p.planLayer(b, c, layer, q, qHeads, L, budgets[layer])
+	keep, err := p.planLayer(ctx, b, c, layer, q, qHeads, L, budgets[layer])
 	if err != nil || keep == nil {
 		return err
 	}
-	return b.Compact(c, layer, keep)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("compresskv: %s: layer %d: %w", p.label, layer, err)
+	}
+	if err := b.Compact(c, layer, keep); err != nil {
+		return fmt.Errorf("compresskv: %s: layer %d: %w", p.label, layer, err)
+	}
+	return nil
 }
 
 // planLayer selects the kept rows of one layer with budget B, or returns nil
 // when the layer keeps everything.
-func (p *Policy) planLayer(b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, L, B int) ([][]int, error) {
+func (p *Policy) planLayer(ctx context.Context, b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, L, B int) ([][]int, error) {
 	s := c.Shape()
 	W := p.cfg.Window
 	if B < W {
-		return nil, fmt.Errorf("compresskv: layer %d: budget %d below the window %d", layer, B, W)
+		return nil, fmt.Errorf("compresskv: %s: layer %d: budget %d below the window %d: %w", p.label, layer, B, W, ErrConfig)
 	}
 	if L <= B {
 		return nil, nil
@@ -351,14 +484,14 @@ func (p *Policy) planLayer(b backend.Backend, c kvcache.KVCache, layer int, q []
 	if p.scorer != nil {
 		in.NQ = p.scorer.QueryRows(L, W)
 		if err := backend.CheckQueries(s, q, in.NQ, qHeads); err != nil {
-			return nil, fmt.Errorf("compresskv: %s: layer %d: the %s scorer reads the last %d prompt rows: %w", p.name, layer, p.scorer.Name(), in.NQ, err)
+			return nil, fmt.Errorf("compresskv: %s: layer %d: %s: %w", p.label, layer, queryProblem(q, in.NQ, qHeads, s.HeadDim, L, W, err), kvcache.ErrShape)
 		}
 		if keep, ok, err := p.fused(in, B); ok || err != nil {
 			return keep, err
 		}
 		var err error
-		if scores, err = p.scorer.Score(in); err != nil {
-			return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
+		if scores, err = p.scorer.Score(ctx, in); err != nil {
+			return nil, fmt.Errorf("compresskv: %s: %w", p.label, err)
 		}
 	}
 	sel, err := p.selectRows(b, scores, layer, s.KVHeads, L-W, B-W)
@@ -377,10 +510,10 @@ func (p *Policy) planLayer(b backend.Backend, c kvcache.KVCache, layer int, q []
 func (p *Policy) selectRows(b backend.Backend, scores [][]float32, layer, kvHeads, prefix, c int) ([][]int, error) {
 	sel, err := p.selector.Select(b, scores, kvHeads, prefix, c)
 	if err != nil {
-		return nil, fmt.Errorf("compresskv: %s: layer %d: %w", p.name, layer, err)
+		return nil, fmt.Errorf("compresskv: %s: layer %d: %w", p.label, layer, err)
 	}
 	if len(sel) != kvHeads {
-		return nil, fmt.Errorf("compresskv: %s: layer %d: selector returned %d heads, want %d", p.name, layer, len(sel), kvHeads)
+		return nil, fmt.Errorf("compresskv: %s: layer %d: the %s selector returned %d heads, want %d", p.label, layer, p.selector.Name(), len(sel), kvHeads)
 	}
 	return sel, nil
 }
@@ -413,12 +546,12 @@ func (p *Policy) fused(in *ScoreInput, B int) (keep [][]int, ok bool, err error)
 	}
 	sel, err := sc.selection(in)
 	if err != nil {
-		return nil, true, fmt.Errorf("compresskv: %s: %w", p.name, err)
+		return nil, true, fmt.Errorf("compresskv: %s: %w", p.label, err)
 	}
 	sel.Keep = B - in.Window
 	keep, err = ls.SelectLayer(in.Cache, in.Layer, in.Queries, in.QHeads, sel)
 	if err != nil {
-		return nil, true, fmt.Errorf("compresskv: %s: layer %d: %w", p.name, in.Layer, err)
+		return nil, true, fmt.Errorf("compresskv: %s: layer %d: %w", p.label, in.Layer, err)
 	}
 	return keep, true, nil
 }
@@ -430,32 +563,49 @@ func (p *Policy) fused(in *ScoreInput, B int) (keep [][]int, ok bool, err error)
 var ErrUneven = errors.New("uneven cache")
 
 // layerLen returns the common row count of the KV heads of one layer.
-func layerLen(c kvcache.KVCache, layer int) (int, error) {
+func (p *Policy) layerLen(c kvcache.KVCache, layer int) (int, error) {
 	L := c.Len(layer, 0)
 	for g := 1; g < c.Shape().KVHeads; g++ {
 		if n := c.Len(layer, g); n != L {
-			return 0, fmt.Errorf("compresskv: layer %d: KV heads 0 and %d hold %d and %d rows (already compressed with head-wise budgets?); compress a prefilled, uncompressed layer: %w", layer, g, L, n, ErrUneven)
+			return 0, fmt.Errorf("compresskv: %s: layer %d: KV heads 0 and %d hold %d and %d rows; compress a layer whose KV heads hold the same rows: %w", p.label, layer, g, L, n, ErrUneven)
 		}
 	}
 	return L, nil
 }
 
 // promptLen returns the common row count of every head of every layer.
-func promptLen(c kvcache.KVCache) (int, error) {
-	L, err := layerLen(c, 0)
+func (p *Policy) promptLen(c kvcache.KVCache) (int, error) {
+	L, err := p.layerLen(c, 0)
 	if err != nil {
 		return 0, err
 	}
 	for l := 1; l < c.Shape().Layers; l++ {
-		n, err := layerLen(c, l)
+		n, err := p.layerLen(c, l)
 		if err != nil {
 			return 0, err
 		}
 		if n != L {
-			return 0, fmt.Errorf("compresskv: layers 0 and %d hold %d and %d rows; compress after the whole prompt is prefilled: %w", l, L, n, ErrUneven)
+			return 0, fmt.Errorf("compresskv: %s: layers 0 and %d hold %d and %d tokens; compress after every layer is prefilled with the whole prompt: %w", p.label, l, L, n, ErrUneven)
 		}
 	}
 	return L, nil
+}
+
+// queryProblem says what is wrong with a layer's queries q, in the
+// caller's terms: how many values it holds and how many the policy reads
+// (n query rows of qHeads heads of d values: the window's, or every prompt
+// row's for H2O). err is backend.CheckQueries's finding, for the cases it
+// covers otherwise.
+func queryProblem(q []float32, n, qHeads, d, L, W int, err error) string {
+	if want := n * qHeads * d; len(q) != want {
+		rows := fmt.Sprintf("the last %d prompt positions (the window)", n)
+		if n == L && n != W {
+			rows = fmt.Sprintf("every one of the %d prompt positions (H2O reads them all)", n)
+		}
+		return fmt.Sprintf("%d query values, want %d: the queries of %s x %d query heads x %d values", len(q), want, rows, qHeads, d)
+	}
+	msg := strings.TrimPrefix(err.Error(), "backend: ")
+	return strings.TrimSuffix(msg, ": "+kvcache.ErrShape.Error())
 }
 
 // planStored selects the rows one layer keeps when it is compressed again,
@@ -468,7 +618,7 @@ func promptLen(c kvcache.KVCache) (int, error) {
 // the longest so that the selector sees one prefix length, and the padded
 // positions it picks (only when a head has fewer candidates than it may
 // keep) are dropped. It returns nil when no head holds more than B rows.
-func (p *Policy) planStored(b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, B int) ([][]int, error) {
+func (p *Policy) planStored(ctx context.Context, b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, B int) ([][]int, error) {
 	s := c.Shape()
 	W := p.cfg.Window
 	lens := make([]int, s.KVHeads)
@@ -479,38 +629,38 @@ func (p *Policy) planStored(b backend.Backend, c kvcache.KVCache, layer int, q [
 		longest = max(longest, lens[g])
 	}
 	if even {
-		return p.planLayer(b, c, layer, q, qHeads, lens[0], B)
+		return p.planLayer(ctx, b, c, layer, q, qHeads, lens[0], B)
 	}
 	if B < W {
-		return nil, fmt.Errorf("compresskv: layer %d: budget %d below the window %d", layer, B, W)
+		return nil, fmt.Errorf("compresskv: %s: layer %d: budget %d below the window %d: %w", p.label, layer, B, W, ErrConfig)
 	}
 	if longest <= B {
 		return nil, nil
 	}
 	if p.scorer == nil {
-		return nil, fmt.Errorf("compresskv: %s: layer %d: heads hold different numbers of rows and the policy has no scorer to rank each: %w", p.name, layer, ErrUneven)
+		return nil, fmt.Errorf("compresskv: %s: layer %d: heads hold different numbers of rows and the policy has no scorer to rank each: %w", p.label, layer, ErrUneven)
 	}
 	for g, n := range lens {
 		if n < W {
-			return nil, fmt.Errorf("compresskv: layer %d: KV head %d holds %d rows, fewer than the window %d: %w", layer, g, n, W, ErrUneven)
+			return nil, fmt.Errorf("compresskv: %s: layer %d: KV head %d holds %d rows, fewer than the window %d: %w", p.label, layer, g, n, W, ErrUneven)
 		}
 	}
 	in := &ScoreInput{Backend: b, Cache: c, Layer: layer, Queries: q, QHeads: qHeads, Len: longest, Window: W}
 	in.NQ = p.scorer.QueryRows(longest, W)
 	if err := backend.CheckQueries(s, q, in.NQ, qHeads); err != nil {
-		return nil, fmt.Errorf("compresskv: %s: layer %d: the %s scorer reads the last %d rows: %w", p.name, layer, p.scorer.Name(), in.NQ, err)
+		return nil, fmt.Errorf("compresskv: %s: layer %d: %s: %w", p.label, layer, queryProblem(q, in.NQ, qHeads, s.HeadDim, longest, W, err), kvcache.ErrShape)
 	}
-	scores, err := p.scorer.Score(in)
+	scores, err := p.scorer.Score(ctx, in)
 	if err != nil {
-		return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
+		return nil, fmt.Errorf("compresskv: %s: %w", p.label, err)
 	}
 	if len(scores) != s.KVHeads {
-		return nil, fmt.Errorf("compresskv: %s: layer %d: the %s scorer gave %d rows for %d KV heads of different lengths: %w", p.name, layer, p.scorer.Name(), len(scores), s.KVHeads, ErrUneven)
+		return nil, fmt.Errorf("compresskv: %s: layer %d: the %s scorer gave %d rows for %d KV heads of different lengths: %w", p.label, layer, p.scorer.Name(), len(scores), s.KVHeads, ErrUneven)
 	}
 	padded := make([][]float32, s.KVHeads)
 	for g, row := range scores {
 		if len(row) != lens[g]-W {
-			return nil, fmt.Errorf("compresskv: %s: layer %d: score row %d has %d values, want %d (rows of KV head %d but the window)", p.name, layer, g, len(row), lens[g]-W, g)
+			return nil, fmt.Errorf("compresskv: %s: layer %d: score row %d has %d values, want %d (rows of KV head %d but the window)", p.label, layer, g, len(row), lens[g]-W, g)
 		}
 		padded[g] = slices.Grow(row, longest-lens[g])
 		for range longest - lens[g] {

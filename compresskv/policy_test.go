@@ -1,6 +1,7 @@
 package compresskv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -62,7 +63,8 @@ func sameSnapshot(a, b snapshot) bool {
 
 // TestPolicyInvariants runs every method over MHA, GQA and MQA shapes, every
 // storage type and budgets from the window to beyond the prompt, and checks
-// ARCHITECTURE.md's invariants on every output.
+// the invariants of docs/DESIGN.md ("Invariants the tests check") on every
+// output.
 func TestPolicyInvariants(t *testing.T) {
 	rng, seed := newRNG(t)
 	const layers, d, L, W = 3, 16, 40, 8
@@ -81,7 +83,7 @@ func TestPolicyInvariants(t *testing.T) {
 					}
 					c := base.Clone()
 					before := snap(c)
-					res, err := p.Compress(c, lastRows(p, q, L, sh.H, d), sh.H)
+					res, err := p.Compress(context.Background(), c, lastRows(p, q, L, sh.H, d), sh.H)
 					if err != nil {
 						t.Fatalf("%s: seed %d: %v", name, seed, err)
 					}
@@ -203,7 +205,7 @@ func TestPoliciesMatchReference(t *testing.T) {
 					if err != nil {
 						t.Fatal(name, err)
 					}
-					plan, err := p.Plan(base, lastRows(p, q, L, sh.H, d), sh.H)
+					plan, err := p.Plan(context.Background(), base, lastRows(p, q, L, sh.H, d), sh.H)
 					if err != nil {
 						t.Fatal(name, err)
 					}
@@ -248,7 +250,7 @@ func TestAdaKVMatchesReference(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		plan, err := p.Plan(c, [][]float32{q[0]}, sh.H)
+		plan, err := p.Plan(context.Background(), c, [][]float32{q[0]}, sh.H)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -286,7 +288,7 @@ func TestAdaKVMatchesReference(t *testing.T) {
 			counts[it.g]++
 		}
 		for g := 0; g < G; g++ {
-			capacity := int(math.RoundToEven(float64(counts[g])*0.8 + math.Floor(float64(cSel)*0.2)))
+			capacity := refAdaCapacity(counts[g], cSel, 0.2)
 			kept := plan.Keep[0][g]
 			checkTop(t, fmt.Sprintf("seed %d trial %d head %d", seed, trial, g), ref[g], kept[:len(kept)-W], min(capacity, P), 1e-5*W)
 		}
@@ -325,6 +327,70 @@ func TestAdaKVFloor(t *testing.T) {
 	}
 }
 
+// TestAdaKVCapacityFloat32: the capacities are the reference's, float32
+// arithmetic and half-to-even rounding: a head that wins 85 of 7 x 14 slots
+// with floor ratio 0.3 keeps round(85*0.7 + 4) = round(63.5) = 64 in float32
+// (63.49999999999999 in float64 would round to 63); over every split of
+// small sizes and floor ratios the selector agrees with the reference.
+func TestAdaKVCapacityFloat32(t *testing.T) {
+	if got := adaCapacity(85, 14, 0.3); got != 64 {
+		t.Fatalf("capacity of 85 winners, c = 14, f = 0.3: %d, want 64 (float32, half to even)", got)
+	}
+	n, cs, f := 85.0, 14.0, 0.3 // variables: Go's constant arithmetic is exact
+	if f64 := int(math.RoundToEven(n*(1-f) + math.Floor(cs*f))); f64 != 63 {
+		t.Fatalf("the float64 evaluation gives %d: the case no longer tells the two apart", f64)
+	}
+	// The selector end to end: head 0 wins 85 slots, head 1 the other 13,
+	// heads 2..6 none.
+	const G, c, P = 7, 14, 100
+	scores := make([][]float32, G)
+	for g := range scores {
+		scores[g] = make([]float32, P)
+	}
+	for j := 0; j < 85; j++ {
+		scores[0][j] = 100 + float32(j)
+	}
+	for j := 0; j < 13; j++ {
+		scores[1][j] = 50 + float32(j)
+	}
+	keep, err := AdaKVSelector{FloorRatio: 0.3}.Select(cpu.New(), scores, G, P, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int{64, 13, 4, 4, 4, 4, 4} // round(13*0.7 + 4) = round(13.1); round(0 + 4)
+	for g, k := range keep {
+		if len(k) != want[g] {
+			t.Errorf("head %d keeps %d positions, want %d", g, len(k), want[g])
+		}
+	}
+	if !slices.Equal(keep[0], slices.Collect(func(yield func(int) bool) {
+		for j := 85 - 64; j < 85; j++ {
+			if !yield(j) {
+				return
+			}
+		}
+	})) {
+		t.Errorf("head 0 keeps %v, want its 64 best positions 21..84", keep[0])
+	}
+	// Every count, c and floor ratio on a grid: the library's capacity is
+	// the reference's; count how many differ from float64.
+	differ := 0
+	for _, f := range []float64{0, 0.1, 0.2, 0.25, 0.3, 0.5, 0.7, 0.9, 1} {
+		for c := 1; c <= 64; c++ {
+			for n := 0; n <= 8*c; n++ {
+				got, ref := adaCapacity(n, c, f), refAdaCapacity(n, c, f)
+				if got != ref {
+					t.Fatalf("n = %d, c = %d, f = %v: capacity %d, the reference's %d", n, c, f, got, ref)
+				}
+				if got != int(math.RoundToEven(float64(n)*(1-f)+math.Floor(float64(c)*f))) {
+					differ++
+				}
+			}
+		}
+	}
+	t.Logf("%d splits of the grid round differently in float64", differ)
+}
+
 // TestStreamingLLM: the first Sink positions and the last B-Sink.
 func TestStreamingLLM(t *testing.T) {
 	rng, _ := newRNG(t)
@@ -334,7 +400,7 @@ func TestStreamingLLM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Compress(c, nil, 2); err != nil {
+	if _, err := p.Compress(context.Background(), c, nil, 2); err != nil {
 		t.Fatal(err)
 	}
 	want := []int32{0, 1, 2, 3, 14, 15, 16, 17, 18, 19}
@@ -358,7 +424,7 @@ func TestPyramidClampShortPrompt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := p.Compress(c, q, 4)
+	res, err := p.Compress(context.Background(), c, q, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +453,7 @@ func TestCompressKVUsesLayerWeights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := p.Compress(c.Clone(), q, 8)
+	res, err := p.Compress(context.Background(), c.Clone(), q, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +476,7 @@ func TestCompressKVUsesLayerWeights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err = p.Compress(c.Clone(), q, 8)
+	res, err = p.Compress(context.Background(), c.Clone(), q, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +495,7 @@ func TestDecodeContinuesPositions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Compress(c, q, 4); err != nil {
+	if _, err := p.Compress(context.Background(), c, q, 4); err != nil {
 		t.Fatal(err)
 	}
 	row := make([]float32, 2*8)
@@ -469,21 +535,21 @@ func TestBadInputLeavesCacheUnchanged(t *testing.T) {
 		{"short queries", SnapKV, Config{Budget: 16}, [][]float32{q[0][:10], q[1]}, 4, "query values"},
 		{"too few layers", SnapKV, Config{Budget: 16}, q[:1], 4, "queries for 1 layers"},
 		{"heads not a multiple", SnapKV, Config{Budget: 16}, q, 3, "not a positive multiple"},
-		{"window larger than queries", SnapKV, Config{Budget: 16, Window: 12}, q, 4, "reads the last 12 prompt rows"},
-		{"more queries than the window", SnapKV, Config{Budget: 16, Window: 4}, q, 4, "reads the last 4 prompt rows"},
-		{"query heads miscounted", SnapKV, Config{Budget: 16}, [][]float32{q8, q8}, 4, "want 256 (8 rows x 4 heads"},
+		{"window larger than queries", SnapKV, Config{Budget: 16, Window: 12}, q, 4, "the last 12 prompt positions (the window)"},
+		{"more queries than the window", SnapKV, Config{Budget: 16, Window: 4}, q, 4, "the last 4 prompt positions (the window)"},
+		{"query heads miscounted", SnapKV, Config{Budget: 16}, [][]float32{q8, q8}, 4, "want 256: the queries of the last 8 prompt positions (the window) x 4 query heads"},
 		{"NaN query", CompressKV, Config{Budget: 16, Profile: prof}, nan, 4, "non-finite"},
 		{"profile for another model", CompressKV, Config{Budget: 16, Profile: other}, q, 4, "profile of"},
 		{"profile for another model, per group", AdaCompressKV, Config{Budget: 16, Profile: other}, q, 4, "profile of"},
 		{"NaN query, per group", AdaCompressKV, Config{Budget: 16, Profile: prof}, nan, 4, "non-finite"},
-		{"H2O without all queries", H2O, Config{Budget: 16}, q, 4, "reads the last 40 prompt rows"},
+		{"H2O without all queries", H2O, Config{Budget: 16}, q, 4, "every one of the 40 prompt positions"},
 	}
 	for _, tc := range cases {
 		p, err := New(tc.m, tc.cfg)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		_, err = p.Compress(c, tc.q, tc.qHeads)
+		_, err = p.Compress(context.Background(), c, tc.q, tc.qHeads)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Fatalf("%s: error %v, want one mentioning %q", tc.name, err, tc.want)
 		}
@@ -497,14 +563,14 @@ func TestBadInputLeavesCacheUnchanged(t *testing.T) {
 	if err := p.Apply(c, bad); err == nil || !sameSnapshot(before, snap(c)) {
 		t.Fatalf("Apply of an invalid plan: err %v, cache changed: %v", err, !sameSnapshot(before, snap(c)))
 	}
-	// An already compressed layer with ragged heads cannot be compressed again.
+	// An already compressed cache cannot be compressed again.
 	ada, _ := New(AdaKV, Config{Budget: 16})
 	cc := c.Clone()
-	if _, err := ada.Compress(cc, q, 4); err != nil {
+	if _, err := ada.Compress(context.Background(), cc, q, 4); err != nil {
 		t.Fatal(err)
 	}
 	if cc.Len(0, 0) != cc.Len(0, 1) {
-		if _, err := ada.Compress(cc, q, 4); !errors.Is(err, ErrUneven) || !strings.Contains(err.Error(), "uncompressed") {
+		if _, err := ada.Compress(context.Background(), cc, q, 4); !errors.Is(err, ErrCompressed) || !strings.Contains(err.Error(), "Compress works once") {
 			t.Fatalf("ragged layer: error %v", err)
 		}
 	}
@@ -571,11 +637,11 @@ func TestCompressLayerMatchesCompress(t *testing.T) {
 			t.Fatal(err)
 		}
 		whole, byLayer := c.Clone(), c.Clone()
-		if _, err := p.Compress(whole, q, 8); err != nil {
+		if _, err := p.Compress(context.Background(), whole, q, 8); err != nil {
 			t.Fatal(err)
 		}
 		for l := 0; l < s.Layers; l++ {
-			if err := p.CompressLayer(byLayer, l, q[l], 8); err != nil {
+			if err := p.CompressLayer(context.Background(), byLayer, l, q[l], 8); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -599,7 +665,7 @@ func TestSnapKVMeansBeforeMaxPooling(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := p.Plan(c, q, H)
+	plan, err := p.Plan(context.Background(), c, q, H)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,14 +1,18 @@
 package compresskv
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/compresskv/compresskv/heads"
+	"github.com/compresskv/compresskv/internal/jsonpos"
 )
 
 // ProfileVersion is the version of the profile format this package writes.
@@ -203,16 +207,23 @@ func (p *Profile) checkSRHeads(k int) error {
 }
 
 // ReadProfile decodes and validates a profile from JSON. Unknown fields are
-// an error, so that a misspelt key is not silently ignored.
+// an error, so that a misspelt key is not silently ignored. Every error
+// wraps ErrProfile (or is the reader's own), and one in the JSON text says
+// where: line and column, counted from 1.
 func ReadProfile(r io.Reader) (*Profile, error) {
-	dec := json.NewDecoder(r)
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("profile: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var p Profile
 	if err := dec.Decode(&p); err != nil {
-		return nil, fmt.Errorf("profile: decoding JSON: %v: %w", err, ErrProfile)
+		return nil, fmt.Errorf("profile: %s: %w", jsonProblem(data, err), ErrProfile)
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("profile: trailing data after the JSON object: %w", ErrProfile)
+	at := dec.InputOffset()
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("profile: %s: data after the JSON object: %w", jsonpos.Where(data, jsonpos.SkipSpace(data, at)), ErrProfile)
 	}
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -220,14 +231,46 @@ func ReadProfile(r io.Reader) (*Profile, error) {
 	return &p, nil
 }
 
-// LoadProfile reads a profile from a file.
+// jsonProblem says what encoding/json found wrong in data and where, in
+// the file's terms.
+func jsonProblem(data []byte, err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		if lit, i := jsonpos.NonFiniteLiteral(data); i >= 0 {
+			return fmt.Sprintf("%s: %s is not a JSON number (write a finite value)", jsonpos.Where(data, int64(i)), lit)
+		}
+		return fmt.Sprintf("%s: %s", jsonpos.Where(data, syn.Offset-1), strings.TrimPrefix(syn.Error(), "json: "))
+	case errors.As(err, &typ):
+		field := typ.Field
+		if field == "" {
+			field = "the profile"
+		}
+		return fmt.Sprintf("%s: %s is a JSON %s, want %s", jsonpos.Where(data, typ.Offset-1), field, typ.Value, typ.Type)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Sprintf("%s: the JSON ends before the profile does", jsonpos.Where(data, int64(len(data))))
+	}
+	msg := strings.TrimPrefix(err.Error(), "json: ")
+	if name, ok := strings.CutPrefix(msg, "unknown field "); ok {
+		// encoding/json names the field but not where it is.
+		if key, uerr := strconv.Unquote(name); uerr == nil {
+			if i := bytes.Index(data, []byte(strconv.Quote(key))); i >= 0 {
+				return fmt.Sprintf("%s: unknown field %q (the fields are those of docs/DESIGN.md, \"Profiles\")", jsonpos.Where(data, int64(i)), key)
+			}
+		}
+	}
+	return msg
+}
+
+// LoadProfile reads a profile from a file (see ReadProfile); its errors
+// begin with the file's path.
 func LoadProfile(path string) (*Profile, error) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	p, err := ReadProfile(f)
+	p, err := ReadProfile(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -2,6 +2,7 @@ package compresskv
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -62,20 +63,20 @@ func TestProfileErrors(t *testing.T) {
 		"head -1 outside":     strings.Replace(good, `[1,0]`, `[1,-1]`, 1),
 		"ranks 1 heads":       strings.Replace(good, `[1,0]`, `[1]`, 1),
 		"layer 0 ranks 1 heads, want all 2 (a partial ranking needs sr_heads": strings.Replace(v2, `[1,0]`, `[1]`, 1),
-		"layer 0 ranks 3 heads":                            strings.Replace(good, `[1,0]`, `[1,0,1]`, 1),
-		"sr_heads 1 needs version 2":                       strings.Replace(partial, `"version":2`, `"version":1`, 1),
-		"sr_heads 3 outside":                               strings.Replace(v2, `"head_ranking"`, `"sr_heads":3,"head_ranking"`, 1),
-		"sr_heads -1 outside":                              strings.Replace(v2, `"head_ranking"`, `"sr_heads":-1,"head_ranking"`, 1),
-		"sr_heads 2 without":                               strings.Replace(v2, `"head_ranking":[[1,0],[0,1]]`, `"sr_heads":2`, 1),
-		"layer 0 ranks 1 heads, fewer than its 2 SR heads": strings.Replace(partial, `"sr_heads":1`, `"sr_heads":2`, 1),
-		"layer weight 1 is -0.7":                           strings.Replace(good, `0.7`, `-0.7`, 1),
-		"head ranking for 2 layers, model has 3":           strings.Replace(good, `"layers":2`, `"layers":3`, 1),
-		"2 layer weights, model has 3 layers":              `{"version":1,"model":{"name":"m","layers":3,"query_heads":2,"kv_heads":1,"head_dim":4},"layer_weights":[0.3,0.7]}`,
-		"unknown field":                                    strings.Replace(good, `"version"`, `"vresion":1,"version"`, 1),
-		"decoding JSON":                                    good[:40],
-		"trailing data":                                    good + "{}",
-		"not a multiple":                                   strings.Replace(good, `"kv_heads":1`, `"kv_heads":3`, 1),
-		"layer weights are all zero":                       strings.Replace(good, `[0.3,0.7]`, `[0,0]`, 1),
+		"layer 0 ranks 3 heads":                                    strings.Replace(good, `[1,0]`, `[1,0,1]`, 1),
+		"sr_heads 1 needs version 2":                               strings.Replace(partial, `"version":2`, `"version":1`, 1),
+		"sr_heads 3 outside":                                       strings.Replace(v2, `"head_ranking"`, `"sr_heads":3,"head_ranking"`, 1),
+		"sr_heads -1 outside":                                      strings.Replace(v2, `"head_ranking"`, `"sr_heads":-1,"head_ranking"`, 1),
+		"sr_heads 2 without":                                       strings.Replace(v2, `"head_ranking":[[1,0],[0,1]]`, `"sr_heads":2`, 1),
+		"layer 0 ranks 1 heads, fewer than its 2 SR heads":         strings.Replace(partial, `"sr_heads":1`, `"sr_heads":2`, 1),
+		"layer weight 1 is -0.7":                                   strings.Replace(good, `0.7`, `-0.7`, 1),
+		"head ranking for 2 layers, model has 3":                   strings.Replace(good, `"layers":2`, `"layers":3`, 1),
+		"2 layer weights, model has 3 layers":                      `{"version":1,"model":{"name":"m","layers":3,"query_heads":2,"kv_heads":1,"head_dim":4},"layer_weights":[0.3,0.7]}`,
+		"unknown field":                                            strings.Replace(good, `"version"`, `"vresion":1,"version"`, 1),
+		"line 1, column 41: the JSON ends before the profile does": good[:40],
+		"data after the JSON object":                               good + "{}",
+		"not a multiple":                                           strings.Replace(good, `"kv_heads":1`, `"kv_heads":3`, 1),
+		"layer weights are all zero":                               strings.Replace(good, `[0.3,0.7]`, `[0,0]`, 1),
 	}
 	for want, in := range cases {
 		_, err := ReadProfile(strings.NewReader(in))
@@ -207,7 +208,7 @@ func keptWith(t *testing.T, p *Profile, cfg Config, want int) ([][]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := pol.Compress(c, q, m.QueryHeads); err != nil {
+	if _, err := pol.Compress(context.Background(), c, q, m.QueryHeads); err != nil {
 		t.Fatal(err)
 	}
 	out := make([][]int, m.Layers)

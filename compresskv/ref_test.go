@@ -146,3 +146,13 @@ func bounds(x []float64, kept []int) (minIn, maxOut float64) {
 	}
 	return minIn, maxOut
 }
+
+// refAdaCapacity is Ada-KV's capacity as the reference computes it in
+// PyTorch: floor(c*f) is Python arithmetic (float64); the winner count, an
+// integer tensor, times the scalar 1-f is a float32 tensor, the floor is
+// added in float32 and torch.round rounds half to even.
+func refAdaCapacity(n, c int, f float64) int {
+	prod := float32(n) * float32(1-f)
+	sum := prod + float32(int(math.Floor(float64(c)*f)))
+	return int(math.RoundToEven(float64(sum)))
+}

@@ -1,6 +1,7 @@
 package compresskv
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/compresskv/compresskv/backend"
@@ -17,8 +18,10 @@ type Scorer interface {
 	// The policy checks that the caller passed exactly that many.
 	QueryRows(promptLen, window int) int
 	// Score returns one row of L-W scores for each KV head, or a single row
-	// that every KV head of the layer shares.
-	Score(in *ScoreInput) ([][]float32, error)
+	// that every KV head of the layer shares. A long scoring checks ctx
+	// between its steps and returns an error wrapping ctx.Err() once it is
+	// cancelled.
+	Score(ctx context.Context, in *ScoreInput) ([][]float32, error)
 }
 
 // Validator is implemented by pieces (scorers, selectors, allocators) that
@@ -54,24 +57,54 @@ func (in *ScoreInput) Prefix() int { return in.Len - in.Window }
 // query rows summed over them, restricted to the prefix: the rows of its KV
 // head but the last W (Len - W when every head holds Len rows; a layer
 // compressed again with head-wise lengths gives each head its own).
-func (in *ScoreInput) windowSums(heads []int) ([][]float32, error) {
+//
+// When the layer's work is large (more than cancelEvery multiply-adds), the
+// backend is called once per KV head's share of heads and ctx is checked
+// between the calls; each head's sums are the same either way.
+func (in *ScoreInput) windowSums(ctx context.Context, heads []int) ([][]float32, error) {
 	out := make([][]float32, len(heads))
-	group := max(in.QHeads/in.Cache.Shape().KVHeads, 1)
+	G := in.Cache.Shape().KVHeads
+	group := max(in.QHeads/G, 1)
+	work := 0
 	for i, h := range heads {
 		n := in.Len
-		if h >= 0 && h < in.QHeads && h/group < in.Cache.Shape().KVHeads {
+		if h >= 0 && h < in.QHeads && h/group < G {
 			n = in.Cache.Len(in.Layer, h/group)
 		}
 		out[i] = make([]float32, n)
+		work += in.NQ * n * in.Cache.Shape().HeadDim
 	}
-	if err := in.Backend.WindowScores(in.Cache, in.Layer, in.Queries, in.NQ, in.QHeads, heads, out); err != nil {
-		return nil, fmt.Errorf("layer %d: %w", in.Layer, err)
+	// Batches of heads: one call for a small layer, else one per run of
+	// heads that read the same KV head (the keys are decoded once per call
+	// and KV head, so this costs no extra pass over them).
+	var cuts []int
+	if work > cancelEvery {
+		for i := 1; i < len(heads); i++ {
+			if heads[i]/group != heads[i-1]/group {
+				cuts = append(cuts, i)
+			}
+		}
+	}
+	cuts = append(cuts, len(heads))
+	lo := 0
+	for _, hi := range cuts {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", in.Layer, err)
+		}
+		if err := in.Backend.WindowScores(in.Cache, in.Layer, in.Queries, in.NQ, in.QHeads, heads[lo:hi], out[lo:hi]); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", in.Layer, err)
+		}
+		lo = hi
 	}
 	for i := range out {
 		out[i] = out[i][:len(out[i])-in.Window]
 	}
 	return out, nil
 }
+
+// cancelEvery is the scoring work, in multiply-adds, above which
+// windowSums checks its context between KV heads: about 10 ms on one core.
+const cancelEvery = 1 << 24
 
 // pool pools every row in place (kernel 1 leaves rows as they are).
 func pool(b backend.Backend, rows [][]float32, kernel int, kind backend.Pooling) error {
@@ -139,7 +172,7 @@ func checkPooling(name string, kernel int, kind backend.Pooling) error {
 // with a head ranking.
 func checkRanking(name string, p *Profile) error {
 	if p == nil {
-		return fmt.Errorf("%s: a profile with the model's semantic retrieval heads is required: %w", name, ErrConfig)
+		return fmt.Errorf("%s: a profile with the model's semantic retrieval heads is required (Config.Profile: LoadProfile, or package calibrate for a new model): %w", name, ErrConfig)
 	}
 	if err := p.Validate(); err != nil {
 		return fmt.Errorf("%s: %v: %w", name, err, ErrConfig)
@@ -175,8 +208,8 @@ func (SnapKVScorer) QueryRows(_, window int) int { return window }
 func (s SnapKVScorer) Validate(_, _ int) error { return checkPooling(s.Name(), s.Kernel, s.Pooling) }
 
 // Score implements Scorer. Cost: O(W * L * d) per query head.
-func (s SnapKVScorer) Score(in *ScoreInput) ([][]float32, error) {
-	rows, err := in.windowSums(allHeads(in.QHeads))
+func (s SnapKVScorer) Score(ctx context.Context, in *ScoreInput) ([][]float32, error) {
+	rows, err := in.windowSums(ctx, allHeads(in.QHeads))
 	if err != nil {
 		return nil, err
 	}
@@ -230,24 +263,31 @@ func (s SRScorer) Validate(_, _ int) error {
 // Fit implements Fitter: the profile must be measured on a model of the
 // cache's shape.
 func (s SRScorer) Fit(sh kvcache.Shape, qHeads int) error {
-	if s.Profile == nil {
-		return fmt.Errorf("%s: no profile: %w", s.Name(), ErrConfig)
+	return fitProfile(s.Name(), s.Profile, sh, qHeads)
+}
+
+// fitProfile is the Fitter of the SR scorers: the profile's model must have
+// the cache's layers, KV heads and head dimension, and qHeads query heads.
+func fitProfile(name string, p *Profile, sh kvcache.Shape, qHeads int) error {
+	if p == nil {
+		return fmt.Errorf("%s: no profile: %w", name, ErrConfig)
 	}
-	m := s.Profile.Model
+	m := p.Model
 	if m.Layers != sh.Layers || m.KVHeads != sh.KVHeads || m.HeadDim != sh.HeadDim || m.QueryHeads != qHeads {
-		return fmt.Errorf("compresskv: profile of %q is for %d layers x %d query heads / %d KV heads x d=%d; cache is %d x %d / %d x d=%d: %w",
-			m.Name, m.Layers, m.QueryHeads, m.KVHeads, m.HeadDim, sh.Layers, qHeads, sh.KVHeads, sh.HeadDim, ErrConfig)
+		return fmt.Errorf("%s: the profile of %q was measured on %d layers, %d query heads over %d KV heads, head dimension %d; "+
+			"this call has %d layers, %d query heads over %d KV heads, head dimension %d (the cache's shape and the qHeads argument): %w",
+			name, m.Name, m.Layers, m.QueryHeads, m.KVHeads, m.HeadDim, sh.Layers, qHeads, sh.KVHeads, sh.HeadDim, ErrConfig)
 	}
 	return nil
 }
 
 // Score implements Scorer. Cost: O(K * W * L * d).
-func (s SRScorer) Score(in *ScoreInput) ([][]float32, error) {
+func (s SRScorer) Score(ctx context.Context, in *ScoreInput) ([][]float32, error) {
 	heads, err := s.Profile.SRHeads(in.Layer, s.K)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := in.windowSums(heads)
+	rows, err := in.windowSums(ctx, heads)
 	if err != nil {
 		return nil, err
 	}
@@ -282,8 +322,8 @@ func (H2OScorer) Name() string { return "h2o" }
 func (H2OScorer) QueryRows(promptLen, _ int) int { return promptLen }
 
 // Score implements Scorer. Cost: O(L * L * d) per query head.
-func (H2OScorer) Score(in *ScoreInput) ([][]float32, error) {
-	rows, err := in.windowSums(allHeads(in.QHeads))
+func (H2OScorer) Score(ctx context.Context, in *ScoreInput) ([][]float32, error) {
+	rows, err := in.windowSums(ctx, allHeads(in.QHeads))
 	if err != nil {
 		return nil, err
 	}

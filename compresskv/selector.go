@@ -87,8 +87,8 @@ func (s StreamingSelector) Select(_ backend.Backend, _ [][]float32, kvHeads, pre
 
 // AdaKVSelector spreads a layer's budget over its KV heads (Ada-KV): one
 // top-k of kvHeads*c over all heads' scores together gives head g its count
-// n_g of winners; its capacity is round(n_g*(1-f) + floor(c*f)) and it keeps
-// its own top capacity positions. Ties go to the lower position, then the
+// n_g of winners; its capacity is round(n_g*(1-f) + floor(c*f)), in float32
+// as the reference computes it, and it keeps its own top capacity positions. Ties go to the lower position, then the
 // lower head.
 type AdaKVSelector struct {
 	FloorRatio float64 // share f of each head's average budget it is guaranteed, in [0, 1]
@@ -128,14 +128,26 @@ func (s AdaKVSelector) Select(b backend.Backend, scores [][]float32, kvHeads, pr
 	for _, i := range win {
 		counts[i%kvHeads]++
 	}
-	floor := math.Floor(float64(c) * s.FloorRatio)
 	keep := make([][]int, kvHeads)
 	for g := range keep {
-		capacity := int(math.RoundToEven(float64(counts[g])*(1-s.FloorRatio) + floor))
-		capacity = min(max(capacity, 0), prefix)
+		capacity := min(adaCapacity(counts[g], c, s.FloorRatio), prefix)
 		if keep[g], err = b.TopK(nil, scores[g], capacity); err != nil {
 			return nil, err
 		}
 	}
 	return keep, nil
+}
+
+// adaCapacity returns the capacity of a head that won n of the layer-wide
+// top-k with c selectable tokens per head on average and floor ratio f:
+// round(n*(1-f) + floor(c*f)), evaluated as the reference evaluates it
+// (docs/DESIGN.md, "Baselines"): floor(c*f) in float64 (Python
+// arithmetic), the count times 1-f and the sum in float32 (an integer
+// tensor times a float scalar), rounded half to even. In float64 some
+// splits round the other way: n = 85, c = 14, f = 0.3 gives 64 in float32
+// and 63 in float64. Never negative.
+func adaCapacity(n, c int, f float64) int {
+	floor := float32(math.Floor(float64(c) * f))
+	scaled := float32(float32(n) * float32(1-f)) // the conversion keeps the product rounded, unfused
+	return max(int(math.RoundToEven(float64(scaled+floor))), 0)
 }

@@ -98,11 +98,11 @@ type Stream struct {
 // The policy must compress (not Full) from the queries of a window (not
 // H2O, which reads every prompt query).
 func NewStream(p *Policy, c kvcache.KVCache, cfg StreamConfig) (*Stream, error) {
-	if p == nil || c == nil {
-		return nil, fmt.Errorf("compresskv: stream: a policy and a cache are required: %w", ErrConfig)
+	if err := p.usable("NewStream", c); err != nil {
+		return nil, err
 	}
 	if p.selector == nil {
-		return nil, fmt.Errorf("compresskv: stream: policy %s keeps every token, so no bound holds; append to the cache directly: %w", p.name, ErrConfig)
+		return nil, fmt.Errorf("compresskv: stream: the %s keeps every token, so no bound holds; append to the cache directly: %w", p.label, ErrConfig)
 	}
 	W := p.cfg.Window
 	need := 0
@@ -145,14 +145,14 @@ func NewStream(p *Policy, c kvcache.KVCache, cfg StreamConfig) (*Stream, error) 
 	}
 	budgets, err := p.allocator.Budgets(BudgetInput{Layers: s.Layers, PromptLen: math.MaxInt32, Budget: p.cfg.Budget, Window: W})
 	if err != nil {
-		return nil, fmt.Errorf("compresskv: %s: %w", p.name, err)
+		return nil, fmt.Errorf("compresskv: stream: %s: %w", p.label, err)
 	}
 	if len(budgets) != s.Layers {
-		return nil, fmt.Errorf("compresskv: %s: allocator gave %d budgets for %d layers", p.name, len(budgets), s.Layers)
+		return nil, fmt.Errorf("compresskv: stream: %s: the %s allocator gave %d budgets for %d layers", p.label, p.allocator.Name(), len(budgets), s.Layers)
 	}
 	for l, b := range budgets {
 		if b < W {
-			return nil, fmt.Errorf("compresskv: %s: layer %d: budget %d below the window %d: %w", p.name, l, b, W, ErrConfig)
+			return nil, fmt.Errorf("compresskv: stream: %s: layer %d: budget %d below the window %d: %w", p.label, l, b, W, ErrConfig)
 		}
 	}
 	st := &Stream{p: p, c: c, cfg: cfg, budgets: budgets, need: need,
@@ -340,9 +340,9 @@ func (s *Stream) compress(ctx context.Context, layer int) error {
 	if s.need > 0 && s.qn[layer] == s.need {
 		q = s.q[layer]
 	}
-	keep, err := p.planStored(b, s.c, layer, q, s.cfg.QHeads, s.budgets[layer])
+	keep, err := p.planStored(ctx, b, s.c, layer, q, s.cfg.QHeads, s.budgets[layer])
 	if err != nil {
-		return fmt.Errorf("compresskv: stream: %w", err)
+		return err // it names the policy and the layer
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("compresskv: stream: layer %d: %w", layer, err)

@@ -104,7 +104,7 @@ func BenchmarkStreamPeak(b *testing.B) {
 					}
 					peak = c.Reserved()
 					t0 := b.Elapsed()
-					if _, err := p.Compress(c, [][]float32{data.q}, llamaQHeads); err != nil {
+					if _, err := p.Compress(context.Background(), c, [][]float32{data.q}, llamaQHeads); err != nil {
 						b.Fatal(err)
 					}
 					compress += (b.Elapsed() - t0).Seconds()

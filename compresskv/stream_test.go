@@ -294,7 +294,7 @@ func TestStreamFirstCompressionIsOneShot(t *testing.T) {
 		if st.Stats().Compressions != 0 {
 			t.Fatalf("%s: compressed before the room was used", name)
 		}
-		if _, err := p.Compress(one, q, H); err != nil {
+		if _, err := p.Compress(context.Background(), one, q, H); err != nil {
 			t.Fatal(err)
 		}
 		for l := 0; l < s.Layers; l++ {

@@ -54,7 +54,7 @@ func ParseDType(s string) (DType, error) {
 	case "bfloat16", "bf16":
 		return BFloat16, nil
 	}
-	return 0, fmt.Errorf("kvcache: unknown storage type %q (want float32, float16 or bfloat16)", s)
+	return 0, fmt.Errorf("kvcache: unknown storage type %q (want float32, float16 or bfloat16): %w", s, ErrShape)
 }
 
 // F32ToF16 converts f to IEEE-754 binary16 bits with round-to-nearest-even.

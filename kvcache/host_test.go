@@ -241,7 +241,7 @@ func TestAppendLayout(t *testing.T) {
 		for g := 0; g < s.KVHeads; g++ {
 			kr, vr := c.Rows(0, g)
 			for i := 0; i < 4; i++ {
-				kd, vd := kr.Row(i, nil), vr.Row(i, make([]float32, 1, 1))
+				kd, vd := kr.Row(i, nil), vr.Row(i, make([]float32, 1))
 				for j := 0; j < s.HeadDim; j++ {
 					src := (i*s.KVHeads+g)*s.HeadDim + j
 					if float64(kd[j]) != refRound(dt, k[src]) || float64(vd[j]) != refRound(dt, v[src]) {

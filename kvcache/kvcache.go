@@ -32,10 +32,11 @@ type Shape struct {
 	HeadDim int // values per key or value row (d)
 }
 
-// Validate returns an error if any dimension is not positive.
+// Validate returns an error wrapping ErrShape if any dimension is not
+// positive.
 func (s Shape) Validate() error {
 	if s.Layers <= 0 || s.KVHeads <= 0 || s.HeadDim <= 0 {
-		return fmt.Errorf("kvcache: invalid shape %+v: every dimension must be positive", s)
+		return fmt.Errorf("kvcache: invalid shape %+v: every dimension must be positive: %w", s, ErrShape)
 	}
 	return nil
 }
@@ -163,7 +164,7 @@ func NewHost(s Shape, t DType) (*Host, error) {
 		return nil, err
 	}
 	if !t.Valid() {
-		return nil, fmt.Errorf("kvcache: invalid storage type %v", t)
+		return nil, fmt.Errorf("kvcache: invalid storage type %v (want Float32, Float16 or BFloat16): %w", t, ErrShape)
 	}
 	return &Host{
 		shape: s,
@@ -254,7 +255,7 @@ func (c *Host) Rows(layer, g int) (k, v Rows) {
 
 func (c *Host) checkLayer(layer int) error {
 	if layer < 0 || layer >= c.shape.Layers {
-		return fmt.Errorf("kvcache: layer %d out of range [0, %d)", layer, c.shape.Layers)
+		return fmt.Errorf("kvcache: layer %d out of range [0, %d): %w", layer, c.shape.Layers, ErrShape)
 	}
 	return nil
 }
@@ -288,7 +289,7 @@ func (c *Host) Append(layer int, k, v []float32) error {
 	}
 	defer c.leave(layer)
 	if c.seen[layer]+n > math.MaxInt32 {
-		return fmt.Errorf("kvcache: layer %d: position %d beyond int32", layer, c.seen[layer]+n)
+		return fmt.Errorf("kvcache: layer %d: position %d beyond int32: %w", layer, c.seen[layer]+n, ErrShape)
 	}
 	start := c.seen[layer]
 	for g := 0; g < G; g++ {
@@ -320,17 +321,19 @@ func (c *Host) Append(layer int, k, v []float32) error {
 	return nil
 }
 
-// CheckKeep returns an error unless keep holds, for each of the heads
-// heads, strictly increasing row indices below that head's length lens[g].
+// CheckKeep returns an error wrapping ErrShape unless keep holds, for each
+// of the heads heads, strictly increasing row indices below that head's
+// length lens[g]. Its message has no package prefix: the caller says which
+// call and layer it checked.
 func CheckKeep(keep [][]int, lens []int) error {
 	if len(keep) != len(lens) {
-		return fmt.Errorf("kvcache: compaction for %d heads, want %d: %w", len(keep), len(lens), ErrShape)
+		return fmt.Errorf("compaction for %d heads, want %d: %w", len(keep), len(lens), ErrShape)
 	}
 	for g, rows := range keep {
 		prev := -1
 		for _, r := range rows {
 			if r <= prev || r >= lens[g] {
-				return fmt.Errorf("kvcache: head %d: kept rows must be strictly increasing in [0, %d); got %d after %d", g, lens[g], r, prev)
+				return fmt.Errorf("head %d: kept rows must be strictly increasing in [0, %d); got %d after %d: %w", g, lens[g], r, prev, ErrShape)
 			}
 			prev = r
 		}
@@ -458,7 +461,7 @@ func clone[T any](s []T) []T {
 // appending them allocates nothing: a prefill of known length calls it once.
 func (c *Host) Reserve(n int) error {
 	if n < 0 {
-		return fmt.Errorf("kvcache: reserve of %d tokens", n)
+		return fmt.Errorf("kvcache: reserve of %d tokens: %w", n, ErrShape)
 	}
 	if err := c.enterAll("Reserve"); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"time"
 
 	"github.com/compresskv/compresskv/internal/finite"
 	"github.com/compresskv/compresskv/kvcache"
@@ -40,8 +41,16 @@ func (b *Backend) Attend(c kvcache.KVCache, layer int, q []float32, qHeads int, 
 		return err
 	}
 	j.out = out
+	ch := b.chooserFor(class{op: opAttend, dt: c.DType(), group: j.group, headDim: s.HeadDim, long: j.long,
+		streams: 2*j.rows*int64(s.HeadDim*c.DType().Size()) > llcBytes})
+	ki, timed := ch.pick()
+	j.kernel = ch.e.cands[ki]
+	t0 := time.Now()
 	b.run(j, j.firstUnit[s.KVHeads], j.work, s.HeadDim)
 	j.merge()
+	if timed {
+		ch.e.record(ki, int(j.rows), time.Since(t0))
+	}
 	if i := finite.First(out); i >= 0 {
 		return fmt.Errorf("cpu: %s: layer %d head %d: output value %d is %v (does the cache hold values that overflowed its storage type?): %w",
 			op, layer, i/s.HeadDim, i%s.HeadDim, out[i], kvcache.ErrNonFinite)
@@ -104,6 +113,9 @@ type attendJob struct {
 	weights          [][]float32    // AttentionWeights
 	pass             int            // AttentionWeights: 1 logits, 2 softmax; 0 for Attend
 	work             int64
+	long             bool   // a KV head holds at least chunkRows rows
+	rows             int64  // rows over the KV heads
+	kernel           kernel // Attend: the kernel of every unit
 }
 
 var attendPool = sync.Pool{New: func() any { return new(attendJob) }}
@@ -122,18 +134,20 @@ func (j *attendJob) setup(op string, c kvcache.HostReader, layer int, q []float3
 	j.scale = float32(1 / math.Sqrt(float64(d)))
 	j.k, j.v, j.L = j.k[:0], j.v[:0], j.L[:0]
 	j.firstUnit = append(j.firstUnit[:0], 0)
-	j.pass, j.work = 0, 0
+	j.pass, j.work, j.long, j.rows = 0, 0, false, 0
 	for g := 0; g < G; g++ {
 		k, v, err := headRows(op, c, layer, g)
 		if err != nil {
 			return err
 		}
 		if k.N == 0 {
-			return fmt.Errorf("cpu: %s: layer %d KV head %d holds no rows to attend to", op, layer, g)
+			return fmt.Errorf("cpu: %s: layer %d KV head %d holds no rows to attend to: %w", op, layer, g, kvcache.ErrShape)
 		}
 		j.k, j.v, j.L = append(j.k, k), append(j.v, v), append(j.L, k.N)
 		j.firstUnit = append(j.firstUnit, j.firstUnit[g]+chunks(k.N))
 		j.work += int64(j.group) * int64(k.N) * int64(d)
+		j.long = j.long || k.N >= chunkRows
+		j.rows += int64(k.N)
 	}
 	j.state = growF32(j.state, j.firstUnit[G]*j.group*(d+2))
 	return nil
@@ -161,6 +175,7 @@ func (j *attendJob) unit(u int, s *scratch) {
 		}
 		return
 	}
+	k := j.kernel
 	// The unit's state: the running maximum and sum of each query head of
 	// the group, then their weighted sums of values, d each.
 	st := j.state[u*group*(d+2) : (u+1)*group*(d+2)]
@@ -171,53 +186,65 @@ func (j *attendJob) unit(u int, s *scratch) {
 	clear(accs)
 	for j0 := c0; j0 < c1; j0 += blockRows {
 		j1 := min(c1, j0+blockRows)
-		nb := j1 - j0
-		pf := min(c1, j1+blockRows)
-		prefetchRows(j.k[g], j1, pf)
-		prefetchRows(j.v[g], j1, pf)
-		if group%4 == 0 {
-			// Four query heads at a time: each row is read (and
-			// converted) once for the four.
-			for h4 := 0; h4 < group; h4 += 4 {
-				h := g*group + h4
-				lg := s.logits[:4*nb]
-				m := (*[4]float32)(ms[h4 : h4+4])
-				bm := *m
-				logitsQuad(lg, j.q[h*d:(h+4)*d], j.k[g], j0, j1, s.keys, j.scale, &bm)
-				acc := accs[h4*d : (h4+4)*d]
-				for i := range 4 {
-					if bm[i] > m[i] {
-						f := expf(m[i] - bm[i])
-						sums[h4+i] *= f
-						scale(acc[i*d:(i+1)*d], f)
-						m[i] = bm[i]
-					}
-				}
-				bs := expShiftQuad(lg, m)
-				for i := range 4 {
-					sums[h4+i] += bs[i]
-				}
-				accQuad(acc, lg, j.v[g], j0, j1, s.vals)
-			}
-			continue
+		if k.path == pathQuad {
+			j.blockQuad(k.level, g, j0, j1, ms, sums, accs, s)
+		} else {
+			j.blockPerHead(k.level, g, j0, j1, ms, sums, accs, s)
 		}
-		keys := rowsBlock(j.k[g], j0, j1, s.keys)
-		vals := rowsBlock(j.v[g], j0, j1, s.vals)
-		for hi := range group {
-			h := g*group + hi
-			lg := s.logits[:nb]
-			dots(lg, j.q[h*d:(h+1)*d], keys, j.scale)
-			m, sum, acc := ms[hi], sums[hi], accs[hi*d:(hi+1)*d]
-			if bm := maxOf(lg); bm > m {
-				f := expf(m - bm)
-				sum *= f
-				scale(acc, f)
-				m = bm
-			}
-			sum += expShift(lg, m)
-			accRows(acc, lg, vals)
-			ms[hi], sums[hi] = m, sum
+	}
+}
+
+// blockPerHead folds rows [j0, j1) of KV head g into the states of its
+// query heads one head at a time, over the block decoded once into
+// scratch (float32 rows are read in place).
+func (j *attendJob) blockPerHead(l level, g, j0, j1 int, ms, sums, accs []float32, s *scratch) {
+	d, nb := j.d, j1-j0
+	keys := rowsBlock(j.k[g], j0, j1, s.keys)
+	vals := rowsBlock(j.v[g], j0, j1, s.vals)
+	lg := s.logits[:nb]
+	for hi := range j.group {
+		h := g*j.group + hi
+		dotsAt(l, lg, j.q[h*d:(h+1)*d], keys, j.scale)
+		m, acc := ms[hi], accs[hi*d:(hi+1)*d]
+		if bm := maxOf(lg); bm > m {
+			f := expf(m - bm)
+			sums[hi] *= f
+			scale(acc, f)
+			m = bm
 		}
+		mm := [4]float32{m, m, m, m}
+		expQuad(lg, &mm)
+		sums[hi] += blockSum(lg)
+		accRowsAt(l, acc, lg, vals)
+		ms[hi] = m
+	}
+}
+
+// blockQuad folds rows [j0, j1) of KV head g into the states of its query
+// heads four at a time: each key and value row is read (and converted) in
+// registers once for the four. The arithmetic is blockPerHead's.
+func (j *attendJob) blockQuad(l level, g, j0, j1 int, ms, sums, accs []float32, s *scratch) {
+	d, nb := j.d, j1-j0
+	lg := s.logits[:4*nb]
+	for h4 := 0; h4 < j.group; h4 += 4 {
+		h := g*j.group + h4
+		m := (*[4]float32)(ms[h4 : h4+4])
+		bm := *m
+		logitsQuadAt(l, lg, j.q[h*d:(h+4)*d], j.k[g], j0, j1, s.keys, j.scale, &bm)
+		acc := accs[h4*d : (h4+4)*d]
+		for i := range 4 {
+			if bm[i] > m[i] {
+				f := expf(m[i] - bm[i])
+				sums[h4+i] *= f
+				scale(acc[i*d:(i+1)*d], f)
+				m[i] = bm[i]
+			}
+		}
+		bs := expSumQuad(lg, m)
+		for i := range 4 {
+			sums[h4+i] += bs[i]
+		}
+		accQuadAt(l, acc, lg, j.v[g], j0, j1, s.vals)
 	}
 }
 

@@ -182,42 +182,59 @@ func BenchmarkMemoryBandwidth(b *testing.B) {
 // rounds is reported.
 
 // BenchmarkAttendRow: decode attention over one KV head of 1,024 rows, d
-// 128, a group of 4 query heads (Llama-3.1-8B's), on one goroutine.
+// 128, a group of 4 query heads (Llama-3.1-8B's), on one goroutine, with
+// every candidate kernel.
 func BenchmarkAttendRow(b *testing.B) {
 	for _, dt := range dtypes {
-		b.Run(dt.String(), func(b *testing.B) {
-			r := rand.New(rand.NewPCG(8, 9))
-			const L = 1024
-			c := newCache(b, r, 1, 1, benchD, L, dt)
-			q := randVec(r, 4*benchD, 1)
-			out := make([]float32, 4*benchD)
-			be := NewWithWorkers(1)
-			fastest(b, L, float64(2*benchD*dt.Size()), func() {
-				if err := be.Attend(c, 0, q, 4, out); err != nil {
+		r := rand.New(rand.NewPCG(8, 9))
+		const L = 1024
+		c := newCache(b, r, 1, 1, benchD, L, dt)
+		q := randVec(r, 4*benchD, 1)
+		out := make([]float32, 4*benchD)
+		for _, k := range (class{op: opAttend, dt: dt, group: 4, headDim: benchD, long: true}).candidates() {
+			b.Run(dt.String()+"/"+k.String(), func(b *testing.B) {
+				be, err := NewWithWorkers(1).WithKernel(k.String())
+				if err != nil {
 					b.Fatal(err)
 				}
+				fastest(b, L, float64(2*benchD*dt.Size()), func() {
+					if err := be.Attend(c, 0, q, 4, out); err != nil {
+						b.Fatal(err)
+					}
+				})
 			})
-		})
+		}
 	}
 }
 
-// BenchmarkWindowRow: window scores of CompressKV's shape on one KV head of
-// 1,024 rows (one SR head, 8 window queries, d 128), on one goroutine.
+// BenchmarkWindowRow: window scores on one KV head of 1,024 rows, 8 window
+// queries, d 128, on one goroutine: CompressKV's shape (one SR head) and
+// SnapKV's (the 4 heads of the group), with every candidate kernel.
 func BenchmarkWindowRow(b *testing.B) {
-	for _, dt := range dtypes {
-		b.Run(dt.String(), func(b *testing.B) {
+	for _, heads := range [][]int{{1}, {0, 1, 2, 3}} {
+		for _, dt := range dtypes {
 			r := rand.New(rand.NewPCG(8, 9))
 			const L = 1024
 			c := newCache(b, r, 1, 1, benchD, L, dt)
 			q := randVec(r, benchW*4*benchD, 1)
-			out := [][]float32{make([]float32, L)}
-			be := NewWithWorkers(1)
-			fastest(b, L, float64(benchD*dt.Size()), func() {
-				if err := be.WindowScores(c, 0, q, benchW, 4, []int{1}, out); err != nil {
-					b.Fatal(err)
-				}
-			})
-		})
+			out := make([][]float32, len(heads))
+			for i := range out {
+				out[i] = make([]float32, L)
+			}
+			for _, k := range (class{op: opWindow, dt: dt, group: len(heads), window: benchW, headDim: benchD, long: true}).candidates() {
+				b.Run(fmt.Sprintf("heads%d/%v/%v", len(heads), dt, k), func(b *testing.B) {
+					be, err := NewWithWorkers(1).WithKernel(k.String())
+					if err != nil {
+						b.Fatal(err)
+					}
+					fastest(b, L, float64(benchD*dt.Size()), func() {
+						if err := be.WindowScores(c, 0, q, benchW, 4, heads, out); err != nil {
+							b.Fatal(err)
+						}
+					})
+				})
+			}
+		}
 	}
 }
 

@@ -1,21 +1,28 @@
 // Package cpu implements backend.Backend in portable Go.
 //
 // It reads a cache in place through kvcache.HostReader and accumulates in
-// float32. Where four query heads read one KV head (decode attention of a
-// group of 4 or 8, window scores of four window queries), the four-head
-// kernels read each row once for the four and convert float16 and bfloat16
-// rows in registers; elsewhere 16-bit rows are decoded block by block into
-// a small scratch. Large calls are split into units of work (KV head x block of
+// float32. Large calls are split into units of work (KV head x block of
 // rows) that run on up to GOMAXPROCS goroutines; the split depends only on
 // the shapes, never on the number of workers, so a parallel call returns
 // exactly the same bits as a serial one.
 //
+// Decode attention and window scores have several kernels: one query row
+// a pass over a block of rows decoded once (float16 and bfloat16 into a
+// small scratch), or four query rows a pass (the heads of a group, the
+// window queries of a head) reading and converting each row in registers
+// once for the four, at each level of assembly. Which one runs is measured
+// at first use per shape class on the calls' own data and kept for the
+// process (plan.go; Backend.Plan says what was chosen and why). All the
+// kernels of a class return the same bits, so the choice never changes a
+// result.
+//
 // The inner loops are small functions over flat slices (dots, accRows,
 // expShift, decodeF16, ...). On amd64 they run in assembly (AVX-512 or
-// AVX2 with FMA and F16C, chosen once at start with cpuid); the portable Go
-// versions are the reference the assembly is tested against and the
-// fallback on other processors, other architectures and under the noasm
-// build tag.
+// AVX2 with FMA and F16C, the highest level found once at start with
+// cpuid; the environment variable COMPRESSKV_CPU=avx2 or go lowers it); the
+// portable Go versions are the reference the assembly is tested against
+// and the fallback on other processors, other architectures and under the
+// noasm build tag.
 package cpu
 
 import (
@@ -49,9 +56,10 @@ const (
 // Backend is the portable CPU implementation of backend.Backend. It holds no
 // per-call state and is safe for concurrent use.
 type Backend struct {
-	workers     int   // goroutines per call; <= 0 means GOMAXPROCS at call time
-	minParallel int64 // work below which a call runs inline
-	storeBytes  int   // WindowScores: largest store of exponentials kept between passes
+	workers     int    // goroutines per call; <= 0 means GOMAXPROCS at call time
+	minParallel int64  // work below which a call runs inline
+	storeBytes  int    // WindowScores: largest store of exponentials kept between passes
+	kernel      string // WithKernel: the kernel to run where it is a candidate
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -73,7 +81,7 @@ func (b *Backend) Name() string { return "cpu" }
 // which validates keep.
 func (b *Backend) Compact(c kvcache.KVCache, layer int, keep [][]int) error {
 	if c == nil {
-		return fmt.Errorf("cpu: Compact: nil cache")
+		return fmt.Errorf("cpu: Compact: nil cache: %w", kvcache.ErrShape)
 	}
 	if err := checkLayer(c, layer); err != nil {
 		return fmt.Errorf("cpu: Compact: %w", err)
@@ -87,7 +95,7 @@ func (b *Backend) Compact(c kvcache.KVCache, layer int, keep [][]int) error {
 // hostCache returns c as a HostReader after checking layer.
 func hostCache(op string, c kvcache.KVCache, layer int) (kvcache.HostReader, error) {
 	if c == nil {
-		return nil, fmt.Errorf("cpu: %s: nil cache", op)
+		return nil, fmt.Errorf("cpu: %s: nil cache: %w", op, kvcache.ErrShape)
 	}
 	hr, ok := c.(kvcache.HostReader)
 	if !ok {
@@ -107,7 +115,7 @@ func hostCache(op string, c kvcache.KVCache, layer int) (kvcache.HostReader, err
 
 func checkLayer(c kvcache.KVCache, layer int) error {
 	if n := c.Shape().Layers; layer < 0 || layer >= n {
-		return fmt.Errorf("layer %d out of range [0, %d)", layer, n)
+		return fmt.Errorf("layer %d out of range [0, %d): %w", layer, n, kvcache.ErrShape)
 	}
 	return nil
 }

@@ -33,3 +33,45 @@ func Example() {
 	// scores [0.273 0.134 1.121 0.134]
 	// keep [1 2]
 }
+
+// ExampleBackend_Plan decodes one token over a cache of 4,096 rows, then
+// asks which kernel the backend chose for that shape and whether another
+// kernel returns other bits (it cannot: every candidate of a shape class
+// sums in the same order).
+func ExampleBackend_Plan() {
+	const H, G, d, L = 8, 2, 64, 4096
+	c, _ := kvcache.NewHost(kvcache.Shape{Layers: 1, KVHeads: G, HeadDim: d}, kvcache.BFloat16)
+	rows := make([]float32, L*G*d)
+	for i := range rows {
+		rows[i] = float32(i%7) - 3
+	}
+	_ = c.Append(0, rows, rows)
+	q := make([]float32, H*d)
+	for i := range q {
+		q[i] = float32(i%5) / 10
+	}
+	b := cpu.New()
+	out := make([]float32, H*d)
+	for range 40 { // the first calls measure the candidates, 5 each
+		_ = b.Attend(c, 0, q, H, out)
+	}
+	for _, ch := range b.Plan() {
+		if ch.Op != "attend" || ch.DType != kvcache.BFloat16 || ch.Group != H/G || ch.HeadDim != d || !ch.Long {
+			continue
+		}
+		fmt.Println("chosen:", ch.Kernel != "")
+		same := true
+		for _, cd := range ch.Candidates {
+			other, _ := b.WithKernel(cd.Kernel)
+			o := make([]float32, H*d)
+			_ = other.Attend(c, 0, q, H, o)
+			for i := range o {
+				same = same && o[i] == out[i]
+			}
+		}
+		fmt.Println("every candidate, the same result:", same)
+	}
+	// Output:
+	// chosen: true
+	// every candidate, the same result: true
+}

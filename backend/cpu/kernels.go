@@ -7,7 +7,35 @@ import "math"
 // suffix (dots, maxOf, expShift, accRows, axpy, decodeF16, decodeBF16) are
 // the dispatchers the backend calls: kernels_amd64.go sends them to assembly
 // chosen once at start from the processor's features, kernels_noasm.go (other
-// architectures, or the noasm build tag) to the functions here.
+// architectures, or the noasm build tag) to the functions here. The logit
+// and weighted-sum dispatchers with an At suffix take the level to run at:
+// they are the candidates the plan (plan.go) measures.
+
+// prefetchDistance is how many rows ahead of the rows they read the
+// four-head assembly kernels ask the second-level cache for. Measured on
+// AMD Zen 4 at 8, 16, 32 and 48 rows: 16 is best in float32 and as good as
+// 32 in bfloat16 (docs/RESULTS.md).
+const prefetchDistance = 16
+
+// level is a set of kernels: the portable Go ones, or assembly for AVX2
+// (with FMA and F16C) or AVX-512.
+type level uint8
+
+const (
+	levelGo level = iota
+	levelAVX2
+	levelAVX512
+)
+
+func (l level) String() string {
+	switch l {
+	case levelAVX2:
+		return "avx2"
+	case levelAVX512:
+		return "avx512"
+	}
+	return "go"
+}
 
 // dot returns the inner product of a and b[:len(a)], summing even and odd
 // terms apart (the order dot4 uses, so that both give the same bits).
@@ -90,34 +118,26 @@ func axpyGo(y []float32, a float32, x []float32) {
 	}
 }
 
-// accRowsGo adds sum_j p[j]*rows[j] to acc; rows holds len(p) rows of
-// d = len(acc) values:
+// accRowsGo adds sum_j p[j]*rows[j] to acc, row after row; rows holds
+// len(p) rows of d = len(acc) values:
 //
 //	for j, pj := range p {
 //		for i := range acc {
 //			acc[i] += pj * rows[j*d+i]
 //		}
 //	}
+//
+// It is axpyGo row by row, as accQuadGo, so that both give the same bits.
 func accRowsGo(acc, p, rows []float32) {
 	d := len(acc)
 	rows = rows[:len(p)*d]
-	j := 0
-	for ; j+4 <= len(p); j += 4 {
-		p0, p1, p2, p3 := p[j], p[j+1], p[j+2], p[j+3]
-		r := rows[j*d : (j+4)*d]
-		r0, r1, r2, r3 := r[:d], r[d:2*d], r[2*d:3*d], r[3*d:4*d]
-		r0, r1, r2, r3 = r0[:len(acc)], r1[:len(acc)], r2[:len(acc)], r3[:len(acc)]
-		for i := range acc {
-			acc[i] += p0*r0[i] + p1*r1[i] + p2*r2[i] + p3*r3[i]
-		}
-	}
-	for ; j < len(p); j++ {
-		axpyGo(acc, p[j], rows[j*d:(j+1)*d])
+	for j, pj := range p {
+		axpyGo(acc, pj, rows[j*d:(j+1)*d])
 	}
 }
 
-// scale multiplies x by a in place.
-func scale(x []float32, a float32) {
+// scaleGo multiplies x by a in place.
+func scaleGo(x []float32, a float32) {
 	for i := range x {
 		x[i] *= a
 	}
@@ -303,6 +323,69 @@ func accQuadGo(acc, p, rows []float32) {
 		axpyGo(a2, pp[2], r)
 		axpyGo(a3, pp[3], r)
 	}
+}
+
+// expQuadGo replaces each value of x by its exponential relative to the
+// maximum of its head:
+//
+//	for i := range x {
+//		x[i] = exp(x[i] - m[i%4])
+//	}
+func expQuadGo(x []float32, m *[4]float32) {
+	for i, v := range x {
+		x[i] = expf(v - m[i%4])
+	}
+}
+
+// blockSum returns the sum of x in the order every path of Attend shares:
+// four partial sums, x[i] into s[i%4] in order, then (s0+s2)+(s1+s3).
+func blockSum(x []float32) float32 {
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		v := x[i : i+4 : i+4]
+		s0 += v[0]
+		s1 += v[1]
+		s2 += v[2]
+		s3 += v[3]
+	}
+	switch len(x) - i {
+	case 3:
+		s2 += x[i+2]
+		fallthrough
+	case 2:
+		s1 += x[i+1]
+		fallthrough
+	case 1:
+		s0 += x[i]
+	}
+	return (s0 + s2) + (s1 + s3)
+}
+
+// blockSumQuad returns, per head, blockSum of the values of x laid out
+// four a row (x[j*4+h] is row j, head h).
+func blockSumQuad(x []float32) [4]float32 {
+	var s [4][4]float32 // s[r][h]: rows j with j%4 == r
+	n := len(x) / 4
+	j := 0
+	for ; j+4 <= n; j += 4 {
+		v := x[j*4 : j*4+16 : j*4+16]
+		for r := range 4 {
+			for h := range 4 {
+				s[r][h] += v[r*4+h]
+			}
+		}
+	}
+	for r := 0; j < n; j, r = j+1, r+1 {
+		for h := range 4 {
+			s[r][h] += x[j*4+h]
+		}
+	}
+	var out [4]float32
+	for h := range 4 {
+		out[h] = (s[0][h] + s[2][h]) + (s[1][h] + s[3][h])
+	}
+	return out
 }
 
 // expShiftQuadGo replaces each value of x by its exponential relative to

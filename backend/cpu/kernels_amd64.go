@@ -3,53 +3,242 @@
 package cpu
 
 import (
-	"unsafe"
+	"math"
+	"os"
 
 	"github.com/klauspost/cpuid/v2"
 
 	"github.com/compresskv/compresskv/kvcache"
 )
 
-// The assembly kernels of kernels_amd64.s, chosen once at start from the
-// processor's features: AVX-512 (F, with VL for the ymm forms it mixes in),
-// else AVX2 with FMA and F16C, else the Go references of kernels.go. Each
-// dispatcher hands the assembly the part of its input the vector width
-// divides and finishes the rest in Go.
+// The assembly kernels of kernels_amd64.s (shared), kernels2_amd64.s (AVX2
+// with FMA and F16C) and kernels512_amd64.s (AVX-512 F and VL). The
+// processor's features set the highest level at start; the environment
+// variable COMPRESSKV_CPU (avx2 or go) lowers it. The logit and
+// weighted-sum kernels take their level as an argument: they are the
+// candidates the plan (plan.go) chooses among, and every level's kernel
+// returns the same bits for the same input. The other dispatchers use the
+// highest level and finish in Go what the vector width does not divide.
 
 var (
-	// useAVX2 and useAVX512 select the kernels; tests lower them to check
-	// every level on one machine.
-	useAVX2   = cpuid.CPU.Supports(cpuid.AVX, cpuid.AVX2, cpuid.FMA3, cpuid.F16C)
-	useAVX512 = useAVX2 && cpuid.CPU.Supports(cpuid.AVX512F, cpuid.AVX512VL)
+	// useAVX2 and useAVX512 are the levels in use; tests lower them to
+	// check every level on one machine.
+	useAVX2, useAVX512 = detectLevels(os.Getenv("COMPRESSKV_CPU"))
 )
 
-// kernelLevel names the kernels in use: "avx512", "avx2" or "go".
-func kernelLevel() string {
-	switch {
-	case useAVX512:
-		return "avx512"
-	case useAVX2:
-		return "avx2"
+// detectLevels returns the levels the processor supports, capped by the
+// value of COMPRESSKV_CPU ("go", "avx2"; anything else caps nothing).
+func detectLevels(cap string) (avx2, avx512 bool) {
+	avx2 = cpuid.CPU.Supports(cpuid.AVX, cpuid.AVX2, cpuid.FMA3, cpuid.F16C)
+	avx512 = avx2 && cpuid.CPU.Supports(cpuid.AVX512F, cpuid.AVX512VL)
+	switch cap {
+	case "go":
+		return false, false
+	case "avx2":
+		return avx2, false
 	}
-	return "go"
+	return avx2, avx512
 }
 
-// dots is dotsGo, in assembly where d = len(q) is a multiple of 16
-// (AVX-512) or 8 (AVX2).
-func dots(dst, q, rows []float32, scale float32) {
+// topLevel is the highest level in use.
+func topLevel() level {
+	switch {
+	case useAVX512:
+		return levelAVX512
+	case useAVX2:
+		return levelAVX2
+	}
+	return levelGo
+}
+
+// kernelLevels returns the levels whose logit and weighted-sum kernels
+// are candidates for head dimension d, highest first: the assembly levels
+// in use where d is a multiple of 8, else Go alone.
+func kernelLevels(d int) []level {
+	switch {
+	case d <= 0 || d%8 != 0 || !useAVX2:
+		return []level{levelGo}
+	case useAVX512:
+		return []level{levelAVX512, levelAVX2}
+	}
+	return []level{levelAVX2}
+}
+
+// kernelLevel names the highest level in use: "avx512", "avx2" or "go".
+func kernelLevel() string { return topLevel().String() }
+
+// asm reports whether level l runs rows of d values in assembly.
+func asm(l level, d int) bool { return l != levelGo && d > 0 && d%8 == 0 }
+
+// dotsAt is dotsGo at level l.
+func dotsAt(l level, dst, q, rows []float32, scale float32) {
 	d := len(q)
-	if len(dst) == 0 || d == 0 {
+	if len(dst) == 0 || !asm(l, d) {
 		dotsGo(dst, q, rows, scale)
 		return
 	}
 	_ = rows[len(dst)*d-1]
-	switch {
-	case useAVX512 && d%16 == 0:
+	if l == levelAVX512 {
 		dotsAVX512(dst, q, rows, scale)
-	case useAVX2 && d%8 == 0 && d > 0:
+	} else {
 		dotsAVX2(dst, q, rows, scale)
+	}
+}
+
+// dots is dotsGo at the highest level.
+func dots(dst, q, rows []float32, scale float32) { dotsAt(topLevel(), dst, q, rows, scale) }
+
+// accRowsAt is accRowsGo at level l.
+func accRowsAt(l level, acc, p, rows []float32) {
+	d := len(acc)
+	if len(p) == 0 || !asm(l, d) {
+		accRowsGo(acc, p, rows)
+		return
+	}
+	_ = rows[len(p)*d-1]
+	if l == levelAVX512 {
+		accRowsAVX512(acc, p, rows)
+	} else {
+		accRowsAVX2(acc, p, rows)
+	}
+}
+
+// accRows is accRowsGo at the highest level.
+func accRows(acc, p, rows []float32) { accRowsAt(topLevel(), acc, p, rows) }
+
+// logitsQuadAt writes to dst (4 values a row) the scaled logits of rows
+// [j0, j1) of r against the 4 query heads of q (4 rows of r.D values) and
+// raises mx to their maxima per head (NaN skipped), at level l; buf
+// (blockRows*r.D values) holds rows decoded for Go.
+func logitsQuadAt(l level, dst, q []float32, r kvcache.Rows, j0, j1 int, buf []float32, scale float32, mx *[4]float32) {
+	d, n := r.D, j1-j0
+	if n <= 0 {
+		return
+	}
+	if !asm(l, d) {
+		logitsQuadGo(dst[:n*4], q, rowsBlock(r, j0, j1, buf), scale, mx)
+		return
+	}
+	dst, q = dst[:n*4], q[:4*d]
+	e0, e1 := j0*d, j1*d
+	pf := prefetchDistance * d * r.DType.Size()
+	switch {
+	case r.DType == kvcache.Float32 && l == levelAVX512:
+		logitsQuadF32AVX512(dst, q, r.F32[e0:e1], scale, mx, pf)
+	case r.DType == kvcache.Float32:
+		logitsQuadF32AVX2(dst, q, r.F32[e0:e1], scale, mx, pf)
+	case r.DType == kvcache.Float16 && l == levelAVX512:
+		logitsQuadF16AVX512(dst, q, r.U16[e0:e1], scale, mx, pf)
+	case r.DType == kvcache.Float16:
+		logitsQuadF16AVX2(dst, q, r.U16[e0:e1], scale, mx, pf)
+	case l == levelAVX512:
+		logitsQuadBF16AVX512(dst, q, r.U16[e0:e1], scale, mx, pf)
 	default:
-		dotsGo(dst, q, rows, scale)
+		logitsQuadBF16AVX2(dst, q, r.U16[e0:e1], scale, mx, pf)
+	}
+}
+
+// accQuadAt adds rows [j0, j1) of r, weighted by p (4 values a row), into
+// acc (4 rows of r.D values), row after row, at level l; buf as for
+// logitsQuadAt.
+func accQuadAt(l level, acc, p []float32, r kvcache.Rows, j0, j1 int, buf []float32) {
+	d, n := r.D, j1-j0
+	if n <= 0 {
+		return
+	}
+	if !asm(l, d) {
+		accQuadGo(acc[:4*d], p[:n*4], rowsBlock(r, j0, j1, buf))
+		return
+	}
+	acc, p = acc[:4*d], p[:n*4]
+	e0, e1 := j0*d, j1*d
+	pf := prefetchDistance * d * r.DType.Size()
+	switch {
+	case r.DType == kvcache.Float32 && l == levelAVX512:
+		accQuadF32AVX512(acc, p, r.F32[e0:e1], pf)
+	case r.DType == kvcache.Float32:
+		accQuadF32AVX2(acc, p, r.F32[e0:e1], pf)
+	case r.DType == kvcache.Float16 && l == levelAVX512:
+		accQuadF16AVX512(acc, p, r.U16[e0:e1], pf)
+	case r.DType == kvcache.Float16:
+		accQuadF16AVX2(acc, p, r.U16[e0:e1], pf)
+	case l == levelAVX512:
+		accQuadBF16AVX512(acc, p, r.U16[e0:e1], pf)
+	default:
+		accQuadBF16AVX2(acc, p, r.U16[e0:e1], pf)
+	}
+}
+
+// expQuad replaces x[i] by exp(x[i]-m[i%4]) (x[i]-m[i%4] <= 88), at the
+// highest level; the last partial vector goes through the assembly padded,
+// so that every element gets the same arithmetic wherever it sits.
+func expQuad(x []float32, m *[4]float32) {
+	switch {
+	case useAVX512:
+		n := len(x) &^ 15
+		if n > 0 {
+			expQuadAVX512(x[:n], m)
+		}
+		if t := x[n:]; len(t) > 0 {
+			var buf [16]float32
+			copy(buf[:], t)
+			expQuadAVX512(buf[:], m)
+			copy(t, buf[:])
+		}
+	case useAVX2:
+		n := len(x) &^ 7
+		var s [4]float32
+		if n > 0 {
+			expShiftQuadAVX2(x[:n], m, &s)
+		}
+		if t := x[n:]; len(t) > 0 {
+			var buf [8]float32
+			copy(buf[:], t)
+			expShiftQuadAVX2(buf[:], m, &s)
+			copy(t, buf[:])
+		}
+	default:
+		expQuadGo(x, m)
+	}
+}
+
+// expSumQuad replaces x[i] by exp(x[i]-m[i%4]) as expQuad and returns per
+// head the sum of the results in blockSumQuad's order; the last partial
+// vector goes through the assembly padded with -Inf, whose exponential 0
+// leaves the sums as they are.
+func expSumQuad(x []float32, m *[4]float32) [4]float32 {
+	if !useAVX2 {
+		expQuadGo(x, m)
+		return blockSumQuad(x)
+	}
+	var part [16]float32
+	n := len(x) &^ 15
+	if n > 0 {
+		expSumQuadAt(x[:n], m, &part)
+	}
+	if t := x[n:]; len(t) > 0 {
+		var buf [16]float32
+		for i := range buf {
+			buf[i] = float32(math.Inf(-1))
+		}
+		copy(buf[:], t)
+		expSumQuadAt(buf[:], m, &part)
+		copy(t, buf[:])
+	}
+	var s [4]float32
+	for h := range s {
+		s[h] = (part[h] + part[8+h]) + (part[4+h] + part[12+h])
+	}
+	return s
+}
+
+// expSumQuadAt calls the assembly of the highest level (directly, so that
+// its arguments stay on the stack).
+func expSumQuadAt(x []float32, m *[4]float32, part *[16]float32) {
+	if useAVX512 {
+		expSumQuadAVX512(x, m, part)
+	} else {
+		expSumQuadAVX2(x, m, part)
 	}
 }
 
@@ -78,24 +267,6 @@ func expShift(x []float32, m float32) float32 {
 	return s + expShiftGo(x, m)
 }
 
-// accRows is accRowsGo, in assembly where d = len(acc) is a multiple of 16
-// (AVX-512) or 8 (AVX2).
-func accRows(acc, p, rows []float32) {
-	d := len(acc)
-	if len(p) == 0 || d == 0 {
-		return
-	}
-	_ = rows[len(p)*d-1]
-	switch {
-	case useAVX512 && d%16 == 0:
-		accRowsAVX512(acc, p, rows)
-	case useAVX2 && d%8 == 0 && d > 0:
-		accRowsAVX2(acc, p, rows)
-	default:
-		accRowsGo(acc, p, rows)
-	}
-}
-
 // axpy is axpyGo, in assembly on the multiple of 8 it can.
 func axpy(y []float32, a float32, x []float32) {
 	x = x[:len(y)]
@@ -105,6 +276,17 @@ func axpy(y []float32, a float32, x []float32) {
 		y, x = y[n:], x[n:]
 	}
 	axpyGo(y, a, x)
+}
+
+// scale is scaleGo, in assembly on the multiple of 8 it can (one rounded
+// product a value either way).
+func scale(x []float32, a float32) {
+	n := len(x) &^ 7
+	if useAVX2 && n > 0 {
+		scaleAVX2(x[:n], a)
+		x = x[n:]
+	}
+	scaleGo(x, a)
 }
 
 // decodeF16 is decodeF16Go, in assembly on the multiple of 16 or 8 it can.
@@ -123,20 +305,37 @@ func decodeF16(dst []float32, src []uint16) {
 	decodeF16Go(dst, src)
 }
 
-// decodeBF16 is decodeBF16Go, in assembly on the multiple of 8 it can.
+// decodeBF16 is decodeBF16Go, in assembly on the multiple of 16 or 8 it
+// can.
 func decodeBF16(dst []float32, src []uint16) {
 	dst = dst[:len(src)]
-	if n := len(src) &^ 7; useAVX2 && n > 0 {
+	switch {
+	case useAVX512 && len(src) >= 16:
+		n := len(src) &^ 15
+		decodeBF16AVX512(dst[:n], src[:n])
+		dst, src = dst[n:], src[n:]
+	case useAVX2 && len(src) >= 8:
+		n := len(src) &^ 7
 		decodeBF16AVX2(dst[:n], src[:n])
 		dst, src = dst[n:], src[n:]
 	}
 	decodeBF16Go(dst, src)
 }
 
-// Assembly, kernels_amd64.s, laid out as gonum's internal/asm: each
-// declaration says, as its comment, which Go loop it computes (the Go twin
-// of kernels.go is that loop) and the lengths it requires, which the
-// dispatchers above guarantee.
+// sumWords is sumWordsGo, in assembly on the multiple of 32 it can.
+func sumWords(x []uint64) uint64 {
+	n := len(x) &^ 31
+	if !useAVX2 || n == 0 {
+		return sumWordsGo(x)
+	}
+	return sumWordsAVX2(x[:n]) + sumWordsGo(x[n:])
+}
+
+// Assembly, laid out as gonum's internal/asm: each declaration says, as
+// its comment, which Go loop it computes (the Go twin of kernels.go is that
+// loop) and the lengths it requires, which the dispatchers above
+// guarantee. The logit kernels sum in the order kernels512_amd64.s
+// describes, the same at both levels.
 
 // dotsAVX2 is dotsGo for d = len(q) a multiple of 8, len(dst) >= 1:
 //
@@ -147,7 +346,7 @@ func decodeBF16(dst []float32, src []uint16) {
 //go:noescape
 func dotsAVX2(dst, q, rows []float32, scale float32)
 
-// dotsAVX512 is dotsAVX2 for d a multiple of 16.
+// dotsAVX512 is dotsAVX2 in AVX-512, with the same result.
 //
 //go:noescape
 func dotsAVX512(dst, q, rows []float32, scale float32)
@@ -191,7 +390,7 @@ func expShiftAVX512(x []float32, m float32) float32
 //go:noescape
 func accRowsAVX2(acc, p, rows []float32)
 
-// accRowsAVX512 is accRowsAVX2 for d a multiple of 16.
+// accRowsAVX512 is accRowsAVX2 in AVX-512, with the same result.
 //
 //go:noescape
 func accRowsAVX512(acc, p, rows []float32)
@@ -204,6 +403,15 @@ func accRowsAVX512(acc, p, rows []float32)
 //
 //go:noescape
 func axpyAVX2(y []float32, a float32, x []float32)
+
+// scaleAVX2 is scaleGo for len(x) a positive multiple of 8:
+//
+//	for i := range x {
+//		x[i] *= a
+//	}
+//
+//go:noescape
+func scaleAVX2(x []float32, a float32)
 
 // decodeF16AVX2 is decodeF16Go for len(src) a positive multiple of 8:
 //
@@ -228,14 +436,10 @@ func decodeF16AVX512(dst []float32, src []uint16)
 //go:noescape
 func decodeBF16AVX2(dst []float32, src []uint16)
 
-// sumWords is sumWordsGo, in assembly on the multiple of 32 it can.
-func sumWords(x []uint64) uint64 {
-	n := len(x) &^ 31
-	if !useAVX2 || n == 0 {
-		return sumWordsGo(x)
-	}
-	return sumWordsAVX2(x[:n]) + sumWordsGo(x[n:])
-}
+// decodeBF16AVX512 is decodeBF16AVX2 for len(src) a multiple of 16.
+//
+//go:noescape
+func decodeBF16AVX512(dst []float32, src []uint16)
 
 // sumWordsAVX2 is sumWordsGo for len(x) a positive multiple of 32:
 //
@@ -246,106 +450,50 @@ func sumWords(x []uint64) uint64 {
 //go:noescape
 func sumWordsAVX2(x []uint64) uint64
 
-// prefetchRows asks for rows [j0, j1) of r to be brought into the caches.
-func prefetchRows(r kvcache.Rows, j0, j1 int) {
-	if j1 <= j0 {
-		return
-	}
-	if r.DType == kvcache.Float32 {
-		s := r.F32[j0*r.D : j1*r.D]
-		prefetchBytes(unsafe.Pointer(unsafe.SliceData(s)), len(s)*4)
-		return
-	}
-	s := r.U16[j0*r.D : j1*r.D]
-	prefetchBytes(unsafe.Pointer(unsafe.SliceData(s)), len(s)*2)
-}
-
-// prefetchBytes asks for the n > 0 bytes at p to be brought into the
-// caches, one request per 64-byte line; it reads nothing and cannot fault.
-// It has no Go twin: without assembly prefetchRows does nothing.
-//
-//go:noescape
-func prefetchBytes(p unsafe.Pointer, n int)
-
-// logitsQuad writes to dst (4 values a row) the scaled logits of rows
-// [j0, j1) of r against the 4 query heads of q (4 rows of r.D values) and
-// raises mx to their maxima per head (NaN skipped); buf (blockRows*r.D
-// values) holds rows decoded for the Go tail.
-func logitsQuad(dst, q []float32, r kvcache.Rows, j0, j1 int, buf []float32, scale float32, mx *[4]float32) {
-	d := r.D
-	if even := (j1 - j0) &^ 1; useAVX2 && d%8 == 0 && even > 0 {
-		e0, e1 := j0*d, (j0+even)*d
-		switch r.DType {
-		case kvcache.Float32:
-			logitsQuadF32AVX2(dst[:even*4], q, r.F32[e0:e1], scale, mx)
-		case kvcache.Float16:
-			logitsQuadF16AVX2(dst[:even*4], q, r.U16[e0:e1], scale, mx)
-		default:
-			logitsQuadBF16AVX2(dst[:even*4], q, r.U16[e0:e1], scale, mx)
-		}
-		dst, j0 = dst[even*4:], j0+even
-	}
-	if j0 < j1 {
-		logitsQuadGo(dst[:(j1-j0)*4], q, rowsBlock(r, j0, j1, buf), scale, mx)
-	}
-}
-
-// accQuad adds rows [j0, j1) of r, weighted by p (4 values a row), into
-// acc (4 rows of r.D values); buf as for logitsQuad.
-func accQuad(acc, p []float32, r kvcache.Rows, j0, j1 int, buf []float32) {
-	d := r.D
-	if !useAVX2 || d%16 != 0 || j1 <= j0 {
-		accQuadGo(acc, p[:(j1-j0)*4], rowsBlock(r, j0, j1, buf))
-		return
-	}
-	e0, e1, p := j0*d, j1*d, p[:(j1-j0)*4]
-	switch r.DType {
-	case kvcache.Float32:
-		accQuadF32AVX2(acc[:4*d], p, r.F32[e0:e1])
-	case kvcache.Float16:
-		accQuadF16AVX2(acc[:4*d], p, r.U16[e0:e1])
-	default:
-		accQuadBF16AVX2(acc[:4*d], p, r.U16[e0:e1])
-	}
-}
-
-// expShiftQuad is expShiftQuadGo, in assembly on the multiple of 8 it can.
-func expShiftQuad(x []float32, m *[4]float32) [4]float32 {
-	var s [4]float32
-	if n := len(x) &^ 7; useAVX2 && n > 0 {
-		expShiftQuadAVX2(x[:n], m, &s)
-		x = x[n:]
-	}
-	t := expShiftQuadGo(x, m)
-	return [4]float32{s[0] + t[0], s[1] + t[1], s[2] + t[2], s[3] + t[3]}
-}
-
 // logitsQuadF32AVX2 is logitsQuadGo for d = len(q)/4 a multiple of 8 and
-// an even number n = len(dst)/4 >= 2 of rows:
+// n = len(dst)/4 >= 1 rows, reading the rows in order and asking the
+// caches for the bytes pf ahead of them (prefetch; no fault past the end):
 //
 //	for j := range n {
 //		for h := range 4 {
 //			dst[j*4+h] = scale * dot(q[h*d:(h+1)*d], rows[j*d:(j+1)*d])
-//			mx[h] = max(mx[h], dst[j*4+h]) // NaN may be skipped
+//			mx[h] = max(mx[h], dst[j*4+h]) // NaN skipped
 //		}
 //	}
 //
 //go:noescape
-func logitsQuadF32AVX2(dst, q []float32, rows []float32, scale float32, mx *[4]float32)
+func logitsQuadF32AVX2(dst, q []float32, rows []float32, scale float32, mx *[4]float32, pf int)
 
 // logitsQuadF16AVX2 is logitsQuadF32AVX2 over float16 rows, each converted
 // in registers once for the four heads.
 //
 //go:noescape
-func logitsQuadF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]float32)
+func logitsQuadF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]float32, pf int)
 
 // logitsQuadBF16AVX2 is logitsQuadF32AVX2 over bfloat16 rows.
 //
 //go:noescape
-func logitsQuadBF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]float32)
+func logitsQuadBF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]float32, pf int)
 
-// accQuadF32AVX2 is accQuadGo for d = len(acc)/4 a multiple of 16 and
-// n = len(p)/4 >= 1 rows:
+// logitsQuadF32AVX512 is logitsQuadF32AVX2 in AVX-512, four rows at a time,
+// with the same result.
+//
+//go:noescape
+func logitsQuadF32AVX512(dst, q []float32, rows []float32, scale float32, mx *[4]float32, pf int)
+
+// logitsQuadF16AVX512 is logitsQuadF16AVX2 in AVX-512.
+//
+//go:noescape
+func logitsQuadF16AVX512(dst, q []float32, rows []uint16, scale float32, mx *[4]float32, pf int)
+
+// logitsQuadBF16AVX512 is logitsQuadBF16AVX2 in AVX-512.
+//
+//go:noescape
+func logitsQuadBF16AVX512(dst, q []float32, rows []uint16, scale float32, mx *[4]float32, pf int)
+
+// accQuadF32AVX2 is accQuadGo for d = len(acc)/4 a multiple of 8 and
+// n = len(p)/4 >= 1 rows, row after row (each row read once for the four
+// heads), asking the caches for the bytes pf ahead of the rows:
 //
 //	for j := range n {
 //		for h := range 4 {
@@ -356,18 +504,34 @@ func logitsQuadBF16AVX2(dst, q []float32, rows []uint16, scale float32, mx *[4]f
 //	}
 //
 //go:noescape
-func accQuadF32AVX2(acc, p []float32, rows []float32)
+func accQuadF32AVX2(acc, p []float32, rows []float32, pf int)
 
 // accQuadF16AVX2 is accQuadF32AVX2 over float16 rows, each converted in
 // registers once for the four heads.
 //
 //go:noescape
-func accQuadF16AVX2(acc, p []float32, rows []uint16)
+func accQuadF16AVX2(acc, p []float32, rows []uint16, pf int)
 
 // accQuadBF16AVX2 is accQuadF32AVX2 over bfloat16 rows.
 //
 //go:noescape
-func accQuadBF16AVX2(acc, p []float32, rows []uint16)
+func accQuadBF16AVX2(acc, p []float32, rows []uint16, pf int)
+
+// accQuadF32AVX512 is accQuadF32AVX2 in AVX-512, four rows at a time, with
+// the same result.
+//
+//go:noescape
+func accQuadF32AVX512(acc, p []float32, rows []float32, pf int)
+
+// accQuadF16AVX512 is accQuadF16AVX2 in AVX-512.
+//
+//go:noescape
+func accQuadF16AVX512(acc, p []float32, rows []uint16, pf int)
+
+// accQuadBF16AVX512 is accQuadBF16AVX2 in AVX-512.
+//
+//go:noescape
+func accQuadBF16AVX512(acc, p []float32, rows []uint16, pf int)
 
 // expShiftQuadAVX2 is expShiftQuadGo for len(x) a positive multiple of 8
 // and x[i]-m[i%4] <= 88:
@@ -379,3 +543,29 @@ func accQuadBF16AVX2(acc, p []float32, rows []uint16)
 //
 //go:noescape
 func expShiftQuadAVX2(x []float32, m *[4]float32, sums *[4]float32)
+
+// expQuadAVX512 is the exponential of expShiftQuadAVX2 (the same bits,
+// no sums) for len(x) a positive multiple of 16:
+//
+//	for i := range x {
+//		x[i] = exp(x[i] - m[i%4])
+//	}
+//
+//go:noescape
+func expQuadAVX512(x []float32, m *[4]float32)
+
+// expSumQuadAVX512 is expQuadAVX512 that also adds the results into the
+// partial sums of blockSumQuad, for len(x) a positive multiple of 16:
+//
+//	for i := range x {
+//		x[i] = exp(x[i] - m[i%4])
+//		part[(i/4%4)*4+i%4] += x[i]
+//	}
+//
+//go:noescape
+func expSumQuadAVX512(x []float32, m *[4]float32, part *[16]float32)
+
+// expSumQuadAVX2 is expSumQuadAVX512 in AVX2, with the same result.
+//
+//go:noescape
+func expSumQuadAVX2(x []float32, m *[4]float32, part *[16]float32)

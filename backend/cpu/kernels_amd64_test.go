@@ -99,6 +99,18 @@ func checkKernels(t *testing.T, r *rand.Rand, seed uint64, d, n int) {
 	for i := range y0 {
 		wantY[i] = float64(y0[i]) + 0.5*float64(x[i])
 	}
+	sc, check := guarded(t, y0, 4)
+	scale(sc, -1.25)
+	check("scale " + name)
+	for i := range sc {
+		if sc[i] != y0[i]*-1.25 {
+			t.Errorf("scale %s: [%d] = %g, want %g", name, i, sc[i], y0[i]*-1.25)
+		}
+	}
+	y0 = randVec(r, len(x), 1)
+	for i := range y0 {
+		wantY[i] = float64(y0[i]) + 0.5*float64(x[i])
+	}
 	y, check := guarded(t, y0, 9)
 	axpy(y, 0.5, x)
 	check("axpy " + name)
@@ -199,4 +211,17 @@ func FuzzKernelsAsm(f *testing.F) {
 			t.Fatalf("expShift n %d: sum %g, Go %g", nn, s, sG)
 		}
 	})
+}
+
+// testLevels returns every level this processor runs, Go first.
+func testLevels() []level {
+	avx2, avx512 := detectLevels("")
+	ls := []level{levelGo}
+	if avx2 {
+		ls = append(ls, levelAVX2)
+	}
+	if avx512 {
+		ls = append(ls, levelAVX512)
+	}
+	return ls
 }

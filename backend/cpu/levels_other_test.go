@@ -6,3 +6,6 @@ import "testing"
 
 // levels runs f once: without assembly the Go kernels are the only level.
 func levels(t *testing.T, f func(t *testing.T)) { t.Run("go", f) }
+
+// testLevels returns the one level: Go.
+func testLevels() []level { return []level{levelGo} }

@@ -25,7 +25,8 @@ func benchProbe(b *testing.B) *Probe {
 
 // atWall runs f in max(3, b.N) rounds, each after one read of the bandwidth
 // probe on two goroutines, and reports the kernel's time (ns/op: the
-// median round; ms-min), the probe's bandwidth (GB/s-probe, median) and
+// median round; ms-min), the probe's bandwidth (GB/s-probe-min, GB/s-probe
+// median, GB/s-probe-max: how far it swung over the rounds) and
 // the kernel's bytes per second as a share of it: %bw, the median of the
 // per-round ratios (a round slowed by the machine's other load slows the
 // probe beside it too), and %bw-best, the fastest round against the
@@ -51,6 +52,7 @@ func atWall(b *testing.B, bytes float64, f func()) {
 	slices.Sort(share)
 	b.ReportMetric(ns[len(ns)/2], "ns/op")
 	b.ReportMetric(ns[0]/1e6, "ms-min")
+	b.ReportMetric(bw[0], "GB/s-probe-min")
 	b.ReportMetric(bw[len(bw)/2], "GB/s-probe")
 	b.ReportMetric(bw[len(bw)-1], "GB/s-probe-max")
 	b.ReportMetric(share[len(share)/2], "%bw")

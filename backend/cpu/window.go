@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"time"
 
 	"github.com/compresskv/compresskv/backend"
 	"github.com/compresskv/compresskv/internal/finite"
@@ -43,13 +44,13 @@ func (b *Backend) WindowScores(c kvcache.KVCache, layer int, q []float32, w, qHe
 	group := qHeads / s.KVHeads
 	for j, h := range heads {
 		if h < 0 || h >= qHeads {
-			return fmt.Errorf("cpu: %s: head %d out of range [0, %d)", op, h, qHeads)
+			return fmt.Errorf("cpu: %s: head %d out of range [0, %d): %w", op, h, qHeads, kvcache.ErrShape)
 		}
 		g := h / group
 		L := c.Len(layer, g)
 		if w > L {
-			return fmt.Errorf("cpu: %s: layer %d head %d: window of %d queries over %d rows of KV head %d, want w <= rows",
-				op, layer, h, w, L, g)
+			return fmt.Errorf("cpu: %s: layer %d head %d: window of %d queries over %d rows of KV head %d, want w <= rows: %w",
+				op, layer, h, w, L, g, kvcache.ErrShape)
 		}
 		if len(out[j]) != L {
 			return fmt.Errorf("cpu: %s: layer %d head %d: output %d has %d values, want %d (rows of KV head %d): %w",
@@ -68,6 +69,30 @@ func (b *Backend) WindowScores(c kvcache.KVCache, layer int, q []float32, w, qHe
 	if err := j.setup(hr, layer, q, w, qHeads, heads, out); err != nil {
 		return err
 	}
+	// One kernel per shape class for the whole call; a call whose groups
+	// are all of one class (SnapKV's, CompressKV's) is timed for the plan.
+	var keyBytes int64
+	for i := range j.groups {
+		keyBytes += int64(j.groups[i].L) * int64(s.HeadDim*c.DType().Size())
+	}
+	var (
+		ch      chooser
+		ki      int
+		timed   bool
+		classes int
+	)
+	for i := range j.groups {
+		gr := &j.groups[i]
+		g := b.chooserFor(class{op: opWindow, dt: c.DType(), group: gr.e1 - gr.e0, window: w,
+			headDim: s.HeadDim, long: gr.L >= chunkRows, streams: keyBytes > llcBytes})
+		if classes == 0 || g.e != ch.e {
+			ch, classes = g, classes+1
+			ki, timed = ch.pick()
+		}
+		gr.kernel = ch.e.cands[ki]
+	}
+	timed = timed && classes == 1
+	t0 := time.Now()
 	units := j.firstUnit[len(j.groups)]
 	j.stored = j.storeSize*4 <= b.storeBytes
 	if j.stored {
@@ -78,6 +103,9 @@ func (b *Backend) WindowScores(c kvcache.KVCache, layer int, q []float32, w, qHe
 	j.merge()
 	j.pass = 2
 	b.run(j, units, j.work, s.HeadDim)
+	if timed {
+		ch.e.record(ki, int(keyBytes/int64(s.HeadDim*c.DType().Size())), time.Since(t0))
+	}
 
 	for e, h := range heads {
 		if i := finite.First(out[e]); i >= 0 {
@@ -105,6 +133,7 @@ type wgroup struct {
 	chunks int
 	state  int // offset of its (max, sum) pairs in windowJob.state: per chunk, then merged
 	store  int // offset of its exponentials in windowJob.store
+	kernel kernel
 }
 
 // windowJob is one WindowScores call.
@@ -222,7 +251,7 @@ func (j *windowJob) unit(u int, s *scratch) {
 		ex = s.chunk
 	}
 	if j.pass == 1 || !j.stored {
-		j.logits(gr, c0, c1, ex, s)
+		j.logits(gr.kernel, gr, c0, c1, ex, s)
 		for r := range gr.rows {
 			row := ex[r*n : (r+1)*n]
 			m := st[2*r]
@@ -258,24 +287,23 @@ func (j *windowJob) unit(u int, s *scratch) {
 }
 
 // logits writes into ex the scaled logits of every window query of group gr
-// over rows [c0, c1), -Inf where the causal mask hides the row. In 16-bit
-// storage, blocks of rows that every window query sees go through the
-// four-query kernel (each key row converted in registers once for four
-// queries of a head); the block the mask cuts, the w%4 last queries and
-// float32 keys go one query at a time through dots.
-func (j *windowJob) logits(gr *wgroup, c0, c1 int, ex []float32, s *scratch) {
+// over rows [c0, c1), -Inf where the causal mask hides the row, with kernel
+// k. Blocks of rows that every window query sees go four queries of a head
+// at a time through the quad kernels when k's path is quad (rows converted
+// in registers for each four) or quadblock (16-bit rows decoded once into
+// scratch); the block the mask cuts, the w%4 last queries and the perhead
+// path go one query at a time through dots over the decoded block.
+func (j *windowJob) logits(k kernel, gr *wgroup, c0, c1 int, ex []float32, s *scratch) {
 	d, w, L, n := j.d, j.w, gr.L, c1-c0
 	quads := w / 4
 	for j0 := c0; j0 < c1; j0 += blockRows {
 		j1 := min(c1, j0+blockRows)
 		nb := j1 - j0
 		// Window query 0 sees rows < L-w+1: before that every query sees
-		// the whole block. Float32 keys go through dots: read in place,
-		// they gain nothing from the four-query kernel (measured the same
-		// or slower), where 16-bit keys save their conversion to scratch.
-		open := j1 <= L-w+1 && gr.k.DType != kvcache.Float32
+		// the whole block.
+		open := j1 <= L-w+1 && k.path != pathPerHead && quads > 0
 		var keys []float32
-		if !open || quads*4 < w {
+		if !open || quads*4 < w || k.path == pathQuadBlock {
 			keys = rowsBlock(gr.k, j0, j1, s.keys)
 		}
 		for ei, e := range j.entries[gr.e0:gr.e1] {
@@ -286,7 +314,12 @@ func (j *windowJob) logits(gr *wgroup, c0, c1 int, ex []float32, s *scratch) {
 					lg := s.logits[:4*nb]
 					var mx [4]float32
 					qq := j.quads[((gr.e0+ei)*quads+t)*4*d : ((gr.e0+ei)*quads+t+1)*4*d]
-					logitsQuad(lg, qq, gr.k, j0, j1, s.keys, j.scale, &mx)
+					if k.path == pathQuadBlock {
+						kr := kvcache.Rows{DType: kvcache.Float32, N: nb, D: d, F32: keys}
+						logitsQuadAt(k.level, lg, qq, kr, 0, nb, nil, j.scale, &mx)
+					} else {
+						logitsQuadAt(k.level, lg, qq, gr.k, j0, j1, s.keys, j.scale, &mx)
+					}
 					for c := range 4 {
 						row := ex[(ei*w+4*t+c)*n+j0-c0 : (ei*w+4*t+c)*n+j1-c0]
 						for jj := range row {
@@ -301,7 +334,7 @@ func (j *windowJob) logits(gr *wgroup, c0, c1 int, ex []float32, s *scratch) {
 				row := ex[r*n : (r+1)*n]
 				vis := max(j0, min(j1, L-w+i+1)) // window query i sees rows < L-w+i+1
 				qr := j.q[(i*j.qHeads+h)*d : (i*j.qHeads+h+1)*d]
-				dots(row[j0-c0:vis-c0], qr, keys[:(vis-j0)*d], j.scale)
+				dotsAt(k.level, row[j0-c0:vis-c0], qr, keys[:(vis-j0)*d], j.scale)
 				for k := vis - c0; k < j1-c0; k++ {
 					row[k] = float32(math.Inf(-1))
 				}

@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -50,7 +51,7 @@ func TestPolicyUsesLayerSelector(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := f.launches["topk_write"]
-			res, err := p.Compress(c, q, H)
+			res, err := p.Compress(context.Background(), c, q, H)
 			if err != nil {
 				t.Fatal(name, err)
 			}
@@ -65,7 +66,7 @@ func TestPolicyUsesLayerSelector(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := pc.Compress(h, q, H); err != nil {
+			if _, err := pc.Compress(context.Background(), h, q, H); err != nil {
 				t.Fatal(name, err)
 			}
 			for l := 0; l < s.Layers; l++ {
@@ -119,14 +120,14 @@ func TestGPUPolicyDeviceCache(t *testing.T) {
 	defer c.Close()
 	p, _ := compresskv.New(compresskv.SnapKV, compresskv.Config{Budget: 16})
 	q := [][]float32{reftest.Normal(r, 8*4*8, 1), reftest.Normal(r, 8*4*8, 1)}
-	res, err := p.Compress(c, q, 4)
+	res, err := p.Compress(context.Background(), c, q, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Backend != "cuda" || !strings.HasPrefix(res.BackendReason, "cuda: ") {
 		t.Fatalf("backend %q, reason %q", res.Backend, res.BackendReason)
 	}
-	if _, err := p.Compress(h, q, 4); err != nil {
+	if _, err := p.Compress(context.Background(), h, q, 4); err != nil {
 		t.Fatal(err)
 	}
 	for l := 0; l < s.Layers; l++ {

@@ -1,5 +1,5 @@
 // Command calibrate makes the CompressKV profile of a model through
-// compresskv.Calibrate: the semantic retrieval heads of every layer, found
+// calibrate.Profile: the semantic retrieval heads of every layer, found
 // from probes the model answers, and the layer weights of the error-aware
 // budget allocation, measured as the shadow eviction error of each layer at
 // a small uniform budget. It only parses flags, builds the probes and prints.
@@ -8,10 +8,15 @@
 //	go run ./examples/calibrate -check testdata/retrieval.profile.json
 //	go run ./examples/calibrate -probes stories -model ../shared/models/stories260K/stories260K.bin \
 //	    -tokenizer ../shared/models/stories260K/tok512.bin -out out/stories260K.profile.json
+//	go run ./examples/calibrate -model qwen2.5-1.5b-instruct-q8_0.gguf -quick
+//	                                                 # -> out/qwen2.5-1.5b-instruct-q8_0.profile.json
 //
 // Needle probes and calibration text come from testdata/haystack/calib.txt
 // with the calibration words of package niah; story probes use niah's
-// calibration names and filler: both disjoint from the benchmarks'.
+// calibration names and filler: both disjoint from the benchmarks'. The
+// probes are built in the model's own tokens; a GGUF model with a chat
+// template (-chat) is asked each needle as a user turn, the answer's start
+// opening the assistant's.
 package main
 
 import (
@@ -29,6 +34,8 @@ import (
 
 	"github.com/compresskv/compresskv/backend/cpu"
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/compresskv/calibrate"
+	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
 	"github.com/compresskv/compresskv/heads"
@@ -48,33 +55,32 @@ func main() {
 }
 
 type options struct {
-	model, tokenizer, haystack, text, out, check string
-	probes                                       string
-	lengths, textLengths, sentences, leads       []int
-	depths, needles, perCell                     int
-	budget, steps, textSamples, minAnswered      int
-	indicator                                    bool
-	kernel                                       int
-	seed                                         uint64
+	model, tokenizer, chat, haystack, text, out, check string
+	probes                                             string
+	lengths, textLengths, sentences, leads             []int
+	depths, needles, perCell                           int
+	budget, steps, textSamples, minAnswered            int
+	indicator                                          bool
+	kernel                                             int
+	seed                                               uint64
 }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("calibrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{}
-	fs.StringVar(&o.model, "model", llama.DefaultModel, "llama2.c checkpoint")
-	fs.StringVar(&o.tokenizer, "tokenizer", "", "llama2.c tokenizer (empty: byte-level)")
+	fs.StringVar(&o.model, "model", cli.DefaultModel, cli.ModelUsage)
+	fs.StringVar(&o.tokenizer, "tokenizer", "", cli.TokenizerUsage)
+	fs.StringVar(&o.chat, "chat", cli.ChatAuto, cli.ChatUsage+" (needle probes: the haystack and the question a user turn, the answer's start the assistant's)")
 	fs.StringVar(&o.probes, "probes", "needle", "probe kind: needle (facts with digit values) or stories (a character's name)")
 	fs.StringVar(&o.haystack, "haystack", "testdata/haystack/calib.txt", "text the needles are hidden in")
 	fs.StringVar(&o.text, "text", "", "plain text for the layer error (empty: the haystack)")
 	fs.StringVar(&o.out, "out", "", "profile to write (empty: out/<model>.profile.json)")
 	fs.StringVar(&o.check, "check", "", "a profile to compare the result with (rankings, scores, weights)")
-	lengths := fs.String("lengths", "256,512,768,1024", "needle prompt lengths in tokens")
-	textLengths := fs.String("text-lengths", "", "plain-text prompt lengths for the layer error (empty: -lengths, or 128,256 for stories)")
-	sentences := fs.String("sentences", "3,6", "story probes: sentences between the name and the cue")
-	leads := fs.String("leads", "0,4,8", "story probes: sentences before the girl is named (0: the story opens with her)")
-	fs.IntVar(&o.depths, "depths", 11, "needle depths per length, evenly from 0 to 100%")
-	fs.IntVar(&o.needles, "needles", 3, "needles per length and depth")
+	grid := cli.AddNeedleGridFlags(fs)
+	textLengths := cli.Ints(fs, "text-lengths", "", "plain-text prompt lengths for the layer error (empty: -lengths, or 128,256 for stories)")
+	sentences := cli.Ints(fs, "sentences", "3,6", "story probes: sentences between the name and the cue")
+	leads := cli.Counts(fs, "leads", "0,4,8", "story probes: sentences before the girl is named (0: the story opens with her)")
 	fs.IntVar(&o.perCell, "per", 16, "story probes per lead and sentence count")
 	fs.IntVar(&o.budget, "budget", 32, "uniform budget per layer of the shadow eviction")
 	fs.IntVar(&o.steps, "steps", 32, "decode steps per text sample for the layer error")
@@ -82,7 +88,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.minAnswered, "min", 0, "fewest probes that must be answered (0: the library's default)")
 	fs.BoolVar(&o.indicator, "indicator", false, "count an answer token once (the paper's Eq. 5) instead of once per occurrence")
 	fs.Uint64Var(&o.seed, "seed", 7, "probe seed")
-	fs.IntVar(&o.kernel, "kernel", 0, "pooling kernel of the shadow eviction (0: 9 for needles, the library's 5 for stories)")
+	fs.IntVar(&o.kernel, "kernel", 0, fmt.Sprintf("pooling kernel of the shadow eviction (0: for needles the model's, %d for a byte-level model and the library's %d otherwise; %d for stories)", cli.DefaultByteKernel, compresskv.DefaultKernel, compresskv.DefaultKernel))
 	quick := fs.Bool("quick", false, "a small grid (lengths 256,512; 5 depths; 1 needle; 6 text samples; 6 stories per cell)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -91,41 +97,30 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if *quick {
-		*lengths, o.depths, o.needles, o.textSamples, o.perCell = "256,512", 5, 1, 6, 6
+		*grid.Lengths, grid.Depths, grid.Needles, o.textSamples, o.perCell = []int{256, 512}, 5, 1, 6, 6
 	}
-	var err error
-	if o.lengths, err = niah.ParseInts(*lengths); err != nil {
-		return nil, fmt.Errorf("lengths: %w", err)
-	}
-	if o.sentences, err = niah.ParseInts(*sentences); err != nil {
-		return nil, fmt.Errorf("sentences: %w", err)
-	}
-	if o.leads, err = niah.ParseCounts(*leads); err != nil {
-		return nil, fmt.Errorf("leads: %w", err)
-	}
+	o.lengths, o.depths, o.needles = *grid.Lengths, grid.Depths, grid.Needles
+	o.sentences, o.leads, o.textLengths = *sentences, *leads, *textLengths
 	switch o.probes {
 	case "needle":
-		if o.kernel == 0 {
-			o.kernel = llama.DefaultKernel
-		}
-		if *textLengths == "" {
-			*textLengths = *lengths
+		if len(o.textLengths) == 0 {
+			o.textLengths = o.lengths
 		}
 	case "stories":
-		if *textLengths == "" {
-			*textLengths = "128,256"
+		if len(o.textLengths) == 0 {
+			o.textLengths = []int{128, 256}
+		}
+		if o.kernel == 0 {
+			o.kernel = compresskv.DefaultKernel
 		}
 	default:
 		return nil, fmt.Errorf("unknown probe kind %q (want needle or stories)", o.probes)
-	}
-	if o.textLengths, err = niah.ParseInts(*textLengths); err != nil {
-		return nil, fmt.Errorf("text-lengths: %w", err)
 	}
 	if o.text == "" {
 		o.text = o.haystack
 	}
 	if o.out == "" {
-		o.out = filepath.Join("out", strings.TrimSuffix(filepath.Base(o.model), filepath.Ext(o.model))+".profile.json")
+		o.out = cli.DefaultProfilePath(o.model)
 	}
 	return o, nil
 }
@@ -135,33 +130,54 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, tok, err := llama.Open(o.model, o.tokenizer)
+	m, err := cli.OpenChat(o.model, o.tokenizer, o.chat)
 	if err != nil {
 		return err
 	}
-	pt := llama.ProbeTokenizer{Tokenizer: tok}
-	text, err := niah.LoadHaystack(o.text)
+	defer m.Close()
+	if o.kernel == 0 {
+		o.kernel = m.Kernel(0)
+	}
+	if s := m.Summary(); s != "" {
+		fmt.Fprintln(stdout, s)
+	}
+	pt := m.ProbeTokenizer()
+	text, err := niah.LoadHaystack(cli.Path(o.text))
 	if err != nil {
 		return err
 	}
 	probes, sets, what, err := build(pt, o)
+	if terr := pt.Err(); terr != nil {
+		return fmt.Errorf("%s: the probes cannot be tokenized: %w", m.Path, terr)
+	}
 	if err != nil {
 		return err
 	}
-	texts, err := compresskv.TextPrompts(pt, text, o.textLengths, o.textSamples)
+	texts, err := calibrate.TextPrompts(pt, text, o.textLengths, o.textSamples)
+	if terr := pt.Err(); terr != nil {
+		return fmt.Errorf("%s: the calibration text cannot be tokenized: %w", m.Path, terr)
+	}
 	if err != nil {
 		return err
 	}
-	sets = append(sets, compresskv.ErrSet{Name: "text", Prompts: texts, Steps: o.steps})
+	if !m.ByteLevel && len(probes) > 0 {
+		lo, hi, slo, shi := len(probes[0].Prompt), 0, len(probes[0].Prompt), 0
+		for _, p := range probes {
+			n, span := len(p.Prompt), p.AnswerEnd-p.AnswerStart
+			lo, hi, slo, shi = min(lo, n), max(hi, n), min(slo, span), max(shi, span)
+		}
+		fmt.Fprintf(stdout, "probe prompts: %d %s probes in the model's tokens, %d to %d tokens; answers of %d to %d tokens\n", len(probes), o.probes, lo, hi, slo, shi)
+	}
+	sets = append(sets, calibrate.ErrSet{Name: "text", Prompts: texts, Steps: o.steps})
 	mode := heads.Multiplicity
 	if o.indicator {
 		mode = heads.Indicator
 	}
 	last := ""
-	prof, rep, err := compresskv.Calibrate(ctx, &llama.Calibration{Model: m, Name: o.model}, compresskv.Calibration{
+	prof, rep, err := calibrate.Profile(ctx, &llama.Calibration{Model: m.Model, Name: o.model}, calibrate.Config{
 		Probes: probes, Tokenizer: pt, ErrSets: sets, Mode: mode, MinAnswered: o.minAnswered,
 		Shadow: compresskv.Config{Budget: o.budget, Kernel: o.kernel},
-		Progress: func(p compresskv.Progress) {
+		Progress: func(p calibrate.Progress) {
 			if p.Phase != last || p.Done == p.Total {
 				fmt.Fprintf(stderr, "%s: %d/%d (answered %d)\n", p.Phase, p.Done, p.Total, p.Answered)
 				last = p.Phase
@@ -172,6 +188,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		for _, g := range rep.Groups {
 			fmt.Fprintf(stdout, "probes %s: %d/%d answered\n", g.Group, g.Answered, g.Probes)
 		}
+	}
+	if errors.Is(err, calibrate.ErrTooFewProbes) {
+		return fmt.Errorf("%w; with this command: shorter prompts (-lengths), -probes stories (a character's name) for a model that cannot answer needles, the chat template %s (-chat), or fewer answers required (-min)",
+			err, map[bool]string{true: "off", false: "on"}[m.Chat != ""])
 	}
 	if err != nil {
 		return err
@@ -190,7 +210,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "layer %d: weight %.3f, heads by SR score %v\n", l, prof.LayerWeights[l], prof.HeadRanking[l])
 	}
 	if o.check != "" {
-		want, err := compresskv.LoadProfile(o.check)
+		want, err := compresskv.LoadProfile(cli.Path(o.check))
 		if err != nil {
 			return err
 		}
@@ -206,7 +226,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // build returns the probes and the probe-shaped data set of the layer error
 // for the chosen kind, with a note on where they came from.
-func build(tok compresskv.Tokenizer, o *options) ([]compresskv.Probe, []compresskv.ErrSet, string, error) {
+func build(tok calibrate.Tokenizer, o *options) ([]calibrate.Probe, []calibrate.ErrSet, string, error) {
 	switch o.probes {
 	case "stories":
 		probes, err := niah.StoryProbes(tok, niah.StoryCalibNames, niah.StoryCalibFill, o.leads, o.sentences, o.perCell, o.seed)
@@ -217,35 +237,35 @@ func build(tok compresskv.Tokenizer, o *options) ([]compresskv.Probe, []compress
 		if err != nil {
 			return nil, nil, "", err
 		}
-		set := compresskv.ErrSet{Name: "stories"}
+		set := calibrate.ErrSet{Name: "stories"}
 		for _, p := range more {
 			set.Prompts = append(set.Prompts, p.Prompt)
 			set.Steps = max(set.Steps, p.AnswerEnd-p.AnswerStart+1)
 		}
-		return probes, []compresskv.ErrSet{set}, fmt.Sprintf("character-name stories (niah.StoryCalibNames, niah.StoryCalibFill), leads %v x %v sentences after x %d, seed %d", o.leads, o.sentences, o.perCell, o.seed), nil
+		return probes, []calibrate.ErrSet{set}, fmt.Sprintf("character-name stories (niah.StoryCalibNames, niah.StoryCalibFill), leads %v x %v sentences after x %d, seed %d", o.leads, o.sentences, o.perCell, o.seed), nil
 	}
-	hay, err := niah.LoadHaystack(o.haystack)
+	hay, err := niah.LoadHaystack(cli.Path(o.haystack))
 	if err != nil {
 		return nil, nil, "", err
 	}
-	probes, err := compresskv.NeedleProbes(tok, compresskv.NeedleGrid{Haystack: hay, Lengths: o.lengths, Depths: o.depths, PerCell: o.needles, Keys: niah.CalibWords, Seed: o.seed})
+	probes, err := calibrate.NeedleProbes(tok, calibrate.NeedleGrid{Haystack: hay, Lengths: o.lengths, Depths: o.depths, PerCell: o.needles, Keys: niah.CalibWords, Seed: o.seed})
 	if err != nil {
 		return nil, nil, "", err
 	}
 	// The layer error's needle set: other needles, lengths in turn, depths 0..100% in turn.
-	needles, err := compresskv.Needles(compresskv.DefaultNeedleTemplates, niah.CalibWords, o.textSamples, 5, o.seed+1)
+	needles, err := calibrate.Needles(calibrate.DefaultNeedleTemplates, niah.CalibWords, o.textSamples, 5, o.seed+1)
 	if err != nil {
 		return nil, nil, "", err
 	}
-	set := compresskv.ErrSet{Name: "needles", Steps: 6}
+	set := calibrate.ErrSet{Name: "needles", Steps: 6}
 	for i, n := range needles {
-		p, err := compresskv.BuildNeedle(tok, hay, (i*104729)%len(hay), o.lengths[i%len(o.lengths)], float64(i%11)/10, n)
+		p, err := calibrate.BuildNeedle(tok, hay, (i*104729)%len(hay), o.lengths[i%len(o.lengths)], float64(i%11)/10, n)
 		if err != nil {
 			return nil, nil, "", err
 		}
 		set.Prompts = append(set.Prompts, p.Prompt)
 	}
-	return probes, []compresskv.ErrSet{set}, fmt.Sprintf("%s with niah.CalibWords: lengths %v x %d depths x %d needles, seed %d", o.haystack, o.lengths, o.depths, o.needles, o.seed), nil
+	return probes, []calibrate.ErrSet{set}, fmt.Sprintf("%s with niah.CalibWords: lengths %v x %d depths x %d needles, seed %d", o.haystack, o.lengths, o.depths, o.needles, o.seed), nil
 }
 
 // compare lists the differences between two profiles' rankings, scores and

@@ -11,20 +11,24 @@
 //	go run ./examples/fidelity -model ../shared/models/stories260K/stories260K.bin \
 //	    -tokenizer ../shared/models/stories260K/tok512.bin -length 384 -kernel 5 -budgets 16,32,64 \
 //	    -profile out/stories260K.profile.json -probes stories
+//	go run ./examples/fidelity -model qwen2.5-1.5b-instruct-q8_0.gguf -profile out/qwen2.5-1.5b-instruct-q8_0.profile.json
+//
+// A GGUF file's text is its own tokenizer's, BOS first where its metadata
+// says; story probes are plain text (no chat template).
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
 	"os"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
 	"github.com/compresskv/compresskv/kvcache"
@@ -43,19 +47,16 @@ func main() {
 
 func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("fidelity", flag.ContinueOnError)
-	modelPath := fs.String("model", llama.DefaultModel, "llama2.c checkpoint")
-	tokPath := fs.String("tokenizer", "", "llama2.c tokenizer (empty: byte-level)")
-	profPath := fs.String("profile", llama.DefaultProfile, "CompressKV profile (needed only for compresskv)")
+	mf := cli.AddModelFlags(fs)
 	textPath := fs.String("text", "testdata/haystack/eval.txt", "held-out text")
 	length := fs.Int("length", 1024, "prompt tokens")
 	steps := fs.Int("steps", 32, "teacher-forced tokens after the prompt")
 	samples := fs.Int("samples", 8, "prompts")
-	budgetList := fs.String("budgets", "16,32,64,128", "average budgets per layer")
-	kernel := fs.Int("kernel", llama.DefaultKernel, "pooling kernel of SnapKV, PyramidKV, Ada-KV and CompressKV")
-	policyList := fs.String("policies", "streamingllm,h2o,snapkv,pyramidkv,adakv,compresskv", "policies")
+	budgets := cli.Ints(fs, "budgets", "16,32,64,128", "average budgets per layer")
+	methods := cli.Methods(fs, "policies", "streamingllm,h2o,snapkv,pyramidkv,adakv,compresskv", "policies")
 	probeKind := fs.String("probes", "", "also a retrieval comparison on probes of this kind: stories (character names)")
-	sentenceList := fs.String("sentences", "3,6", "story probes: sentences between the name and the cue")
-	leadList := fs.String("leads", "0,4,8", "story probes: sentences before the girl is named")
+	sentences := cli.Ints(fs, "sentences", "3,6", "story probes: sentences between the name and the cue")
+	leads := cli.Counts(fs, "leads", "0,4,8", "story probes: sentences before the girl is named")
 	per := fs.Int("per", 64, "story probes per lead and sentence count")
 	seed := fs.Uint64("seed", 101, "story probe seed")
 	if err := fs.Parse(args); err != nil {
@@ -67,11 +68,16 @@ func run(args []string, stdout io.Writer) error {
 	if *probeKind != "" && *probeKind != "stories" {
 		return fmt.Errorf("unknown probe kind %q (want stories)", *probeKind)
 	}
-	m, tok, err := llama.Open(*modelPath, *tokPath)
+	m, err := mf.Open()
 	if err != nil {
 		return err
 	}
-	text, err := niah.LoadHaystack(*textPath)
+	defer m.Close()
+	if s := m.Summary(); s != "" {
+		fmt.Fprintln(stdout, s)
+	}
+	tok := m.Tok
+	text, err := niah.LoadHaystack(cli.Path(*textPath))
 	if err != nil {
 		return err
 	}
@@ -82,9 +88,12 @@ func run(args []string, stdout io.Writer) error {
 	for i := range seqs {
 		off := i * len(text) / *samples
 		for span := 2 * need; ; span *= 2 {
-			ids := tok.Encode(text[off:min(len(text), off+span)], false, false)
+			ids, err := tok.Encode(text[off:min(len(text), off+span)], false, false)
+			if err != nil {
+				return err
+			}
 			if len(ids) >= need {
-				seqs[i] = append([]int{llama.BOS}, ids[:need]...)
+				seqs[i] = append(m.BOS(), ids[:need]...)
 				break
 			}
 			if off+span >= len(text) {
@@ -92,92 +101,51 @@ func run(args []string, stdout io.Writer) error {
 			}
 		}
 	}
-	budgets, err := niah.ParseInts(*budgetList)
+	g, err := mf.Grid(m, *methods, *budgets)
 	if err != nil {
-		return fmt.Errorf("budgets: %w", err)
-	}
-	var methods []compresskv.Method
-	for _, f := range strings.Split(*policyList, ",") {
-		meth, err := compresskv.ParseMethod(strings.TrimSpace(f))
-		if err != nil {
-			return err
-		}
-		methods = append(methods, meth)
-	}
-	var prof *compresskv.Profile
-	for _, meth := range methods {
-		if meth == compresskv.CompressKV {
-			if prof, err = compresskv.LoadProfile(*profPath); err != nil {
-				return fmt.Errorf("compresskv needs a profile: %w", err)
-			}
-		}
+		return err
 	}
 	kl := map[compresskv.Method][]float64{}
 	start := time.Now()
 	for i := 0; i < *samples; i++ {
 		prompt, next := seqs[i][:*length], seqs[i][*length:]
-		cache, _ := m.NewCache(kvcache.Float32)
-		s, _ := m.NewSession(cache, nil)
-		_, q, err := s.Prefill(prompt, 256)
+		pre, err := cli.Prefill(m.Model, kvcache.Float32, prompt)
 		if err != nil {
 			return err
 		}
-		prefilled := cache.Clone()
-		full, err := forced(s, next)
+		full, err := forced(pre.Full(), next)
 		if err != nil {
 			return err
 		}
-		for _, meth := range methods {
+		err = g.Each(func(meth compresskv.Method, bi int, p *compresskv.Policy) error {
 			if kl[meth] == nil {
-				kl[meth] = make([]float64, len(budgets))
+				kl[meth] = make([]float64, len(g.Budgets))
 			}
-			for bi, b := range budgets {
-				p, err := compresskv.New(meth, compresskv.Config{Budget: b, Kernel: *kernel, Profile: prof})
-				if err != nil {
-					return err
-				}
-				cs, _ := m.NewSession(prefilled.Clone(), nil)
-				if _, err := cs.Compress(p, q); err != nil {
-					return err
-				}
-				comp, err := forced(cs, next)
-				if err != nil {
-					return err
-				}
-				for t := range full {
-					kl[meth][bi] += llama.KL(full[t], comp[t]) / float64(len(full)**samples)
-				}
+			cs, _, err := pre.Compress(context.Background(), p)
+			if err != nil {
+				return err
 			}
+			comp, err := forced(cs, next)
+			if err != nil {
+				return err
+			}
+			for t := range full {
+				kl[meth][bi] += llama.KL(full[t], comp[t]) / float64(len(full)**samples)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
 	fmt.Fprintf(stdout, "mean KL(full || compressed) of next-token distributions: %s, %d samples of %d prompt tokens + %d teacher-forced, %.0fs\n",
-		*modelPath, *samples, *length, *steps, time.Since(start).Seconds())
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "policy\t")
-	for _, b := range budgets {
-		fmt.Fprintf(tw, "%d\t", b)
-	}
-	fmt.Fprintln(tw)
-	for _, meth := range methods {
-		fmt.Fprintf(tw, "%s\t", meth)
-		for bi := range budgets {
-			fmt.Fprintf(tw, "%.4f\t", kl[meth][bi])
-		}
-		fmt.Fprintln(tw)
-	}
-	if err := tw.Flush(); err != nil || *probeKind == "" {
+		m.Path, *samples, *length, *steps, time.Since(start).Seconds())
+	err = g.Table(stdout, nil, func(meth compresskv.Method, bi int) string { return fmt.Sprintf("%.4f", kl[meth][bi]) })
+	if err != nil || *probeKind == "" {
 		return err
 	}
-	sentences, err := niah.ParseInts(*sentenceList)
-	if err != nil {
-		return fmt.Errorf("sentences: %w", err)
-	}
 	fmt.Fprintln(stdout)
-	leads, err := niah.ParseCounts(*leadList)
-	if err != nil {
-		return fmt.Errorf("leads: %w", err)
-	}
-	return retrieval(stdout, m, tok, methods, budgets, *kernel, prof, leads, sentences, *per, *seed)
+	return retrieval(stdout, m, g, *leads, *sentences, *per, *seed)
 }
 
 // forced feeds tokens one by one and returns the logits after each.

@@ -13,9 +13,19 @@
 //	go run ./examples/generate -policy snapkv -max-cache 64 -chunk 64
 //	go run ./examples/generate -model ../shared/models/stories260K/stories260K.bin \
 //	    -tokenizer ../shared/models/stories260K/tok512.bin -prompt "Once upon a time" -policy snapkv -budget 16
+//	go run ./examples/generate -model qwen2.5-1.5b-instruct-q8_0.gguf -prompt "Why is the sky blue?" \
+//	    -n 200 -policy compresskv -profile out/qwen2.5-1.5b-instruct-q8_0.profile.json -budget 128
+//
+// A GGUF file's prompt is tokenized as llama.cpp tokenizes one (special
+// tokens parsed, BOS where the metadata says) and, where the file has a chat
+// template (-chat), written as a user turn and the assistant's opening;
+// decoding stops at the model's end-of-generation tokens.
 //
 // "generate quality needle" and "generate quality decode" measure what the
-// bound costs (see quality.go and docs/RESULTS.md).
+// bound costs (see quality.go and docs/RESULTS.md). A method that needs a
+// profile (compresskv, adacompresskv) reads -profile, which must be the
+// model's: the project's own for its model; for another, make one with
+// examples/calibrate, or pick a method that needs none.
 package main
 
 import (
@@ -31,6 +41,7 @@ import (
 	"time"
 
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/kvcache"
 )
@@ -42,35 +53,50 @@ func main() {
 	}
 }
 
+// usage is the -h text: the flags, then the subcommands.
+const usage = `usage: generate [flags]
+       generate quality needle [flags]   needle accuracy, streaming against one-shot compression
+       generate quality decode [flags]   a long decode over a bounded cache against the full cache
+("generate quality KIND -h" lists a subcommand's flags.)
+`
+
 func run(args []string, stdout io.Writer) error {
-	if len(args) >= 2 && args[0] == "quality" {
+	if len(args) >= 1 && args[0] == "quality" {
+		if len(args) < 2 {
+			return fmt.Errorf("generate quality: want needle or decode")
+		}
 		return quality(args[1], args[2:], stdout)
 	}
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	mf := cli.AddModelFlags(fs)
 	var (
-		modelPath = fs.String("model", llama.DefaultModel, "llama2.c checkpoint")
-		tokPath   = fs.String("tokenizer", "", "llama2.c tokenizer (empty: the byte-level tokenizer of the project's model)")
-		profPath  = fs.String("profile", llama.DefaultProfile, "profile JSON for CompressKV (SR heads, layer weights)")
-		prompt    = fs.String("prompt", "In the beginning God created the heaven and the earth. The special magic number for amber is 40713. And the earth was without form, and void; and darkness was upon the face of the deep.\nWhat is the special magic number for amber? The special magic number for amber is ", "prompt text (the project's model was trained with the question on a new line)")
-		steps     = fs.Int("n", 16, "tokens to generate")
-		method    = fs.String("policy", "compresskv", "full, streamingllm, h2o, snapkv, pyramidkv, adakv or compresskv")
-		budget    = fs.Int("budget", 32, "average tokens kept per layer (window included)")
-		window    = fs.Int("window", compresskv.DefaultWindow, "observation window")
-		kernel    = fs.Int("kernel", llama.DefaultKernel, "pooling kernel (the project's byte-level model; 5 suits subword tokenizers)")
-		dtype     = fs.String("dtype", "f32", "cache storage: f32, f16, bf16")
-		temp      = fs.Float64("temp", 0, "sampling temperature (0: greedy)")
-		seed      = fs.Uint64("seed", 1, "sampling seed")
-		chunk     = fs.Int("chunk", 256, "prefill chunk in tokens")
-		maxCache  = fs.Int("max-cache", 0, "bound the cache while it runs: tokens kept per layer after each compression, during the prefill and the decode (0: compress once after the prefill, to -budget)")
-		slack     = fs.Int("slack", 0, "with -max-cache: tokens a layer gathers beyond -max-cache and one chunk before it is compressed again (0: the window; negative: none)")
+		prompt   = fs.String("prompt", "In the beginning God created the heaven and the earth. The special magic number for amber is 40713. And the earth was without form, and void; and darkness was upon the face of the deep.\nWhat is the special magic number for amber? The special magic number for amber is ", "prompt text (the project's model was trained with the question on a new line)")
+		steps    = fs.Int("n", 16, "tokens to generate")
+		method   = fs.String("policy", "compresskv", "one of "+cli.MethodsUsage())
+		budget   = fs.Int("budget", 32, "average tokens kept per layer (window included)")
+		window   = fs.Int("window", compresskv.DefaultWindow, "observation window")
+		dtype    = fs.String("dtype", "f32", "cache storage: f32, f16, bf16")
+		temp     = fs.Float64("temp", 0, "sampling temperature (0: greedy)")
+		seed     = fs.Uint64("seed", 1, "sampling seed")
+		chunk    = fs.Int("chunk", 256, "prefill chunk in tokens")
+		maxCache = fs.Int("max-cache", 0, "bound the cache while it runs: tokens kept per layer after each compression, during the prefill and the decode (0: compress once after the prefill, to -budget)")
+		slack    = fs.Int("slack", 0, "with -max-cache: tokens a layer gathers beyond -max-cache and one chunk before it is compressed again (0: the window; negative: none)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	m, tok, err := llama.Open(*modelPath, *tokPath)
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (subcommands come first: generate quality needle|decode)", fs.Args())
+	}
+	m, err := mf.Open()
 	if err != nil {
 		return err
 	}
+	defer m.Close()
 	meth, err := compresskv.ParseMethod(*method)
 	if err != nil {
 		return err
@@ -85,11 +111,9 @@ func run(args []string, stdout io.Writer) error {
 	if streaming {
 		*budget = *maxCache
 	}
-	cfg := compresskv.Config{Budget: *budget, Window: *window, Kernel: *kernel}
-	if meth == compresskv.CompressKV {
-		if cfg.Profile, err = compresskv.LoadProfile(*profPath); err != nil {
-			return fmt.Errorf("CompressKV needs a profile: %w", err)
-		}
+	cfg := compresskv.Config{Budget: *budget, Window: *window, Kernel: m.Kernel(mf.Kernel)}
+	if cfg.Profile, err = mf.ProfileFor(m, meth); err != nil {
+		return err
 	}
 	policy, err := compresskv.New(meth, cfg)
 	if err != nil {
@@ -99,7 +123,10 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ids := tok.Encode(*prompt, true, false)
+	ids, err := m.EncodePrompt(*prompt)
+	if err != nil {
+		return err
+	}
 	var (
 		s      *llama.Session
 		stream *compresskv.Stream
@@ -110,7 +137,7 @@ func run(args []string, stdout io.Writer) error {
 	)
 	t0 := time.Now()
 	if streaming {
-		if s, stream, err = newStreamSession(context.Background(), m, policy, dt, *chunk, *slack); err != nil {
+		if s, stream, err = newStreamSession(context.Background(), m.Model, policy, dt, *chunk, *slack); err != nil {
 			return err
 		}
 		if logits, err = prefill(s, ids, *chunk); err != nil {
@@ -128,17 +155,19 @@ func run(args []string, stdout io.Writer) error {
 			return err
 		}
 		peak = cache.Reserved()
-		if res, err = s.Compress(policy, q); err != nil {
+		if res, err = s.Compress(context.Background(), policy, q); err != nil {
 			return err
 		}
 	}
 	prefill := time.Since(t0)
 	rng := rand.New(rand.NewPCG(*seed, 1))
 	var out []int
+	eog := -1 // the end-of-generation token that stopped decoding
 	t1 := time.Now()
 	for len(out) < *steps {
 		next := pick(logits, *temp, rng)
-		if next == llama.EOS {
+		if m.IsEOG(next) {
+			eog = next
 			break
 		}
 		out = append(out, next)
@@ -147,10 +176,17 @@ func run(args []string, stdout io.Writer) error {
 		}
 	}
 	decode := time.Since(t1)
-	fmt.Fprintf(stdout, "%s%s\n\n", *prompt, tok.Decode(out))
-	fmt.Fprintf(stdout, "model %s: %d layers, %d query / %d KV heads, d=%d\n", *modelPath, m.Layers, m.Heads, m.KVHeads, m.HeadDim())
+	fmt.Fprintf(stdout, "%s%s\n\n", *prompt, m.Tok.Decode(out))
+	if sum := m.Summary(); sum != "" {
+		fmt.Fprintln(stdout, sum)
+	} else {
+		fmt.Fprintf(stdout, "model %s: %d layers, %d query / %d KV heads, d=%d\n", m.Path, m.Layers, m.Heads, m.KVHeads, m.HeadDim())
+	}
 	fmt.Fprintf(stdout, "prefill: %d tokens, %.0f tokens/s\n", len(ids), float64(len(ids))/prefill.Seconds())
 	fmt.Fprintf(stdout, "decode:  %d tokens, %.0f tokens/s\n", len(out), float64(len(out))/decode.Seconds())
+	if eog >= 0 {
+		fmt.Fprintf(stdout, "stopped at %s (token %d), an end-of-generation token\n", m.TokenText(eog), eog)
+	}
 	if streaming {
 		st := stream.Stats()
 		fmt.Fprintf(stdout, "cache (%s, streaming: max-cache %d, chunk %d, slack %d, %v): %d bytes at the end, peak %d bytes reserved (bound %d rows per KV head per layer), %d layer compressions\n",

@@ -5,11 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
 	"github.com/compresskv/compresskv/kvcache"
@@ -30,17 +30,17 @@ import (
 //
 // Runs are serial, one prompt at a time.
 func quality(kind string, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("generate -quality "+kind, flag.ContinueOnError)
-	modelPath := fs.String("model", llama.DefaultModel, "llama2.c checkpoint")
-	tokPath := fs.String("tokenizer", "", "llama2.c tokenizer (empty: byte-level)")
-	profPath := fs.String("profile", llama.DefaultProfile, "CompressKV profile")
+	if kind != "needle" && kind != "decode" {
+		return fmt.Errorf("generate quality %q: want needle or decode", kind)
+	}
+	fs := flag.NewFlagSet("generate quality "+kind, flag.ContinueOnError)
+	mf := cli.AddModelFlags(fs)
 	hayPath := fs.String("haystack", "testdata/haystack/eval.txt", "needle: evaluation text")
-	lengthList := fs.String("lengths", "512,1024", "needle: prompt lengths")
-	budgetList := fs.String("budgets", "32,64,128", "budgets per layer (tokens, window included)")
-	chunkList := fs.String("chunks", "128,256,512", "needle: prefill chunks of the streaming runs")
-	policyList := fs.String("policies", "compresskv,snapkv,adakv", "policies")
+	lengths := cli.Ints(fs, "lengths", "512,1024", "needle: prompt lengths")
+	budgets := cli.Ints(fs, "budgets", "32,64,128", "budgets per layer (tokens, window included)")
+	chunks := cli.Ints(fs, "chunks", "128,256,512", "needle: prefill chunks of the streaming runs")
+	methods := cli.Methods(fs, "policies", "compresskv,snapkv,adakv", "policies")
 	prompts := fs.Int("prompts", 40, "needle: prompts per length; decode: prompts")
-	kernel := fs.Int("kernel", llama.DefaultKernel, "pooling kernel")
 	steps := fs.Int("steps", 400, "decode: generated tokens")
 	chunk := fs.Int("chunk", 1, "decode: prefill chunk (and the Stream's Chunk)")
 	slack := fs.Int("slack", 0, "Stream slack (0: the window; negative: none)")
@@ -48,56 +48,28 @@ func quality(kind string, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	m, tok, err := llama.Open(*modelPath, *tokPath)
+	m, err := mf.Open()
 	if err != nil {
 		return err
 	}
-	budgets, err := niah.ParseInts(*budgetList)
+	defer m.Close()
+	g, err := mf.Grid(m, *methods, *budgets)
 	if err != nil {
-		return fmt.Errorf("budgets: %w", err)
+		return err
 	}
-	var methods []compresskv.Method
-	var prof *compresskv.Profile
-	for _, f := range strings.Split(*policyList, ",") {
-		meth, err := compresskv.ParseMethod(strings.TrimSpace(f))
-		if err != nil {
-			return err
-		}
-		if meth == compresskv.CompressKV && prof == nil {
-			if prof, err = compresskv.LoadProfile(*profPath); err != nil {
-				return fmt.Errorf("compresskv needs a profile: %w", err)
-			}
-		}
-		methods = append(methods, meth)
+	if kind == "decode" {
+		return decodeQuality(stdout, m, g, *prompts, *steps, *chunk, *slack)
 	}
-	policy := func(meth compresskv.Method, b int) (*compresskv.Policy, error) {
-		return compresskv.New(meth, compresskv.Config{Budget: b, Kernel: *kernel, Profile: prof})
+	hay, err := niah.LoadHaystack(cli.Path(*hayPath))
+	if err != nil {
+		return err
 	}
-	switch kind {
-	case "needle":
-		lengths, err := niah.ParseInts(*lengthList)
-		if err != nil {
-			return fmt.Errorf("lengths: %w", err)
-		}
-		chunks, err := niah.ParseInts(*chunkList)
-		if err != nil {
-			return fmt.Errorf("chunks: %w", err)
-		}
-		hay, err := niah.LoadHaystack(*hayPath)
-		if err != nil {
-			return err
-		}
-		return needleQuality(stdout, m, tok, hay, lengths, budgets, chunks, methods, policy, *prompts, *slack, *seed)
-	case "decode":
-		return decodeQuality(stdout, m, tok, budgets, methods, policy, *prompts, *steps, *chunk, *slack)
-	}
-	return fmt.Errorf("-quality %q: want needle or decode", kind)
+	return needleQuality(stdout, m, hay, *lengths, *chunks, g, *prompts, *slack, *seed)
 }
 
 // needleQuality prints needle accuracy, one-shot against streaming with
 // each chunk, per policy, length and budget.
-func needleQuality(w io.Writer, m *llama.Model, tok *llama.Tokenizer, hay string, lengths, budgets, chunks []int, methods []compresskv.Method,
-	policy func(compresskv.Method, int) (*compresskv.Policy, error), prompts, slack int, seed uint64) error {
+func needleQuality(w io.Writer, m *cli.Model, hay string, lengths, chunks []int, g *cli.Grid, prompts, slack int, seed uint64) error {
 	start := time.Now()
 	modes := []string{"one-shot"}
 	for _, c := range chunks {
@@ -105,11 +77,11 @@ func needleQuality(w io.Writer, m *llama.Model, tok *llama.Tokenizer, hay string
 	}
 	// ok[method][length][budget][mode]
 	ok := map[compresskv.Method][][][]int{}
-	for _, meth := range methods {
+	for _, meth := range g.Methods {
 		ok[meth] = make([][][]int, len(lengths))
 		for li := range lengths {
-			ok[meth][li] = make([][]int, len(budgets))
-			for bi := range budgets {
+			ok[meth][li] = make([][]int, len(g.Budgets))
+			for bi := range g.Budgets {
 				ok[meth][li][bi] = make([]int, len(modes))
 			}
 		}
@@ -119,73 +91,57 @@ func needleQuality(w io.Writer, m *llama.Model, tok *llama.Tokenizer, hay string
 	for li, L := range lengths {
 		for i := 0; i < prompts; i++ {
 			j := li*prompts + i
-			p, err := niah.Build(tok, hay, (j*7919)%len(hay), L, depths[i%len(depths)], needles[j])
+			p, err := m.Needle(hay, (j*7919)%len(hay), L, depths[i%len(depths)], needles[j])
 			if err != nil {
 				return err
 			}
-			cache, err := m.NewCache(kvcache.Float32)
+			pre, err := cli.Prefill(m.Model, kvcache.Float32, p.Tokens)
 			if err != nil {
 				return err
 			}
-			s, _ := m.NewSession(cache, nil)
-			logits, q, err := s.Prefill(p.Tokens, 256)
-			if err != nil {
-				return err
+			right := func(s *llama.Session, logits []float32) (bool, error) {
+				return m.Answer(s, logits, p)
 			}
-			for _, meth := range methods {
-				for bi, b := range budgets {
-					pol, err := policy(meth, b)
+			err = g.Each(func(meth compresskv.Method, bi int, pol *compresskv.Policy) error {
+				cs, _, err := pre.Compress(context.Background(), pol)
+				if err != nil {
+					return err
+				}
+				counts := ok[meth][li][bi]
+				if r, err := right(cs, pre.Logits); err != nil {
+					return err
+				} else if r {
+					counts[0]++
+				}
+				for ci, c := range chunks {
+					ss, st, lg, err := streamPrefill(m.Model, pol, p.Tokens, c, slack)
 					if err != nil {
 						return err
 					}
-					cs, _ := m.NewSession(cache.Clone(), nil)
-					if _, err := cs.Compress(pol, q); err != nil {
+					for l := 0; l < m.Layers; l++ {
+						if err := st.Compress(context.Background(), l); err != nil {
+							return err
+						}
+					}
+					if r, err := right(ss, lg); err != nil {
 						return err
-					}
-					ans, err := niah.Greedy(cs, logits, len(p.Needle.Value)+1, nil)
-					if err != nil {
-						return err
-					}
-					if niah.Correct(ans, p.Needle) {
-						ok[meth][li][bi][0]++
-					}
-					for ci, c := range chunks {
-						ss, st, err := newStreamSession(context.Background(), m, pol, kvcache.Float32, c, slack)
-						if err != nil {
-							return err
-						}
-						lg, err := prefill(ss, p.Tokens, c)
-						if err != nil {
-							return err
-						}
-						for l := 0; l < m.Layers; l++ {
-							if err := st.Compress(context.Background(), l); err != nil {
-								return err
-							}
-						}
-						ans, err := niah.Greedy(ss, lg, len(p.Needle.Value)+1, nil)
-						if err != nil {
-							return err
-						}
-						if niah.Correct(ans, p.Needle) {
-							ok[meth][li][bi][1+ci]++
-						}
+					} else if r {
+						counts[1+ci]++
 					}
 				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 		}
 	}
 	fmt.Fprintf(w, "needle accuracy, one-shot compression after the prefill against eviction between prefill chunks (then once more with the question's window), %d prompts per length (depths 0..100%%), %.0fs\n",
 		prompts, time.Since(start).Seconds())
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "policy\tlength\tbudget\t")
-	for _, md := range modes {
-		fmt.Fprintf(tw, "%s\t", md)
-	}
-	fmt.Fprintln(tw)
-	for _, meth := range methods {
+	tw := cli.NewTable(w, []string{"policy", "length", "budget"}, modes)
+	for _, meth := range g.Methods {
 		for li, L := range lengths {
-			for bi, b := range budgets {
+			for bi, b := range g.Budgets {
 				fmt.Fprintf(tw, "%s\t%d\t%d\t", meth, L, b)
 				for mi := range modes {
 					fmt.Fprintf(tw, "%.0f%%\t", 100*float64(ok[meth][li][bi][mi])/float64(prompts))
@@ -211,17 +167,19 @@ var storyPrompts = []string{
 
 // decodeQuality prints, per policy and budget, how a decode whose cache is
 // compressed while it runs follows the full cache's.
-func decodeQuality(w io.Writer, m *llama.Model, tok *llama.Tokenizer, budgets []int, methods []compresskv.Method,
-	policy func(compresskv.Method, int) (*compresskv.Policy, error), prompts, steps, chunk, slack int) error {
+func decodeQuality(w io.Writer, m *cli.Model, g *cli.Grid, prompts, steps, chunk, slack int) error {
 	start := time.Now()
 	type acc struct{ agree, prefix, kl, top1 float64 }
 	res := map[compresskv.Method][]acc{}
-	for _, meth := range methods {
-		res[meth] = make([]acc, len(budgets))
+	for _, meth := range g.Methods {
+		res[meth] = make([]acc, len(g.Budgets))
 	}
 	var promptLen int
 	for i := 0; i < prompts; i++ {
-		ids := tok.Encode(storyPrompts[i%len(storyPrompts)], true, false)
+		ids, err := m.Tok.Encode(storyPrompts[i%len(storyPrompts)], true, false)
+		if err != nil {
+			return err
+		}
 		promptLen += len(ids)
 		cache, err := m.NewCache(kvcache.Float32)
 		if err != nil {
@@ -236,72 +194,65 @@ func decodeQuality(w io.Writer, m *llama.Model, tok *llama.Tokenizer, budgets []
 		if err != nil {
 			return err
 		}
-		for _, meth := range methods {
-			for bi, b := range budgets {
-				pol, err := policy(meth, b)
-				if err != nil {
-					return err
-				}
-				// Free-running greedy over the bounded cache.
-				ss, _, err := newStreamSession(context.Background(), m, pol, kvcache.Float32, chunk, slack)
-				if err != nil {
-					return err
-				}
-				lg, err := prefill(ss, ids, chunk)
-				if err != nil {
-					return err
-				}
-				got, _, err := greedyRun(ss, lg, steps, nil)
-				if err != nil {
-					return err
-				}
-				a := &res[meth][bi]
-				same, prefix := 0, -1
-				for t := range ref {
-					if got[t] == ref[t] {
-						same++
-					} else if prefix < 0 {
-						prefix = t
-					}
-				}
-				if prefix < 0 {
-					prefix = len(ref)
-				}
-				a.agree += float64(same) / float64(len(ref)*prompts)
-				a.prefix += float64(prefix) / float64(prompts)
-				// Teacher forcing: the full cache's continuation fed back.
-				ts, _, err := newStreamSession(context.Background(), m, pol, kvcache.Float32, chunk, slack)
-				if err != nil {
-					return err
-				}
-				lg, err = prefill(ts, ids, chunk)
-				if err != nil {
-					return err
-				}
-				_, forcedLogits, err := greedyRun(ts, lg, steps, ref)
-				if err != nil {
-					return err
-				}
-				for t := range ref {
-					a.kl += llama.KL(refLogits[t], forcedLogits[t]) / float64(len(ref)*prompts)
-					if llama.Argmax(forcedLogits[t]) == ref[t] {
-						a.top1 += 1 / float64(len(ref)*prompts)
-					}
+		err = g.Each(func(meth compresskv.Method, bi int, pol *compresskv.Policy) error {
+			// Free-running greedy over the bounded cache.
+			got, _, err := boundedRun(m.Model, pol, ids, chunk, slack, steps, nil)
+			if err != nil {
+				return err
+			}
+			a := &res[meth][bi]
+			same, prefix := 0, -1
+			for t := range ref {
+				if got[t] == ref[t] {
+					same++
+				} else if prefix < 0 {
+					prefix = t
 				}
 			}
+			if prefix < 0 {
+				prefix = len(ref)
+			}
+			a.agree += float64(same) / float64(len(ref)*prompts)
+			a.prefix += float64(prefix) / float64(prompts)
+			// Teacher forcing: the full cache's continuation fed back.
+			_, forcedLogits, err := boundedRun(m.Model, pol, ids, chunk, slack, steps, ref)
+			if err != nil {
+				return err
+			}
+			for t := range ref {
+				a.kl += llama.KL(refLogits[t], forcedLogits[t]) / float64(len(ref)*prompts)
+				if llama.Argmax(forcedLogits[t]) == ref[t] {
+					a.top1 += 1 / float64(len(ref)*prompts)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
 	fmt.Fprintf(w, "decode over a bounded cache against the full cache: %d prompts of %.1f tokens on average, %d generated tokens, prefill chunk %d, %.0fs\n",
 		prompts, float64(promptLen)/float64(prompts), steps, chunk, time.Since(start).Seconds())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "policy\tbudget\tgreedy agreement\tfirst divergence\tforced top-1\tmean KL\t\n")
-	for _, meth := range methods {
-		for bi, b := range budgets {
+	for _, meth := range g.Methods {
+		for bi, b := range g.Budgets {
 			a := res[meth][bi]
 			fmt.Fprintf(tw, "%s\t%d\t%.1f%%\t%.0f\t%.1f%%\t%.4f\t\n", meth, b, 100*a.agree, a.prefix, 100*a.top1, a.kl)
 		}
 	}
 	return tw.Flush()
+}
+
+// boundedRun prefills prompt over a cache that a Stream with policy p
+// bounds (streamPrefill) and decodes steps tokens from it as greedyRun
+// does.
+func boundedRun(m *llama.Model, p *compresskv.Policy, prompt []int, chunk, slack, steps int, forced []int) ([]int, [][]float32, error) {
+	s, _, logits, err := streamPrefill(m, p, prompt, chunk, slack)
+	if err != nil {
+		return nil, nil, err
+	}
+	return greedyRun(s, logits, steps, forced)
 }
 
 // greedyRun decodes steps tokens from logits: the argmax each step, or

@@ -65,3 +65,19 @@ func prefill(s *llama.Session, prompt []int, chunk int) ([]float32, error) {
 	}
 	return logits, nil
 }
+
+// streamPrefill runs prompt, in chunks of chunk tokens, through a new
+// session whose cache a Stream with policy p bounds (newStreamSession), and
+// returns the session, the Stream and the logits of the prompt's last
+// token.
+func streamPrefill(m *llama.Model, p *compresskv.Policy, prompt []int, chunk, slack int) (*llama.Session, *compresskv.Stream, []float32, error) {
+	s, st, err := newStreamSession(context.Background(), m, p, kvcache.Float32, chunk, slack)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	logits, err := prefill(s, prompt, chunk)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return s, st, logits, nil
+}

@@ -1,6 +1,7 @@
 package llama
 
 import (
+	"context"
 	"os"
 	"testing"
 
@@ -51,7 +52,7 @@ func BenchmarkDecode(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					res, err := s.Compress(pol, q)
+					res, err := s.Compress(context.Background(), pol, q)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -76,6 +77,39 @@ func BenchmarkDecode(b *testing.B) {
 					b.ReportMetric(float64(len(prompt)), "context")
 				})
 			}
+		})
+	}
+}
+
+// BenchmarkPrefill measures prefilling 1,024 tokens of the project's model
+// in chunks of 256 (each weight multiplies a whole chunk at once) into a
+// fresh cache, and reports tokens/s.
+//
+//	go test -run XXX -bench Prefill ./examples/llama/
+func BenchmarkPrefill(b *testing.B) {
+	m, err := Load("../../" + DefaultModel)
+	if err != nil {
+		b.Fatal(err)
+	}
+	text, err := os.ReadFile("../../testdata/haystack/eval.txt")
+	if err != nil {
+		b.Fatal(err)
+	}
+	const n = 1024
+	prompt := ByteTokenizer().Encode(string(text[:n-1]), true, false)
+	for _, dt := range []kvcache.DType{kvcache.Float32, kvcache.Float16} {
+		b.Run(dt.String(), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				cache, err := m.NewCache(dt)
+				if err != nil {
+					b.Fatal(err)
+				}
+				s, _ := m.NewSession(cache, nil)
+				if _, _, err := s.Prefill(prompt, 256); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "tokens/s")
 		})
 	}
 }

@@ -7,10 +7,11 @@ import (
 	"github.com/compresskv/compresskv/backend"
 	"github.com/compresskv/compresskv/backend/cpu"
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
-// Calibration adapts a Model to compresskv.CalibrationModel: each run
+// Calibration adapts a Model to calibrate.Model: each run
 // prefills its prompt into a fresh float32 host cache in chunks of 256
 // tokens and decodes on the CPU backend; the shadow eviction is a compacted
 // copy of the prompt's cache, made once per run, that decoding keeps in step
@@ -28,7 +29,7 @@ func (c *Calibration) Info() compresskv.ModelInfo {
 }
 
 // Start prefills prompt and returns the run.
-func (c *Calibration) Start(ctx context.Context, prompt []int) (compresskv.CalibrationRun, error) {
+func (c *Calibration) Start(ctx context.Context, prompt []int) (calibrate.Run, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -161,7 +162,7 @@ func (r *run) Close() error {
 	return nil
 }
 
-// ProbeTokenizer is a Tokenizer seen as compresskv.Tokenizer: Encode adds
+// ProbeTokenizer is a Tokenizer seen as calibrate.Tokenizer: Encode adds
 // BOS, as prompts start.
 type ProbeTokenizer struct{ *Tokenizer }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/compresskv/calibrate"
 )
 
 // repoModel loads the project's byte-level model from testdata.
@@ -39,8 +40,8 @@ func TestCalibrationRun(t *testing.T) {
 	m := repoModel(t)
 	cal := &Calibration{Model: m, Name: "retrieval"}
 	pt := ProbeTokenizer{ByteTokenizer()}
-	needles, _ := compresskv.Needles(compresskv.DefaultNeedleTemplates, []string{"acorn"}, 1, 5, 1)
-	p, err := compresskv.BuildNeedle(pt, repoHaystack(t), 0, 200, 0.5, needles[0])
+	needles, _ := calibrate.Needles(calibrate.DefaultNeedleTemplates, []string{"acorn"}, 1, 5, 1)
+	p, err := calibrate.BuildNeedle(pt, repoHaystack(t), 0, 200, 0.5, needles[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func TestCalibrationRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			plan, err := pol.Plan(cache, q, m.Heads)
+			plan, err := pol.Plan(context.Background(), cache, q, m.Heads)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -138,16 +139,16 @@ func TestCalibrateRepoModel(t *testing.T) {
 	m := repoModel(t)
 	pt := ProbeTokenizer{ByteTokenizer()}
 	hay := repoHaystack(t)
-	probes, err := compresskv.NeedleProbes(pt, compresskv.NeedleGrid{Haystack: hay, Lengths: []int{256}, Depths: 3, Keys: []string{"acorn", "birch", "cedar"}, Seed: 1})
+	probes, err := calibrate.NeedleProbes(pt, calibrate.NeedleGrid{Haystack: hay, Lengths: []int{256}, Depths: 3, Keys: []string{"acorn", "birch", "cedar"}, Seed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	texts, err := compresskv.TextPrompts(pt, hay, []int{128}, 2)
+	texts, err := calibrate.TextPrompts(pt, hay, []int{128}, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	prof, rep, err := compresskv.Calibrate(context.Background(), &Calibration{Model: m, Name: "retrieval"}, compresskv.Calibration{
-		Probes: probes, Tokenizer: pt, ErrSets: []compresskv.ErrSet{{Name: "text", Prompts: texts, Steps: 4}},
+	prof, rep, err := calibrate.Profile(context.Background(), &Calibration{Model: m, Name: "retrieval"}, calibrate.Config{
+		Probes: probes, Tokenizer: pt, ErrSets: []calibrate.ErrSet{{Name: "text", Prompts: texts, Steps: 4}},
 		Shadow: compresskv.Config{Kernel: DefaultKernel},
 	})
 	if err != nil {
@@ -171,9 +172,9 @@ func TestCalibrateStories(t *testing.T) {
 	m, tok := loadStories(t)
 	pt := ProbeTokenizer{tok}
 	cal := &Calibration{Model: m, Name: "stories260K"}
-	var probes []compresskv.Probe
+	var probes []calibrate.Probe
 	for _, name := range []string{"Tom", "Sam", "Mia", "Sara"} {
-		p, err := compresskv.NewProbe(pt, "Once upon a time, there was a little girl named "+name+". "+name+
+		p, err := calibrate.NewProbe(pt, "Once upon a time, there was a little girl named "+name+". "+name+
 			" liked to play outside. She liked to play with her toys. She had a big red ball. She went to the park with her mom. One day,", name)
 		if err != nil {
 			t.Fatal(err)
@@ -183,7 +184,7 @@ func TestCalibrateStories(t *testing.T) {
 		}
 		probes = append(probes, p)
 	}
-	prof, rep, err := compresskv.Calibrate(context.Background(), cal, compresskv.Calibration{Probes: probes, Tokenizer: pt, MinAnswered: 1})
+	prof, rep, err := calibrate.Profile(context.Background(), cal, calibrate.Config{Probes: probes, Tokenizer: pt, MinAnswered: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +196,7 @@ func TestCalibrateStories(t *testing.T) {
 	}
 	t.Logf("%d of %d answered; ranking %v; weights %v", rep.Answered, rep.Probes, prof.HeadRanking, prof.LayerWeights)
 
-	needles, err := compresskv.NeedleProbes(pt, compresskv.NeedleGrid{Haystack: strings.Repeat("The sun was warm. Tom had a red ball. ", 30),
+	needles, err := calibrate.NeedleProbes(pt, calibrate.NeedleGrid{Haystack: strings.Repeat("The sun was warm. Tom had a red ball. ", 30),
 		Lengths: []int{128}, Depths: 2, Keys: []string{"acorn"}, Seed: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -208,8 +209,8 @@ func TestCalibrateStories(t *testing.T) {
 			t.Fatalf("span holds %q, want %q", got, p.Answer)
 		}
 	}
-	_, _, err = compresskv.Calibrate(context.Background(), cal, compresskv.Calibration{Probes: needles, Tokenizer: pt})
-	if !errors.Is(err, compresskv.ErrTooFewProbes) || !strings.Contains(err.Error(), "0 of 2 probes answered") {
+	_, _, err = calibrate.Profile(context.Background(), cal, calibrate.Config{Probes: needles, Tokenizer: pt})
+	if !errors.Is(err, calibrate.ErrTooFewProbes) || !strings.Contains(err.Error(), "0 of 2 probes answered") {
 		t.Fatalf("error %v, want 0 of 2 answered", err)
 	}
 }

@@ -1,7 +1,7 @@
 package llama
 
 import (
-	"fmt"
+	"context"
 
 	"github.com/compresskv/compresskv/compresskv"
 )
@@ -35,17 +35,18 @@ func (s *Session) Prefill(prompt []int, chunk int) ([]float32, [][]float32, erro
 
 // Compress compresses the session's cache after a prefill with policy p,
 // given the prompt's queries from Prefill: it passes each layer's last
-// p.QueryRows(L) rows, the ones the policy reads.
-func (s *Session) Compress(p *compresskv.Policy, q [][]float32) (*compresskv.Result, error) {
+// p.QueryRows(L) rows, the ones the policy reads (all of them for a prompt
+// shorter than the window, which the policy keeps whole). ctx cancels it as it
+// cancels Policy.Compress, leaving the cache as it was.
+func (s *Session) Compress(ctx context.Context, p *compresskv.Policy, q [][]float32) (*compresskv.Result, error) {
 	per := s.m.Heads * s.m.HeadDim()
 	ql := make([][]float32, len(q))
 	for l, x := range q {
+		// A prompt shorter than the window is shorter than any budget:
+		// the policy keeps it whole and reads no queries.
 		n := len(x) / per
-		need := p.QueryRows(n)
-		if need > n {
-			return nil, fmt.Errorf("llama: layer %d: %d prompt queries, %s needs %d", l, n, p.Name(), need)
-		}
+		need := min(p.QueryRows(n), n)
 		ql[l] = x[(n-need)*per:]
 	}
-	return p.Compress(s.cache, ql, s.m.Heads)
+	return p.Compress(ctx, s.cache, ql, s.m.Heads)
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/examples/llama"
 )
 
@@ -24,7 +25,7 @@ func ExampleCalibration() {
 		return
 	}
 	tok := llama.ProbeTokenizer{Tokenizer: llama.ByteTokenizer()}
-	probes, err := compresskv.NeedleProbes(tok, compresskv.NeedleGrid{
+	probes, err := calibrate.NeedleProbes(tok, calibrate.NeedleGrid{
 		Haystack: strings.Join(strings.Fields(string(text)), " "),
 		Lengths:  []int{256}, Depths: 3, Keys: []string{"acorn", "birch", "cedar"}, Seed: 1,
 	})
@@ -32,7 +33,7 @@ func ExampleCalibration() {
 		fmt.Println(err)
 		return
 	}
-	prof, rep, err := compresskv.Calibrate(context.Background(), &llama.Calibration{Model: m, Name: "retrieval"}, compresskv.Calibration{
+	prof, rep, err := calibrate.Profile(context.Background(), &llama.Calibration{Model: m, Name: "retrieval"}, calibrate.Config{
 		Probes: probes, Tokenizer: tok,
 		Shadow: compresskv.Config{Kernel: llama.DefaultKernel},
 	})

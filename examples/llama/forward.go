@@ -3,11 +3,9 @@ package llama
 import (
 	"fmt"
 	"math"
-	"runtime"
 
 	"github.com/compresskv/compresskv/backend"
 	"github.com/compresskv/compresskv/backend/cpu"
-	"github.com/compresskv/compresskv/internal/par"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -45,6 +43,19 @@ type Session struct {
 	backend backend.Backend
 	// Hooks observe each forward pass.
 	Hooks Hooks
+	// LikeLlamaCpp computes as llama.cpp's x86 CPU backend does, to the
+	// bit where the runner can: attention without flash attention, with
+	// the queries and the attention probabilities rounded to the cache's
+	// type (float16 for llama.cpp's default cache) before their products
+	// with the stored keys and values, in plain Go on the calling
+	// goroutine (the cache must be in host memory); and float32 weight
+	// products summed in tinyBLAS's order. Off (the default), attention
+	// runs on the session's backend in float32 and float32 products in
+	// four running sums: faster (assembly, or the GPU), and as close to
+	// llama.cpp as docs/RESULTS.md records ("The runner against
+	// llama.cpp").
+	LikeLlamaCpp bool
+	scratch      attnScratch
 }
 
 // NewSession returns a session over cache c (which must match the model's
@@ -69,8 +80,9 @@ func (s *Session) Pos() int { return s.cache.Seen(0) }
 
 // Forward runs tokens at positions Pos().. and returns the logits of the last
 // one. Several tokens are a prefill chunk: each attends causally to the
-// cache and to the chunk's earlier tokens. One token is a decode step, whose
-// attention runs on the session's backend.
+// cache and to the chunk's earlier tokens, and every weight multiplies the
+// whole chunk at once. One token is a decode step, whose attention runs on
+// the session's backend.
 func (s *Session) Forward(tokens []int) ([]float32, error) {
 	m := s.m
 	n := len(tokens)
@@ -87,29 +99,40 @@ func (s *Session) Forward(tokens []int) ([]float32, error) {
 			return nil, fmt.Errorf("llama: cache layers have seen %d and %d tokens", s.cache.Seen(0), s.cache.Seen(l))
 		}
 	}
-	d, kv := m.Dim, m.KVDim()
+	d, qd, kv, nd, eps := m.Dim, m.QDim(), m.KVDim(), m.RotaryDims(), m.eps()
 	pos0 := s.Pos()
 	x := make([]float32, n*d)
 	for i, t := range tokens {
-		copy(x[i*d:(i+1)*d], m.emb[t*d:(t+1)*d])
+		m.emb.row(t, x[i*d:(i+1)*d])
+	}
+	cs := make([]float32, n*nd)
+	for i := range n {
+		m.ropeAngles(pos0+i, cs[i*nd:(i+1)*nd])
 	}
 	xb := make([]float32, n*d)
-	q := make([]float32, n*d)
+	q := make([]float32, n*qd)
 	k := make([]float32, n*kv)
 	v := make([]float32, n*kv)
-	att := make([]float32, n*d)
+	att := make([]float32, n*qd)
 	out := make([]float32, n*d)
 	h1 := make([]float32, n*m.Hidden)
 	h3 := make([]float32, n*m.Hidden)
 	for l := range m.layers {
 		ly := &m.layers[l]
-		rmsnorm(xb, x, ly.attNorm, n)
-		matmul(q, xb, ly.wq, n, d, d)
-		matmul(k, xb, ly.wk, n, d, kv)
-		matmul(v, xb, ly.wv, n, d, kv)
+		rmsnorm(xb, x, ly.attNorm, n, eps)
+		ly.wq.mulMat(q, xb, n, s.LikeLlamaCpp)
+		addBias(q, ly.bq)
+		ly.wk.mulMat(k, xb, n, s.LikeLlamaCpp)
+		addBias(k, ly.bk)
+		ly.wv.mulMat(v, xb, n, s.LikeLlamaCpp)
+		addBias(v, ly.bv)
+		if ly.qNorm != nil {
+			rmsnorm(q, q, ly.qNorm, n*m.Heads, eps)
+			rmsnorm(k, k, ly.kNorm, n*m.KVHeads, eps)
+		}
 		for i := 0; i < n; i++ {
-			m.rotate(q[i*d:(i+1)*d], pos0+i)
-			m.rotate(k[i*kv:(i+1)*kv], pos0+i)
+			m.rotate(q[i*qd:(i+1)*qd], cs[i*nd:(i+1)*nd])
+			m.rotate(k[i*kv:(i+1)*kv], cs[i*nd:(i+1)*nd])
 		}
 		if s.Hooks.Query != nil {
 			s.Hooks.Query(l, pos0, q)
@@ -123,131 +146,125 @@ func (s *Session) Forward(tokens []int) ([]float32, error) {
 		if s.Hooks.KV != nil {
 			s.Hooks.KV(l, pos0, k, v)
 		}
-		matmul(out, att, ly.wo, n, d, d)
+		ly.wo.mulMat(out, att, n, s.LikeLlamaCpp)
+		addBias(out, ly.bo)
 		if s.Hooks.AttnOut != nil {
 			s.Hooks.AttnOut(l, pos0, out)
 		}
 		for i := range x {
 			x[i] += out[i]
 		}
-		rmsnorm(xb, x, ly.ffnNorm, n)
-		matmul(h1, xb, ly.w1, n, d, m.Hidden)
-		matmul(h3, xb, ly.w3, n, d, m.Hidden)
-		for i, a := range h1 {
-			h1[i] = a / (1 + float32(math.Exp(float64(-a)))) * h3[i]
-		}
-		matmul(out, h1, ly.w2, n, m.Hidden, d)
+		rmsnorm(xb, x, ly.ffnNorm, n, eps)
+		ly.gate.mulMat(h1, xb, n, s.LikeLlamaCpp)
+		addBias(h1, ly.bGate)
+		ly.up.mulMat(h3, xb, n, s.LikeLlamaCpp)
+		addBias(h3, ly.bUp)
+		swiglu(h1, h3, m.Hidden)
+		ly.down.mulMat(out, h1, n, s.LikeLlamaCpp)
+		addBias(out, ly.bDown)
 		for i := range x {
 			x[i] += out[i]
 		}
 	}
 	last := x[(n-1)*d:]
-	rmsnorm(last, last, m.finalNorm, 1)
+	rmsnorm(last, last, m.finalNorm, 1, eps)
 	logits := make([]float32, m.Vocab)
-	matmul(logits, last, m.cls, 1, d, m.Vocab)
+	m.cls.mulMat(logits, last, 1, s.LikeLlamaCpp)
+	addBias(logits, m.clsBias)
+	if i := firstNonFinite(logits); i >= 0 {
+		return nil, fmt.Errorf("llama: logit %d is %v: %w", i, logits[i], ErrNonFinite)
+	}
 	return logits, nil
 }
 
 // AttentionOutput returns one token's attention block output of layer over
-// cache c (after the output projection): the quantity whose change under
-// eviction the error-aware allocation measures. q is the token's post-RoPE
-// query, [Heads][HeadDim].
+// cache c (after the output projection and its bias): the quantity whose
+// change under eviction the error-aware allocation measures. q is the
+// token's post-RoPE query, [Heads][HeadDim].
 func (s *Session) AttentionOutput(c kvcache.KVCache, layer int, q []float32) ([]float32, error) {
 	m := s.m
 	if layer < 0 || layer >= m.Layers {
 		return nil, fmt.Errorf("llama: layer %d out of range", layer)
 	}
-	att := make([]float32, m.Dim)
+	att := make([]float32, m.QDim())
 	if err := s.backend.Attend(c, layer, q, m.Heads, att); err != nil {
 		return nil, err
 	}
 	out := make([]float32, m.Dim)
-	matmul(out, att, m.layers[layer].wo, 1, m.Dim, m.Dim)
+	m.layers[layer].wo.mulMat(out, att, 1, s.LikeLlamaCpp)
+	addBias(out, m.layers[layer].bo)
 	return out, nil
 }
 
-// rotate applies rotary position embedding at position pos to a vector of
-// whole heads, rotating interleaved pairs (x[2j], x[2j+1]) as llama2.c does.
-func (m *Model) rotate(x []float32, pos int) {
-	hs := m.HeadDim()
-	for i := 0; i < len(x); i += 2 {
-		f := float64(pos) * float64(m.rope[(i%hs)/2])
-		c, s := float32(math.Cos(f)), float32(math.Sin(f))
-		a, b := x[i], x[i+1]
-		x[i] = a*c - b*s
-		x[i+1] = a*s + b*c
-	}
-}
-
-// rmsnorm normalises each of n rows of x by its root mean square (eps 1e-5)
-// and scales by w, into out (which may be x).
-func rmsnorm(out, x, w []float32, n int) {
+// rmsnorm normalises each of n rows of x by its root mean square and scales
+// by w, into out (which may be x), as ggml's rms_norm and mul compute it:
+// the sum of squares in float64, the mean and 1/sqrt(mean+eps) in float32,
+// then (x*scale)*w.
+func rmsnorm(out, x, w []float32, n int, eps float32) {
 	d := len(w)
 	for i := 0; i < n; i++ {
 		row := x[i*d : (i+1)*d]
-		var ss float32
+		var sum float64
 		for _, v := range row {
-			ss += v * v
+			sum += float64(float32(v * v))
 		}
-		ss = 1 / float32(math.Sqrt(float64(ss/float32(d)+1e-5)))
+		mean := float32(sum / float64(d))
+		scale := 1 / float32(math.Sqrt(float64(mean+eps)))
 		o := out[i*d : (i+1)*d]
 		for j, v := range row {
-			o[j] = w[j] * (ss * v)
+			o[j] = float32(v*scale) * w[j]
 		}
 	}
 }
 
-// matmul computes out[n][rows] = x[n][cols] . W^T for W stored [rows][cols],
-// splitting the rows of W over cores when the work is large.
-func matmul(out, x, w []float32, n, cols, rows int) {
-	work := func(r0, r1 int) {
-		for i := 0; i < n; i++ {
-			xi := x[i*cols : (i+1)*cols]
-			oi := out[i*rows : (i+1)*rows]
-			for r := r0; r < r1; r++ {
-				oi[r] = dot(xi, w[r*cols:(r+1)*cols])
-			}
-		}
-	}
-	workers := runtime.GOMAXPROCS(0)
-	if n*cols*rows < 1<<16 || workers == 1 {
-		work(0, rows)
+// addBias adds b to every row of x; a nil b adds nothing.
+func addBias(x, b []float32) {
+	if b == nil {
 		return
 	}
-	per := (rows + workers - 1) / workers
-	par.For((rows+per-1)/per, func(i int) { work(i*per, min(rows, (i+1)*per)) })
+	for i := 0; i < len(x); i += len(b) {
+		row := x[i : i+len(b)]
+		for j, v := range b {
+			row[j] += v
+		}
+	}
 }
 
-func dot(a, b []float32) float32 {
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
+func firstNonFinite(x []float32) int {
+	for i, v := range x {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return i
+		}
 	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
+	return -1
 }
 
-// attend computes the attention of the n tokens just appended to layer l on
-// the session's backend: token i of a prefill chunk attends to every earlier
-// row and to the chunk's rows up to itself (causal attention), through a
-// view of the cache without the chunk's later rows.
+// attend computes the attention of the n tokens just appended to layer l:
+// token i of a prefill chunk attends to every earlier row and to the
+// chunk's rows up to itself (causal attention), through a view of the cache
+// without the chunk's later rows; on the session's backend, or as
+// llama.cpp computes it (LikeLlamaCpp).
 func (s *Session) attend(l int, q []float32, n int, att []float32) error {
-	H, d := s.m.Heads, s.m.Dim
-	if n == 1 {
+	H, d := s.m.Heads, s.m.QDim()
+	if n == 1 && !s.LikeLlamaCpp {
 		return s.backend.Attend(s.cache, l, q, H, att)
 	}
 	hr, ok := s.cache.(kvcache.HostReader)
 	if !ok {
+		if s.LikeLlamaCpp {
+			return fmt.Errorf("attention as llama.cpp computes it needs a cache in host memory (%T is not a kvcache.HostReader)", s.cache)
+		}
 		return fmt.Errorf("chunked prefill needs a cache in host memory (%T is not a kvcache.HostReader); run one token at a time", s.cache)
 	}
 	for i := 0; i < n; i++ {
-		if err := s.backend.Attend(prefixView{hr, n - 1 - i}, l, q[i*d:(i+1)*d], H, att[i*d:(i+1)*d]); err != nil {
+		qi, out := q[i*d:(i+1)*d], att[i*d:(i+1)*d]
+		var err error
+		if s.LikeLlamaCpp {
+			err = s.m.attendLikeGGML(hr, l, qi, n-1-i, out, &s.scratch)
+		} else {
+			err = s.backend.Attend(prefixView{hr, n - 1 - i}, l, qi, H, out)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -200,10 +200,14 @@ func (t *Tokenizer) Decode(ids []int) string {
 	return sb.String()
 }
 
-// Open loads a model and its tokenizer: the llama2.c tokenizer at tokPath,
-// or, when tokPath is empty, the byte-level tokenizer of the project's own
-// models.
+// Open loads a llama2.c checkpoint and its tokenizer: the llama2.c
+// tokenizer at tokPath, or, when tokPath is empty, the byte-level tokenizer
+// of the project's own models. A GGUF file is refused: its tokenizer is in
+// the file, read by package vocab, and LoadGGUF loads the model.
 func Open(modelPath, tokPath string) (*Model, *Tokenizer, error) {
+	if isGGUF(modelPath) {
+		return nil, nil, fmt.Errorf("llama: %s is a GGUF file: load it with LoadGGUF and its tokenizer with package vocab", modelPath)
+	}
 	m, err := Load(modelPath)
 	if err != nil {
 		return nil, nil, err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"runtime"
@@ -11,9 +12,9 @@ import (
 
 	"github.com/compresskv/compresskv/backend/cpu"
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
-	"github.com/compresskv/compresskv/kvcache"
 )
 
 // diagStats gathers, for one policy, budget and prompt length, what the
@@ -42,7 +43,7 @@ type sinkStats struct {
 // window and from the answer, which layers and KV heads kept it and the
 // needle's value, and the accuracy when the first token is put back into
 // every head, or into one head at a time.
-func diagnose(m *llama.Model, o *options, jobs []job, policies map[string]map[int]*compresskv.Policy, w, progress io.Writer) error {
+func diagnose(m *cli.Model, o *options, jobs []job, policies map[string]map[int]*compresskv.Policy, w, progress io.Writer) error {
 	type key struct {
 		policy string
 		budget int
@@ -77,18 +78,12 @@ func diagnose(m *llama.Model, o *options, jobs []job, policies map[string]map[in
 			defer wg.Done()
 			for j := range work {
 				L := o.lengths[j.li]
-				cache, err := m.NewCache(o.dtype)
+				pre, err := cli.Prefill(m.Model, o.dtype, j.p.Tokens)
 				if err != nil {
 					errs <- err
 					continue
 				}
-				s, _ := m.NewSession(cache, nil)
-				logits, q, err := s.Prefill(j.p.Tokens, 256)
-				if err != nil {
-					errs <- err
-					continue
-				}
-				sk, err := firstTokenAttention(m, cache, logits, q)
+				sk, err := firstTokenAttention(pre)
 				if err != nil {
 					errs <- err
 					continue
@@ -104,9 +99,7 @@ func diagnose(m *llama.Model, o *options, jobs []job, policies map[string]map[in
 							break
 						}
 						var st diagStats
-						if st, err = diagnosePrompt(m, cache, logits, q, j.p, pol, grid); err != nil {
-							err = fmt.Errorf("%s at budget %d: %w", name, b, err)
-						}
+						st, err = diagnosePrompt(m, pre, j.p, pol, grid)
 						results = append(results, result{key{name, b, L}, st})
 					}
 				}
@@ -180,12 +173,7 @@ func diagnose(m *llama.Model, o *options, jobs []job, policies map[string]map[in
 	fmt.Fprintf(w, "diagnosis: lengths %v, %d depths, %d needle(s) per cell, %v cache, pooling kernel %d; layer.KV head columns %s\n",
 		o.lengths, o.depths, o.needles, o.dtype, o.kernel, strings.Join(heads, " "))
 	fmt.Fprintln(w, "attention weight on the first token (position 0), mean per query head: window queries (what the scorers read) / first answer token (what decoding reads):")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "length\tprompts\t")
-	for _, h := range heads {
-		fmt.Fprintf(tw, "%s\t", h)
-	}
-	fmt.Fprintln(tw)
+	tw := cli.NewTable(w, []string{"length", "prompts"}, heads)
 	for _, L := range o.lengths {
 		s := sinks[L]
 		fmt.Fprintf(tw, "%d\t%d\t", L, s.n)
@@ -258,8 +246,9 @@ func joinGrid(g [][]int) string {
 // attention weight on position 0 per layer and KV head (mean over its query
 // heads): from the window's queries (mean over them) and from the first
 // answer token's query.
-func firstTokenAttention(m *llama.Model, cache *kvcache.Host, logits []float32, q [][]float32) (sinkStats, error) {
-	s, _ := m.NewSession(cache.Clone(), nil)
+func firstTokenAttention(pre *cli.Prefilled) (sinkStats, error) {
+	m, cache, logits, q := pre.Model, pre.Cache, pre.Logits, pre.Queries
+	s := pre.Full()
 	var answerQ [][]float32
 	s.Hooks.Query = func(layer, _ int, x []float32) { answerQ = append(answerQ, append([]float32(nil), x...)) }
 	if _, err := s.Forward([]int{llama.Argmax(logits)}); err != nil {
@@ -303,15 +292,15 @@ func firstTokenAttention(m *llama.Model, cache *kvcache.Host, logits []float32, 
 // diagnosePrompt compresses p's prefilled cache with pol, decodes, and then
 // decodes again with position 0 added to the plan: in every KV head of every
 // layer, then in one KV head at a time.
-func diagnosePrompt(m *llama.Model, cache *kvcache.Host, logits []float32, q [][]float32, p niah.Prompt, pol *compresskv.Policy, grid func() [][]int) (diagStats, error) {
+func diagnosePrompt(mod *cli.Model, pre *cli.Prefilled, p niah.Prompt, pol *compresskv.Policy, grid func() [][]int) (diagStats, error) {
 	st := diagStats{n: 1, withAt: grid(), first: grid(), value: grid()}
-	cs, _ := m.NewSession(cache.Clone(), nil)
-	res, err := cs.Compress(pol, q)
+	m, cache, logits := pre.Model, pre.Cache, pre.Logits
+	cs, res, err := pre.Compress(context.Background(), pol)
 	if err != nil {
 		return st, err
 	}
 	answer := func(s *llama.Session) (int, error) {
-		ok, err := answers(s, logits, p.Needle)
+		ok, err := mod.Answer(s, logits, p)
 		if err != nil || !ok {
 			return 0, err
 		}

@@ -13,12 +13,20 @@
 //	go run ./examples/needle -ablate 4,8,16  # mask top SR vs top classic retrieval heads
 //	go run ./examples/needle -diagnose -lengths 256 -budgets 128 -policies snapkv,compresskv
 //	                                         # which layers and heads keep the needle and the first token
+//	go run ./examples/needle -model qwen2.5-1.5b-instruct-q8_0.gguf -quick -policies full -show-prompt
+//	                                         # a GGUF model: its first prompt, and whether it answers at all
 //
 // Needles and haystack (testdata/haystack/eval.txt, niah.EvalWords) are
-// disjoint from calibration's.
+// disjoint from calibration's. The project's byte-level model gets prompts
+// of exactly the lengths asked and its answers are read digit by digit; any
+// other model's prompts are built in its own tokens, as close below the
+// lengths as its tokenizer allows (a chat model's as a user turn and the
+// assistant's opening, -chat), and its answers are decoded and judged as
+// calibration judges them, decoding stopped at its end-of-generation tokens.
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,11 +38,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/compresskv/compresskv/compresskv"
-	"github.com/compresskv/compresskv/examples/llama"
+	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/niah"
 	"github.com/compresskv/compresskv/internal/par"
 	"github.com/compresskv/compresskv/kvcache"
@@ -48,32 +55,32 @@ func main() {
 }
 
 type options struct {
-	model, profile, haystack, outDir string
-	lengths, budgets, ablate         []int
-	depths, needles                  int
-	diagnose                         bool
-	methods                          []compresskv.Method
-	dtype                            kvcache.DType
-	kernel                           int
-	seed                             uint64
+	mf               *cli.ModelFlags
+	haystack, outDir string
+	lengths, budgets []int
+	ablate           []int
+	depths, needles  int
+	diagnose         bool
+	showPrompt       bool
+	methods          []compresskv.Method
+	dtype            kvcache.DType
+	kernel           int // the pooling kernel in effect, set once the model is open
+	seed             uint64
 }
 
 func parse(args []string) (*options, error) {
 	fs := flag.NewFlagSet("needle", flag.ContinueOnError)
 	o := &options{}
-	fs.StringVar(&o.model, "model", llama.DefaultModel, "llama2.c checkpoint of a byte-level model")
-	fs.StringVar(&o.profile, "profile", llama.DefaultProfile, "CompressKV profile of the model")
+	o.mf = cli.AddModelFlags(fs)
 	fs.StringVar(&o.haystack, "haystack", "testdata/haystack/eval.txt", "evaluation text")
 	fs.StringVar(&o.outDir, "out", "out/needle", "folder for the heatmap PNGs (empty: none)")
-	lengths := fs.String("lengths", "256,512,768,1024", "context lengths in tokens (the project's model is trained up to 1,024)")
-	budgets := fs.String("budgets", "16,32,64,128", "average budgets per layer (tokens, window included)")
-	ablate := fs.String("ablate", "", "instead of the grid: mask the top k SR heads, then the top k classic retrieval heads, for each k listed")
-	methods := fs.String("policies", "full,streamingllm,h2o,snapkv,pyramidkv,adakv,compresskv", "policies to compare")
-	fs.IntVar(&o.depths, "depths", 11, "needle depths per length, evenly from 0 to 100%")
-	fs.IntVar(&o.needles, "needles", 3, "needles per length and depth")
+	grid := cli.AddNeedleGridFlags(fs)
+	budgets := cli.Ints(fs, "budgets", "16,32,64,128", "average budgets per layer (tokens, window included)")
+	ablate := cli.Ints(fs, "ablate", "", "instead of the grid: mask the top k SR heads, then the top k classic retrieval heads, for each k listed")
+	methods := cli.Methods(fs, "policies", "full,streamingllm,h2o,snapkv,pyramidkv,adakv,compresskv", "policies to compare")
 	dtype := fs.String("dtype", "f32", "cache storage: f32, f16, bf16")
-	fs.IntVar(&o.kernel, "kernel", llama.DefaultKernel, "pooling kernel of SnapKV, PyramidKV, Ada-KV and CompressKV")
 	fs.Uint64Var(&o.seed, "seed", 11, "needle seed")
+	fs.BoolVar(&o.showPrompt, "show-prompt", false, "print the grid's first prompt as the model reads it (special tokens as text, the needle's value in [[ ]]) before measuring")
 	fs.BoolVar(&o.diagnose, "diagnose", false, "instead of the grid: per policy, budget and length, which layers and KV heads kept the needle's value and the first token, and the accuracy when the first token is put back")
 	quick := fs.Bool("quick", false, "a small grid, about 10 s of CPU on 2 cores (the README's main command): lengths 256,512,1024, 5 depths, 1 needle per cell, budgets 32,64,128; flags given explicitly win")
 	if err := fs.Parse(args); err != nil {
@@ -90,26 +97,15 @@ func parse(args []string) (*options, error) {
 			}
 		}
 	}
-	if o.depths < 1 || o.needles < 1 {
-		return nil, fmt.Errorf("-depths %d and -needles %d must be at least 1", o.depths, o.needles)
+	if err := grid.Check(); err != nil {
+		return nil, err
 	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	o.lengths, o.depths, o.needles = *grid.Lengths, grid.Depths, grid.Needles
+	o.budgets, o.ablate, o.methods = *budgets, *ablate, *methods
 	var err error
-	if o.lengths, err = niah.ParseInts(*lengths); err != nil {
-		return nil, err
-	}
-	if o.budgets, err = niah.ParseInts(*budgets); err != nil {
-		return nil, err
-	}
-	if o.ablate, err = niah.ParseInts(*ablate); err != nil {
-		return nil, err
-	}
-	for _, f := range strings.Split(*methods, ",") {
-		m, err := compresskv.ParseMethod(strings.TrimSpace(f))
-		if err != nil {
-			return nil, err
-		}
-		o.methods = append(o.methods, m)
-	}
 	if o.dtype, err = kvcache.ParseDType(*dtype); err != nil {
 		return nil, err
 	}
@@ -192,23 +188,27 @@ func run(args []string, stdout, progress io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := llama.Load(o.model)
+	m, err := o.mf.Open()
 	if err != nil {
 		return err
 	}
-	hay, err := niah.LoadHaystack(o.haystack)
+	defer m.Close()
+	hay, err := niah.LoadHaystack(cli.Path(o.haystack))
 	if err != nil {
 		return err
-	}
-	var prof *compresskv.Profile
-	if p, err := compresskv.LoadProfile(o.profile); err == nil {
-		prof = p
-	} else if needsProfile(o) {
-		return fmt.Errorf("CompressKV and the ablation need the model's profile: %w", err)
 	}
 	if len(o.ablate) > 0 {
+		prof, err := o.mf.LoadProfile(m, "the ablation")
+		if err != nil {
+			return err
+		}
 		return ablation(m, prof, hay, o, stdout, progress)
 	}
+	prof, err := o.mf.ProfileFor(m, o.methods...)
+	if err != nil {
+		return err
+	}
+	o.kernel = m.Kernel(o.mf.Kernel)
 	policies := map[string]map[int]*compresskv.Policy{}
 	t := &tally{acc: map[string]map[int][][]cell{}, kept: map[string]map[int]float64{}, runs: map[string]map[int]int{}, plans: map[string]map[int]*planStats{}}
 	for _, meth := range o.methods {
@@ -230,35 +230,28 @@ func run(args []string, stdout, progress io.Writer) error {
 			t.acc[name][b] = grid
 		}
 	}
-	jobs, err := prompts(hay, o)
+	jobs, err := prompts(m, hay, o)
 	if err != nil {
 		return err
 	}
+	describe(stdout, m, o, jobs)
 	if o.diagnose {
 		return diagnose(m, o, jobs, policies, stdout, progress)
 	}
-	start := time.Now()
-	var done int
-	var mu sync.Mutex
+	pr := cli.NewProgress(progress, "needle", len(jobs), 10)
 	errs := make([]error, len(jobs))
 	par.For(len(jobs), func(i int) {
 		j := jobs[i]
 		if errs[i] = evaluate(m, o, j.p, policies, func(pol string, b int, r outcome) {
 			t.add(pol, b, j.li, j.di, o.lengths[j.li], r)
-		}); errs[i] != nil {
-			return
+		}); errs[i] == nil {
+			pr.Done()
 		}
-		mu.Lock()
-		done++
-		if done%10 == 0 || done == len(jobs) {
-			fmt.Fprintf(progress, "needle: %d/%d prompts, %.0fs\n", done, len(jobs), time.Since(start).Seconds())
-		}
-		mu.Unlock()
 	})
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	report(stdout, o, t, time.Since(start))
+	report(stdout, o, t, pr.Elapsed())
 	if o.outDir != "" {
 		return heatmaps(o, t, stdout)
 	}
@@ -272,15 +265,14 @@ type job struct {
 }
 
 // prompts builds the grid's prompts, length by length, depth by depth.
-func prompts(hay string, o *options) ([]job, error) {
+func prompts(m *cli.Model, hay string, o *options) ([]job, error) {
 	var jobs []job
-	tok := llama.ByteTokenizer()
 	needles := niah.Needles(niah.EvalWords, len(o.lengths)*o.depths*o.needles, o.seed)
 	i := 0
 	for li, L := range o.lengths {
 		for di, depth := range niah.Depths(o.depths) {
 			for k := 0; k < o.needles; k++ {
-				p, err := niah.Build(tok, hay, (i*7919)%len(hay), L, depth, needles[i])
+				p, err := m.Needle(hay, (i*7919)%len(hay), L, depth, needles[i])
 				if err != nil {
 					return nil, err
 				}
@@ -292,39 +284,44 @@ func prompts(hay string, o *options) ([]job, error) {
 	return jobs, nil
 }
 
-func needsProfile(o *options) bool {
-	if len(o.ablate) > 0 {
-		return true
+// describe writes, for a GGUF model, what it is and, for a subword one,
+// what its prompts are (their lengths in its tokens, the values' spans);
+// with -show-prompt, the first prompt as the model reads it. The project's
+// byte-level model gets none of it: its prompts are exact.
+func describe(w io.Writer, m *cli.Model, o *options, jobs []job) {
+	if s := m.Summary(); s != "" {
+		fmt.Fprintln(w, s)
 	}
-	for _, m := range o.methods {
-		if m == compresskv.CompressKV {
-			return true
+	if !m.ByteLevel && len(jobs) > 0 {
+		lo, hi, slo, shi := len(jobs[0].p.Tokens), 0, len(jobs[0].p.Tokens), 0
+		for _, j := range jobs {
+			n, span := len(j.p.Tokens), j.p.ValueEnd-j.p.ValueStart
+			lo, hi, slo, shi = min(lo, n), max(hi, n), min(slo, span), max(shi, span)
 		}
+		fmt.Fprintf(w, "prompts: %d in the model's tokens, %d to %d tokens for lengths %v; values of %d digits, %d to %d tokens each\n",
+			len(jobs), lo, hi, o.lengths, len(jobs[0].p.Needle.Value), slo, shi)
 	}
-	return false
+	if o.showPrompt && len(jobs) > 0 {
+		p := jobs[0].p
+		fmt.Fprintf(w, "first prompt (%d tokens; the value %s at tokens %d to %d):\n%s[[%s]]%s\n", len(p.Tokens), p.Needle.Value, p.ValueStart, p.ValueEnd-1,
+			m.Render(p.Tokens[:p.ValueStart]), m.Render(p.Tokens[p.ValueStart:p.ValueEnd]), m.Render(p.Tokens[p.ValueEnd:]))
+	}
 }
 
 // evaluate prefills one prompt and decodes its answer under every policy and
 // budget, each over its own copy of the prefilled cache.
-func evaluate(m *llama.Model, o *options, p niah.Prompt, policies map[string]map[int]*compresskv.Policy, record func(string, int, outcome)) error {
-	cache, err := m.NewCache(o.dtype)
-	if err != nil {
-		return err
-	}
-	s, _ := m.NewSession(cache, nil)
-	logits, q, err := s.Prefill(p.Tokens, 256)
+func evaluate(m *cli.Model, o *options, p niah.Prompt, policies map[string]map[int]*compresskv.Policy, record func(string, int, outcome)) error {
+	pre, err := cli.Prefill(m.Model, o.dtype, p.Tokens)
 	if err != nil {
 		return err
 	}
 	for name, byBudget := range policies {
 		for b, pol := range byBudget {
-			c := cache.Clone()
-			cs, _ := m.NewSession(c, nil)
-			res, err := cs.Compress(pol, q)
+			cs, res, err := pre.Compress(context.Background(), pol)
 			if err != nil {
-				return fmt.Errorf("%s at budget %d: %w", name, b, err)
+				return err
 			}
-			ok, err := answers(cs, logits, p.Needle)
+			ok, err := m.Answer(cs, pre.Logits, p)
 			if err != nil {
 				return err
 			}
@@ -339,41 +336,11 @@ func evaluate(m *llama.Model, o *options, p niah.Prompt, policies map[string]map
 	return nil
 }
 
-// errWrongDigit stops decoding at the first token that differs from the
-// needle's value: the answer is wrong whatever follows.
-var errWrongDigit = errors.New("wrong digit")
-
-// answers decodes greedily from the prompt's logits and reports whether the
-// answer is the needle's value (niah.Correct), stopping at the first wrong
-// digit rather than decoding the rest of a wrong answer.
-func answers(s *llama.Session, logits []float32, n niah.Needle) (bool, error) {
-	i := 0
-	ans, err := niah.Greedy(s, logits, len(n.Value)+1, func(id int) error {
-		if i < len(n.Value) && id != llama.ByteBase+int(n.Value[i]) {
-			return errWrongDigit
-		}
-		i++
-		return nil
-	})
-	if errors.Is(err, errWrongDigit) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return niah.Correct(ans, n), nil
-}
-
 func report(w io.Writer, o *options, t *tally, elapsed time.Duration) {
 	fmt.Fprintf(w, "needle-in-a-haystack: lengths %v, %d depths, %d needle(s) per cell, %v cache, pooling kernel %d, %.0fs\n",
 		o.lengths, o.depths, o.needles, o.dtype, o.kernel, elapsed.Seconds())
 	fmt.Fprintln(w, "accuracy (share of the full cache kept) per average budget per layer:")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "policy\t")
-	for _, b := range o.budgets {
-		fmt.Fprintf(tw, "%d\t", b)
-	}
-	fmt.Fprintln(tw)
+	tw := cli.NewTable(w, []string{"policy"}, o.budgets)
 	for _, meth := range o.methods {
 		name := string(meth)
 		fmt.Fprintf(tw, "%s\t", name)
@@ -394,12 +361,7 @@ func report(w io.Writer, o *options, t *tally, elapsed time.Duration) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "accuracy per length (all depths) at each budget:")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "policy\tbudget\t")
-	for _, L := range o.lengths {
-		fmt.Fprintf(tw, "%d\t", L)
-	}
-	fmt.Fprintln(tw)
+	tw = cli.NewTable(w, []string{"policy", "budget"}, o.lengths)
 	for _, meth := range o.methods {
 		name := string(meth)
 		bs := o.budgets
@@ -420,6 +382,14 @@ func report(w io.Writer, o *options, t *tally, elapsed time.Duration) {
 	}
 	tw.Flush()
 	for _, meth := range o.methods {
+		if meth == compresskv.Full {
+			// Its one budget is the whole cache: a model that answers
+			// nothing with it answers nothing under any policy.
+			if line := zeroNote(string(meth), o.budgets[0], 0, t.acc[string(meth)][o.budgets[0]], nil, o.lengths); line != "" {
+				fmt.Fprintln(w, line)
+			}
+			continue
+		}
 		for _, b := range o.budgets {
 			if line := zeroNote(string(meth), b, compresskv.DefaultWindow, t.acc[string(meth)][b], t.plans[string(meth)][b], o.lengths); line != "" {
 				fmt.Fprintln(w, line)
@@ -440,7 +410,13 @@ func zeroNote(policy string, budget, window int, grid [][]cell, ps *planStats, l
 			ok, n = ok+c.ok, n+c.n
 		}
 	}
-	if ok > 0 || n == 0 || ps == nil || len(ps.value) == 0 {
+	if ok > 0 || n == 0 {
+		return ""
+	}
+	if policy == string(compresskv.Full) {
+		return "full answers none: the model does not answer these prompts with its whole cache, so no policy can (-show-prompt prints the first prompt; -chat chooses how it is asked)"
+	}
+	if ps == nil || len(ps.value) == 0 {
 		return ""
 	}
 	var sb strings.Builder
@@ -535,7 +511,7 @@ func heatmaps(o *options, t *tally, w io.Writer) error {
 	for _, b := range o.budgets {
 		fig := niah.Figure{
 			Title: fmt.Sprintf("Needle retrieval, %s: average budget %d tokens per layer (window %d included)",
-				o.model, b, compresskv.DefaultWindow),
+				o.mf.Model, b, compresskv.DefaultWindow),
 			Subtitle: fmt.Sprintf("%s per cell, %v cache, pooling kernel %d. Panels: policy: accuracy, share of the cache kept",
 				plural(o.needles, "needle"), o.dtype, o.kernel),
 			RowTitle:  "prompt length",
@@ -544,7 +520,7 @@ func heatmaps(o *options, t *tally, w io.Writer) error {
 			ColLabels: cols,
 		}
 		if len(o.methods) == 1 && o.methods[0] == compresskv.Full {
-			fig.Title = fmt.Sprintf("Needle retrieval, %s: the full cache", o.model)
+			fig.Title = fmt.Sprintf("Needle retrieval, %s: the full cache", o.mf.Model)
 			fig.Subtitle = fmt.Sprintf("%s per cell, %v cache, no compression", plural(o.needles, "needle"), o.dtype)
 		}
 		for _, meth := range o.methods {

@@ -1,6 +1,7 @@
 package niah
 
 import (
+	"context"
 	"testing"
 
 	"github.com/compresskv/compresskv/compresskv"
@@ -66,7 +67,7 @@ func TestProjectModel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, err := cs.Compress(pol, q)
+			res, err := cs.Compress(context.Background(), pol, q)
 			if err != nil {
 				t.Fatal(err)
 			}

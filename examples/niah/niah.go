@@ -5,25 +5,32 @@
 // project's model was trained on (tools/train/train.py); the words used for
 // calibration and for evaluation are disjoint, and so are their haystacks.
 // The prompts themselves are built by the library's probe builders
-// (compresskv.BuildNeedle); StoryProbes builds the character-name probes of
+// (calibrate.BuildNeedle); StoryProbes builds the character-name probes of
 // small story models.
+//
+// It is importable on purpose: the word lists, haystacks and prompt
+// builders are the benchmarks' material, and a program that measures a
+// policy on the project's model the way docs/RESULTS.md does uses them as
+// the example commands do. Build, Greedy and Correct are byte-level: they
+// place the needle one token per byte and read the answer's digits as
+// bytes, as the project's model reads them; BuildFor builds the same
+// prompts in any tokenizer's tokens.
 package niah
 
 import (
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 
-	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/examples/llama"
 )
 
 // Template is one needle wording.
-type Template = compresskv.NeedleTemplate
+type Template = calibrate.NeedleTemplate
 
 // Templates are the needle wordings the project's model was trained on.
-var Templates = compresskv.DefaultNeedleTemplates
+var Templates = calibrate.DefaultNeedleTemplates
 
 // EvalWords and CalibWords are the key words of evaluation and calibration
 // needles; no word is in both.
@@ -45,8 +52,8 @@ type Needle struct {
 	Value    string // the digits to retrieve
 }
 
-func (n Needle) lib() compresskv.Needle {
-	return compresskv.Needle{Template: Templates[n.Template], Key: n.Word, Value: n.Value}
+func (n Needle) lib() calibrate.Needle {
+	return calibrate.Needle{Template: Templates[n.Template], Key: n.Word, Value: n.Value}
 }
 
 // Sentence returns the needle as inserted in the haystack.
@@ -56,10 +63,10 @@ func (n Needle) Sentence() string { return n.lib().Sentence() }
 func (n Needle) Ask() string { return n.lib().Ask() }
 
 // Needles returns count needles drawn with seed from words, one template
-// each in turn, five-digit values (compresskv.Needles over Templates); nil
+// each in turn, five-digit values (calibrate.Needles over Templates); nil
 // when words is empty or count negative.
 func Needles(words []string, count int, seed uint64) []Needle {
-	lib, err := compresskv.Needles(Templates, words, count, 5, seed)
+	lib, err := calibrate.Needles(Templates, words, count, 5, seed)
 	if err != nil {
 		return nil
 	}
@@ -93,20 +100,34 @@ type Prompt struct {
 // Build returns a prompt of exactly length tokens with tok (a byte-level
 // tokenizer: one token per byte), taking the haystack from hay at offset
 // start (wrapping around), with the needle at depth (0..1) of the haystack
-// part, on a word boundary: compresskv.BuildNeedle, checked to be exact.
+// part, on a word boundary: BuildFor, checked to be exact.
 func Build(tok *llama.Tokenizer, hay string, start, length int, depth float64, n Needle) (Prompt, error) {
-	p, err := compresskv.BuildNeedle(llama.ProbeTokenizer{Tokenizer: tok}, hay, start, length, depth, n.lib())
+	p, err := BuildFor(llama.ProbeTokenizer{Tokenizer: tok}, hay, start, length, depth, n)
 	if err != nil {
 		return Prompt{}, err
 	}
-	if len(p.Prompt) != length {
-		return Prompt{}, fmt.Errorf("niah: prompt of %d tokens, want %d (a byte-level tokenizer is needed)", len(p.Prompt), length)
+	if len(p.Tokens) != length {
+		return Prompt{}, fmt.Errorf("niah: prompt of %d tokens, want %d (a byte-level tokenizer is needed)", len(p.Tokens), length)
+	}
+	return p, nil
+}
+
+// BuildFor returns a prompt in the tokens of any model's tokenizer
+// (calibrate.BuildNeedle): about length tokens (as close below as the
+// tokenizer allows; exactly, for a byte-level one), the needle at depth of
+// the haystack taken from hay at offset start, the value's span located in
+// token positions. A calibrate.ChatTokenizer makes it one user turn and
+// the assistant's opening.
+func BuildFor(tok calibrate.Tokenizer, hay string, start, length int, depth float64, n Needle) (Prompt, error) {
+	p, err := calibrate.BuildNeedle(tok, hay, start, length, depth, n.lib())
+	if err != nil {
+		return Prompt{}, err
 	}
 	return Prompt{Tokens: p.Prompt, Needle: n, Depth: depth, ValueStart: p.AnswerStart, ValueEnd: p.AnswerEnd}, nil
 }
 
 // Depths returns k depths evenly from 0 to 1 (k=11: 0, 0.1, ..., 1).
-func Depths(k int) []float64 { return compresskv.Depths(k) }
+func Depths(k int) []float64 { return calibrate.Depths(k) }
 
 // Greedy decodes from the logits of the prompt's last token, at most max
 // tokens, stopping after a token that is not a digit (the period that ends
@@ -148,40 +169,4 @@ func Correct(answer []int, n Needle) bool {
 		}
 	}
 	return len(answer) == len(n.Value) || !isDigit(answer[len(n.Value)])
-}
-
-// ParseInts parses a comma-separated list of positive integers, such as a
-// command line's lengths or budgets.
-func ParseInts(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		n, err := strconv.Atoi(f)
-		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("%q is not a positive integer", f)
-		}
-		out = append(out, n)
-	}
-	return out, nil
-}
-
-// ParseCounts parses a comma-separated list of counts, zero allowed.
-func ParseCounts(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 0 {
-			return nil, fmt.Errorf("%q is not a count", f)
-		}
-		out = append(out, n)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("no counts in %q", s)
-	}
-	return out, nil
 }

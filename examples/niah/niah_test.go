@@ -58,15 +58,3 @@ func TestCorrect(t *testing.T) {
 		}
 	}
 }
-
-func TestParseInts(t *testing.T) {
-	got, err := ParseInts(" 256, 512,,1024 ")
-	if err != nil || len(got) != 3 || got[2] != 1024 {
-		t.Fatalf("ParseInts: %v %v", got, err)
-	}
-	for _, bad := range []string{"12,x", "0", "-4"} {
-		if _, err := ParseInts(bad); err == nil {
-			t.Errorf("ParseInts(%q) accepted", bad)
-		}
-	}
-}

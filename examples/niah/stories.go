@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 	"strings"
 
-	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/compresskv/calibrate"
 )
 
 // Character-name probes for small story models such as stories260K, which
@@ -51,7 +51,7 @@ var (
 // filler sentences after her name, perCell probes, each with a name and
 // sentences drawn from fill, an opening and a cue chosen in turn, all drawn
 // with seed. The probes' group is their pair of counts.
-func StoryProbes(tok compresskv.Tokenizer, names, fill []string, leads, sentences []int, perCell int, seed uint64) ([]compresskv.Probe, error) {
+func StoryProbes(tok calibrate.Tokenizer, names, fill []string, leads, sentences []int, perCell int, seed uint64) ([]calibrate.Probe, error) {
 	if len(names) == 0 || len(fill) == 0 || len(leads) == 0 || len(sentences) == 0 || perCell < 1 {
 		return nil, fmt.Errorf("niah: story probes need names, filler, lead and sentence counts, and perCell >= 1")
 	}
@@ -63,7 +63,7 @@ func StoryProbes(tok compresskv.Tokenizer, names, fill []string, leads, sentence
 		}
 		return strings.Join(parts, " ")
 	}
-	var out []compresskv.Probe
+	var out []calibrate.Probe
 	i := 0
 	for _, lead := range leads {
 		for _, n := range sentences {
@@ -76,7 +76,7 @@ func StoryProbes(tok compresskv.Tokenizer, names, fill []string, leads, sentence
 					text = strings.ReplaceAll(storyOpenings[i%len(storyOpenings)], "{N}", name)
 				}
 				text += draw(n) + storyCues[(i/len(storyOpenings))%len(storyCues)]
-				p, err := compresskv.NewProbe(tok, text, name)
+				p, err := calibrate.NewProbe(tok, text, name)
 				if err != nil {
 					return nil, err
 				}

@@ -50,15 +50,3 @@ func TestStoryProbes(t *testing.T) {
 		}
 	}
 }
-
-func TestParseCounts(t *testing.T) {
-	got, err := ParseCounts("0, 4,8")
-	if err != nil || !slices.Equal(got, []int{0, 4, 8}) {
-		t.Fatalf("%v %v", got, err)
-	}
-	for _, bad := range []string{"", "-1", "x", " , "} {
-		if _, err := ParseCounts(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}

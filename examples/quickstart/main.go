@@ -14,6 +14,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -93,7 +94,7 @@ func run(args []string, stdout io.Writer) error {
 		for l, x := range w.allQueries {
 			q[l] = x[len(x)-p.QueryRows(w.L)*w.H*w.shape.HeadDim:]
 		}
-		res, err := p.Compress(c, q, w.H)
+		res, err := p.Compress(context.Background(), c, q, w.H)
 		if err != nil {
 			return fmt.Errorf("%s: %w", m, err)
 		}

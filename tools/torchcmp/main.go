@@ -8,9 +8,10 @@
 // goroutines), so that the step's floor, the bytes it must read divided by
 // the bandwidth measured beside it, moves with the machine's other load.
 // It reports, per step, length and storage type: min and median
-// milliseconds, the median ratio to the floor ("x floor", 1.0 is the wall)
-// and PyTorch's time on the same storage (bfloat16 for float16, which
-// PyTorch's CPU matmul does not take).
+// milliseconds, the median ratio to the floor ("x floor", 1.0 is the wall),
+// the probe's min / median / max over the step's rounds, and PyTorch's time
+// on the same storage (bfloat16 for float16, which PyTorch's CPU matmul does
+// not take).
 //
 // Steps: CompressKV's layer (scoring its 4 SR heads, selection, compaction;
 // floor: the SR heads' KV-head keys once plus the kept rows' keys and
@@ -25,6 +26,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -54,7 +56,7 @@ var srHeads = []int{0, 9, 18, 27} // one per KV head group, as torchcmp.py's def
 // median of the per-round ratios of its time to its floor.
 type stat struct {
 	min, med, xFloor float64
-	bw               float64 // median probe bandwidth of its rounds, GB/s
+	bw               [3]float64 // probe bandwidth of its rounds, GB/s: min, median, max
 }
 
 func main() {
@@ -63,6 +65,7 @@ func main() {
 	python := flag.String("python", "python3", "Python with torch; empty skips the PyTorch side")
 	script := flag.String("script", "", "path of torchcmp.py (default: beside this source, tools/torchcmp)")
 	types := flag.String("dtypes", "float32,float16,bfloat16", "storage types")
+	decodeOnly := flag.Bool("decode-only", false, "time decode attention alone, on both sides")
 	flag.Parse()
 	log.SetFlags(0)
 	*reps = max(3, *reps)
@@ -87,7 +90,8 @@ func main() {
 		log.Fatal(err)
 	}
 
-	fmt.Printf("GOMAXPROCS %d, %s, %s\n", runtime.GOMAXPROCS(0), runtime.GOARCH, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Printf("GOMAXPROCS %d, %s, %s, load average %s\n", runtime.GOMAXPROCS(0), runtime.GOARCH,
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), loadAvg())
 	var bw1, bw2 []float64
 	for range *reps {
 		g1, _ := probe.Read(1)
@@ -105,28 +109,30 @@ func main() {
 			kept := float64(2*G*budget*d) * size // keys and values of the kept rows
 			srKeys := float64(len(srHeads)*L*d) * size
 			key := fmt.Sprintf("%d/%v", L, dt)
-			ck := policy(compresskv.CompressKV)
-			goMs["compresskv/"+key] = measure(probe, *reps, srKeys+kept, compressRun(ck, base, q))
-			goMs["select/"+key] = measure(probe, *reps, srKeys, func() func() {
-				return func() {
-					if _, err := ck.Plan(base, q, H); err != nil {
-						log.Fatal(err)
+			if !*decodeOnly {
+				ck := policy(compresskv.CompressKV)
+				goMs["compresskv/"+key] = measure(probe, *reps, srKeys+kept, compressRun(ck, base, q))
+				goMs["select/"+key] = measure(probe, *reps, srKeys, func() func() {
+					return func() {
+						if _, err := ck.Plan(context.Background(), base, q, H); err != nil {
+							log.Fatal(err)
+						}
 					}
+				})
+				plan, err := ck.Plan(context.Background(), base, q, H)
+				if err != nil {
+					log.Fatal(err)
 				}
-			})
-			plan, err := ck.Plan(base, q, H)
-			if err != nil {
-				log.Fatal(err)
+				goMs["compact/"+key] = measure(probe, *reps, kept, func() func() {
+					c := base.Clone()
+					return func() {
+						if err := ck.Apply(c, plan); err != nil {
+							log.Fatal(err)
+						}
+					}
+				})
+				goMs["snapkv/"+key] = measure(probe, *reps, float64(G*L*d)*size+kept, compressRun(policy(compresskv.SnapKV), base, q))
 			}
-			goMs["compact/"+key] = measure(probe, *reps, kept, func() func() {
-				c := base.Clone()
-				return func() {
-					if err := ck.Apply(c, plan); err != nil {
-						log.Fatal(err)
-					}
-				}
-			})
-			goMs["snapkv/"+key] = measure(probe, *reps, float64(G*L*d)*size+kept, compressRun(policy(compresskv.SnapKV), base, q))
 			goMs["decode/"+key] = measure(probe, *reps, float64(2*G*L*d)*size, attendRun(base))
 		}
 	}
@@ -149,9 +155,13 @@ func main() {
 				tt = append(tt, "bfloat16")
 			}
 		}
-		cmd := exec.Command(*python, path, "--lengths", *lengths, "--reps", strconv.Itoa(*reps),
+		args := []string{path, "--lengths", *lengths, "--reps", strconv.Itoa(*reps),
 			"--dtypes", strings.Join(tt, ","),
-			"--sr-heads", strings.Trim(strings.Join(strings.Fields(fmt.Sprint(srHeads)), ","), "[]"))
+			"--sr-heads", strings.Trim(strings.Join(strings.Fields(fmt.Sprint(srHeads)), ","), "[]")}
+		if *decodeOnly {
+			args = append(args, "--decode-only")
+		}
+		cmd := exec.Command(*python, args...)
 		cmd.Stderr = os.Stderr
 		if os.Getenv("OMP_NUM_THREADS") == "" {
 			cmd.Env = append(os.Environ(), "OMP_NUM_THREADS=2")
@@ -166,8 +176,8 @@ func main() {
 		fmt.Printf("PyTorch %s, %d threads\n", torch.Torch, torch.Threads)
 	}
 
-	fmt.Printf("\n%-30s %-9s %17s %8s %7s %17s %8s\n", "step, one layer", "storage", "compresskv ms", "x floor", "% bw", "PyTorch ms", "PyTorch/")
-	fmt.Printf("%-30s %-9s %17s %8s %7s %17s %8s\n", "", "", "min / median", "median", "median", "min / median", "ours")
+	fmt.Printf("\n%-30s %-9s %17s %8s %7s %18s %17s %8s\n", "step, one layer", "storage", "compresskv ms", "x floor", "% bw", "probe GB/s", "PyTorch ms", "PyTorch/")
+	fmt.Printf("%-30s %-9s %17s %8s %7s %18s %17s %8s\n", "", "", "min / median", "median", "median", "min / med / max", "min / median", "ours")
 	steps := []struct{ name, key, torchKey string }{
 		{"CompressKV (select+compact)", "compresskv", "compresskv"},
 		{"  selection alone", "select", ""},
@@ -179,13 +189,17 @@ func main() {
 	for _, L := range Ls {
 		fmt.Printf("L = %d\n", L)
 		for _, s := range steps {
+			if *decodeOnly && s.key != "decode" {
+				continue
+			}
 			for _, dt := range dts {
 				g := goMs[fmt.Sprintf("%s/%d/%v", s.key, L, dt)]
 				tdt := "float32"
 				if dt != kvcache.Float32 {
 					tdt = "bfloat16"
 				}
-				line := fmt.Sprintf("%-30s %-9v %7.2f / %7.2f %7.2fx %6.0f%%", s.name, dt, g.min, g.med, g.xFloor, 100/g.xFloor)
+				line := fmt.Sprintf("%-30s %-9v %7.2f / %7.2f %7.2fx %6.0f%% %5.1f/%5.1f/%5.1f", s.name, dt, g.min, g.med, g.xFloor, 100/g.xFloor,
+					g.bw[0], g.bw[1], g.bw[2])
 				if t, ok := torch.Ms[fmt.Sprintf("%s/%d/%s", s.torchKey, L, tdt)]; ok && s.torchKey != "" {
 					line += fmt.Sprintf(" %7.2f / %7.2f %7.2fx", t[0], t[1], t[1]/g.med)
 					if tdt != dt.String() {
@@ -196,6 +210,30 @@ func main() {
 			}
 		}
 	}
+	fmt.Printf("\nload average after: %s\nkernels (backend/cpu Plan):\n", loadAvg())
+	for _, c := range cpu.New().Plan() {
+		fmt.Println(" ", c)
+	}
+}
+
+// decided reports whether backend/cpu has chosen a kernel for every shape
+// class met so far.
+func decided() bool {
+	for _, c := range cpu.New().Plan() {
+		if c.Kernel == "" {
+			return false
+		}
+	}
+	return true
+}
+
+// loadAvg returns the three load averages of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 // spread formats the min, median and max of x.
@@ -256,7 +294,7 @@ func compressRun(p *compresskv.Policy, base *kvcache.Host, q [][]float32) func()
 	return func() func() {
 		c := base.Clone()
 		return func() {
-			if _, err := p.Compress(c, q, H); err != nil {
+			if _, err := p.Compress(context.Background(), c, q, H); err != nil {
 				log.Fatal(err)
 			}
 		}
@@ -285,7 +323,18 @@ func attendRun(c *kvcache.Host) func() func() {
 // is what the step must read at least: its floor in a round is bytes over
 // the probe's bandwidth in that round.
 func measure(p *cpu.Probe, reps int, bytes float64, prepare func() func()) stat {
-	prepare()()
+	// The first calls of a shape class measure backend/cpu's candidate
+	// kernels; warm until every class met is chosen, as a decode loop is
+	// after its first token, each call after a read of the probe as in the
+	// timed rounds.
+	for range 100 {
+		f := prepare()
+		p.Read(2)
+		f()
+		if decided() {
+			break
+		}
+	}
 	var ms, x, bw []float64
 	for range reps {
 		f := prepare()
@@ -301,5 +350,5 @@ func measure(p *cpu.Probe, reps int, bytes float64, prepare func() func()) stat 
 	slices.Sort(ms)
 	slices.Sort(x)
 	slices.Sort(bw)
-	return stat{min: ms[0], med: ms[len(ms)/2], xFloor: x[len(x)/2], bw: bw[len(bw)/2]}
+	return stat{min: ms[0], med: ms[len(ms)/2], xFloor: x[len(x)/2], bw: [3]float64{bw[0], bw[len(bw)/2], bw[len(bw)-1]}}
 }

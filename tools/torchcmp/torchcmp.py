@@ -11,7 +11,9 @@ over the cache with grouped-query attention through a view.
 
 Prints one JSON object: for every step, length and dtype, [min, median]
 milliseconds. Decode reports the faster of two forms (grouped through a
-view, or repeat_kv). Run with OMP_NUM_THREADS=2.
+view, or repeat_kv). Each timed run follows a read of a 256 MiB buffer, as
+on the Go side, so that no run finds the cache in the last-level cache
+(--no-flush turns that off). Run with OMP_NUM_THREADS=2.
 """
 import argparse
 import json
@@ -85,11 +87,19 @@ def decode_repeat(q, k, v):
     return torch.matmul(p, vr).view(1, num_heads, d)
 
 
+FLUSH = None
+
+
 def times_ms(f, reps):
-    """Milliseconds of reps timed runs after one warm run: (min, median)."""
+    """Milliseconds of reps timed runs after one warm run: (min, median).
+    Before each timed run the 256 MiB flush buffer is read (untimed), as the
+    Go side reads its bandwidth probe before each round: neither side finds
+    the cache's rows in the last-level cache."""
     f()  # warm
     times = []
     for _ in range(reps):
+        if FLUSH is not None:
+            FLUSH.sum()
         t0 = time.perf_counter()
         f()
         times.append((time.perf_counter() - t0) * 1e3)
@@ -109,8 +119,13 @@ def main():
     ap.add_argument("--sr-heads", default="0,9,18,27")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--no-flush", action="store_true", help="do not read 256 MiB before each timed run")
+    ap.add_argument("--decode-only", action="store_true", help="time decode attention alone")
     a = ap.parse_args()
     torch.manual_seed(0)
+    global FLUSH
+    if not a.no_flush:
+        FLUSH = torch.ones(64 << 20, dtype=torch.float32)
     sr = [int(h) for h in a.sr_heads.split(",")]
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "ms": {}}
     ms = out["ms"]
@@ -122,10 +137,11 @@ def main():
                 v = torch.randn(1, a.kv_heads, L, a.dim).to(dt)
                 q = (torch.randn(1, a.heads, a.window, a.dim) * 1.5).to(dt)
                 key = f"{L}/{name}"
-                ms[f"snapkv/{key}"] = times_ms(lambda: compress(k, v, q, a.window, a.budget, a.kernel), a.reps)
-                ms[f"compresskv/{key}"] = times_ms(lambda: compress(k, v, q, a.window, a.budget, a.kernel, sr), a.reps)
-                ms[f"compresskv-all-heads/{key}"] = times_ms(
-                    lambda: compress(k, v, q, a.window, a.budget, a.kernel, sr, all_heads=True), a.reps)
+                if not a.decode_only:
+                    ms[f"snapkv/{key}"] = times_ms(lambda: compress(k, v, q, a.window, a.budget, a.kernel), a.reps)
+                    ms[f"compresskv/{key}"] = times_ms(lambda: compress(k, v, q, a.window, a.budget, a.kernel, sr), a.reps)
+                    ms[f"compresskv-all-heads/{key}"] = times_ms(
+                        lambda: compress(k, v, q, a.window, a.budget, a.kernel, sr, all_heads=True), a.reps)
                 qd = torch.randn(1, a.heads, 1, a.dim).to(dt)
                 grouped = times_ms(lambda: decode(qd, k, v), a.reps)
                 repeated = times_ms(lambda: decode_repeat(qd, k, v), a.reps)

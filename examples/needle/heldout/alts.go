@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sort"
@@ -122,12 +123,12 @@ func (s sharedSRWithMass) Validate(b, w int) error {
 	return s.mass.Validate(b, w)
 }
 
-func (s sharedSRWithMass) Score(in *compresskv.ScoreInput) ([][]float32, error) {
-	mass, err := s.mass.Score(in)
+func (s sharedSRWithMass) Score(ctx context.Context, in *compresskv.ScoreInput) ([][]float32, error) {
+	mass, err := s.mass.Score(ctx, in)
 	if err != nil {
 		return nil, err
 	}
-	sr, err := s.sr.Score(in)
+	sr, err := s.sr.Score(ctx, in)
 	if err != nil {
 		return nil, err
 	}
@@ -177,8 +178,8 @@ func (s fallbackScorer) Validate(b, w int) error {
 	return s.group.Validate(b, w)
 }
 
-func (s fallbackScorer) Score(in *compresskv.ScoreInput) ([][]float32, error) {
-	rows, err := s.group.Score(in)
+func (s fallbackScorer) Score(ctx context.Context, in *compresskv.ScoreInput) ([][]float32, error) {
+	rows, err := s.group.Score(ctx, in)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +192,7 @@ func (s fallbackScorer) Score(in *compresskv.ScoreInput) ([][]float32, error) {
 		}
 		if shared == nil {
 			sr := compresskv.SRScorer{Profile: s.group.Profile, K: s.group.K, Kernel: s.group.Kernel, Pooling: s.group.Pooling}
-			r, err := sr.Score(in)
+			r, err := sr.Score(ctx, in)
 			if err != nil {
 				return nil, err
 			}

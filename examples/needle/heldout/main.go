@@ -10,9 +10,14 @@
 //
 //	go run ./examples/needle/heldout -prompts 100
 //	go run ./examples/needle/heldout -write-haystack testdata/haystack/heldout.txt
+//	go run ./examples/needle/heldout -model M.gguf -profile out/M.profile.json -lengths 512,1024
+//
+// A GGUF model's prompts are built in its own tokens, as the needle
+// command builds them (examples/needle).
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,7 +34,7 @@ import (
 	"time"
 
 	"github.com/compresskv/compresskv/compresskv"
-	"github.com/compresskv/compresskv/examples/llama"
+	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/niah"
 	"github.com/compresskv/compresskv/kvcache"
 )
@@ -53,47 +58,40 @@ func main() {
 }
 
 type options struct {
-	model, profile, haystack, writeHay, csv string
-	lengths, budgets                        []int
-	seeds                                   []uint64
-	prompts, kernel, hayBytes               int
-	limit                                   time.Duration
-	policies                                []string
-	variant                                 string
+	mf                      *cli.ModelFlags
+	haystack, writeHay, csv string
+	lengths, budgets        []int
+	seeds                   []uint64
+	prompts, hayBytes       int
+	limit                   time.Duration
+	policies                []string
+	variant                 string
+	kernel                  int // the pooling kernel in effect, set once the model is open
 }
 
 func parse(args []string) (*options, error) {
 	fs := flag.NewFlagSet("heldout", flag.ContinueOnError)
 	o := &options{}
-	fs.StringVar(&o.model, "model", llama.DefaultModel, "llama2.c checkpoint of a byte-level model")
-	fs.StringVar(&o.profile, "profile", llama.DefaultProfile, "profile of the model")
+	o.mf = cli.AddModelFlags(fs)
 	fs.StringVar(&o.haystack, "haystack", "testdata/haystack/heldout.txt", "held-out haystack text")
 	fs.StringVar(&o.writeHay, "write-haystack", "", "instead of measuring: write the generated haystack to this file")
 	fs.IntVar(&o.hayBytes, "haystack-bytes", 200000, "size of the generated haystack")
 	fs.StringVar(&o.csv, "csv", "", "write one line per prompt, policy and budget to this file")
-	lengths := fs.String("lengths", "256,512,768,1024", "context lengths in tokens")
-	budgets := fs.String("budgets", "16,32,64,128", "average budgets per layer")
-	seeds := fs.String("seeds", "101,202", "needle seeds (words, values, depths, haystack offsets)")
+	lengths := cli.Ints(fs, "lengths", "256,512,768,1024", "context lengths in tokens")
+	budgets := cli.Ints(fs, "budgets", "16,32,64,128", "average budgets per layer")
+	seeds := cli.Ints(fs, "seeds", "101,202", "needle seeds (words, values, depths, haystack offsets)")
 	fs.IntVar(&o.prompts, "prompts", 50, "prompts per length and seed")
 	fs.DurationVar(&o.limit, "time", 0, "start no prompt after this long (0: no limit); prompts are taken in turn from every length and seed, so the cells stay balanced")
-	fs.IntVar(&o.kernel, "kernel", llama.DefaultKernel, "pooling kernel")
-	policies := fs.String("policies", strings.Join(baselines, ",")+",adacompresskv", "policies: methods, or the alternatives "+strings.Join(altNames(), ", "))
+	policies := fs.String("policies", strings.Join(baselines, ",")+",adacompresskv", "policies: methods ("+cli.MethodsUsage()+"), or the alternatives "+strings.Join(altNames(), ", "))
 	fs.StringVar(&o.variant, "variant", "adacompresskv", "the policy tested against the best baseline of each cell")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	var err error
-	if o.lengths, err = niah.ParseInts(*lengths); err != nil {
-		return nil, err
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if o.budgets, err = niah.ParseInts(*budgets); err != nil {
-		return nil, err
-	}
-	ss, err := niah.ParseInts(*seeds)
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range ss {
+	o.lengths, o.budgets = *lengths, *budgets
+	for _, s := range *seeds {
 		o.seeds = append(o.seeds, uint64(s))
 	}
 	for _, p := range strings.Split(*policies, ",") {
@@ -135,18 +133,23 @@ func run(args []string, stdout, progress io.Writer) error {
 	if o.writeHay != "" {
 		return os.WriteFile(o.writeHay, []byte(newHaystackGen(1).text(o.hayBytes)), 0o644)
 	}
-	m, err := llama.Load(o.model)
+	m, err := o.mf.Open()
 	if err != nil {
 		return err
 	}
-	prof, err := compresskv.LoadProfile(o.profile)
+	defer m.Close()
+	if s := m.Summary(); s != "" {
+		fmt.Fprintln(stdout, s)
+	}
+	prof, err := o.mf.LoadProfile(m, "the Ada-CompressKV variants")
 	if err != nil {
 		return err
 	}
-	hay, err := niah.LoadHaystack(o.haystack)
+	hay, err := niah.LoadHaystack(cli.Path(o.haystack))
 	if err != nil {
 		return err
 	}
+	o.kernel = m.Kernel(o.mf.Kernel)
 	pols := map[string]map[int]*compresskv.Policy{}
 	for _, name := range o.policies {
 		pols[name] = map[int]*compresskv.Policy{}
@@ -158,7 +161,7 @@ func run(args []string, stdout, progress io.Writer) error {
 			pols[name][b] = p
 		}
 	}
-	prompts, err := makePrompts(o, hay)
+	prompts, err := makePrompts(m, o, hay)
 	if err != nil {
 		return err
 	}
@@ -170,9 +173,8 @@ func run(args []string, stdout, progress io.Writer) error {
 		}
 	}
 	full := make([]bool, len(prompts))
+	pr := cli.NewProgress(progress, "heldout", len(prompts), 20)
 	start := time.Now()
-	var mu sync.Mutex
-	done := 0
 	work := make(chan int)
 	errc := make(chan error, len(prompts))
 	var wg sync.WaitGroup
@@ -185,12 +187,7 @@ func run(args []string, stdout, progress io.Writer) error {
 					errc <- err
 					continue
 				}
-				mu.Lock()
-				done++
-				if done%20 == 0 || done == len(prompts) {
-					fmt.Fprintf(progress, "heldout: %d/%d prompts, %.0fs\n", done, len(prompts), time.Since(start).Seconds())
-				}
-				mu.Unlock()
+				pr.Done()
 			}
 		}()
 	}
@@ -228,8 +225,7 @@ func run(args []string, stdout, progress io.Writer) error {
 
 // makePrompts draws o.prompts prompts per length and seed: needles from
 // HeldoutWords, depths uniform in [0, 1], haystack offsets at random.
-func makePrompts(o *options, hay string) ([]prompt, error) {
-	tok := llama.ByteTokenizer()
+func makePrompts(m *cli.Model, o *options, hay string) ([]prompt, error) {
 	// byCell[seed][length] holds that cell's prompts in order.
 	byCell := make([][][]prompt, len(o.seeds))
 	for si, seed := range o.seeds {
@@ -239,7 +235,7 @@ func makePrompts(o *options, hay string) ([]prompt, error) {
 		i := 0
 		for li, L := range o.lengths {
 			for k := 0; k < o.prompts; k++ {
-				p, err := niah.Build(tok, hay, rng.IntN(len(hay)), L, rng.Float64(), needles[i])
+				p, err := m.Needle(hay, rng.IntN(len(hay)), L, rng.Float64(), needles[i])
 				if err != nil {
 					return nil, err
 				}
@@ -263,34 +259,26 @@ func makePrompts(o *options, hay string) ([]prompt, error) {
 
 // evaluate prefills one prompt and decodes its answer with the full cache
 // and under every policy and budget, each over its own copy of the cache.
-func evaluate(m *llama.Model, p prompt, i int, pols map[string]map[int]*compresskv.Policy, res map[string]map[int][]outcome, full []bool) error {
-	cache, err := m.NewCache(kvcache.Float32)
+func evaluate(m *cli.Model, p prompt, i int, pols map[string]map[int]*compresskv.Policy, res map[string]map[int][]outcome, full []bool) error {
+	pre, err := cli.Prefill(m.Model, kvcache.Float32, p.Tokens)
 	if err != nil {
 		return err
 	}
-	s, _ := m.NewSession(cache, nil)
-	logits, q, err := s.Prefill(p.Tokens, 256)
-	if err != nil {
+	cache := pre.Cache
+	if full[i], err = m.Answer(pre.Full(), pre.Logits, p.Prompt); err != nil {
 		return err
 	}
-	fs, _ := m.NewSession(cache.Clone(), nil)
-	ans, err := niah.Greedy(fs, logits, len(p.Needle.Value)+1, nil)
-	if err != nil {
-		return err
-	}
-	full[i] = niah.Correct(ans, p.Needle)
 	for name, byBudget := range pols {
 		for b, pol := range byBudget {
-			cs, _ := m.NewSession(cache.Clone(), nil)
-			r, err := cs.Compress(pol, q)
-			if err != nil {
-				return fmt.Errorf("%s at budget %d: %w", name, b, err)
-			}
-			ans, err := niah.Greedy(cs, logits, len(p.Needle.Value)+1, nil)
+			cs, r, err := pre.Compress(context.Background(), pol)
 			if err != nil {
 				return err
 			}
-			res[name][b][i] = outcome{ok: niah.Correct(ans, p.Needle), spanKept: spanKept(r.Keep, p.Prompt, cache.Shape()), rows: keptRows(r.Keep, cache.Shape())}
+			ok, err := m.Answer(cs, pre.Logits, p.Prompt)
+			if err != nil {
+				return err
+			}
+			res[name][b][i] = outcome{ok: ok, spanKept: spanKept(r.Keep, p.Prompt, cache.Shape()), rows: keptRows(r.Keep, cache.Shape())}
 		}
 	}
 	return nil

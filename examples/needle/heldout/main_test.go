@@ -1,14 +1,17 @@
 package main
 
 import (
+	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/examples/internal/tinymodel"
 	"github.com/compresskv/compresskv/examples/niah"
 )
 
@@ -106,6 +109,39 @@ func TestSpreadLayers(t *testing.T) {
 		}
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("k=%d: shared layers %v, want %v", tc.k, got, tc.want)
+		}
+	}
+}
+
+// TestHeldoutGGUF runs the held-out comparison on a small random model of
+// each architecture, with a profile of its shape: every prompt is in the
+// model's tokens (a chat model's in its template), every cell is counted,
+// and random weights answer none.
+func TestHeldoutGGUF(t *testing.T) {
+	for _, spec := range tinymodel.Trio {
+		path := tinymodel.WriteTemp(t, spec)
+		prof := filepath.Join(t.TempDir(), "p.json")
+		if err := tinymodel.WriteProfile(prof, spec, 3); err != nil {
+			t.Fatal(err)
+		}
+		csv := filepath.Join(t.TempDir(), "h.csv")
+		var out strings.Builder
+		err := run([]string{"-model", path, "-profile", prof, "-haystack", "../../../testdata/haystack/heldout.txt",
+			"-lengths", "96,160", "-prompts", "2", "-seeds", "1", "-budgets", "24", "-csv", csv}, &out, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := out.String()
+		if !strings.HasPrefix(text, "model "+path+": "+spec.Arch) || !strings.Contains(text, "full cache: 0.0% of 4") ||
+			!strings.Contains(text, "      24     all  4") {
+			t.Fatalf("%s:\n%s", spec.Name(), text)
+		}
+		b, err := os.ReadFile(csv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rows := strings.Count(string(b), "\n"); rows != 1+4*7 {
+			t.Fatalf("%s: %d lines in the CSV, want a header and 4 prompts x 7 policies", spec.Name(), rows)
 		}
 	}
 }

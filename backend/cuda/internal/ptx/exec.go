@@ -87,24 +87,22 @@ type region struct {
 }
 
 type exec struct {
-	k              *Kernel
-	mem            Memory
-	params         []byte
-	grid, block    [3]int
-	ctaid          [3]int
-	nthreads, n    int
-	regs           []uint64
-	valid          []byte
-	pc             []int32
-	state          []uint8
-	shared         [][]byte
-	cache          []region
-	hits           []uint64
-	branches       int64
-	initR          []uint64
-	initV          []byte
-	sharedBacking  []byte
-	sharedTemplate []byte
+	k           *Kernel
+	mem         Memory
+	params      []byte
+	grid, block [3]int
+	ctaid       [3]int
+	nthreads, n int
+	regs        []uint64
+	valid       []byte
+	pc          []int32
+	state       []uint8
+	shared      [][]byte
+	cache       []region
+	hits        []uint64
+	branches    int64
+	initR       []uint64
+	initV       []byte
 
 	sched      Schedule
 	rng        *rand.Rand

@@ -1,0 +1,5 @@
+package gguf_test
+
+import "io/fs"
+
+var errNotExist = fs.ErrNotExist

@@ -1,0 +1,12 @@
+// Package quant holds ggml's weight types: their block layouts, their
+// conversion to and from float32, the quantization of activations, and the
+// matrix-vector products ggml's CPU backend computes with them.
+//
+// Every type ggml defines is named and sized (Type.BlockSize,
+// Type.BlockBytes), so that a file holding any of them can be read; the
+// conversions cover F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1,
+// Q4_K, Q6_K and Q8_K: the types of the common Q8_0 and Q4_K_M downloads,
+// including the Q5_0 and Q8_0 that Q4_K_M files hold where a row is not a
+// whole number of 256-value blocks (Qwen2.5-0.5B's 896, SmolLM2's 576).
+// Other types give an error wrapping ErrUnsupported.
+package quant
