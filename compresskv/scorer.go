@@ -127,7 +127,7 @@ func pool(b backend.Backend, rows [][]float32, kernel int, kind backend.Pooling)
 
 // meanRows returns the element-wise mean of rows, summed in order in float32
 // and multiplied by 1/len(rows), like the reference (and the GPU's
-// mean_groups kernel).
+// pool_mean kernel).
 func meanRows(rows [][]float32) []float32 {
 	out := make([]float32, len(rows[0]))
 	for _, r := range rows {
