@@ -45,8 +45,9 @@ type Config struct {
 	// profile's rankings cannot give (a layer ranks fewer heads) is an
 	// error.
 	SRHeads int
-	// Sink is StreamingLLM's count of first tokens always kept. Default 4;
-	// negative means none.
+	// Sink is StreamingLLM's count of first tokens always kept, and the
+	// first positions expected attention leaves out of its statistics and
+	// always keeps. Default 4; negative means none.
 	Sink int
 	// Beta is PyramidKV's ratio between the average and the smallest
 	// selectable budget. Default 20.
@@ -58,6 +59,10 @@ type Config struct {
 	// CompressKV and Ada-CompressKV.
 	// Defaults: min(32, Budget) and 3*Budget.
 	LayerFloor, LayerCap int
+	// Rotary is the model's rotary position embedding; the expected-attention
+	// methods require it (they undo the queries' rotation and turn their
+	// statistics to the positions to come), the others ignore it.
+	Rotary *Rotary
 	// Profile holds the model's semantic retrieval heads and layer weights;
 	// CompressKV and Ada-CompressKV require its head ranking and use its
 	// layer weights when present (uniform budgets otherwise).

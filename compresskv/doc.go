@@ -22,7 +22,9 @@
 //     pooled window attention of the layer's semantic retrieval heads;
 //     SnapKVScorer: each KV head's own query heads; GroupSRScorer: the SR
 //     heads within each KV head's group, for Ada-CompressKV; H2OScorer: all
-//     prompt queries);
+//     prompt queries; KNormScorer: key norms; ExpectedAttentionScorer and
+//     AccumulatedScorer: the statistics of, or the attention from, every
+//     query seen; SharedMax and Either combine scorers);
 //   - a Selector turns scores into kept positions per KV head (TopKSelector,
 //     StreamingSelector, AdaKVSelector);
 //   - an Allocator spreads the total budget over layers (UniformAllocator,
@@ -46,6 +48,10 @@
 // Compress works once, after a full prefill. A Stream keeps one sequence's
 // cache within a bound from the first token to the last: it compresses
 // between chunks of a chunked prefill and every few tokens while decoding.
+// While the prompt runs it may hold a reserve above the budget, and it
+// ranks rows without the question (DefaultPrefill: expected attention, the
+// best KV head's), so that what the question will ask for is still there
+// when Stream.Compress ends the prompt at the budget.
 //
 // docs/DESIGN.md in the repository says exactly what each method
 // computes; where the paper and its reference code differ, the code's form is

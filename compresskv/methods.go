@@ -21,6 +21,12 @@ const (
 	// spreads each layer's budget over its KV heads as Ada-KV does and
 	// over layers as CompressKV does.
 	AdaCompressKV Method = "adacompresskv"
+	// KNorm keeps each KV head's keys of smallest norm (no query read).
+	KNorm Method = "knorm"
+	// ExpectedAttention keeps what queries to come are expected to attend
+	// to, from the statistics of every query seen (Config.Rotary turns
+	// them; kvpress's ExpectedAttentionPress).
+	ExpectedAttention Method = "expectedattention"
 )
 
 // pieces is what a method is made of; scorer may be nil (no scores needed),
@@ -79,6 +85,17 @@ var methods = []methodEntry{
 		p.allocator, p.note = layerAllocator(cfg)
 		return p
 	}},
+	{KNorm, "KNorm", nil, false, func(Config) pieces {
+		return pieces{scorer: KNormScorer{}, selector: TopKSelector{}, allocator: UniformAllocator{}}
+	}},
+	{ExpectedAttention, "Expected Attention", []string{"expected", "ea"}, false, func(cfg Config) pieces {
+		p := pieces{scorer: ExpectedAttentionScorer{Rotary: cfg.Rotary, Sink: cfg.Sink, Kernel: cfg.Kernel, Pooling: cfg.Pooling},
+			selector: TopKSelector{}, allocator: UniformAllocator{}}
+		if cfg.Rotary == nil {
+			p.note = "no rotary embedding given (Config.Rotary): the queries are taken as they are"
+		}
+		return p
+	}},
 }
 
 // NeedsProfile reports whether the method reads a Profile, so that New
@@ -129,8 +146,8 @@ func lookup(m Method) (methodEntry, bool) {
 }
 
 // ParseMethod returns the method named s (case-insensitive, hyphens
-// ignored; "streaming", "snap", "pyramid", "ada", "adackv" and "none" are
-// accepted).
+// ignored; "streaming", "snap", "pyramid", "ada", "adackv", "expected",
+// "ea" and "none" are accepted).
 func ParseMethod(s string) (Method, error) {
 	key := strings.ToLower(strings.ReplaceAll(s, "-", ""))
 	for _, e := range methods {

@@ -176,6 +176,11 @@ func (p *Policy) Method() Method { return p.method }
 // Config returns the policy's configuration with defaults filled in.
 func (p *Policy) Config() Config { return p.cfg }
 
+// Scorer returns the policy's scorer (nil for Full and StreamingLLM): the
+// piece a Stream can rank rows with while a prompt runs
+// (StreamConfig.Prefill).
+func (p *Policy) Scorer() Scorer { return p.scorer }
+
 // Plan is the outcome of a policy's selection over a cache, before any row
 // is moved.
 type Plan struct {
@@ -298,7 +303,7 @@ func (p *Policy) plan(ctx context.Context, c kvcache.KVCache, q [][]float32, qHe
 		if q != nil {
 			ql = q[l]
 		}
-		plan.Keep[l], errs[l] = p.planLayer(ctx, b, c, l, ql, qHeads, L, budgets[l])
+		plan.Keep[l], errs[l] = p.planLayer(ctx, b, c, l, ql, qHeads, L, budgets[l], nil)
 	})
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("compresskv: %s: %w", p.label, err)
@@ -455,7 +460,7 @@ func (p *Policy) CompressLayer(ctx context.Context, c kvcache.KVCache, layer int
 		return err
 	}
 	defer done()
-	keep, err := p.planLayer(ctx, b, c, layer, q, qHeads, L, budgets[layer])
+	keep, err := p.planLayer(ctx, b, c, layer, q, qHeads, L, budgets[layer], nil)
 	if err != nil || keep == nil {
 		return err
 	}
@@ -469,8 +474,9 @@ func (p *Policy) CompressLayer(ctx context.Context, c kvcache.KVCache, layer int
 }
 
 // planLayer selects the kept rows of one layer with budget B, or returns nil
-// when the layer keeps everything.
-func (p *Policy) planLayer(ctx context.Context, b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, L, B int) ([][]int, error) {
+// when the layer keeps everything. tr is the scorer's Track in a Stream
+// (then q is not read), nil otherwise.
+func (p *Policy) planLayer(ctx context.Context, b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, L, B int, tr Track) ([][]int, error) {
 	s := c.Shape()
 	W := p.cfg.Window
 	if B < W {
@@ -481,7 +487,15 @@ func (p *Policy) planLayer(ctx context.Context, b backend.Backend, c kvcache.KVC
 	}
 	in := &ScoreInput{Backend: b, Cache: c, Layer: layer, Queries: q, QHeads: qHeads, Len: L, Window: W}
 	var scores [][]float32
-	if p.scorer != nil {
+	if p.scorer != nil && tr != nil {
+		// The Stream's window rows come along (a combination of a Tracker
+		// and a window scorer reads them); a Tracker itself reads its track.
+		in.Track, in.NQ = tr, len(q)/(qHeads*s.HeadDim)
+		var err error
+		if scores, err = p.scorer.Score(ctx, in); err != nil {
+			return nil, fmt.Errorf("compresskv: %s: %w", p.label, err)
+		}
+	} else if p.scorer != nil {
 		in.NQ = p.scorer.QueryRows(L, W)
 		if err := backend.CheckQueries(s, q, in.NQ, qHeads); err != nil {
 			return nil, fmt.Errorf("compresskv: %s: layer %d: %s: %w", p.label, layer, queryProblem(q, in.NQ, qHeads, s.HeadDim, L, W, err), kvcache.ErrShape)
@@ -618,7 +632,7 @@ func queryProblem(q []float32, n, qHeads, d, L, W int, err error) string {
 // the longest so that the selector sees one prefix length, and the padded
 // positions it picks (only when a head has fewer candidates than it may
 // keep) are dropped. It returns nil when no head holds more than B rows.
-func (p *Policy) planStored(ctx context.Context, b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, B int) ([][]int, error) {
+func (p *Policy) planStored(ctx context.Context, b backend.Backend, c kvcache.KVCache, layer int, q []float32, qHeads, B int, tr Track) ([][]int, error) {
 	s := c.Shape()
 	W := p.cfg.Window
 	lens := make([]int, s.KVHeads)
@@ -629,7 +643,7 @@ func (p *Policy) planStored(ctx context.Context, b backend.Backend, c kvcache.KV
 		longest = max(longest, lens[g])
 	}
 	if even {
-		return p.planLayer(ctx, b, c, layer, q, qHeads, lens[0], B)
+		return p.planLayer(ctx, b, c, layer, q, qHeads, lens[0], B, tr)
 	}
 	if B < W {
 		return nil, fmt.Errorf("compresskv: %s: layer %d: budget %d below the window %d: %w", p.label, layer, B, W, ErrConfig)
@@ -645,10 +659,14 @@ func (p *Policy) planStored(ctx context.Context, b backend.Backend, c kvcache.KV
 			return nil, fmt.Errorf("compresskv: %s: layer %d: KV head %d holds %d rows, fewer than the window %d: %w", p.label, layer, g, n, W, ErrUneven)
 		}
 	}
-	in := &ScoreInput{Backend: b, Cache: c, Layer: layer, Queries: q, QHeads: qHeads, Len: longest, Window: W}
-	in.NQ = p.scorer.QueryRows(longest, W)
-	if err := backend.CheckQueries(s, q, in.NQ, qHeads); err != nil {
-		return nil, fmt.Errorf("compresskv: %s: layer %d: %s: %w", p.label, layer, queryProblem(q, in.NQ, qHeads, s.HeadDim, longest, W, err), kvcache.ErrShape)
+	in := &ScoreInput{Backend: b, Cache: c, Layer: layer, Queries: q, QHeads: qHeads, Len: longest, Window: W, Track: tr}
+	if tr != nil {
+		in.NQ = len(q) / (qHeads * s.HeadDim)
+	} else {
+		in.NQ = p.scorer.QueryRows(longest, W)
+		if err := backend.CheckQueries(s, q, in.NQ, qHeads); err != nil {
+			return nil, fmt.Errorf("compresskv: %s: layer %d: %s: %w", p.label, layer, queryProblem(q, in.NQ, qHeads, s.HeadDim, longest, W, err), kvcache.ErrShape)
+		}
 	}
 	scores, err := p.scorer.Score(ctx, in)
 	if err != nil {

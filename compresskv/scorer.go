@@ -48,6 +48,10 @@ type ScoreInput struct {
 	QHeads  int             // query heads H
 	Len     int             // rows stored per KV head: the prompt length L
 	Window  int             // observation window W
+	// Track is the scorer's state when a Stream runs a Tracker (then
+	// Queries holds only the last window the Stream kept, or nothing before
+	// it has seen a window); nil otherwise.
+	Track Track
 }
 
 // Prefix returns the number of positions eligible for eviction, L - W.
@@ -123,7 +127,7 @@ func pool(b backend.Backend, rows [][]float32, kernel int, kind backend.Pooling)
 
 // meanRows returns the element-wise mean of rows, summed in order in float32
 // and multiplied by 1/len(rows), like the reference (and the GPU's
-// mean_groups kernel).
+// pool_mean kernel).
 func meanRows(rows [][]float32) []float32 {
 	out := make([]float32, len(rows[0]))
 	for _, r := range rows {
@@ -296,6 +300,9 @@ func (s SRScorer) Score(ctx context.Context, in *ScoreInput) ([][]float32, error
 			return nil, fmt.Errorf("%s: layer %d: the SR heads read KV heads of different lengths; one shared row needs a layer whose heads hold the same rows: %w", s.Name(), in.Layer, ErrUneven)
 		}
 	}
+	if err := samePositions(in.Cache, in.Layer, heads, in.QHeads/in.Cache.Shape().KVHeads); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Name(), err)
+	}
 	if err := pool(in.Backend, rows, s.Kernel, s.Pooling); err != nil {
 		return nil, err
 	}
@@ -312,8 +319,18 @@ func (s SRScorer) selection(in *ScoreInput) (backend.Selection, error) {
 
 // H2OScorer scores each KV head with the attention of all prompt queries,
 // accumulated over the prompt and averaged over the group's query heads
-// (H2O). It reads every prompt query (QueryRows is the prompt length).
+// (H2O). It reads every prompt query (QueryRows is the prompt length). In a
+// Stream it is a Tracker (AccumulatedScorer over every head, unpooled): each
+// chunk's queries add their attention over the rows stored when they ran,
+// as H2O accumulates during generation.
 type H2OScorer struct{}
+
+var _ Tracker = H2OScorer{}
+
+// NewTrack implements Tracker.
+func (H2OScorer) NewTrack(sh kvcache.Shape, qHeads int) (Track, error) {
+	return AccumulatedScorer{Kernel: 1}.NewTrack(sh, qHeads)
+}
 
 // Name implements Scorer.
 func (H2OScorer) Name() string { return "h2o" }
@@ -323,6 +340,9 @@ func (H2OScorer) QueryRows(promptLen, _ int) int { return promptLen }
 
 // Score implements Scorer. Cost: O(L * L * d) per query head.
 func (H2OScorer) Score(ctx context.Context, in *ScoreInput) ([][]float32, error) {
+	if in.Track != nil {
+		return AccumulatedScorer{Kernel: 1}.Score(ctx, in)
+	}
 	rows, err := in.windowSums(ctx, allHeads(in.QHeads))
 	if err != nil {
 		return nil, err

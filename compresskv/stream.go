@@ -25,6 +25,21 @@ type StreamConfig struct {
 	// Every, when positive, also compresses a layer every Every tokens
 	// appended since its last compression, before the slack is used up.
 	Every int
+	// Reserve is how many rows each KV head of a layer may keep while the
+	// prompt runs, before Compress ends the layer's prompt: a layer keeps
+	// max(Reserve, its budget) rows and Reserve + Chunk + Slack at most,
+	// and is compressed to its budget by Compress, once the question's
+	// window is seen. 0 means no reserve (the budget throughout); a
+	// positive Reserve below the policy's average budget is an error.
+	Reserve int
+	// Prefill is the scorer that ranks the rows while the prompt runs (the
+	// compressions down to the reserve); nil means DefaultPrefill(policy),
+	// and the policy's own scorer (policy.Scorer()) ranks them as each
+	// chunk's last window does. It must give the rows the policy's selector
+	// takes (one shared row, or one per KV head for Ada-KV). A Tracker
+	// (AccumulatedScorer, ExpectedAttentionScorer) is given the queries of
+	// every token.
+	Prefill Scorer
 }
 
 // streamCapacity is implemented by caches whose storage a Stream can size
@@ -51,6 +66,9 @@ type StreamStats struct {
 	// PeakReserved is the largest Reserved of the cache after any call,
 	// for caches that report it (kvcache.Host); 0 otherwise.
 	PeakReserved int64
+	// PeakTrackBytes is the most memory the scorers' tracks (Tracker
+	// state) held after any call.
+	PeakTrackBytes int64
 }
 
 // Stream runs one sequence through a cache whose size stays bounded from
@@ -82,21 +100,29 @@ type StreamStats struct {
 // another goroutine (kvcache.ErrBusy) between a compression and the Append
 // that follows it.
 type Stream struct {
-	p       *Policy
-	c       kvcache.KVCache
-	cfg     StreamConfig
-	budgets []int
-	need    int     // query rows a compression reads (the window, or 0)
-	room    [][]int // per layer and KV head: rows it may hold before a compression
-	since   []int   // per layer: tokens appended since the last compression
-	q       [][]float32
-	qn      []int // per layer: valid rows in q (the last qn tokens' queries)
-	stats   StreamStats
+	p        *Policy
+	pre      *Policy // the policy with the prefill scorer: what ranks rows while the prompt runs
+	c        kvcache.KVCache
+	cfg      StreamConfig
+	budgets  []int
+	reserves []int // per layer: rows per KV head kept while the prompt runs
+	ended    []bool
+	preTrack Track   // the prefill scorer's state, if it is a Tracker
+	polTrack Track   // the policy scorer's state, if it is a Tracker (preTrack when the same scorer)
+	preNeed  int     // query rows a compression while the prompt runs reads
+	polNeed  int     // query rows a compression after it reads
+	need     int     // query rows kept: max(preNeed, polNeed)
+	room     [][]int // per layer and KV head: rows it may hold before a compression
+	since    []int   // per layer: tokens appended since the last compression
+	q        [][]float32
+	qn       []int // per layer: valid rows in q (the last qn tokens' queries)
+	stats    StreamStats
 }
 
 // NewStream returns a Stream that drives the empty cache c with policy p.
-// The policy must compress (not Full) from the queries of a window (not
-// H2O, which reads every prompt query).
+// The policy's scorer must read no more than the window's queries or be a
+// Tracker (H2O's is), and the policy must compress (not Full); so must
+// cfg.Prefill (nil: DefaultPrefill(p)).
 func NewStream(p *Policy, c kvcache.KVCache, cfg StreamConfig) (*Stream, error) {
 	if err := p.usable("NewStream", c); err != nil {
 		return nil, err
@@ -105,20 +131,14 @@ func NewStream(p *Policy, c kvcache.KVCache, cfg StreamConfig) (*Stream, error) 
 		return nil, fmt.Errorf("compresskv: stream: the %s keeps every token, so no bound holds; append to the cache directly: %w", p.label, ErrConfig)
 	}
 	W := p.cfg.Window
-	need := 0
-	if p.scorer != nil {
-		// A scorer that reads more than the window (H2O: every prompt
-		// row) cannot run on a window of queries.
-		if n := p.scorer.QueryRows(math.MaxInt32, W); n > W {
-			return nil, fmt.Errorf("compresskv: stream: the %s scorer reads %d query rows, more than the window %d a stream keeps: %w", p.scorer.Name(), n, W, ErrConfig)
-		}
-		need = p.scorer.QueryRows(math.MaxInt32, W)
-	}
 	if cfg.Chunk < 1 {
 		return nil, fmt.Errorf("compresskv: stream: chunk %d must be at least 1: %w", cfg.Chunk, ErrConfig)
 	}
 	if cfg.Every < 0 {
 		return nil, fmt.Errorf("compresskv: stream: every %d must not be negative: %w", cfg.Every, ErrConfig)
+	}
+	if cfg.Reserve < 0 || (cfg.Reserve > 0 && cfg.Reserve < p.cfg.Budget) {
+		return nil, fmt.Errorf("compresskv: stream: reserve %d is below the budget %d (0: no reserve): %w", cfg.Reserve, p.cfg.Budget, ErrConfig)
 	}
 	switch {
 	case cfg.Slack == 0:
@@ -130,7 +150,36 @@ func NewStream(p *Policy, c kvcache.KVCache, cfg StreamConfig) (*Stream, error) 
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	if need > 0 {
+	pre := p
+	if cfg.Prefill == nil {
+		cfg.Prefill = DefaultPrefill(p)
+	}
+	if cfg.Prefill != nil {
+		pre = nil
+	}
+	if pre == nil {
+		if v, ok := cfg.Prefill.(Validator); ok {
+			if err := v.Validate(p.cfg.Budget, W); err != nil {
+				return nil, fmt.Errorf("compresskv: stream: prefill scorer: %w", err)
+			}
+		}
+		cp := *p
+		cp.scorer, cp.name = cfg.Prefill, p.name+"+"+cfg.Prefill.Name()
+		pre = &cp
+	}
+	st := &Stream{p: p, pre: pre, c: c, cfg: cfg}
+	var err error
+	if st.polTrack, st.polNeed, err = streamScorer(p.scorer, s, cfg.QHeads, W); err != nil {
+		return nil, err
+	}
+	st.preTrack, st.preNeed = st.polTrack, st.polNeed
+	if pre != p {
+		if st.preTrack, st.preNeed, err = streamScorer(cfg.Prefill, s, cfg.QHeads, W); err != nil {
+			return nil, err
+		}
+	}
+	st.need = max(st.preNeed, st.polNeed)
+	if st.need > 0 || st.preTrack != nil || st.polTrack != nil {
 		if cfg.QHeads <= 0 || cfg.QHeads%s.KVHeads != 0 {
 			return nil, fmt.Errorf("compresskv: stream: %d query heads is not a positive multiple of %d KV heads: %w", cfg.QHeads, s.KVHeads, ErrConfig)
 		}
@@ -141,6 +190,9 @@ func NewStream(p *Policy, c kvcache.KVCache, cfg StreamConfig) (*Stream, error) 
 		}
 	}
 	if err := p.fit(s, cfg.QHeads); err != nil {
+		return nil, err
+	}
+	if err := pre.fit(s, cfg.QHeads); err != nil {
 		return nil, err
 	}
 	budgets, err := p.allocator.Budgets(BudgetInput{Layers: s.Layers, PromptLen: math.MaxInt32, Budget: p.cfg.Budget, Window: W})
@@ -155,16 +207,21 @@ func NewStream(p *Policy, c kvcache.KVCache, cfg StreamConfig) (*Stream, error) 
 			return nil, fmt.Errorf("compresskv: stream: %s: layer %d: budget %d below the window %d: %w", p.label, l, b, W, ErrConfig)
 		}
 	}
-	st := &Stream{p: p, c: c, cfg: cfg, budgets: budgets, need: need,
-		room: make([][]int, s.Layers), since: make([]int, s.Layers),
-		q: make([][]float32, s.Layers), qn: make([]int, s.Layers)}
+	st.budgets = budgets
+	st.reserves = make([]int, s.Layers)
+	for l, b := range budgets {
+		st.reserves[l] = max(b, cfg.Reserve)
+	}
+	st.ended = make([]bool, s.Layers)
+	st.room, st.since = make([][]int, s.Layers), make([]int, s.Layers)
+	st.q, st.qn = make([][]float32, s.Layers), make([]int, s.Layers)
 	for l := range st.room {
 		st.room[l] = make([]int, s.KVHeads)
 		for g := range st.room[l] {
 			st.room[l][g] = st.Bound(l)
 		}
-		if need > 0 {
-			st.q[l] = make([]float32, need*cfg.QHeads*s.HeadDim)
+		if st.need > 0 {
+			st.q[l] = make([]float32, st.need*cfg.QHeads*s.HeadDim)
 		}
 	}
 	if sc, ok := c.(streamCapacity); ok {
@@ -178,6 +235,61 @@ func NewStream(p *Policy, c kvcache.KVCache, cfg StreamConfig) (*Stream, error) 
 	return st, nil
 }
 
+// DefaultPrefill returns the scorer a Stream of policy p ranks rows with
+// while the prompt runs when StreamConfig.Prefill is nil: the "expected
+// attention" rule, an ExpectedAttentionScorer over every query head built
+// from the policy's Config (Rotary, Sink, Kernel, Pooling) — for policies
+// that keep rows with the top-k selector (CompressKV, SnapKV, PyramidKV,
+// H2O and compositions of it) made one row every KV head shares by
+// SharedMax, so that a row any KV head's queries are expected to need is
+// kept for all; for Ada-KV and Ada-CompressKV (whose selector takes a row
+// per KV head) as it is; the policy's own scorer for any other selector,
+// and nil for StreamingLLM, which reads no score. It is a Tracker: an
+// Append then needs every token's queries. Set the policy's Config.Rotary
+// for a model with rotary embeddings (without it the queries' statistics
+// are taken as if nothing turned them). docs/RESULTS.md ("Bounded memory
+// that still answers") has the measurements it was chosen by.
+func DefaultPrefill(p *Policy) Scorer {
+	if p.scorer == nil || p.selector == nil {
+		return p.scorer
+	}
+	ea := ExpectedAttentionScorer{Rotary: p.cfg.Rotary, Sink: p.cfg.Sink, Kernel: p.cfg.Kernel, Pooling: p.cfg.Pooling}
+	switch p.selector.(type) {
+	case TopKSelector:
+		return SharedMax(ea)
+	case AdaKVSelector:
+		return ea
+	}
+	return p.scorer
+}
+
+// streamScorer returns the Track a Stream keeps for scorer sc (nil unless
+// it is a Tracker) and the window query rows it reads otherwise; a scorer
+// that reads more than the window and keeps no track cannot run in a
+// Stream.
+func streamScorer(sc Scorer, s kvcache.Shape, qHeads, W int) (Track, int, error) {
+	if sc == nil {
+		return nil, 0, nil
+	}
+	if tk, ok := sc.(Tracker); ok {
+		if qHeads <= 0 || qHeads%s.KVHeads != 0 {
+			return nil, 0, fmt.Errorf("compresskv: stream: %d query heads is not a positive multiple of %d KV heads: %w", qHeads, s.KVHeads, ErrConfig)
+		}
+		tr, err := tk.NewTrack(s, qHeads)
+		if err != nil {
+			return nil, 0, fmt.Errorf("compresskv: stream: %w", err)
+		}
+		return tr, queryRowsIn(sc, true, W), nil
+	}
+	// A scorer that reads more than the window (every prompt row) and keeps
+	// no track cannot run on a window of queries.
+	n := queryRowsIn(sc, false, W)
+	if n > W {
+		return nil, 0, fmt.Errorf("compresskv: stream: the %s scorer reads %d query rows, more than the window %d a stream keeps: %w", sc.Name(), n, W, ErrConfig)
+	}
+	return nil, n, nil
+}
+
 // Cache returns the cache the Stream drives; read it (Attend, Rows) between
 // calls, and append to it only through the Stream.
 func (s *Stream) Cache() kvcache.KVCache { return s.c }
@@ -188,10 +300,35 @@ func (s *Stream) Policy() *Policy { return s.p }
 // Budgets returns each layer's budget in tokens, window included.
 func (s *Stream) Budgets() []int { return append([]int(nil), s.budgets...) }
 
-// Bound returns the most rows a KV head of layer holds after any call:
-// its budget, one chunk and the slack. It panics on a layer out of range,
-// as KVCache.Len does.
-func (s *Stream) Bound(layer int) int { return s.budgets[layer] + s.cfg.Chunk + s.cfg.Slack }
+// Reserves returns the rows each layer's KV heads keep while the prompt
+// runs: max(StreamConfig.Reserve, the layer's budget).
+func (s *Stream) Reserves() []int { return append([]int(nil), s.reserves...) }
+
+// Bound returns the most rows a KV head of layer holds after any call from
+// now on: its reserve while its prompt runs, its budget once Compress ended
+// it, plus one chunk and the slack. It panics on a layer out of range, as
+// KVCache.Len does.
+func (s *Stream) Bound(layer int) int { return s.target(layer) + s.cfg.Chunk + s.cfg.Slack }
+
+// target returns the rows a compression of layer keeps now.
+func (s *Stream) target(layer int) int {
+	if s.ended[layer] {
+		return s.budgets[layer]
+	}
+	return s.reserves[layer]
+}
+
+// tracks returns the distinct tracks that follow layer now.
+func (s *Stream) tracks(layer int) []Track {
+	var out []Track
+	if s.preTrack != nil && !s.ended[layer] {
+		out = append(out, s.preTrack)
+	}
+	if s.polTrack != nil && (s.ended[layer] || s.polTrack != s.preTrack) {
+		out = append(out, s.polTrack)
+	}
+	return out
+}
 
 // Config returns the Stream's configuration with defaults filled in.
 func (s *Stream) Config() StreamConfig { return s.cfg }
@@ -202,10 +339,12 @@ func (s *Stream) Stats() StreamStats { return s.stats }
 // Append brings n new tokens to layer: their keys and values k and v,
 // token-major [n][KVHeads][HeadDim] (1 <= n <= Chunk), and the post-RoPE
 // queries of the last r of them, q, [r][QHeads][HeadDim], with
-// min(n, Window) <= r <= n (q may be nil when the policy reads no queries).
-// If the layer has no room for them, it is first compressed to its budget
-// with the window of queries the Stream kept; then the tokens are appended
-// at positions from Seen(layer) on, and the last queries are kept.
+// min(n, Window) <= r <= n (q may be nil when the policy reads no queries;
+// r must be n while a Tracker follows the layer). If the layer has no room
+// for them, it is first compressed to its reserve while its prompt runs (to
+// its budget after Compress) with the window of queries the Stream kept or
+// its scorer's track; then the tokens are appended at positions from
+// Seen(layer) on, the tracks see them, and the last queries are kept.
 //
 // Everything is checked before the cache changes: a cancelled ctx, input of
 // the wrong size (kvcache.ErrShape) or non-finite values
@@ -234,18 +373,35 @@ func (s *Stream) Append(ctx context.Context, layer int, k, v, q []float32) error
 			return err
 		}
 	}
+	pos0 := s.c.Seen(layer)
 	if err := s.c.Append(layer, k, v); err != nil {
 		return fmt.Errorf("compresskv: stream: %w", err)
 	}
 	s.since[layer] += n
 	s.keepQueries(layer, q, r)
+	if len(s.tracks(layer)) > 0 {
+		b, _, done, err := s.p.backendFor(s.c)
+		if err != nil {
+			return err
+		}
+		defer done()
+		for _, tr := range s.tracks(layer) {
+			if err := tr.Observe(b, s.c, layer, pos0, q); err != nil {
+				return fmt.Errorf("compresskv: stream: %w", err)
+			}
+		}
+	}
 	s.observe()
 	return nil
 }
 
-// Compress compresses layer to its budget now, with the window of queries
-// the Stream kept (at the end of a prefill, to enter decoding with the
-// least memory). A layer within its budget is left as it is. A cancelled
+// Compress ends layer's prompt: it compresses the layer to its budget now,
+// with the policy's scorer and the window of queries the Stream kept (at
+// the end of a prompt, the question's), and from then on keeps the layer
+// within its budget plus a chunk and the slack (the prefill scorer's track,
+// if any, is dropped). Call it at the end of a prefill, to enter decoding
+// with the least memory; with a reserve, call it once the question has
+// been appended. A layer within its budget is left as it is. A cancelled
 // ctx fails the call before the cache changes.
 func (s *Stream) Compress(ctx context.Context, layer int) error {
 	sh := s.c.Shape()
@@ -255,8 +411,14 @@ func (s *Stream) Compress(ctx context.Context, layer int) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("compresskv: stream: layer %d: %w", layer, err)
 	}
+	was := s.ended[layer]
+	s.ended[layer] = true
 	if err := s.compress(ctx, layer); err != nil {
+		s.ended[layer] = was
 		return err
+	}
+	if !was && s.preTrack != nil && s.preTrack != s.polTrack {
+		s.preTrack.Release(layer)
 	}
 	s.observe()
 	return nil
@@ -288,7 +450,8 @@ func (s *Stream) check(layer int, k, v, q []float32) (n, r int, err error) {
 	if i := finite.FirstAtLimit(v, limit); i >= 0 {
 		return 0, 0, fmt.Errorf("compresskv: stream: layer %d: value %d (%v) %s: %w", layer, i, v[i], what, kvcache.ErrNonFinite)
 	}
-	if s.need == 0 && q == nil {
+	tracked := len(s.tracks(layer)) > 0
+	if s.need == 0 && !tracked && q == nil {
 		return n, 0, nil
 	}
 	H := s.cfg.QHeads
@@ -302,6 +465,9 @@ func (s *Stream) check(layer int, k, v, q []float32) (n, r int, err error) {
 	r = len(q) / per
 	if lo := min(n, s.p.cfg.Window); r < lo || r > n {
 		return 0, 0, fmt.Errorf("compresskv: stream: layer %d: queries of %d tokens for %d appended, want the last %d to %d: %w", layer, r, n, lo, n, kvcache.ErrShape)
+	}
+	if tracked && r != n {
+		return 0, 0, fmt.Errorf("compresskv: stream: layer %d: queries of %d tokens for %d appended; a scorer that tracks every token needs all of them: %w", layer, r, n, kvcache.ErrShape)
 	}
 	if i := finite.First(q); i >= 0 {
 		return 0, 0, fmt.Errorf("compresskv: stream: layer %d: query value %d (%v) is not finite: %w", layer, i, q[i], kvcache.ErrNonFinite)
@@ -325,10 +491,13 @@ func (s *Stream) keepQueries(layer int, q []float32, r int) {
 	s.qn[layer] = min(s.need, s.qn[layer]+r)
 }
 
-// compress compresses layer to its budget and gives each head its room
-// again.
+// compress compresses layer to its target (the reserve while its prompt
+// runs, the budget after) and gives each head its room again.
 func (s *Stream) compress(ctx context.Context, layer int) error {
-	p := s.p
+	p, need, tr := s.pre, s.preNeed, s.preTrack
+	if s.ended[layer] {
+		p, need, tr = s.p, s.polNeed, s.polTrack
+	}
 	b, _, done, err := p.backendFor(s.c)
 	if err != nil {
 		return err
@@ -337,10 +506,11 @@ func (s *Stream) compress(ctx context.Context, layer int) error {
 	// Fewer tokens than the window were seen only while the layer is
 	// within its budget, when no queries are read.
 	var q []float32
-	if s.need > 0 && s.qn[layer] == s.need {
-		q = s.q[layer]
+	if need > 0 && s.qn[layer] >= need {
+		per := len(s.q[layer]) / s.need
+		q = s.q[layer][(s.need-need)*per:]
 	}
-	keep, err := p.planStored(ctx, b, s.c, layer, q, s.cfg.QHeads, s.budgets[layer])
+	keep, err := p.planStored(ctx, b, s.c, layer, q, s.cfg.QHeads, s.target(layer), tr)
 	if err != nil {
 		return err // it names the policy and the layer
 	}
@@ -351,10 +521,18 @@ func (s *Stream) compress(ctx context.Context, layer int) error {
 		if err := b.Compact(s.c, layer, keep); err != nil {
 			return fmt.Errorf("compresskv: stream: layer %d: %w", layer, err)
 		}
+		for _, t := range s.tracks(layer) {
+			t.Compact(layer, keep)
+		}
+		if s.ended[layer] && s.preTrack != nil && s.preTrack != s.polTrack {
+			// The prompt's track still follows the layer until Compress
+			// returns; keep it in step (it is released then).
+			s.preTrack.Compact(layer, keep)
+		}
 		s.stats.Compressions++
 	}
 	// Each head's room is what it keeps plus a chunk and the slack; a layer
-	// within its budget (nothing evicted) gets the whole bound.
+	// within its target (nothing evicted) gets the whole bound.
 	room := s.room[layer]
 	for g := range room {
 		room[g] = s.c.Len(layer, g) + s.cfg.Chunk + s.cfg.Slack
@@ -385,4 +563,12 @@ func (s *Stream) observe() {
 	if r, ok := s.c.(reserver); ok {
 		s.stats.PeakReserved = max(s.stats.PeakReserved, r.Reserved())
 	}
+	var tb int64
+	if s.preTrack != nil {
+		tb += s.preTrack.Bytes()
+	}
+	if s.polTrack != nil && s.polTrack != s.preTrack {
+		tb += s.polTrack.Bytes()
+	}
+	s.stats.PeakTrackBytes = max(s.stats.PeakTrackBytes, tb)
 }

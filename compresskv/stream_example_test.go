@@ -14,7 +14,9 @@ import (
 // holds more than budget + chunk + slack rows per KV head: a prefill in
 // chunks of 64 tokens, then 200 decode steps. Each token's keys, values and
 // queries stand in for what a model's layer computes; position 5 is the
-// "needle" that every query looks for, and it survives every compression.
+// "needle" that every query looks for, and it survives every compression:
+// while the prompt runs, the Stream's default rule (DefaultPrefill) keeps
+// what the queries seen so far are expected to attend to.
 func ExampleStream() {
 	const layers, kvHeads, queryHeads, d = 2, 2, 4, 4
 	cache, err := kvcache.NewHost(kvcache.Shape{Layers: layers, KVHeads: kvHeads, HeadDim: d}, kvcache.Float16)
@@ -38,7 +40,7 @@ func ExampleStream() {
 					key[0] = 2 // the needle
 				}
 				k = append(k, key...)
-				v = append(v, float32(j), 0, 0, 0)
+				v = append(v, float32(math.Cos(float64(j))), float32(math.Sin(float64(j))), 0, 0)
 			}
 			for h := 0; h < queryHeads; h++ {
 				q = append(q, 3, 0, 0, 0)
@@ -74,4 +76,57 @@ func ExampleStream() {
 	// needle kept: true
 	// most recent: 999
 	// peak bytes within the bound: true
+}
+
+// ExampleStream_reserve holds a reserve of 4 budgets while a 600-token
+// prompt runs in chunks of 100, then ends the prompt once its last chunk
+// (the question) is in: every layer is compressed to the budget with the
+// question's window, and the cache is bounded by the budget from then on.
+// The peak is what the Stream measured after every call.
+func ExampleStream_reserve() {
+	const layers, kvHeads, queryHeads, d = 2, 2, 4, 8
+	cache, err := kvcache.NewHost(kvcache.Shape{Layers: layers, KVHeads: kvHeads, HeadDim: d}, kvcache.Float32)
+	if err != nil {
+		panic(err)
+	}
+	policy, err := compresskv.New(compresskv.SnapKV, compresskv.Config{Budget: 32, Kernel: 1})
+	if err != nil {
+		panic(err)
+	}
+	stream, err := compresskv.NewStream(policy, cache, compresskv.StreamConfig{QHeads: queryHeads, Chunk: 100, Slack: -1, Reserve: 128})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("rule while the prompt runs:", stream.Config().Prefill.Name())
+	ctx := context.Background()
+	for pos := 0; pos < 600; pos += 100 {
+		var k, v, q []float32
+		for j := pos; j < pos+100; j++ {
+			for x := 0; x < kvHeads*d; x++ {
+				k = append(k, float32(math.Sin(float64(j*7+x))))
+				v = append(v, float32(math.Cos(float64(j*3+x))))
+			}
+			for x := 0; x < queryHeads*d; x++ {
+				q = append(q, float32(math.Sin(float64(j+x*5))))
+			}
+		}
+		for l := 0; l < layers; l++ {
+			if err := stream.Append(ctx, l, k, v, q); err != nil {
+				panic(err)
+			}
+		}
+	}
+	fmt.Println("rows while the prompt runs:", cache.Len(0, 0), "bound:", stream.Bound(0))
+	for l := 0; l < layers; l++ {
+		if err := stream.Compress(ctx, l); err != nil {
+			panic(err)
+		}
+	}
+	fmt.Println("rows after Compress:", cache.Len(0, 0), "bound:", stream.Bound(0))
+	fmt.Println("peak bytes:", stream.Stats().PeakBytes, "=", layers*kvHeads*(128+100), "rows x", 2*d*4+4, "bytes")
+	// Output:
+	// rule while the prompt runs: expected-attention-max
+	// rows while the prompt runs: 228 bound: 228
+	// rows after Compress: 32 bound: 132
+	// peak bytes: 62016 = 912 rows x 68 bytes
 }

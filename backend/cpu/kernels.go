@@ -11,12 +11,6 @@ import "math"
 // and weighted-sum dispatchers with an At suffix take the level to run at:
 // they are the candidates the plan (plan.go) measures.
 
-// prefetchDistance is how many rows ahead of the rows they read the
-// four-head assembly kernels ask the second-level cache for. Measured on
-// AMD Zen 4 at 8, 16, 32 and 48 rows: 16 is best in float32 and as good as
-// 32 in bfloat16 (docs/RESULTS.md).
-const prefetchDistance = 16
-
 // level is a set of kernels: the portable Go ones, or assembly for AVX2
 // (with FMA and F16C) or AVX-512.
 type level uint8
@@ -386,20 +380,4 @@ func blockSumQuad(x []float32) [4]float32 {
 		out[h] = (s[0][h] + s[2][h]) + (s[1][h] + s[3][h])
 	}
 	return out
-}
-
-// expShiftQuadGo replaces each value of x by its exponential relative to
-// its head's maximum and returns the sum per head:
-//
-//	for i := range x {
-//		x[i] = exp(x[i] - m[i%4])
-//		sums[i%4] += x[i]
-//	}
-func expShiftQuadGo(x []float32, m *[4]float32) (sums [4]float32) {
-	for i, v := range x {
-		e := expf(v - m[i%4])
-		x[i] = e
-		sums[i%4] += e
-	}
-	return sums
 }

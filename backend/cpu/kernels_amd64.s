@@ -540,7 +540,7 @@ sum2_loop:
 	RET
 
 // func expShiftQuadAVX2(x []float32, m *[4]float32, sums *[4]float32)
-// As expShiftQuadGo: x[i] = exp(x[i]-m[i%4]), sums[h] = the sum of the
+// x[i] = exp(x[i]-m[i%4]) as expQuadGo, sums[h] += the sum of the
 // results of head h; len(x) a positive multiple of 8, x[i]-m[i%4] <= 88.
 TEXT ·expShiftQuadAVX2(SB), NOSPLIT, $0-40
 	MOVQ x_base+0(FP), SI

@@ -7,9 +7,6 @@ import "github.com/compresskv/compresskv/kvcache"
 // Without assembly (other architectures, or the noasm build tag) every
 // kernel is its portable Go reference.
 
-// topLevel is the highest level in use: Go here.
-func topLevel() level { return levelGo }
-
 // kernelLevels returns the levels whose kernels are candidates: Go alone.
 func kernelLevels(d int) []level { return []level{levelGo} }
 

@@ -27,6 +27,19 @@ type Backend struct {
 	// one SGEMM writes (0: defaultGEMMChunk). Tests and benchmarks set them.
 	gemmMinWindow int
 	gemmChunk     int64
+	// logitBytes bounds the logits window_pass keeps between its passes
+	// (0: defaultLogitBytes): beyond it, the second pass computes them
+	// again instead of reading them.
+	logitBytes int64
+	// topkChunk is the fewest scores a top-k block takes (0: topkChunk),
+	// smaller in tests so that short rows take several blocks.
+	topkChunk int
+	// foldRows is the most rows of a group whose statistics window_pass
+	// folds itself (0: foldMaxRows; negative: never, window_merge does).
+	foldRows int
+	// attendRows fixes the rows of an attend_partial split (0: attendSplit
+	// plans them), for the instruction-count tests.
+	attendRows int
 
 	mu     sync.Mutex
 	closed bool
@@ -165,11 +178,36 @@ func (p *windowPlan) batches(maxRows int) [][][4]int32 {
 	return out
 }
 
+// defaultLogitBytes bounds the logits of window_pass's first pass that the
+// second reads back (keys read once): SnapKV's 32 heads x W = 32 at 32K
+// tokens hold 128 MiB of them; beyond the bound (long windows or caches),
+// the second pass computes them again.
+const defaultLogitBytes = 256 << 20
+
+func (b *Backend) logitBudget() int64 {
+	if b.logitBytes > 0 {
+		return b.logitBytes
+	}
+	return defaultLogitBytes
+}
+
+// window_pass modes
+const (
+	passStats = 1 // tile statistics (and the logits, with a logit buffer)
+	passSums  = 2 // the sums (from the logit buffer, or computed again)
+	passFold  = 4 // with passSums: fold the statistics in the block
+)
+
 // windowSums runs the window kernels for plan p over layer l of c, with
 // queries q, leaving the sums in the arena buffer "out" (len(heads) rows of
 // p.lmax floats) and returning it: with cuBLAS for windows of at least
-// gemmMinWindow queries (see windowSumsGEMM), else with the fused kernels.
-// On the device thread.
+// gemmMinWindow queries (see windowSumsGEMM), else with the fused kernels:
+// window_pass's first pass writes each row's per-tile statistics and, within
+// logitBudget, the logits; window_merge folds the statistics (or, for groups
+// of at most foldMaxRows rows over few tiles, the second pass does it
+// itself); the second pass stores the sums, reading the logits back or
+// computing them again. Every (entry, key below its head's length) is
+// written. On the device thread.
 func (b *Backend) windowSums(c *Cache, l int, q []float32, p *windowPlan, nEntries int) (devptr, error) {
 	if b.dev.blas != 0 && p.w >= b.gemmWindow() {
 		return b.windowSumsGEMM(c, l, q, p, nEntries)
@@ -185,21 +223,37 @@ func (b *Backend) windowSums(c *Cache, l int, q []float32, p *windowPlan, nEntri
 	if err != nil {
 		return 0, err
 	}
-	outBytes := int64(4) * int64(nEntries) * int64(p.lmax)
-	out, err := b.arena.get("out", outBytes)
+	out, err := b.arena.get("out", int64(4)*int64(nEntries)*int64(p.lmax))
 	if err != nil {
 		return 0, err
 	}
-	// The per-tile states of every row: 8 bytes x rows x tiles (2 MiB for 32
-	// query heads x W=8 over 128K rows; H2O's L queries need L/32 times more).
 	batches := p.batches(math.MaxInt32)
 	stats, err := b.arena.get("stats", int64(8)*int64(nrows)*int64(p.ntiles))
 	if err != nil {
 		return 0, err
 	}
-	fin, err := b.arena.get("fin", int64(8*nrows))
-	if err != nil {
-		return 0, err
+	limit := foldMaxRows
+	if b.foldRows != 0 {
+		limit = min(b.foldRows, foldMaxRows)
+	}
+	fold := limit > 0
+	for _, gr := range p.groups {
+		if int(gr[3]) > limit || int(gr[3])*p.ntiles > 16384 {
+			fold = false
+		}
+	}
+	var fin devptr
+	if !fold {
+		if fin, err = b.arena.get("fin", int64(8*nrows)); err != nil {
+			return 0, err
+		}
+	}
+	var lg devptr
+	lgStride := uint64(p.ntiles) * tileRows
+	if lgBytes := int64(4) * int64(nrows) * int64(lgStride); lgBytes <= b.logitBudget() {
+		if lg, err = b.arena.get("logits", lgBytes); err != nil {
+			return 0, err
+		}
 	}
 	groupsd, err := b.arena.get("groups", int64(16*(len(p.groups)+len(batches))))
 	if err != nil {
@@ -211,10 +265,7 @@ func (b *Backend) windowSums(c *Cache, l int, q []float32, p *windowPlan, nEntri
 	if err := d.uploadI32(rowsd, p.rows); err != nil {
 		return 0, err
 	}
-	if err := d.memset(out, int(outBytes)); err != nil {
-		return 0, err
-	}
-	scale := float32(1 / math.Sqrt(float64(c.shape.HeadDim)))
+	scale2 := float32(log2e / math.Sqrt(float64(c.shape.HeadDim)))
 	headStride := uint64(L.cap) * uint64(c.shape.HeadDim)
 	dt, hd := int32(c.dtype), int32(c.shape.HeadDim)
 	block := dim3{tileRows, 1, 1}
@@ -230,25 +281,29 @@ func (b *Backend) windowSums(c *Cache, l int, q []float32, p *windowPlan, nEntri
 	if err := d.uploadI32(groupsd, flat); err != nil {
 		return 0, err
 	}
-	for i, bt := range batches {
-		gd := groupsd + devptr(16*offs[i])
-		grid := dim3{uint32(p.ntiles), uint32(len(bt)), 1}
-		if err := d.launch(pass, grid, block, L.k, headStride, dt, hd, scale, qd, gd, rowsd,
-			stats, fin, out, int32(p.ntiles), int32(1)); err != nil {
-			return 0, err
+	run := func(mode int32) error {
+		for i, bt := range batches {
+			gd := groupsd + devptr(16*offs[i])
+			grid := dim3{uint32(p.ntiles), uint32(len(bt)), 1}
+			if err := d.launch(pass, grid, block, L.k, headStride, dt, hd, scale2, qd, gd, rowsd,
+				stats, fin, out, lg, lgStride, int32(p.ntiles), mode); err != nil {
+				return err
+			}
 		}
+		return nil
 	}
-	if err := d.launch(kWindowMerge, dim3{uint32(ceilDiv(nrows, warps)), 1, 1}, dim3{32 * warps, 1, 1},
+	if err := run(passStats); err != nil {
+		return 0, err
+	}
+	mode := int32(passSums)
+	if fold {
+		mode |= passFold
+	} else if err := d.launch(kWindowMerge, dim3{uint32(ceilDiv(nrows, warps)), 1, 1}, dim3{32 * warps, 1, 1},
 		stats, fin, int32(nrows), int32(p.ntiles)); err != nil {
 		return 0, err
 	}
-	for i, bt := range batches {
-		gd := groupsd + devptr(16*offs[i])
-		grid := dim3{uint32(p.ntiles), uint32(len(bt)), 1}
-		if err := d.launch(pass, grid, block, L.k, headStride, dt, hd, scale, qd, gd, rowsd,
-			stats, fin, out, int32(p.ntiles), int32(2)); err != nil {
-			return 0, err
-		}
+	if err := run(mode); err != nil {
+		return 0, err
 	}
 	return out, nil
 }
@@ -281,8 +336,9 @@ func checkWindow(op string, c *Cache, layer int, q []float32, w, qHeads int, hea
 }
 
 // WindowScores implements backend.Backend on the device: fused logits, causal
-// window mask and two-pass stable softmax per tile of 256 keys (the w x L
-// matrix is never stored), then the sums are copied to out.
+// window mask and two-pass stable softmax per tile of 128 keys (the keys
+// read once when the logits fit logitBudget), then the sums are copied to
+// out.
 // Cost: 2 * w * L * HeadDim multiply-adds per head; key reads shared by the
 // query heads of one KV head.
 func (b *Backend) WindowScores(c kvcache.KVCache, layer int, q []float32, w, qHeads int, heads []int, out [][]float32) error {
@@ -312,18 +368,17 @@ func (b *Backend) WindowScores(c kvcache.KVCache, layer int, q []float32, w, qHe
 	if err != nil {
 		return err
 	}
+	all := make([]float32, len(heads)*p.lmax)
 	err = b.dev.do(func() error {
 		buf, err := b.windowSums(dc, layer, q, p, len(heads))
 		if err != nil {
 			return err
 		}
-		for e := range heads {
-			if err := b.dev.downloadF32(out[e], buf+devptr(4*e*p.lmax)); err != nil {
-				return err
-			}
-		}
-		return nil
+		return b.dev.downloadF32(all, buf)
 	})
+	for e := range heads {
+		copy(out[e], all[e*p.lmax:])
+	}
 	if err != nil {
 		return fmt.Errorf("cuda: %s: layer %d: %w", op, layer, err)
 	}
@@ -360,21 +415,24 @@ func (b *Backend) Compact(c kvcache.KVCache, layer int, keep [][]int) error {
 }
 
 // attendSplit returns the rows per split and the number of splits of
-// attend_partial for heads of at most L rows: at least 256 rows a split,
-// at most 1024 splits, enough splits to fill the GPU for long caches.
-func attendSplit(L int) (rows, splits int) {
-	splits = min(max(1, ceilDiv(L, 512)), 1024)
-	rows = max(256, ceilDiv(L, splits))
-	rows = ceilDiv(rows, warps) * warps
+// attend_partial for heads of at most L rows, with blocks blocks per split
+// (KV heads x chunks of query heads) on a device of sms multiprocessors
+// holding perSM blocks each: one wave of blocks that fills the device,
+// each split a multiple of 32 rows (a warp's tile) and at least 128 (a
+// tile per warp).
+func attendSplit(L, blocks, sms, perSM int) (rows, splits int) {
+	splits = max(1, sms*perSM/max(blocks, 1))
+	splits = min(splits, max(1, L/(32*attendWarps)))
+	rows = ceilDiv(ceilDiv(L, splits), 32) * 32
 	return rows, max(1, ceilDiv(L, rows))
 }
 
 // Attend implements backend.Backend on the device: each block takes one
-// split of the rows of one KV head for up to 8 of its query heads (4 beyond
-// d = 128) (an online
-// softmax per warp, merged in the block), and a second kernel merges the
-// splits. Cost: 2 * qHeads * L * HeadDim multiply-adds; keys and values read
-// once per group of 8 query heads.
+// split of the rows of one KV head for 4 or 8 of its query heads (an online
+// softmax per warp, a lane per key for the logits, the keys and values read
+// in 16-byte words; the warps merged in the block), and a second kernel
+// merges the splits. Cost: 2 * qHeads * L * HeadDim multiply-adds; keys and
+// values read once per block's query heads.
 func (b *Backend) Attend(c kvcache.KVCache, layer int, q []float32, qHeads int, out []float32) error {
 	const op = "Attend"
 	dc, err := b.cache(op, c, layer)
@@ -403,8 +461,13 @@ func (b *Backend) Attend(c kvcache.KVCache, layer int, q []float32, qHeads int, 
 		lmax = max(lmax, n)
 	}
 	group := qHeads / s.KVHeads
-	rows, splits := attendSplit(lmax)
 	d := s.HeadDim
+	partial, chunk, perSM := attendPartialFor(d, group)
+	zc := ceilDiv(group, chunk)
+	rows, splits := attendSplit(lmax, s.KVHeads*zc, b.dev.info.SMs, perSM)
+	if b.attendRows > 0 {
+		rows, splits = b.attendRows, ceilDiv(lmax, b.attendRows)
+	}
 	L := &dc.layers[layer]
 	err = b.dev.do(func() error {
 		qd, err := b.arena.get("aq", int64(4*len(q)))
@@ -429,10 +492,9 @@ func (b *Backend) Attend(c kvcache.KVCache, layer int, q []float32, qHeads int, 
 		if err := b.dev.uploadI32(lensd, lens); err != nil {
 			return err
 		}
-		partial, chunk := attendPartialFor(d)
-		grid := dim3{uint32(splits), uint32(s.KVHeads), uint32(ceilDiv(group, chunk))}
-		if err := b.dev.launch(partial, grid, dim3{32 * warps, 1, 1}, L.k, L.v,
-			uint64(L.cap)*uint64(d), int32(dc.dtype), int32(d), float32(1/math.Sqrt(float64(d))),
+		grid := dim3{uint32(splits), uint32(s.KVHeads), uint32(zc)}
+		if err := b.dev.launch(partial, grid, dim3{32 * attendWarps, 1, 1}, L.k, L.v,
+			uint64(L.cap)*uint64(d), int32(dc.dtype), int32(d), float32(log2e/math.Sqrt(float64(d))),
 			qd, lensd, int32(group), int32(rows), int32(splits), part); err != nil {
 			return err
 		}

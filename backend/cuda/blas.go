@@ -30,32 +30,35 @@ const (
 
 func (b *blasAPI) symbols() []symbol {
 	return []symbol{
-		{2, "cublasCreate_v2", &b.cublasCreate},
-		{2, "cublasDestroy_v2", &b.cublasDestroy},
-		{2, "cublasSetStream_v2", &b.cublasSetStream},
-		{2, "cublasSgemmStridedBatched", &b.cublasSgemmStridedBatched},
+		{2, "cublasCreate_v2", &b.cublasCreate, false},
+		{2, "cublasDestroy_v2", &b.cublasDestroy, false},
+		{2, "cublasSetStream_v2", &b.cublasSetStream, false},
+		{2, "cublasSgemmStridedBatched", &b.cublasSgemmStridedBatched, false},
 	}
 }
 
-// blasSonames returns the cuBLAS sonames that go with the runtime at
-// rtPath: cuBLAS links against the runtime of its own major version, so a
-// libcublas.so.13 beside a libcudart.so.12 would load a second runtime.
-func blasSonames(rtPath string) []string {
+// blasSonames returns the cuBLAS sonames to try: the runtime's major
+// version when a runtime was found (at rtPath), else the newest major the
+// driver (version drv, e.g. 12040) can serve, newest first: cuBLAS 13 needs a
+// CUDA 13 driver.
+func blasSonames(rtPath string, drv int) []string {
 	for _, major := range []string{"13", "12"} {
 		if strings.HasSuffix(rtPath, ".so."+major) {
 			return []string{"libcublas.so." + major}
 		}
 	}
-	return []string{"libcublas.so.13", "libcublas.so.12"}
+	if drv >= 13000 {
+		return []string{"libcublas.so.13", "libcublas.so.12"}
+	}
+	return []string{"libcublas.so.12"}
 }
 
-// loadBLAS finds cuBLAS for the runtime at rtPath, searched like the
-// runtime, and binds it: the first candidate that has every symbol wins.
-// The error wraps ErrNoCUDA and lists every attempt.
+// loadBLAS finds cuBLAS under one of sonames, searched like the driver, and
+// binds it: the first candidate that has every symbol wins. The error wraps
+// ErrNoCUDA and lists every attempt.
 func loadBLAS(sys system, dlsym func(lib uintptr, name string) (uintptr, error), register func(fptr any, sym uintptr),
-	rtPath string) (*blasAPI, error) {
+	sonames []string) (*blasAPI, error) {
 	b := &blasAPI{}
-	sonames := blasSonames(rtPath)
 	path, err := openEach(sys, "cuBLAS "+fmt.Sprint(sonames), sonames, func(lib uintptr, _ string) error {
 		syms := b.symbols()
 		addrs := make([]uintptr, len(syms))

@@ -28,6 +28,7 @@ type Cache struct {
 
 	mu     sync.Mutex // guards closed
 	closed bool
+	arena  arena // scratch of Compact, on the device thread only
 }
 
 // layer is the device storage of one layer.
@@ -52,7 +53,7 @@ func (d *Device) NewCache(s kvcache.Shape, t kvcache.DType) (*Cache, error) {
 	if s.HeadDim > maxHeadDim {
 		return nil, fmt.Errorf("cuda: head dimension %d beyond the kernels' %d", s.HeadDim, maxHeadDim)
 	}
-	c := &Cache{dev: d, shape: s, dtype: t, layers: make([]layer, s.Layers)}
+	c := &Cache{dev: d, shape: s, dtype: t, layers: make([]layer, s.Layers), arena: arena{d: d}}
 	for l := range c.layers {
 		c.layers[l].pos = make([][]int32, s.KVHeads)
 	}
@@ -71,15 +72,18 @@ func (d *Device) Upload(h *kvcache.Host) (*Cache, error) {
 	for l := 0; l < s.Layers; l++ {
 		L := &c.layers[l]
 		n := 0
-		for g := 0; g < s.KVHeads; g++ {
-			L.pos[g] = h.Positions(l, g, nil)
-			n = max(n, len(L.pos[g]))
+		pos := make([][]int32, s.KVHeads)
+		for g := range pos {
+			pos[g] = h.Positions(l, g, nil)
+			n = max(n, len(pos[g]))
 		}
 		L.seen = h.Seen(l)
 		err := d.do(func() error {
+			// The layer is empty while it grows: nothing to copy over.
 			if err := c.grow(l, n); err != nil {
 				return err
 			}
+			copy(L.pos, pos)
 			for g := 0; g < s.KVHeads; g++ {
 				k, v := h.Rows(l, g)
 				off := int64(g) * int64(L.cap) * int64(s.HeadDim) * int64(size)
@@ -230,9 +234,9 @@ func (c *Cache) grow(l, n int) error {
 		}
 		copied = true
 	}
-	if copied {
+	if copied && !c.dev.pools {
 		// The copies run on a non-blocking stream: wait for them before the
-		// buffers they read are freed.
+		// buffers they read are freed (a pool's free is stream-ordered).
 		if err := c.dev.sync(); err != nil {
 			return fail(err)
 		}
@@ -334,9 +338,23 @@ func encodeRow(t kvcache.DType, dst []byte, src []float32) {
 	}
 }
 
+// gatherThreads is the block size of gather_rows for rows of rowBytes: a
+// thread per word of the block's rows, at most 256.
+func gatherThreads(rowBytes int) uint32 {
+	unit := 2
+	switch {
+	case rowBytes%16 == 0:
+		unit = 16
+	case rowBytes%4 == 0:
+		unit = 4
+	}
+	return uint32(min(256, max(32, ceilDiv(gatherRows*rowBytes/unit, 32)*32)))
+}
+
 // Compact implements kvcache.KVCache: the kept rows of every head are
 // gathered on the device into new buffers of the largest kept count, and
-// the old buffers are freed. Invalid input changes nothing.
+// the old buffers are freed (with memory pools, in stream order: nothing
+// waits). Invalid input changes nothing.
 func (c *Cache) Compact(l int, keep [][]int) error {
 	if err := c.check("Compact", l); err != nil {
 		return err
@@ -354,36 +372,28 @@ func (c *Cache) Compact(l int, keep [][]int) error {
 	for _, rows := range keep {
 		kept = max(kept, len(rows))
 	}
-	idx := make([]int32, G*max(kept, 1))
-	counts := make([]int32, G)
+	// idx: G rows of kept indices, then the G counts
+	meta := make([]int32, G*max(kept, 1)+G)
 	for g, rows := range keep {
-		counts[g] = int32(len(rows))
+		meta[G*max(kept, 1)+g] = int32(len(rows))
 		for i, r := range rows {
-			idx[g*kept+i] = int32(r)
+			meta[g*kept+i] = int32(r)
 		}
 	}
 	rowBytes := d * c.dtype.Size()
-	wide, units := int32(0), rowBytes/2
-	if rowBytes%4 == 0 {
-		wide, units = 1, rowBytes/4
-	}
 	err := c.dev.do(func() error {
 		var nk, nv devptr
 		if kept > 0 {
 			size := c.bufBytes(kept)
-			metaBytes := int64(4 * (len(idx) + len(counts)))
-			var err error
+			metad, err := c.arena.get("compact", int64(4*len(meta)))
+			if err != nil {
+				return err
+			}
 			if nk, err = c.dev.alloc(size); err != nil {
 				return err
 			}
 			if nv, err = c.dev.alloc(size); err != nil {
 				c.dev.free(nk, size)
-				return err
-			}
-			meta, err := c.dev.alloc(metaBytes)
-			if err != nil {
-				c.dev.free(nk, size)
-				c.dev.free(nv, size)
 				return err
 			}
 			// On an error the layer keeps its rows: wait for the queued
@@ -392,32 +402,23 @@ func (c *Cache) Compact(l int, keep [][]int) error {
 				c.dev.sync()
 				c.dev.free(nk, size)
 				c.dev.free(nv, size)
-				c.dev.free(meta, metaBytes)
 				return err
 			}
-			pidx, pcnt := meta, meta+devptr(4*len(idx))
-			if err := c.dev.uploadI32(pidx, idx); err != nil {
+			if err := c.dev.uploadI32(metad, meta); err != nil {
 				return fail(err)
 			}
-			if err := c.dev.uploadI32(pcnt, counts); err != nil {
+			grid := dim3{uint32(ceilDiv(kept, gatherRows)), uint32(G), 2}
+			if err := c.dev.launch(kGatherRows, grid, dim3{gatherThreads(rowBytes), 1, 1}, L.k, L.v, nk, nv,
+				uint64(L.cap)*uint64(rowBytes), uint64(kept)*uint64(rowBytes), int32(rowBytes),
+				metad, int32(kept), metad+devptr(4*G*max(kept, 1)), int32(0), int32(math.MaxInt32), int32(0)); err != nil {
 				return fail(err)
 			}
-			grid := dim3{uint32(ceilDiv(kept, gatherRows)), uint32(G), 1}
-			block := dim3{uint32(min(256, max(32, int(units)))), 1, 1}
-			srcStride := uint64(L.cap) * uint64(units)
-			dstStride := uint64(kept) * uint64(units)
-			for _, p := range [2][2]devptr{{L.k, nk}, {L.v, nv}} {
-				if err := c.dev.launch(kGatherRows, grid, block, p[0], p[1], srcStride, dstStride,
-					int32(units), wide, pidx, int32(kept), pcnt); err != nil {
-					return fail(err)
-				}
-			}
+		}
+		if !c.dev.pools {
+			// cuMemFree of the old buffers must not race the gather.
 			if err := c.dev.sync(); err != nil {
-				return fail(err)
-			}
-			if err := c.dev.free(meta, metaBytes); err != nil {
-				c.dev.free(nk, size)
-				c.dev.free(nv, size)
+				c.dev.free(nk, c.bufBytes(kept))
+				c.dev.free(nv, c.bufBytes(kept))
 				return err
 			}
 		}
@@ -426,6 +427,13 @@ func (c *Cache) Compact(l int, keep [][]int) error {
 	if err != nil {
 		return fmt.Errorf("cuda: Compact: layer %d: %w", l, err)
 	}
+	c.keepPositions(l, keep)
+	return nil
+}
+
+// keepPositions updates the host positions of layer l to the kept rows.
+func (c *Cache) keepPositions(l int, keep [][]int) {
+	L := &c.layers[l]
 	for g, rows := range keep {
 		p := L.pos[g]
 		for i, r := range rows {
@@ -433,7 +441,6 @@ func (c *Cache) Compact(l int, keep [][]int) error {
 		}
 		L.pos[g] = append([]int32(nil), p[:len(rows)]...)
 	}
-	return nil
 }
 
 // ReadRows downloads the stored rows of head g of layer l, as
@@ -483,7 +490,7 @@ func (c *Cache) Close() error {
 	c.closed = true
 	c.mu.Unlock()
 	return c.dev.do(func() error {
-		var first error
+		first := c.arena.release()
 		for l := range c.layers {
 			L := &c.layers[l]
 			size := c.bufBytes(L.cap)

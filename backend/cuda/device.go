@@ -27,17 +27,16 @@ type Options struct {
 // from it share that thread: calls from many goroutines are serialised. Close
 // it after every Cache and Backend made from it.
 type Device struct {
-	api      *api
-	ordinal  int
-	cuDev    int32
-	ctx      uintptr
-	module   uintptr
-	fn       [numKernels]uintptr
-	stream   uintptr
-	th       *thread
-	name     string
-	driver   int // driver version, e.g. 12040
-	runtime_ int
+	api     *api
+	ordinal int
+	cuDev   int32
+	ctx     uintptr
+	module  uintptr
+	fn      [numKernels]uintptr
+	stream  uintptr
+	th      *thread
+	info    DeviceInfo
+	pools   bool // memory comes from the device's stream-ordered pool
 
 	syncLaunches bool // Options.SyncLaunches
 
@@ -58,12 +57,43 @@ type Device struct {
 	live      atomic.Int64 // device allocations not yet freed
 	liveBytes atomic.Int64
 	launches  atomic.Int64
+
+	// launchHook, when not nil, runs on the device thread just before
+	// (after == false) and just after each kernel launch is queued:
+	// tools/gpucheck records CUDA events there to time each kernel.
+	launchHook func(k kernel, after bool)
 }
 
-// Open loads the CUDA libraries (see EnvLibDir for the search), retains the
+// DeviceInfo is what the driver says of a device.
+type DeviceInfo struct {
+	Name            string
+	Driver          int // CUDA driver version, e.g. 12040 for 12.4
+	Runtime         int // CUDA runtime version found (0: none, it is not needed)
+	Major, Minor    int // compute capability
+	SMs             int // multiprocessors
+	Memory          uint64
+	MemoryClockKHz  int // peak memory clock
+	MemoryBusBits   int // memory bus width
+	ClockKHz        int // peak SM clock
+	L2Bytes         int
+	RegistersPerSM  int
+	SharedPerSM     int // bytes
+	MaxThreadsPerSM int
+	MaxBlocksPerSM  int
+	MemoryPools     bool // stream-ordered allocation (cuMemAllocAsync)
+}
+
+// Bandwidth returns the memory bandwidth the clock and bus width give
+// (bytes/s, double data rate), 0 if unknown.
+func (i DeviceInfo) Bandwidth() float64 {
+	return 2 * float64(i.MemoryClockKHz) * 1e3 * float64(i.MemoryBusBits) / 8
+}
+
+// Open loads the CUDA driver (see EnvLibDir for the search), retains the
 // primary context of device o.Ordinal and loads the kernels. Without a CUDA
 // driver or device it returns an error wrapping ErrNoCUDA that says what was
-// tried. Cost: the driver's JIT compilation of the PTX on first use
+// tried. The CUDA runtime and cuBLAS are optional: Device.Reason says which
+// were found. Cost: the driver's JIT compilation of the PTX on first use
 // (cached by the driver afterwards).
 func Open(o Options) (*Device, error) {
 	a, err := systemAPI()
@@ -79,7 +109,7 @@ func openAPI(a *api, o Options) (*Device, error) {
 	var retained, loadedMod, streamMade bool
 	undo := func() {
 		if streamMade {
-			a.cudaStreamDestroy(d.stream)
+			a.cuStreamDestroy(d.stream)
 		}
 		if loadedMod {
 			a.cuModuleUnload(d.module)
@@ -93,7 +123,7 @@ func openAPI(a *api, o Options) (*Device, error) {
 			return fmt.Errorf("%w (%w)", err, ErrNoCUDA)
 		}
 		var n int32
-		if err := rtErr("cudaGetDeviceCount", a.cudaGetDeviceCount(&n)); err != nil {
+		if err := drvErr("cuDeviceGetCount", a.cuDeviceGetCount(&n)); err != nil {
 			return fmt.Errorf("%w (%w)", err, ErrNoCUDA)
 		}
 		if o.Ordinal < 0 || o.Ordinal >= int(n) {
@@ -102,32 +132,18 @@ func openAPI(a *api, o Options) (*Device, error) {
 		if err := drvErr("cuDeviceGet", a.cuDeviceGet(&d.cuDev, int32(o.Ordinal))); err != nil {
 			return err
 		}
-		var name [256]byte
-		if err := drvErr("cuDeviceGetName", a.cuDeviceGetName(&name[0], int32(len(name)), d.cuDev)); err != nil {
+		if err := d.readInfo(); err != nil {
 			return err
 		}
-		for i, c := range name {
-			if c == 0 {
-				d.name = string(name[:i])
-				break
-			}
-		}
-		var v int32
-		if a.cuDriverGetVersion(&v) == 0 {
-			d.driver = int(v)
-		}
-		if a.cudaRuntimeGetVersion(&v) == 0 {
-			d.runtime_ = int(v)
+		if d.info.Major < 8 {
+			return fmt.Errorf("cuda: %w: %s has compute capability %d.%d; the kernels need 8.0 (A100, H100, RTX 30 and later)",
+				ErrNoCUDA, d.info.Name, d.info.Major, d.info.Minor)
 		}
 		if err := drvErr("cuDevicePrimaryCtxRetain", a.cuDevicePrimaryCtxRetain(&d.ctx, d.cuDev)); err != nil {
 			return err
 		}
 		retained = true
 		if err := drvErr("cuCtxSetCurrent", a.cuCtxSetCurrent(d.ctx)); err != nil {
-			undo()
-			return err
-		}
-		if err := rtErr("cudaSetDevice", a.cudaSetDevice(int32(o.Ordinal))); err != nil {
 			undo()
 			return err
 		}
@@ -143,7 +159,7 @@ func openAPI(a *api, o Options) (*Device, error) {
 				return err
 			}
 		}
-		if err := rtErr("cudaStreamCreateWithFlags", a.cudaStreamCreate(&d.stream, streamNonBlocking)); err != nil {
+		if err := drvErr("cuStreamCreate", a.cuStreamCreate(&d.stream, streamNonBlocking)); err != nil {
 			undo()
 			return err
 		}
@@ -156,6 +172,51 @@ func openAPI(a *api, o Options) (*Device, error) {
 	}
 	d.th = th
 	return d, nil
+}
+
+// readInfo fills d.info from the driver. On the device thread, after
+// cuDeviceGet.
+func (d *Device) readInfo() error {
+	a := d.api
+	var name [256]byte
+	if err := drvErr("cuDeviceGetName", a.cuDeviceGetName(&name[0], int32(len(name)), d.cuDev)); err != nil {
+		return err
+	}
+	if i := bytes.IndexByte(name[:], 0); i >= 0 {
+		d.info.Name = string(name[:i])
+	}
+	var v int32
+	if a.cuDriverGetVersion(&v) == 0 {
+		d.info.Driver = int(v)
+	}
+	if a.cudaRuntimeGetVersion != nil && a.cudaRuntimeGetVersion(&v) == 0 {
+		d.info.Runtime = int(v)
+	}
+	var mem uintptr
+	if err := drvErr("cuDeviceTotalMem_v2", a.cuDeviceTotalMem(&mem, d.cuDev)); err != nil {
+		return err
+	}
+	d.info.Memory = uint64(mem)
+	for _, at := range []struct {
+		attr int32
+		dst  *int
+	}{
+		{attrCCMajor, &d.info.Major}, {attrCCMinor, &d.info.Minor}, {attrMultiprocessors, &d.info.SMs},
+		{attrMemoryClockKHz, &d.info.MemoryClockKHz}, {attrMemoryBusBits, &d.info.MemoryBusBits},
+		{attrClockKHz, &d.info.ClockKHz}, {attrL2Bytes, &d.info.L2Bytes}, {attrRegistersPerSM, &d.info.RegistersPerSM},
+		{attrSharedPerSM, &d.info.SharedPerSM}, {attrMaxThreadsPerSM, &d.info.MaxThreadsPerSM},
+		{attrMaxBlocksPerSM, &d.info.MaxBlocksPerSM},
+	} {
+		if err := drvErr("cuDeviceGetAttribute", a.cuDeviceGetAttribute(&v, at.attr, d.cuDev)); err != nil {
+			return fmt.Errorf("%w (attribute %d)", err, at.attr)
+		}
+		*at.dst = int(v)
+	}
+	if a.cuMemAllocAsync != nil && a.cuMemFreeAsync != nil && a.cuDeviceGetAttribute(&v, attrMemoryPools, d.cuDev) == 0 && v != 0 {
+		d.info.MemoryPools = true
+		d.pools = true
+	}
+	return nil
 }
 
 // jitLogBytes is the size of the buffer the driver's JIT writes its error
@@ -213,16 +274,48 @@ func (d *Device) loadModule() error {
 }
 
 // Name returns the GPU's name as the driver reports it.
-func (d *Device) Name() string { return d.name }
+func (d *Device) Name() string { return d.info.Name }
+
+// Info returns what the driver says of the device.
+func (d *Device) Info() DeviceInfo { return d.info }
 
 // DriverVersion returns the CUDA driver version (e.g. 12040 for 12.4).
-func (d *Device) DriverVersion() int { return d.driver }
+func (d *Device) DriverVersion() int { return d.info.Driver }
 
-// RuntimeVersion returns the CUDA runtime version found (e.g. 12080).
-func (d *Device) RuntimeVersion() int { return d.runtime_ }
+// RuntimeVersion returns the version of the CUDA runtime found (e.g. 12080),
+// or 0: the backend does not need one.
+func (d *Device) RuntimeVersion() int { return d.info.Runtime }
 
-// Libraries returns the paths of the runtime and driver libraries in use.
+// Libraries returns the paths of the runtime ("" if none was found) and
+// driver libraries.
 func (d *Device) Libraries() (runtime, driver string) { return d.api.runtimePath, d.api.driverPath }
+
+// Reason says, in a line, what the backend runs on and what it does
+// without: "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79 GiB, driver 12.4; no
+// cuBLAS: long windows run on the fused kernels; no CUDA runtime, not
+// needed)".
+func (d *Device) Reason() string {
+	var extra []string
+	if _, err := d.BLAS(); err != nil {
+		why := "not found"
+		if !errors.Is(err, ErrNoCUDA) {
+			why = firstLine(err.Error())
+		}
+		extra = append(extra, "no cuBLAS ("+why+"): long windows run on the fused kernels")
+	}
+	if d.api.runtimePath == "" {
+		extra = append(extra, "no CUDA runtime (libcudart), not needed")
+	}
+	if !d.pools {
+		extra = append(extra, "no memory pools: allocations synchronise")
+	}
+	s := fmt.Sprintf("%s (sm_%d%d, %d SMs, %d GiB, driver %d.%d", d.info.Name, d.info.Major, d.info.Minor, d.info.SMs,
+		d.info.Memory>>30, d.info.Driver/1000, d.info.Driver%1000/10)
+	for _, e := range extra {
+		s += "; " + e
+	}
+	return s + ")"
+}
 
 // LiveAllocations returns the number of device allocations made through d
 // and not yet freed, and their bytes: zero once every Cache and Backend made
@@ -232,11 +325,11 @@ func (d *Device) LiveAllocations() (n, bytes int64) { return d.live.Load(), d.li
 // Launches returns the number of kernels launched through d.
 func (d *Device) Launches() int64 { return d.launches.Load() }
 
-// MemInfo returns the device's free and total memory (cudaMemGetInfo).
+// MemInfo returns the device's free and total memory (cuMemGetInfo).
 func (d *Device) MemInfo() (free, total uint64, err error) {
 	err = d.do(func() error {
 		var f, t uintptr
-		if err := rtErr("cudaMemGetInfo", d.api.cudaMemGetInfo(&f, &t)); err != nil {
+		if err := drvErr("cuMemGetInfo_v2", d.api.cuMemGetInfo(&f, &t)); err != nil {
 			return err
 		}
 		free, total = uint64(f), uint64(t)
@@ -258,16 +351,13 @@ func (d *Device) Close() error {
 		return fmt.Errorf("cuda: Device.Close: %d allocations (%d bytes) still live: close every Cache and Backend first", n, b)
 	}
 	err := d.th.do(func() error {
+		// A stream destroyed with work queued (a stream-ordered free)
+		// releases its resources once that work is done.
 		e0 := d.closeBLAS()
-		e1 := rtErr("cudaStreamDestroy", d.api.cudaStreamDestroy(d.stream))
+		e1 := drvErr("cuStreamDestroy_v2", d.api.cuStreamDestroy(d.stream))
 		e2 := drvErr("cuModuleUnload", d.api.cuModuleUnload(d.module))
-		e3 := drvErr("cuDevicePrimaryCtxRelease", d.api.cuDevicePrimaryCtxRelease(d.cuDev))
-		for _, e := range []error{e0, e1, e2, e3} {
-			if e != nil {
-				return e
-			}
-		}
-		return nil
+		e3 := drvErr("cuDevicePrimaryCtxRelease_v2", d.api.cuDevicePrimaryCtxRelease(d.cuDev))
+		return errors.Join(e0, e1, e2, e3)
 	})
 	d.th.stop()
 	d.closed = true
@@ -288,13 +378,22 @@ func (d *Device) do(f func() error) error {
 
 // The helpers below run on the device thread.
 
-// alloc allocates n bytes (at least 1) and counts the allocation.
+// alloc allocates n bytes (at least 1) and counts the allocation: from the
+// device's memory pool in stream order (cuMemAllocAsync: no synchronisation,
+// usable by the work queued after it), or with cuMemAlloc where the device
+// has no pools.
 func (d *Device) alloc(n int64) (devptr, error) {
 	if n < 1 {
 		n = 1
 	}
 	var p uintptr
-	if err := rtErr("cudaMalloc", d.api.cudaMalloc(&p, uintptr(n))); err != nil {
+	var err error
+	if d.pools {
+		err = d.blame(drvErr("cuMemAllocAsync", d.api.cuMemAllocAsync(&p, uintptr(n), d.stream)))
+	} else {
+		err = drvErr("cuMemAlloc_v2", d.api.cuMemAlloc(&p, uintptr(n)))
+	}
+	if err != nil {
 		return 0, fmt.Errorf("%w (%d bytes)", err, n)
 	}
 	d.live.Add(1)
@@ -302,7 +401,10 @@ func (d *Device) alloc(n int64) (devptr, error) {
 	return devptr(p), nil
 }
 
-// free releases an allocation of n bytes made by alloc; 0 is a no-op.
+// free releases an allocation of n bytes made by alloc; 0 is a no-op. With
+// pools the free is stream-ordered (cuMemFreeAsync): the memory goes back
+// to the pool once the work queued before it is done, without waiting.
+// Without pools, cuMemFree first waits for the work queued on the device.
 func (d *Device) free(p devptr, n int64) error {
 	if p == 0 {
 		return nil
@@ -312,21 +414,24 @@ func (d *Device) free(p devptr, n int64) error {
 	}
 	d.live.Add(-1)
 	d.liveBytes.Add(-n)
-	return rtErr("cudaFree", d.api.cudaFree(uintptr(p)))
+	if d.pools {
+		return d.blame(drvErr("cuMemFreeAsync", d.api.cuMemFreeAsync(uintptr(p), d.stream)))
+	}
+	return drvErr("cuMemFree_v2", d.api.cuMemFree(uintptr(p)))
 }
 
 func (d *Device) upload(dst devptr, src unsafe.Pointer, n int) error {
 	if n == 0 {
 		return nil
 	}
-	return d.blame(rtErr("cudaMemcpyAsync(HtoD)", d.api.cudaMemcpyHtoD(uintptr(dst), src, uintptr(n), memcpyHtoD, d.stream)))
+	return d.blame(drvErr("cuMemcpyHtoDAsync_v2", d.api.cuMemcpyHtoD(uintptr(dst), src, uintptr(n), d.stream)))
 }
 
 func (d *Device) download(dst unsafe.Pointer, src devptr, n int) error {
 	if n == 0 {
 		return nil
 	}
-	if err := rtErr("cudaMemcpyAsync(DtoH)", d.api.cudaMemcpyDtoH(dst, uintptr(src), uintptr(n), memcpyDtoH, d.stream)); err != nil {
+	if err := drvErr("cuMemcpyDtoHAsync_v2", d.api.cuMemcpyDtoH(dst, uintptr(src), uintptr(n), d.stream)); err != nil {
 		return d.blame(err)
 	}
 	return d.sync()
@@ -336,19 +441,19 @@ func (d *Device) copyD(dst, src devptr, n int) error {
 	if n == 0 {
 		return nil
 	}
-	return d.blame(rtErr("cudaMemcpyAsync(DtoD)", d.api.cudaMemcpyDtoD(uintptr(dst), uintptr(src), uintptr(n), memcpyDtoD, d.stream)))
+	return d.blame(drvErr("cuMemcpyDtoDAsync_v2", d.api.cuMemcpyDtoD(uintptr(dst), uintptr(src), uintptr(n), d.stream)))
 }
 
 func (d *Device) memset(p devptr, n int) error {
 	if n == 0 {
 		return nil
 	}
-	return d.blame(rtErr("cudaMemsetAsync", d.api.cudaMemsetAsync(uintptr(p), 0, uintptr(n), d.stream)))
+	return d.blame(drvErr("cuMemsetD8Async", d.api.cuMemsetD8(uintptr(p), 0, uintptr(n), d.stream)))
 }
 
 // sync waits for the stream and reports an asynchronous kernel error.
 func (d *Device) sync() error {
-	err := d.blame(rtErr("cudaStreamSynchronize", d.api.cudaStreamSynchronize(d.stream)))
+	err := d.blame(drvErr("cuStreamSynchronize", d.api.cuStreamSynchronize(d.stream)))
 	if err == nil {
 		d.unsynced = d.unsynced[:0]
 	}

@@ -14,55 +14,16 @@ var ErrNoCUDA = errors.New("no CUDA driver found")
 var ErrClosed = errors.New("use after Close")
 
 // Error is a failed CUDA call: the function, its result code and the CUDA
-// name of the code (cudaError_t for the runtime, CUresult for the driver).
+// name of the code (CUresult for the driver, cublasStatus_t for cuBLAS).
 type Error struct {
-	Func string // the CUDA function, e.g. "cudaMalloc"
+	Func string // the CUDA function, e.g. "cuMemAllocAsync"
 	Code int    // the result code
-	Name string // the code's CUDA name, e.g. "cudaErrorMemoryAllocation"
+	Name string // the code's CUDA name, e.g. "CUDA_ERROR_OUT_OF_MEMORY"
 }
 
 // Error returns "cuda: <func>: <name> (<code>)".
 func (e *Error) Error() string {
 	return fmt.Sprintf("cuda: %s: %s (%d)", e.Func, e.Name, e.Code)
-}
-
-// runtimeNames holds the cudaError_t names of the common codes.
-var runtimeNames = map[int]string{
-	0:   "cudaSuccess",
-	1:   "cudaErrorInvalidValue",
-	2:   "cudaErrorMemoryAllocation",
-	3:   "cudaErrorInitializationError",
-	4:   "cudaErrorCudartUnloading",
-	9:   "cudaErrorInvalidConfiguration",
-	21:  "cudaErrorInvalidMemcpyDirection",
-	34:  "cudaErrorStubLibrary",
-	35:  "cudaErrorInsufficientDriver",
-	36:  "cudaErrorCallRequiresNewerDriver",
-	46:  "cudaErrorDevicesUnavailable",
-	98:  "cudaErrorInvalidDeviceFunction",
-	100: "cudaErrorNoDevice",
-	101: "cudaErrorInvalidDevice",
-	200: "cudaErrorInvalidKernelImage",
-	201: "cudaErrorDeviceUninitialized",
-	209: "cudaErrorNoKernelImageForDevice",
-	218: "cudaErrorInvalidPtx",
-	221: "cudaErrorJitCompilerNotFound",
-	222: "cudaErrorUnsupportedPtxVersion",
-	223: "cudaErrorJitCompilationDisabled",
-	400: "cudaErrorInvalidResourceHandle",
-	500: "cudaErrorSymbolNotFound",
-	600: "cudaErrorNotReady",
-	700: "cudaErrorIllegalAddress",
-	701: "cudaErrorLaunchOutOfResources",
-	702: "cudaErrorLaunchTimeout",
-	710: "cudaErrorAssert",
-	714: "cudaErrorHardwareStackError",
-	715: "cudaErrorIllegalInstruction",
-	716: "cudaErrorMisalignedAddress",
-	717: "cudaErrorInvalidAddressSpace",
-	718: "cudaErrorInvalidPc",
-	719: "cudaErrorLaunchFailure",
-	999: "cudaErrorUnknown",
 }
 
 // driverNames holds the CUresult names of the common codes.
@@ -100,22 +61,10 @@ var driverNames = map[int]string{
 	999: "CUDA_ERROR_UNKNOWN",
 }
 
-// isFault reports whether code (the same number in both APIs) is a fault of
+// isFault reports whether code is a fault of
 // a kernel: an error that the device reports asynchronously, after the
 // launch returned, and that leaves the context unusable.
 func isFault(code int) bool { return code >= 700 && code <= 720 && code != 701 }
-
-// rtErr maps a cudaError_t returned by fn to nil or an *Error.
-func rtErr(fn string, code int32) error {
-	if code == 0 {
-		return nil
-	}
-	name, ok := runtimeNames[int(code)]
-	if !ok {
-		name = "cudaError(unknown code)"
-	}
-	return &Error{Func: fn, Code: int(code), Name: name}
-}
 
 // drvErr maps a CUresult returned by fn to nil or an *Error.
 func drvErr(fn string, code int32) error {

@@ -223,7 +223,7 @@ func TestFakeMatchesCPU(t *testing.T) {
 				t.Fatal(err)
 			}
 			sameRows(t, h, c, 0)
-			if f.launches["gather_rows"] == 0 || f.launches["topk_rows"] == 0 || f.launches["attend_merge"] == 0 {
+			if f.launches["gather_rows"] == 0 || f.launches["topk_write"] == 0 || f.launches["attend_merge"] == 0 {
 				t.Fatalf("kernels launched: %v", f.launches)
 			}
 		})
@@ -406,8 +406,8 @@ func TestFakeErrors(t *testing.T) {
 	big := make([]float32, 100*s.KVHeads*s.HeadDim)
 	err = c.Append(0, big, big)
 	var ce *Error
-	if !errors.As(err, &ce) || ce.Name != "cudaErrorMemoryAllocation" || !strings.Contains(err.Error(), "cudaMalloc") {
-		t.Fatalf("Append with a failing cudaMalloc: %v", err)
+	if !errors.As(err, &ce) || ce.Name != "CUDA_ERROR_OUT_OF_MEMORY" || !strings.Contains(err.Error(), "cuMemAllocAsync") {
+		t.Fatalf("Append with a failing allocation: %v", err)
 	}
 	if c.Len(0, 0) != 3 || c.Seen(0) != 3 {
 		t.Fatalf("failed Append changed the cache: %d rows, seen %d", c.Len(0, 0), c.Seen(0))
@@ -435,5 +435,38 @@ func TestFakeErrors(t *testing.T) {
 	c2.Close()
 	if err := c2.Append(0, k[:8], k[:8]); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Append after Close: %v", err)
+	}
+}
+
+// TestFakeUpload: Upload copies a host cache, compacted unevenly, to the
+// device: the same positions, rows, Seen and Bytes.
+func TestFakeUpload(t *testing.T) {
+	r, _ := reftest.Rand(t)
+	dev, _ := openFake(t)
+	s := kvcache.Shape{Layers: 2, KVHeads: 2, HeadDim: 16}
+	for _, dt := range []kvcache.DType{kvcache.Float32, kvcache.BFloat16} {
+		h, err := kvcache.NewHost(s, dt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l := 0; l < s.Layers; l++ {
+			k := reftest.Normal(r, 50*s.KVHeads*s.HeadDim, 1)
+			if err := h.Append(l, k, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := h.Compact(1, [][]int{{0, 7, 9}, {3}}); err != nil {
+			t.Fatal(err)
+		}
+		c, err := dev.Upload(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l := 0; l < s.Layers; l++ {
+			sameRows(t, h, c, l)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

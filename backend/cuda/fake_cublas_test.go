@@ -85,13 +85,16 @@ func (f *fakeGPU) addBLAS(a *api, gemms *int) {
 				for i := 0; i < int(m); i++ {
 					var s float64
 					for p := 0; p < int(k); p++ {
-						av := A[i+p*int(lda)]
+						var av, bv float32
 						if ta == blasOpT {
 							av = A[p+i*int(lda)]
+						} else {
+							av = A[i+p*int(lda)]
 						}
-						bv := B[p+j*int(ldb)]
 						if tb == blasOpT {
 							bv = B[j+p*int(ldb)]
+						} else {
+							bv = B[p+j*int(ldb)]
 						}
 						s += float64(av) * float64(bv)
 					}

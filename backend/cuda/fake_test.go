@@ -3,8 +3,10 @@ package cuda
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
+	"testing"
 	"unsafe"
 
 	"github.com/compresskv/compresskv/backend/cuda/internal/ptx"
@@ -28,14 +30,157 @@ type fakeGPU struct {
 	devices   int32
 
 	module       *ptx.Module
+	image        string        // when set, the PTX that cuModuleLoadData parses instead of the image it is given
 	fns          []*ptx.Kernel // function handle i+1
 	faults       []error       // executor errors: a test fails on any (openFake)
 	instructions uint64        // thread-instructions executed
+
+	noPools bool      // the device has no memory pools (cuMemAlloc, cuMemFree)
+	events  []float64 // event i+1: the clock when it was recorded
+	// clock is the fake's model of elapsed time (seconds): each launch adds
+	// its thread-instructions / 32 at an H100's 0.92e12 warp instructions
+	// per second, and 2 µs of launch latency.
+	clock float64
+
+	// Every launch runs with the race detector on, under one schedule of
+	// ptx.Schedules in turn; with compare set, under each of compare, from
+	// the same memory, and the memory each leaves must be the same bit for
+	// bit.
+	races    *ptx.Races // nil: the race detector off
+	nlaunch  int
+	compare  []ptx.Schedule
+	compared int // launches checked under every schedule of compare
+
+	// count, when set, runs every launch in lockstep (without the race
+	// detector) and adds its figures to counts, per kernel: the
+	// instruction-count model (model_test.go).
+	count  bool
+	counts map[string]*kernelCount
+	// dry, with count, records the launches without running them (fresh
+	// memory then reads as zeros): the model's launch geometry at full
+	// size.
+	dry bool
+}
+
+// kernelCount is what the launches of one kernel executed.
+type kernelCount struct {
+	launches, blocks, threads             int
+	warpInstr, threadInstr, gmem, sectors uint64
 }
 
 func newFakeGPU() *fakeGPU {
 	return &fakeGPU{allocs: map[uintptr][]uint64{}, sizes: map[uintptr]int{}, next: 0x7000_0000_0000,
-		launches: map[string]int{}, tids: map[int]bool{}, devices: 1}
+		launches: map[string]int{}, tids: map[int]bool{}, devices: 1, races: ptx.NewRaces()}
+}
+
+// garbage is the byte a fresh allocation is filled with, as cudaMalloc
+// leaves whatever was there: a float32 or float16 of these bytes is a NaN,
+// an int32 is -1.
+const garbage = 0xff
+
+// snapshot copies every allocation.
+func (f *fakeGPU) snapshot() map[uintptr][]uint64 {
+	s := make(map[uintptr][]uint64, len(f.allocs))
+	for base, b := range f.allocs {
+		s[base] = slices.Clone(b)
+	}
+	return s
+}
+
+// restore puts the contents of a snapshot back.
+func (f *fakeGPU) restore(s map[uintptr][]uint64) {
+	for base, b := range s {
+		copy(f.allocs[base], b)
+	}
+}
+
+// diff describes the first difference between memory and a snapshot, or
+// returns "".
+func (f *fakeGPU) diff(s map[uintptr][]uint64) string {
+	for base, b := range s {
+		cur := f.allocs[base]
+		if i := slices.Compare(b, cur); i != 0 {
+			for w := range b {
+				if b[w] != cur[w] {
+					return fmt.Sprintf("allocation %#x (%d bytes), bytes %d..%d: %#016x, then %#016x", base, f.sizes[base], 8*w, 8*w+7, b[w], cur[w])
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// rotation returns the schedules launches take in turn: all of
+// ptx.Schedules, or with -short (the race detector's run) the Serial ones,
+// which cost no more than the first.
+func rotation() []ptx.Schedule {
+	if !testing.Short() {
+		return ptx.Schedules
+	}
+	var s []ptx.Schedule
+	for _, x := range ptx.Schedules {
+		if x.Lanes == ptx.Serial {
+			s = append(s, x)
+		}
+	}
+	return s
+}
+
+// launch runs k under the fake's schedules (see fakeGPU.races). The caller
+// holds f.mu.
+func (f *fakeGPU) launch(k *ptx.Kernel, l ptx.Launch) (ptx.Stats, error) {
+	if f.count {
+		l.Schedule = ptx.Schedule{Lanes: ptx.Lockstep}
+		l.Sectors = true
+		var st ptx.Stats
+		var err error
+		if !f.dry {
+			st, err = k.Run(f, l)
+		}
+		if f.counts == nil {
+			f.counts = map[string]*kernelCount{}
+		}
+		c := f.counts[k.Name]
+		if c == nil {
+			c = &kernelCount{}
+			f.counts[k.Name] = c
+		}
+		c.launches++
+		c.blocks += l.Grid[0] * l.Grid[1] * l.Grid[2]
+		c.threads = l.Block[0] * l.Block[1] * l.Block[2]
+		c.warpInstr += st.WarpInstructions
+		c.threadInstr += st.Instructions
+		c.gmem += st.GlobalBytes
+		c.sectors += st.Sectors
+		return st, err
+	}
+	l.Races = f.races
+	if len(f.compare) < 2 {
+		l.Schedule = rotation()[f.nlaunch%len(rotation())]
+		f.nlaunch++
+		return k.Run(f, l)
+	}
+	before := f.snapshot()
+	l.Schedule = f.compare[0]
+	st, err := k.Run(f, l)
+	if err != nil {
+		return st, err
+	}
+	after := f.snapshot()
+	defer f.restore(after)
+	for _, s := range f.compare[1:] {
+		f.restore(before)
+		l.Schedule = s
+		if _, err := k.Run(f, l); err != nil {
+			return st, fmt.Errorf("under schedule (%v): %w", s, err)
+		}
+		if d := f.diff(after); d != "" {
+			return st, fmt.Errorf("ptx: %s: the output depends on the schedule: (%v) and (%v) leave different memory: %s",
+				k.Name, f.compare[0], s, d)
+		}
+	}
+	f.compared++
+	return st, nil
 }
 
 func (f *fakeGPU) live() int {
@@ -97,72 +242,84 @@ func loadModule(src string) (*ptx.Module, error) {
 func (f *fakeGPU) api() *api {
 	a := &api{runtimePath: "fake/libcudart.so.12", driverPath: "fake/libcuda.so.1"}
 	lock := func() func() { f.mu.Lock(); f.enter(); return f.mu.Unlock }
-	a.cudaGetDeviceCount = func(n *int32) int32 { defer lock()(); *n = f.devices; return 0 }
-	a.cudaSetDevice = func(int32) int32 { defer lock()(); return 0 }
-	a.cudaMalloc = func(p *uintptr, n uintptr) int32 {
+	a.cuDeviceGetCount = func(n *int32) int32 { defer lock()(); *n = f.devices; return 0 }
+	alloc := func(p *uintptr, n uintptr) int32 {
 		defer lock()()
 		if f.failAfter > 0 && f.mallocs >= f.failAfter {
-			return 2
+			return 2 // CUDA_ERROR_OUT_OF_MEMORY
 		}
 		f.mallocs++
 		base := f.next
 		f.allocs[base] = make([]uint64, (n+7)/8)
+		if !f.dry {
+			for i := range f.allocs[base] {
+				f.allocs[base][i] = garbage * 0x0101010101010101
+			}
+		}
 		f.sizes[base] = int(n)
 		f.next += (n + 511) &^ 255
 		*p = base
 		return 0
 	}
-	a.cudaFree = func(p uintptr) int32 {
+	free := func(p uintptr) int32 {
 		defer lock()()
 		if _, ok := f.allocs[p]; !ok {
 			return 1
 		}
 		delete(f.allocs, p)
 		delete(f.sizes, p)
+		f.races.Forget(uint64(p))
 		return 0
 	}
-	a.cudaMemcpyHtoD = func(dst uintptr, src unsafe.Pointer, n uintptr, kind int32, _ uintptr) int32 {
+	a.cuMemAlloc, a.cuMemFree = alloc, free
+	// The fake runs every call at once, so stream order is call order.
+	a.cuMemAllocAsync = func(p *uintptr, n uintptr, _ uintptr) int32 { return alloc(p, n) }
+	a.cuMemFreeAsync = func(p uintptr, _ uintptr) int32 { return free(p) }
+	a.cuMemcpyHtoD = func(dst uintptr, src unsafe.Pointer, n uintptr, _ uintptr) int32 {
 		defer lock()()
-		if kind != memcpyHtoD {
-			return 21
-		}
 		copy(f.mem(dst, int(n)), unsafe.Slice((*byte)(src), n))
 		return 0
 	}
-	a.cudaMemcpyDtoH = func(dst unsafe.Pointer, src uintptr, n uintptr, kind int32, _ uintptr) int32 {
+	a.cuMemcpyDtoH = func(dst unsafe.Pointer, src uintptr, n uintptr, _ uintptr) int32 {
 		defer lock()()
-		if kind != memcpyDtoH {
-			return 21
-		}
 		copy(unsafe.Slice((*byte)(dst), n), f.mem(src, int(n)))
 		return 0
 	}
-	a.cudaMemcpyDtoD = func(dst, src uintptr, n uintptr, kind int32, _ uintptr) int32 {
+	a.cuMemcpyDtoD = func(dst, src uintptr, n uintptr, _ uintptr) int32 {
 		defer lock()()
-		if kind != memcpyDtoD {
-			return 21
-		}
 		copy(f.mem(dst, int(n)), f.mem(src, int(n)))
 		return 0
 	}
-	a.cudaMemsetAsync = func(p uintptr, v int32, n uintptr, _ uintptr) int32 {
+	a.cuMemsetD8 = func(p uintptr, v uint8, n uintptr, _ uintptr) int32 {
 		defer lock()()
 		b := f.mem(p, int(n))
 		for i := range b {
-			b[i] = byte(v)
+			b[i] = v
 		}
 		return 0
 	}
-	a.cudaStreamCreate = func(s *uintptr, _ uint32) int32 { defer lock()(); *s = 0x5; return 0 }
-	a.cudaStreamDestroy = func(uintptr) int32 { defer lock()(); return 0 }
-	a.cudaStreamSynchronize = func(uintptr) int32 { defer lock()(); return 0 }
-	a.cudaStreamQuery = func(uintptr) int32 { defer lock()(); return 0 }
-	a.cudaEventCreate = func(e *uintptr) int32 { defer lock()(); *e = 0x9; return 0 }
-	a.cudaEventRecord = func(_, _ uintptr) int32 { return 0 }
-	a.cudaEventSynchronize = func(uintptr) int32 { return 0 }
-	a.cudaEventElapsedTime = func(ms *float32, _, _ uintptr) int32 { *ms = 1; return 0 }
-	a.cudaEventDestroy = func(uintptr) int32 { return 0 }
-	a.cudaMemGetInfo = func(fr, tot *uintptr) int32 {
+	a.cuStreamCreate = func(s *uintptr, _ uint32) int32 { defer lock()(); *s = 0x5; return 0 }
+	a.cuStreamDestroy = func(uintptr) int32 { defer lock()(); return 0 }
+	a.cuStreamSynchronize = func(uintptr) int32 { defer lock()(); return 0 }
+	a.cuStreamQuery = func(uintptr) int32 { defer lock()(); return 0 }
+	// Events read the fake's clock, which each launch moves on by the
+	// executor's instruction count at an H100's issue rate (see
+	// fakeGPU.clock): a model, not a measurement.
+	a.cuEventCreate = func(e *uintptr, _ uint32) int32 {
+		defer lock()()
+		f.events = append(f.events, 0)
+		*e = uintptr(len(f.events))
+		return 0
+	}
+	a.cuEventRecord = func(e, _ uintptr) int32 { defer lock()(); f.events[e-1] = f.clock; return 0 }
+	a.cuEventSynchronize = func(uintptr) int32 { return 0 }
+	a.cuEventElapsedTime = func(ms *float32, start, end uintptr) int32 {
+		defer lock()()
+		*ms = float32((f.events[end-1] - f.events[start-1]) * 1e3)
+		return 0
+	}
+	a.cuEventDestroy = func(uintptr) int32 { return 0 }
+	a.cuMemGetInfo = func(fr, tot *uintptr) int32 {
 		defer lock()()
 		used := 0
 		for _, s := range f.sizes {
@@ -173,7 +330,60 @@ func (f *fakeGPU) api() *api {
 		return 0
 	}
 	a.cudaRuntimeGetVersion = func(v *int32) int32 { *v = 12080; return 0 }
-	a.cudaGetLastError = func() int32 { return 0 }
+	a.cuDeviceTotalMem = func(b *uintptr, _ int32) int32 { *b = 1 << 30; return 0 }
+	a.cuDeviceGetAttribute = func(v *int32, attr int32, _ int32) int32 {
+		// An H100 SXM's figures; memory pools as f.noPools says.
+		vals := map[int32]int32{attrMultiprocessors: 132, attrCCMajor: 9, attrCCMinor: 0, attrMemoryClockKHz: 2619000,
+			attrMemoryBusBits: 5120, attrClockKHz: 1755000, attrL2Bytes: 50 << 20, attrRegistersPerSM: 65536,
+			attrSharedPerSM: 228 << 10, attrMaxThreadsPerSM: 2048, attrMaxBlocksPerSM: 32, attrMaxSharedPerBlock: 48 << 10,
+			attrMaxThreadsPerBlock: 1024, attrMemoryPools: 1}
+		if f.noPools {
+			vals[attrMemoryPools] = 0
+		}
+		x, ok := vals[attr]
+		if !ok {
+			return 1 // CUDA_ERROR_INVALID_VALUE
+		}
+		*v = x
+		return 0
+	}
+	a.cuFuncGetAttribute = func(v *int32, attr int32, fn uintptr) int32 {
+		defer lock()()
+		if fn == 0 || int(fn) > len(f.fns) {
+			return 400
+		}
+		k := f.fns[fn-1]
+		switch attr {
+		case funcNumRegs, funcLocalBytes:
+			*v = 0 // only the driver's JIT knows
+		case funcSharedBytes:
+			*v = int32(k.StaticShared())
+		case funcMaxThreads:
+			*v = 1024
+			if m := k.MaxThreads(); m > 0 {
+				*v = int32(m)
+			}
+		case funcPTXVersion, funcBinVersion:
+			*v = 80
+		default:
+			return 1
+		}
+		return 0
+	}
+	a.cuOccupancyMaxActiveBlocksPerMultiprocessor = func(n *int32, fn uintptr, block int32, dyn uintptr) int32 {
+		defer lock()()
+		if fn == 0 || int(fn) > len(f.fns) || block <= 0 {
+			return 1
+		}
+		// Threads and shared memory only: the fake knows no registers.
+		k := f.fns[fn-1]
+		blocks := min(32, 2048/int(block))
+		if sh := k.StaticShared() + int(dyn); sh > 0 {
+			blocks = min(blocks, (228<<10)/sh)
+		}
+		*n = int32(blocks)
+		return 0
+	}
 	a.cuInit = func(uint32) int32 { defer lock()(); return 0 }
 	a.cuDriverGetVersion = func(v *int32) int32 { *v = 12080; return 0 }
 	a.cuDeviceGet = func(d *int32, o int32) int32 { *d = o; return 0 }
@@ -194,7 +404,11 @@ func (f *fakeGPU) api() *api {
 		for p := img; *(*byte)(p) != 0; p = unsafe.Add(p, 1) {
 			n++
 		}
-		mod, err := loadModule(string(unsafe.Slice((*byte)(img), n)))
+		src := string(unsafe.Slice((*byte)(img), n))
+		if f.image != "" {
+			src = f.image
+		}
+		mod, err := loadModule(src)
 		if err != nil {
 			f.faults = append(f.faults, err)
 			return 218 // CUDA_ERROR_INVALID_PTX
@@ -235,9 +449,10 @@ func (f *fakeGPU) api() *api {
 			args[i] = unsafe.Slice((*byte)(p), k.ParamSize(i))
 		}
 		f.launches[k.Name]++
-		st, err := k.Run(f, ptx.Launch{Grid: [3]int{int(gx), int(gy), int(gz)}, Block: [3]int{int(bx), int(by), int(bz)},
+		st, err := f.launch(k, ptx.Launch{Grid: [3]int{int(gx), int(gy), int(gz)}, Block: [3]int{int(bx), int(by), int(bz)},
 			SharedBytes: int(shmem), Params: args})
 		f.instructions += st.Instructions
+		f.clock += float64(st.Instructions)/32/0.92e12 + 2e-6
 		if err != nil {
 			f.faults = append(f.faults, err)
 			var fault *ptx.Fault

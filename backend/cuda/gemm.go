@@ -89,7 +89,7 @@ func (b *Backend) windowSumsGEMM(c *Cache, l int, q []float32, p *windowPlan, nE
 	if err := d.memset(out, int(outBytes)); err != nil {
 		return 0, err
 	}
-	scale := float32(1 / math.Sqrt(float64(hd)))
+	scale := float32(log2e / math.Sqrt(float64(hd))) // logits in log2 units, as rows_softmax and colsum_rows take them
 	size := int64(c.dtype.Size())
 	// Scratch sized once for every run, so that no buffer a queued kernel
 	// uses is freed and regrown between launches.

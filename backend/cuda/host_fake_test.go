@@ -19,10 +19,13 @@ import (
 )
 
 // openWrapped opens a Device on a fake GPU whose table wrap may change
-// first; the test closes what it opens.
-func openWrapped(t *testing.T, o Options, wrap func(a *api)) (*Device, *fakeGPU, error) {
+// first (and setup the fake itself); the test closes what it opens.
+func openWrapped(t *testing.T, o Options, wrap func(a *api), setup ...func(*fakeGPU)) (*Device, *fakeGPU, error) {
 	t.Helper()
 	f := newFakeGPU()
+	for _, s := range setup {
+		s(f)
+	}
 	a := f.api()
 	wrap(a)
 	d, err := openAPI(a, o)
@@ -30,66 +33,78 @@ func openWrapped(t *testing.T, o Options, wrap func(a *api)) (*Device, *fakeGPU,
 }
 
 // TestGrowSyncsBeforeFree: when Append grows a layer, the old buffers are
-// freed only after a stream synchronisation that follows the last copy out
-// of them.
+// freed only once the copies out of them are done: a stream-ordered free
+// (memory pools) queued after them, or, without pools, a free that follows
+// a stream synchronisation after the last copy.
 func TestGrowSyncsBeforeFree(t *testing.T) {
-	var events []string
-	var mu sync.Mutex
-	log := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
-	d, f, err := openWrapped(t, Options{}, func(a *api) {
-		dtod, sync_, free := a.cudaMemcpyDtoD, a.cudaStreamSynchronize, a.cudaFree
-		a.cudaMemcpyDtoD = func(dst, src, n uintptr, kind int32, s uintptr) int32 {
-			log(fmt.Sprintf("copy %#x", src))
-			return dtod(dst, src, n, kind, s)
-		}
-		a.cudaStreamSynchronize = func(s uintptr) int32 { log("sync"); return sync_(s) }
-		a.cudaFree = func(p uintptr) int32 { log(fmt.Sprintf("free %#x", p)); return free(p) }
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := rand.New(rand.NewPCG(1, 2))
-	s := kvcache.Shape{Layers: 1, KVHeads: 2, HeadDim: 8}
-	c, err := d.NewCache(s, kvcache.Float16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range []int{10, 30, 100} { // grows twice, copying the rows each time
-		k := reftest.Normal(r, n*s.KVHeads*s.HeadDim, 1)
-		if err := c.Append(0, k, k); err != nil {
-			t.Fatal(err)
-		}
-	}
-	copies := 0
-	for i, e := range events {
-		if !strings.HasPrefix(e, "copy ") {
-			continue
-		}
-		copies++
-		src := strings.TrimPrefix(e, "copy ")
-		synced := false
-		for _, later := range events[i+1:] {
-			if later == "sync" {
-				synced = true
+	for _, noPools := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pools=%v", !noPools), func(t *testing.T) {
+			var events []string
+			var mu sync.Mutex
+			log := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+			d, f, err := openWrapped(t, Options{}, func(a *api) {
+				dtod, sync_, free, freeAsync := a.cuMemcpyDtoD, a.cuStreamSynchronize, a.cuMemFree, a.cuMemFreeAsync
+				a.cuMemcpyDtoD = func(dst, src, n, s uintptr) int32 {
+					log(fmt.Sprintf("copy %#x", src))
+					return dtod(dst, src, n, s)
+				}
+				a.cuStreamSynchronize = func(s uintptr) int32 { log("sync"); return sync_(s) }
+				a.cuMemFree = func(p uintptr) int32 { log(fmt.Sprintf("free %#x", p)); return free(p) }
+				a.cuMemFreeAsync = func(p, s uintptr) int32 { log(fmt.Sprintf("ordered free %#x", p)); return freeAsync(p, s) }
+			}, func(f *fakeGPU) { f.noPools = noPools })
+			if err != nil {
+				t.Fatal(err)
 			}
-			if later == "free "+src && !synced {
-				t.Fatalf("buffer %s freed before a sync after the copy out of it: %v", src, events)
+			r := rand.New(rand.NewPCG(1, 2))
+			s := kvcache.Shape{Layers: 1, KVHeads: 2, HeadDim: 8}
+			c, err := d.NewCache(s, kvcache.Float16)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-	}
-	// A copy reads at an offset into the old buffer (per KV head): check
-	// the head-0 copies, whose source is the buffer's base, were freed at all.
-	if copies < 4 {
-		t.Fatalf("%d device-to-device copies, want at least 4 (two grows, keys and values): %v", copies, events)
-	}
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if f.live() != 0 {
-		t.Fatalf("fake GPU holds %d allocations", f.live())
+			for _, n := range []int{10, 30, 100} { // grows twice, copying the rows each time
+				k := reftest.Normal(r, n*s.KVHeads*s.HeadDim, 1)
+				if err := c.Append(0, k, k); err != nil {
+					t.Fatal(err)
+				}
+			}
+			copies, frees := 0, 0
+			for i, e := range events {
+				if strings.HasPrefix(e, "ordered free ") != !noPools && strings.Contains(e, "free ") {
+					t.Fatalf("pools %v: %s", !noPools, e)
+				}
+				if !strings.HasPrefix(e, "copy ") {
+					continue
+				}
+				copies++
+				src := strings.TrimPrefix(e, "copy ")
+				synced := false
+				for _, later := range events[i+1:] {
+					if later == "sync" {
+						synced = true
+					}
+					if later == "free "+src && !synced {
+						t.Fatalf("buffer %s freed before a sync after the copy out of it: %v", src, events)
+					}
+					if later == "ordered free "+src {
+						frees++
+					}
+				}
+			}
+			// A copy reads at an offset into the old buffer (per KV head):
+			// the head-0 copies read from the buffer's base.
+			if copies < 4 || (!noPools && frees < 2) {
+				t.Fatalf("%d device-to-device copies, %d stream-ordered frees of their sources: %v", copies, frees, events)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if f.live() != 0 {
+				t.Fatalf("fake GPU holds %d allocations", f.live())
+			}
+		})
 	}
 }
 
@@ -99,12 +114,12 @@ func TestGrowSyncsBeforeFree(t *testing.T) {
 func TestNoLeakOnFailure(t *testing.T) {
 	var failCopy, failLaunch bool
 	d, f, err := openWrapped(t, Options{}, func(a *api) {
-		dtod, launch := a.cudaMemcpyDtoD, a.cuLaunchKernel
-		a.cudaMemcpyDtoD = func(dst, src, n uintptr, kind int32, s uintptr) int32 {
+		dtod, launch := a.cuMemcpyDtoD, a.cuLaunchKernel
+		a.cuMemcpyDtoD = func(dst, src, n, s uintptr) int32 {
 			if failCopy {
 				return 700
 			}
-			return dtod(dst, src, n, kind, s)
+			return dtod(dst, src, n, s)
 		}
 		a.cuLaunchKernel = func(fn uintptr, gx, gy, gz, bx, by, bz, sh uint32, s uintptr, p, e unsafe.Pointer) int32 {
 			if failLaunch {
@@ -130,10 +145,19 @@ func TestNoLeakOnFailure(t *testing.T) {
 	if err := h.Append(0, k, k); err != nil {
 		t.Fatal(err)
 	}
+	// A compaction that keeps every row leaves the cache's scratch
+	// allocated, as any compaction does.
+	all := [][]int{make([]int, 20), make([]int, 20)}
+	for i := range all[0] {
+		all[0][i], all[1][i] = i, i
+	}
+	if err := c.Compact(0, all); err != nil {
+		t.Fatal(err)
+	}
 	n0, b0 := d.LiveAllocations()
 	failCopy = true
 	big := reftest.Normal(r, 100*s.KVHeads*s.HeadDim, 1)
-	if err := c.Append(0, big, big); err == nil || !strings.Contains(err.Error(), "cudaErrorIllegalAddress") {
+	if err := c.Append(0, big, big); err == nil || !strings.Contains(err.Error(), "CUDA_ERROR_ILLEGAL_ADDRESS") {
 		t.Fatalf("Append with a failing copy: %v", err)
 	}
 	failCopy = false
@@ -171,8 +195,8 @@ func TestCloseRacingCalls(t *testing.T) {
 		var tornDown, lateCall bool
 		var mu sync.Mutex
 		d, _, err := openWrapped(t, Options{}, func(a *api) {
-			info, release := a.cudaMemGetInfo, a.cuDevicePrimaryCtxRelease
-			a.cudaMemGetInfo = func(fr, tot *uintptr) int32 {
+			info, release := a.cuMemGetInfo, a.cuDevicePrimaryCtxRelease
+			a.cuMemGetInfo = func(fr, tot *uintptr) int32 {
 				mu.Lock()
 				if tornDown {
 					lateCall = true
@@ -277,28 +301,28 @@ func TestFaultBlamedOnKernel(t *testing.T) {
 			var lastKernel string
 			fault := false
 			d, _, err := openWrapped(t, Options{SyncLaunches: syncLaunches}, func(a *api) {
-				launch, sync_, dtoh := a.cuLaunchKernel, a.cudaStreamSynchronize, a.cudaMemcpyDtoH
+				launch, sync_, dtoh := a.cuLaunchKernel, a.cuStreamSynchronize, a.cuMemcpyDtoH
 				a.cuLaunchKernel = func(fn uintptr, gx, gy, gz, bx, by, bz, sh uint32, s uintptr, p, e unsafe.Pointer) int32 {
 					lastKernel = kernelSpecs[fn-1].name
 					return launch(fn, gx, gy, gz, bx, by, bz, sh, s, p, e)
 				}
 				// attend_merge misbehaves: the fault surfaces at the next
 				// synchronisation or copy, as on a GPU.
-				a.cudaStreamSynchronize = func(s uintptr) int32 {
+				a.cuStreamSynchronize = func(s uintptr) int32 {
 					if fault || lastKernel == "attend_merge" {
 						fault = true
 						return 716
 					}
 					return sync_(s)
 				}
-				a.cudaMemcpyDtoH = func(dst unsafe.Pointer, src, n uintptr, kind int32, s uintptr) int32 {
+				a.cuMemcpyDtoH = func(dst unsafe.Pointer, src, n, s uintptr) int32 {
 					if fault || lastKernel == "attend_merge" {
 						fault = true
 						return 716
 					}
-					return dtoh(dst, src, n, kind, s)
+					return dtoh(dst, src, n, s)
 				}
-				a.cudaStreamQuery = func(uintptr) int32 {
+				a.cuStreamQuery = func(uintptr) int32 {
 					if fault || lastKernel == "attend_merge" {
 						fault = true
 						return 716
@@ -329,7 +353,7 @@ func TestFaultBlamedOnKernel(t *testing.T) {
 			}()
 			q := reftest.Normal(r, 4*s.HeadDim, 1)
 			err = b.Attend(c, 0, q, 4, make([]float32, len(q)))
-			if err == nil || !strings.Contains(err.Error(), "cudaErrorMisalignedAddress (716)") {
+			if err == nil || !strings.Contains(err.Error(), "CUDA_ERROR_MISALIGNED_ADDRESS (716)") {
 				t.Fatalf("Attend with a faulting kernel: %v", err)
 			}
 			if !strings.Contains(err.Error(), "attend_merge") {
@@ -367,5 +391,57 @@ func TestThreadDoAfterStop(t *testing.T) {
 	}()
 	if !errors.Is(err, ErrClosed) || ran {
 		t.Fatalf("do after stop: %v, ran %v; want ErrClosed without running", err, ran)
+	}
+}
+
+// TestCompressLayerOneWait: CompressKV's eviction of a layer (the
+// selection and the compaction) waits for the device once, for the kept
+// indices, allocates only from the stream-ordered pool (the kept rows'
+// buffers; the scratch is reused from the second layer on), and launches 8
+// kernels: the window's two passes, pooling and mean, three radix passes,
+// the write of the indices and the gather.
+func TestCompressLayerOneWait(t *testing.T) {
+	var syncs, blocking, ordered int
+	d, _, err := openWrapped(t, Options{}, func(a *api) {
+		sync_, alloc, free, allocAsync := a.cuStreamSynchronize, a.cuMemAlloc, a.cuMemFree, a.cuMemAllocAsync
+		a.cuStreamSynchronize = func(s uintptr) int32 { syncs++; return sync_(s) }
+		a.cuMemAlloc = func(p *uintptr, n uintptr) int32 { blocking++; return alloc(p, n) }
+		a.cuMemFree = func(p uintptr) int32 { blocking++; return free(p) }
+		a.cuMemAllocAsync = func(p *uintptr, n, s uintptr) int32 { ordered++; return allocAsync(p, n, s) }
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	s := kvcache.Shape{Layers: 2, KVHeads: 2, HeadDim: 64}
+	c, err := d.NewCache(s, kvcache.Float16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := 0; l < s.Layers; l++ {
+		k := reftest.Normal(r, 600*s.KVHeads*s.HeadDim, 1)
+		if err := c.Append(l, k, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := d.NewBackend()
+	q := reftest.Normal(r, 8*8*s.HeadDim, 1)
+	sel := Selection{Window: 8, Heads: []int{1, 6}, PerRow: 2, Kernel: 5, Keep: 100}
+	if _, err := b.CompressLayer(c, 0, q, 8, sel); err != nil {
+		t.Fatal(err)
+	}
+	syncs, blocking, ordered = 0, 0, 0
+	launches := d.Launches()
+	if _, err := b.CompressLayer(c, 1, q, 8, sel); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.Launches() - launches; syncs != 1 || blocking != 0 || ordered != 2 || n != 8 {
+		t.Fatalf("the second layer's eviction: %d waits, %d blocking allocations or frees, %d pool allocations, %d launches; want 1, 0, 2, 8",
+			syncs, blocking, ordered, n)
+	}
+	b.Close()
+	c.Close()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -43,6 +43,10 @@ var kernelCases = []kernelCase{
 	{600, 256, 1, 4, 16, kvcache.Float32, "peaky", false},
 	{7, 256, 1, 8, 8, kvcache.Float16, "ties", false},
 	{255, 33, 1, 4, 8, kvcache.Float16, "normal", false}, // odd rows of 16-bit values: gather_rows' 2-byte path
+	// 8 query heads a block at d <= 128 with KV heads of different
+	// lengths after Compact: an attend_partial_d128_h8 split past a
+	// head's end has no rows.
+	{300, 96, 2, 8, 8, kvcache.Float16, "normal", false},
 	{4099, 64, 1, 4, 8, kvcache.BFloat16, "normal", false},
 }
 
@@ -157,23 +161,34 @@ func TestKernelsMatchCPU(t *testing.T) {
 			for i := range got {
 				got[i], want[i] = make([]float32, kc.L), make([]float32, kc.L)
 			}
-			if err := b.WindowScores(c, 0, q, W, H, heads, got); err != nil {
-				t.Fatal(err)
-			}
 			if err := ref.WindowScores(h, 0, q, W, H, heads, want); err != nil {
 				t.Fatal(err)
 			}
+			// window_pass's three ways: the statistics folded in the second
+			// pass (few rows) or by window_merge, the logits read back or
+			// computed again.
 			worst := 0.0
+			refs := make([][]float64, H)
 			for i, hh := range heads {
-				ref64 := reftest.WindowSums(h, 0, q, W, H, hh)
-				for j := range ref64 {
-					e := math.Abs(float64(got[i][j]) - ref64[j])
-					if e > sumAbs+sumRel*ref64[j] {
-						t.Fatalf("window sum head %d row %d = %v, reference %v (CPU %v)", hh, j, got[i][j], ref64[j], want[i][j])
+				refs[i] = reftest.WindowSums(h, 0, q, W, H, hh)
+			}
+			for _, m := range []struct{ fold, logits int64 }{{0, 0}, {-1, 0}, {-1, 1}} {
+				b.foldRows, b.logitBytes = int(m.fold), m.logits
+				if err := b.WindowScores(c, 0, q, W, H, heads, got); err != nil {
+					t.Fatal(err)
+				}
+				for i, hh := range heads {
+					for j, r := range refs[i] {
+						e := math.Abs(float64(got[i][j]) - r)
+						if e > sumAbs+sumRel*r {
+							t.Fatalf("window sum (fold %d, logit budget %d) head %d row %d = %v, reference %v (CPU %v)",
+								m.fold, m.logits, hh, j, got[i][j], r, want[i][j])
+						}
+						worst = max(worst, e/(sumAbs+sumRel*r))
 					}
-					worst = max(worst, e/(sumAbs+sumRel*ref64[j]))
 				}
 			}
+			b.foldRows, b.logitBytes = 0, 0
 
 			// attend_partial + attend_merge, and the attention weights
 			out := make([]float32, H*kc.d)
@@ -208,7 +223,7 @@ func TestKernelsMatchCPU(t *testing.T) {
 			}
 			t.Logf("worst error / bound: window sums %.3f, Attend %.3f (CPU backend %.3f)", worst, worstAtt, worstCPU)
 
-			// pool1d + mean_groups + topk_rows on the CPU's window sums:
+			// pool_mean + topk_hist + topk_write on the CPU's window sums:
 			// the same input gives exactly the CPU's kept set.
 			if P := kc.L - W; P >= 2 {
 				rows := make([][]float32, H)
@@ -216,19 +231,25 @@ func TestKernelsMatchCPU(t *testing.T) {
 					rows[i] = want[i][:P]
 				}
 				for _, c := range []struct {
-					kern int
-					kind backend.Pooling
-					per  int
-					keep int
+					kern      int
+					kind      backend.Pooling
+					per       int
+					meanFirst bool
+					keep      int
 				}{
-					{1, backend.AvgPool, H, P / 3},
-					{7, backend.AvgPool, kc.ratio, 1},
-					{7, backend.MaxPool, H, P - 1},
-					{17, backend.AvgPool, kc.ratio, P / 3},
-					{17, backend.MaxPool, kc.ratio, P / 2},
-					{13, backend.AvgPool, H, P / 2},
+					{1, backend.AvgPool, H, false, P / 3},
+					{1, backend.MaxPool, kc.ratio, true, P / 4},
+					{5, backend.AvgPool, kc.ratio, false, P / 5},
+					{7, backend.AvgPool, kc.ratio, true, 1},
+					{7, backend.MaxPool, H, false, P - 1},
+					{17, backend.AvgPool, kc.ratio, false, P / 3},
+					{17, backend.MaxPool, kc.ratio, true, P / 2},
+					{13, backend.AvgPool, H, true, P / 2},
+					{19, backend.AvgPool, H, true, P / 3},
+					{11, backend.AvgPool, kc.ratio, false, P / 2},
+					{19, backend.MaxPool, H, false, P / 4},
 				} {
-					poolMeanTopK(t, dev, b, rows, c.per, c.kern, c.kind, max(1, c.keep), topkThreads)
+					poolMeanTopK(t, dev, b, rows, c.per, c.kern, c.kind, c.meanFirst, max(1, c.keep), 0)
 				}
 			}
 
@@ -269,6 +290,16 @@ func TestKernelsMatchCPU(t *testing.T) {
 					}
 				}
 			}
+			// decode attention too: splits past a head's length are empty
+			if err := b.Attend(c, 0, q1, H, out); err != nil {
+				t.Fatal(err)
+			}
+			refOut, _ = reftest.Attend(h, 0, q1, H)
+			for i := range out {
+				if math.Abs(float64(out[i])-refOut[i]) > attAbs+attRel*math.Abs(refOut[i]) {
+					t.Fatalf("after Compact: Attend[%d] = %v, reference %v", i, out[i], refOut[i])
+				}
+			}
 			for _, kname := range []string{"window_pass", "window_merge", "attend_partial", "attend_merge", "gather_rows"} {
 				n := 0
 				for name, c := range f.launches {
@@ -284,35 +315,107 @@ func TestKernelsMatchCPU(t *testing.T) {
 	}
 }
 
-// poolMeanTopK runs pool1d (unless kern == 1), mean_groups over groups of
-// per rows, and topk_rows on the device, and requires the CPU's pooled rows
-// bit for bit, the policies' float32 means bit for bit, and exactly the
-// CPU's kept set. topk_rows runs with blocks of the given threads.
-func poolMeanTopK(t *testing.T, dev *Device, b *Backend, rows [][]float32, per, kern int, kind backend.Pooling, k, threads int) {
+// TestKernelVariantsMatchCPU runs window sums and decode attention for
+// every kernel variant (d <= 64, <= 128 with 4 or 8 query heads a block,
+// <= 256) with every storage type, for head dimensions that are multiples
+// of 8 (16-byte loads) and that are not (element loads), against the
+// float64 reference, on small caches: the code paths of each
+// instantiation run.
+func TestKernelVariantsMatchCPU(t *testing.T) {
+	// 40, 104 and 200 hold an odd number of 16-byte words (the unrolled
+	// loops' remainder), 33, 100 and 201 take element loads.
+	dims := []int{40, 33, 104, 100, 200, 201}
+	if testing.Short() {
+		dims = []int{40, 100}
+	}
+	for _, d := range dims {
+		for _, ratio := range []int{4, 8} {
+			for _, dt := range []kvcache.DType{kvcache.Float32, kvcache.Float16, kvcache.BFloat16} {
+				t.Run(fmt.Sprintf("d%d_x%d_%v", d, ratio, dt), func(t *testing.T) {
+					r, _ := reftest.Rand(t)
+					dev, _ := openFake(t)
+					s := kvcache.Shape{Layers: 1, KVHeads: 1, HeadDim: d}
+					const L, W = 70, 3
+					H := ratio
+					h, c := twin(t, r, dev, s, dt, L)
+					b := dev.NewBackend()
+					defer b.Close()
+					q := reftest.Normal(r, W*H*d, 1)
+					heads := []int{0, H - 1}
+					got := [][]float32{make([]float32, L), make([]float32, L)}
+					if err := b.WindowScores(c, 0, q, W, H, heads, got); err != nil {
+						t.Fatal(err)
+					}
+					for e, hh := range heads {
+						for j, rv := range reftest.WindowSums(h, 0, q, W, H, hh) {
+							if math.Abs(float64(got[e][j])-rv) > sumAbs+sumRel*rv {
+								t.Fatalf("window sum head %d row %d = %v, reference %v", hh, j, got[e][j], rv)
+							}
+						}
+					}
+					out := make([]float32, H*d)
+					if err := b.Attend(c, 0, q[:H*d], H, out); err != nil {
+						t.Fatal(err)
+					}
+					want, _ := reftest.Attend(h, 0, q[:H*d], H)
+					for i := range out {
+						if math.Abs(float64(out[i])-want[i]) > attAbs+attRel*math.Abs(want[i]) {
+							t.Fatalf("Attend[%d] = %v, reference %v", i, out[i], want[i])
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// poolMeanTopK runs pool_mean over rows (groups of per rows, pooling with
+// kern and kind before or after the mean) and top-k on the device, with
+// top-k blocks of at least chunk scores (0: the default), and requires the
+// CPU's pooled means bit for bit (the policies' float32 means, the CPU's
+// Pool) and exactly the CPU's kept set.
+func poolMeanTopK(t *testing.T, dev *Device, b *Backend, rows [][]float32, per, kern int, kind backend.Pooling, meanFirst bool, k, chunk int) {
 	t.Helper()
 	ne, n := len(rows), len(rows[0])
 	nrows := ne / per
 	ref := cpu.New()
-	pooled := make([][]float32, ne)
-	for i, row := range rows {
-		pooled[i] = make([]float32, n)
-		if err := ref.Pool(pooled[i], row, kern, kind); err != nil {
-			t.Fatal(err)
-		}
-	}
-	means := make([][]float32, nrows)
-	want := make([][]int, nrows)
-	for o := range means {
-		means[o] = make([]float32, n)
-		for j := range means[o] {
-			var acc float32
-			for _, p := range pooled[o*per : (o+1)*per] {
-				acc += p[j]
+	pool := func(row []float32) []float32 { // as the policies: kernel 1 leaves the row as it is
+		out := slices.Clone(row)
+		if kern > 1 {
+			if err := ref.Pool(out, row, kern, kind); err != nil {
+				t.Fatal(err)
 			}
-			means[o][j] = acc * (1 / float32(per))
+		}
+		return out
+	}
+	mean := func(rs [][]float32) []float32 {
+		out := make([]float32, n)
+		for j := range out {
+			var acc float32
+			for _, r := range rs {
+				acc += r[j]
+			}
+			out[j] = acc * (1 / float32(per))
+		}
+		return out
+	}
+	want := make([][]float32, nrows)
+	wantIdx := make([][]int, nrows)
+	for o := range want {
+		group := rows[o*per : (o+1)*per]
+		if kern == 1 && per == 1 { // nothing to do: the rows themselves
+			want[o] = slices.Clone(group[0])
+		} else if meanFirst {
+			want[o] = pool(mean(group))
+		} else {
+			pooled := make([][]float32, per)
+			for i, r := range group {
+				pooled[i] = pool(r)
+			}
+			want[o] = mean(pooled)
 		}
 		var err error
-		if want[o], err = ref.TopK(nil, means[o], k); err != nil {
+		if wantIdx[o], err = ref.TopK(nil, want[o], k); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -320,77 +423,58 @@ func poolMeanTopK(t *testing.T, dev *Device, b *Backend, rows [][]float32, per, 
 	for _, row := range rows {
 		flat = append(flat, row...)
 	}
-	gotPooled, gotMean, gotIdx := make([]float32, ne*n), make([]float32, nrows*n), make([]int32, nrows*k)
+	b.topkChunk = chunk
+	defer func() { b.topkChunk = 0 }()
+	got, res := make([]float32, nrows*n), make([]int32, nrows*(1+k))
 	err := dev.do(func() error {
 		src, err := b.arena.get("t_src", int64(4*ne*n))
 		if err != nil {
 			return err
 		}
-		dst, _ := b.arena.get("t_dst", int64(4*ne*n))
-		mean, _ := b.arena.get("t_mean", int64(4*nrows*n))
-		idx, _ := b.arena.get("t_idx", int64(4*nrows*k))
-		nan, _ := b.arena.get("t_nan", int64(4*nrows))
 		if err := dev.uploadF32(src, flat); err != nil {
 			return err
 		}
-		if err := dev.memset(nan, 4*nrows); err != nil {
+		sel := Selection{Kernel: kern, Pooling: kind, PerRow: per, MeanFirst: meanFirst}
+		out, stride, err := b.poolMean(src, n, nrows, n, sel)
+		if err != nil {
 			return err
 		}
-		from := src
-		if kern > 1 {
-			if err := dev.launch(kPool1d, dim3{uint32(ceilDiv(n, poolThreads)), uint32(ne), 1}, dim3{poolThreads, 1, 1},
-				src, dst, int32(n), int32(n), int32(n), int32(kern), int32(kind)); err != nil {
+		for o := 0; o < nrows; o++ {
+			if err := dev.downloadF32(got[o*n:(o+1)*n], out+devptr(4*o*stride)); err != nil {
 				return err
 			}
-			from = dst
-			if err := dev.downloadF32(gotPooled, dst); err != nil {
-				return err
-			}
-		}
-		if err := dev.launch(kMeanGroups, dim3{uint32(ceilDiv(n, poolThreads)), uint32(nrows), 1}, dim3{poolThreads, 1, 1},
-			from, mean, int32(n), int32(n), int32(per)); err != nil {
-			return err
-		}
-		if err := dev.downloadF32(gotMean, mean); err != nil {
-			return err
 		}
 		if k >= n {
 			return nil
 		}
-		if err := dev.launch(kTopKRows, dim3{uint32(nrows), 1, 1}, dim3{uint32(threads), 1, 1},
-			mean, int32(n), int32(n), int32(k), idx, int32(k), nan); err != nil {
+		buf, err := b.topK(out, stride, nrows, n, k)
+		if err != nil {
 			return err
 		}
-		return dev.downloadI32(gotIdx, idx)
+		return dev.downloadI32(res, buf)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	what := fmt.Sprintf("n=%d kernel %d %v per %d k=%d", n, kern, kind, per, k)
-	if kern > 1 {
-		for i := range rows {
-			for j := range pooled[i] {
-				if math.Float32bits(pooled[i][j]) != math.Float32bits(gotPooled[i*n+j]) {
-					t.Fatalf("%s: pooled[%d][%d] = %v, CPU %v", what, i, j, gotPooled[i*n+j], pooled[i][j])
-				}
-			}
-		}
-	}
-	for o := range means {
-		for j := range means[o] {
-			if math.Float32bits(means[o][j]) != math.Float32bits(gotMean[o*n+j]) {
-				t.Fatalf("%s: mean[%d][%d] = %v, want %v", what, o, j, gotMean[o*n+j], means[o][j])
+	what := fmt.Sprintf("n=%d kernel %d %v per %d mean first %v k=%d chunk %d", n, kern, kind, per, meanFirst, k, chunk)
+	for o := range want {
+		for j := range want[o] {
+			if math.Float32bits(want[o][j]) != math.Float32bits(got[o*n+j]) {
+				t.Fatalf("%s: row %d [%d] = %v, CPU %v", what, o, j, got[o*n+j], want[o][j])
 			}
 		}
 		if k >= n {
 			continue
 		}
-		got := make([]int, k)
-		for i, x := range gotIdx[o*k : (o+1)*k] {
-			got[i] = int(x)
+		if res[o] != 0 {
+			t.Fatalf("%s: row %d reports a NaN at %d", what, o, res[o]-1)
 		}
-		if !slices.Equal(got, want[o]) {
-			t.Fatalf("%s: row %d keeps %v, CPU %v", what, o, got, want[o])
+		g := make([]int, k)
+		for i, x := range res[nrows+o*k : nrows+(o+1)*k] {
+			g[i] = int(x)
+		}
+		if !slices.Equal(g, wantIdx[o]) {
+			t.Fatalf("%s: row %d keeps %v, CPU %v", what, o, g, wantIdx[o])
 		}
 	}
 }
@@ -423,33 +507,42 @@ func TestTopKExactOnTies(t *testing.T) {
 			}
 		}
 		for _, k := range []int{1, n / 2, n - 1} {
-			poolMeanTopK(t, dev, b, rows, 1, 1, backend.AvgPool, max(k, 1), topkThreads)
-			poolMeanTopK(t, dev, b, rows, 1, 5, backend.MaxPool, max(k, 1), topkThreads)
-			// any block size: 3 warps leave remainders in its warp loops
-			poolMeanTopK(t, dev, b, rows, 2, 1, backend.AvgPool, max(k, 1), 96)
+			poolMeanTopK(t, dev, b, rows, 1, 1, backend.AvgPool, false, max(k, 1), 0)
+			poolMeanTopK(t, dev, b, rows, 1, 5, backend.MaxPool, false, max(k, 1), 0)
+			// several top-k blocks a row (at most 9), the last one short
+			poolMeanTopK(t, dev, b, rows, 2, 1, backend.AvgPool, true, max(k, 1), max(100, n/8))
+			poolMeanTopK(t, dev, b, rows, 1, 3, backend.AvgPool, false, max(k, 1), 1000)
 		}
 	}
-	// NaN: topk_rows reports 1 + the index of a NaN and stops.
-	scores := []float32{1, 2, float32(math.NaN()), 3, 0}
-	nanOut := make([]int32, 1)
+	// Scores without ties, in several blocks: digits of every parity.
+	for _, k := range []int{1, 700, 1500, 2999} {
+		rows := [][]float32{make([]float32, 3000)}
+		for j := range rows[0] {
+			rows[0][j] = float32(r.NormFloat64())
+		}
+		poolMeanTopK(t, dev, b, rows, 1, 1, backend.AvgPool, false, k, 500)
+	}
+	// NaN: topk_write reports 1 + the index of the first NaN, in whichever
+	// block it is, and writes nothing for that row; another row is kept
+	// whole.
+	scores := []float32{1, 2, float32(math.NaN()), 3, 0, 5, 6, float32(math.NaN()), 2, 1, 0, 4}
+	good := []float32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+	res := make([]int32, 2+2*2)
+	b.topkChunk = 4
+	defer func() { b.topkChunk = 0 }()
 	err := dev.do(func() error {
-		src, _ := b.arena.get("n_src", 4*int64(len(scores)))
-		idx, _ := b.arena.get("n_idx", 8)
-		nan, _ := b.arena.get("n_nan", 4)
-		if err := dev.uploadF32(src, scores); err != nil {
+		src, _ := b.arena.get("n_src", 4*int64(2*len(scores)))
+		if err := dev.uploadF32(src, append(append([]float32(nil), good...), scores...)); err != nil {
 			return err
 		}
-		if err := dev.memset(nan, 4); err != nil {
+		buf, err := b.topK(src, len(scores), 2, len(scores), 2)
+		if err != nil {
 			return err
 		}
-		if err := dev.launch(kTopKRows, dim3{1, 1, 1}, dim3{topkThreads, 1, 1},
-			src, int32(len(scores)), int32(len(scores)), int32(2), idx, int32(2), nan); err != nil {
-			return err
-		}
-		return dev.downloadI32(nanOut, nan)
+		return dev.downloadI32(res, buf)
 	})
-	if err != nil || nanOut[0] != 3 {
-		t.Fatalf("NaN at index 2 reported as %d, %v", nanOut[0], err)
+	if err != nil || res[0] != 0 || res[1] != 3 || res[2] != 10 || res[3] != 11 {
+		t.Fatalf("rows without and with NaNs (first at 2): flags %d %d, first row %v: %v", res[0], res[1], res[2:4], err)
 	}
 }
 

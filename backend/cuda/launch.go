@@ -24,21 +24,22 @@ const (
 type kernel int
 
 const (
-	kWindowPass kernel = iota
+	kWindowPass     kernel = iota // d <= 256
+	kWindowPassD128               // window_pass for d <= 128
+	kWindowPassD64                // window_pass for d <= 64
 	kWindowMerge
-	kPool1d
-	kMeanGroups
-	kTopKRows
-	kGatherRows
-	kAttendPartial
+	kAttendPartial       // d <= 256, 4 query heads a block
+	kAttendPartialD128   // d <= 128, 4 heads
+	kAttendPartialD128H8 // d <= 128, 8 heads
+	kAttendPartialD64    // d <= 64, 8 heads
 	kAttendMerge
-	kWindowPassD128 // window_pass for d <= 128
-	kWindowPassD64  // window_pass for d <= 64
-	kAttendPartialD128
-	kAttendPartialD64
 	kWidenRows
 	kRowsSoftmax
 	kColsumRows
+	kPoolMean
+	kTopKHist
+	kTopKWrite
+	kGatherRows
 	numKernels
 )
 
@@ -51,41 +52,53 @@ type kernelSpec struct {
 
 var (
 	windowPassArgs = []argKind{argPtr, argU64, argI32, argI32, argF32,
-		argPtr, argPtr, argPtr, argPtr, argPtr, argPtr, argI32, argI32}
+		argPtr, argPtr, argPtr, argPtr, argPtr, argPtr, argPtr, argU64, argI32, argI32}
 	attendPartialArgs = []argKind{argPtr, argPtr, argU64, argI32, argI32, argF32, argPtr, argPtr, argI32, argI32, argI32, argPtr}
+	topkArgs          = []argKind{argPtr, argI32, argI32, argI32, argI32, argI32, argPtr, argPtr}
 )
 
 var kernelSpecs = [numKernels]kernelSpec{
-	kWindowPass:        {"window_pass", windowPassArgs},
-	kWindowPassD128:    {"window_pass_d128", windowPassArgs},
-	kWindowPassD64:     {"window_pass_d64", windowPassArgs},
-	kAttendPartial:     {"attend_partial", attendPartialArgs},
-	kAttendPartialD128: {"attend_partial_d128", attendPartialArgs},
-	kAttendPartialD64:  {"attend_partial_d64", attendPartialArgs},
-	kWindowMerge:       {"window_merge", []argKind{argPtr, argPtr, argI32, argI32}},
-	kPool1d:            {"pool1d", []argKind{argPtr, argPtr, argI32, argI32, argI32, argI32, argI32}},
-	kMeanGroups:        {"mean_groups", []argKind{argPtr, argPtr, argI32, argI32, argI32}},
-	kTopKRows:          {"topk_rows", []argKind{argPtr, argI32, argI32, argI32, argPtr, argI32, argPtr}},
-	kGatherRows:        {"gather_rows", []argKind{argPtr, argPtr, argU64, argU64, argI32, argI32, argPtr, argI32, argPtr}},
-	kAttendMerge:       {"attend_merge", []argKind{argPtr, argI32, argI32, argPtr}},
-	kWidenRows:         {"widen_rows", []argKind{argPtr, argPtr, argU64, argI32}},
-	kRowsSoftmax:       {"rows_softmax", []argKind{argPtr, argI32, argI32, argI32, argI32, argI32, argPtr}},
-	kColsumRows:        {"colsum_rows", []argKind{argPtr, argI32, argI32, argI32, argI32, argPtr, argPtr, argI32}},
+	kWindowPass:          {"window_pass", windowPassArgs},
+	kWindowPassD128:      {"window_pass_d128", windowPassArgs},
+	kWindowPassD64:       {"window_pass_d64", windowPassArgs},
+	kWindowMerge:         {"window_merge", []argKind{argPtr, argPtr, argI32, argI32}},
+	kAttendPartial:       {"attend_partial", attendPartialArgs},
+	kAttendPartialD128:   {"attend_partial_d128", attendPartialArgs},
+	kAttendPartialD128H8: {"attend_partial_d128_h8", attendPartialArgs},
+	kAttendPartialD64:    {"attend_partial_d64", attendPartialArgs},
+	kAttendMerge:         {"attend_merge", []argKind{argPtr, argI32, argI32, argPtr}},
+	kWidenRows:           {"widen_rows", []argKind{argPtr, argPtr, argU64, argI32}},
+	kRowsSoftmax:         {"rows_softmax", []argKind{argPtr, argI32, argI32, argI32, argI32, argI32, argPtr}},
+	kColsumRows:          {"colsum_rows", []argKind{argPtr, argI32, argI32, argI32, argI32, argPtr, argPtr, argI32}},
+	kPoolMean:            {"pool_mean", []argKind{argPtr, argPtr, argI32, argI32, argI32, argI32, argI32, argI32, argI32}},
+	kTopKHist:            {"topk_hist", append(append([]argKind(nil), topkArgs...), argI32)},
+	kTopKWrite:           {"topk_write", append(append([]argKind(nil), topkArgs...), argPtr, argI32, argPtr)},
+	kGatherRows: {"gather_rows", []argKind{argPtr, argPtr, argPtr, argPtr, argU64, argU64, argI32, argPtr, argI32,
+		argPtr, argI32, argI32, argI32}},
 }
 
 // Geometry constants shared with kernels/compresskv.cu.
 const (
-	warps       = 8   // WARPS
-	tileRows    = 256 // TILE: key rows per block of window_pass
-	maxHeadDim  = 256 // DMAX
-	topkThreads = 1024
-	headChunk   = 8 // HC: query heads per block of attend_partial up to d = 128 (half beyond)
-	gatherRows  = 8 // rows per block of gather_rows
+	warps       = 8    // warps of the one-warp-a-row kernels (window_merge, rows_softmax)
+	attendWarps = 4    // AW: warps per attend_partial block
+	tileRows    = 128  // WT: key rows per window_pass block (a thread each)
+	foldMaxRows = 64   // FOLDMAX: rows a window_pass block folds the statistics of itself
+	maxHeadDim  = 256  // DMAX
+	topkThreads = 1024 // TK
+	topkBins    = 2048 // BINS
+	topkPasses  = 3    // NPASS
+	topkChunk   = 4096 // scores a topk block takes (at least)
+	topkBlocks  = 64   // at most, per row
+	gatherRows  = 8    // GR: rows per gather_rows block
 	poolThreads = 256
 )
 
+// log2e is log2(e): the softmax kernels work in base 2 (ex2.approx), with
+// logits scaled by it.
+const log2e = 1.4426950408889634
+
 // windowPassFor returns the window_pass variant for head dimension d: the
-// ones for d <= 64 and d <= 128 hold fewer registers per thread.
+// ones for d <= 64 and d <= 128 run shorter loops.
 func windowPassFor(d int) kernel {
 	switch {
 	case d <= 64:
@@ -97,17 +110,19 @@ func windowPassFor(d int) kernel {
 }
 
 // attendPartialFor returns the attend_partial variant for head dimension d
-// and the number of query heads one of its blocks serves (grid.z covers a
-// group in chunks of that many): 8 up to d = 128, 4 beyond, so that the
-// per-lane accumulators of d = 256 fit in registers without spilling.
-func attendPartialFor(d int) (kernel, int) {
+// and a group of query heads per KV head, the number of query heads one of
+// its blocks serves (grid.z covers the group in chunks of that many), and
+// the blocks per SM its launch bounds guarantee.
+func attendPartialFor(d, group int) (k kernel, heads, blocksPerSM int) {
 	switch {
 	case d <= 64:
-		return kAttendPartialD64, headChunk
+		return kAttendPartialD64, 8, 2
+	case d <= 128 && group > 4:
+		return kAttendPartialD128H8, 8, 2
 	case d <= 128:
-		return kAttendPartialD128, headChunk
+		return kAttendPartialD128, 4, 3
 	}
-	return kAttendPartial, headChunk / 2
+	return kAttendPartial, 4, 3
 }
 
 // dim3 is a grid or block size.
@@ -169,7 +184,7 @@ func packArgs(spec kernelSpec, args []any) (slots []uint64, ptrs []unsafe.Pointe
 	return slots, ptrs, nil
 }
 
-// cudaErrorNotReady: cudaStreamQuery's answer while work is pending.
+// CUDA_ERROR_NOT_READY: cuStreamQuery's answer while work is pending.
 const errNotReady = 600
 
 // launch starts kernel k on the device's stream. It must run on the device
@@ -193,6 +208,9 @@ func (d *Device) launch(k kernel, grid, block dim3, args ...any) error {
 	var pin runtime.Pinner
 	pin.Pin(&slots[0])
 	pin.Pin(&ptrs[0])
+	if d.launchHook != nil {
+		d.launchHook(k, false)
+	}
 	code := d.api.cuLaunchKernel(d.fn[k], grid.x, grid.y, grid.z, block.x, block.y, block.z, 0, d.stream,
 		unsafe.Pointer(&ptrs[0]), nil)
 	pin.Unpin()
@@ -200,17 +218,20 @@ func (d *Device) launch(k kernel, grid, block dim3, args ...any) error {
 	if err := drvErr("cuLaunchKernel("+spec.name+")", code); err != nil {
 		return d.blame(err)
 	}
+	if d.launchHook != nil {
+		d.launchHook(k, true)
+	}
 	d.launches.Add(1)
 	d.unsynced = append(d.unsynced, spec.name)
 	if d.syncLaunches {
 		return d.sync()
 	}
-	switch q := d.api.cudaStreamQuery(d.stream); q {
+	switch q := d.api.cuStreamQuery(d.stream); q {
 	case 0:
 		d.unsynced = d.unsynced[:0]
 	case errNotReady:
 	default:
-		return d.blame(rtErr("cudaStreamQuery", q))
+		return d.blame(drvErr("cuStreamQuery", q))
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -11,17 +12,19 @@ import (
 // the CUDA libraries; it is searched first.
 const EnvLibDir = "COMPRESSKV_CUDA_LIB"
 
-// Sonames searched, newest first.
+// Sonames searched, newest first. Only the driver is required.
 var (
-	runtimeSonames = []string{"libcudart.so.13", "libcudart.so.12"}
 	driverSonames  = []string{"libcuda.so.1"}
+	runtimeSonames = []string{"libcudart.so.13", "libcudart.so.12"}
 )
 
-// fixedDirs are searched after the environment variable and the loader path.
-var fixedDirs = []string{"/usr/local/cuda/lib64", "/usr/local/nvidia/lib64", "/usr/lib/x86_64-linux-gnu"}
+// fixedDirs are searched after the loader path: where container runtimes
+// and distributions put the driver, and WSL's.
+var fixedDirs = []string{"/usr/local/nvidia/lib64", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib/wsl/lib"}
 
 // sitePackageGlobs find the nvidia/*/lib folders of Python installations
-// (the wheels nvidia-cuda-runtime-cu12 and friends put libraries there).
+// (the wheels nvidia-cuda-runtime-cu12, nvidia-cublas-cu12 and friends put
+// libraries there).
 var sitePackageGlobs = []string{
 	"/usr/lib/python3*/site-packages/nvidia/*/lib",
 	"/usr/lib/python3*/dist-packages/nvidia/*/lib",
@@ -39,24 +42,27 @@ type system struct {
 	dlclose func(lib uintptr)
 }
 
-// candidates returns the paths to try for one library, in order: the
-// directory of EnvLibDir, the bare sonames (the loader path: LD_LIBRARY_PATH,
-// the ld.so cache), the fixed directories, then Python site-packages.
-func candidates(sys system, sonames []string) []string {
-	var dirs []string
+// searchDirs returns the directories to search, in order: EnvLibDir,
+// $CUDA_HOME/lib64 and /lib, $CONDA_PREFIX/lib, /usr/local/cuda*/lib64
+// (/usr/local/cuda first, then the versioned ones newest first), then, after
+// the loader path (see candidates), the fixed directories and Python's
+// site-packages.
+func searchDirs(sys system) (before, after []string) {
 	if d := sys.getenv(EnvLibDir); d != "" {
-		dirs = append(dirs, d)
+		before = append(before, d)
 	}
-	var out []string
-	for _, d := range dirs {
-		for _, s := range sonames {
-			out = append(out, filepath.Join(d, s))
-		}
+	if h := sys.getenv("CUDA_HOME"); h != "" {
+		before = append(before, filepath.Join(h, "lib64"), filepath.Join(h, "lib"))
 	}
-	out = append(out, sonames...)
-	dirs = append([]string(nil), fixedDirs...)
-	var globs []string
-	globs = append(globs, sitePackageGlobs...)
+	if p := sys.getenv("CONDA_PREFIX"); p != "" {
+		before = append(before, filepath.Join(p, "lib"))
+	}
+	before = append(before, "/usr/local/cuda/lib64")
+	versioned, _ := sys.glob("/usr/local/cuda-*/lib64")
+	sort.Sort(sort.Reverse(sort.StringSlice(versioned))) // cuda-12.8 before cuda-12.4 (and cuda-9.x, rightly, last)
+	before = append(before, versioned...)
+	after = append(after, fixedDirs...)
+	globs := append([]string(nil), sitePackageGlobs...)
 	for _, v := range []string{"VIRTUAL_ENV", "CONDA_PREFIX"} {
 		if p := sys.getenv(v); p != "" {
 			globs = append(globs, filepath.Join(p, "lib/python3*/site-packages/nvidia/*/lib"))
@@ -67,9 +73,25 @@ func candidates(sys system, sonames []string) []string {
 	}
 	for _, g := range globs {
 		m, _ := sys.glob(g)
-		dirs = append(dirs, m...)
+		after = append(after, m...)
 	}
-	for _, d := range dirs {
+	return before, after
+}
+
+// candidates returns the paths to try for one library, in order: each
+// soname in the directories before the loader path, the bare sonames (the
+// loader path: LD_LIBRARY_PATH, the ld.so cache), then in the directories
+// after it.
+func candidates(sys system, sonames []string) []string {
+	before, after := searchDirs(sys)
+	var out []string
+	for _, d := range before {
+		for _, s := range sonames {
+			out = append(out, filepath.Join(d, s))
+		}
+	}
+	out = append(out, sonames...)
+	for _, d := range after {
 		for _, s := range sonames {
 			out = append(out, filepath.Join(d, s))
 		}

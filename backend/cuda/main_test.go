@@ -31,48 +31,12 @@ var unreachable = []struct {
 	after   string
 	why     string
 }{
-	// mean_groups: the host launches it only for Selection.PerRow >= 2
-	// (select.go, SelectLayer, rejects PerRow < 1 and skips the launch for
-	// 1; the tests pass per >= 1), so the loop over a group's rows always
-	// runs: the arm for per <= 0 (the branch to it, and the empty sum just
-	// before 1/per) never does.
-	{"mean_groups", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`,
-		`setp\.gt\.s32 %p\d+, %r\d+, 0\n@%p\d+ bra \S+$`, `\A\$L__BB\d+_\d+:\nld\.param\.u64 %rd\d+, \[mean_groups_param_0\]`,
-		"per >= 1: the branch to the empty group's sum"},
-	{"mean_groups", 3, `^cvt\.s64\.s32\s+%rd\d+, %r\d+$|^mov\.f32\s+%f\d+, 0f00000000$`,
-		`(?m)^\$L__BB\d+_\d+:$`, `(?m)^rcp\.rn\.f32 `,
-		"per >= 1: the empty group's sum"},
-	// pool1d: average pooling sums kernel <= 15 values directly (larger
-	// kernels take the sliding sum, whose code follows); the 8-way unrolled
-	// part of that sum runs once at most (15 = 8 + a remainder of 7), so
-	// its back edge is never taken.
-	{"pool1d", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`,
-		`(?s)add\.rn\.f64 .*\nadd\.s32 %r\d+, %r\d+, -8\nadd\.s64 %rd\d+, %rd\d+, 32\nsetp\.eq\.s32 %p\d+, %r\d+, 0\n@%p\d+ bra \S+$`,
-		`\A\$L__BB\d+_\d+:\nrem\.s32 `, // the sliding sum starts with i % kernel
-		"kernel <= 15: no second turn of the 8-way unrolled direct sum"},
-	// topk_rows: the host launches it only for 0 < k < n (select.go,
-	// SelectLayer: k > 0 && k < P), so the k-th key's bucket exists and the
-	// scan over the 256 buckets (unrolled by 8: the bound 263) always
-	// breaks before its end.
-	{"topk_rows", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`, `setp\.ne\.s32 %p\d+, %r\d+, 263\n@%p\d+ bra \S+$`, "",
-		"0 < k < n: the bucket scan always finds the k-th key"},
-	// attend_partial*: grid.z = ceil(group/chunk) (backend.go, Attend), so
-	// block z's first query head hc0 = z*chunk < group: every block has at
-	// least one head (group - hc0 > 0), and the branch past the per-head
-	// output loop, right after wacc's address is formed, is never taken.
-	{"attend_partial", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`, `(?s)E4wacc\n.*\n@%p\d+ bra \S+$`, "",
-		"group - hc0 > 0: the branch past the output loop for a block without heads"},
-	{"attend_partial_d128", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`, `(?s)E4wacc\n.*\n@%p\d+ bra \S+$`, "",
-		"group - hc0 > 0: the branch past the output loop for a block without heads"},
-	{"attend_partial_d64", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`, `(?s)E4wacc\n.*\n@%p\d+ bra \S+$`, "",
-		"group - hc0 > 0: the branch past the output loop for a block without heads"},
 	// widen_rows: launched only for float16/bfloat16 keys (gemm.go,
 	// windowSumsGEMM: c.dtype != kvcache.Float32), so load()'s float32 arm
 	// (the kernel's one ld.global.f32) never runs.
 	{"widen_rows", 1, `^bra\.uni\s+\$L__BB\d+_\d+$`, "", `\A\$L__BB\d+_\d+:\nld\.global\.u16 `,
 		"float16/bfloat16 keys only: the branch to the float32 load"},
-	{"widen_rows", 1, `^add\.s64\s+%rd\d+, %rd\d+, %rd\d+$`, "", `\Ald\.global\.f32 `,
-		"float16/bfloat16 keys only: the float32 load's address"},
+	{"widen_rows", 1, `^add\.s64\s+%rd\d+, %rd\d+, %rd\d+$`, "", `\Ald\.global\.f32 `, "float16/bfloat16 keys only: the float32 load's address"},
 	{"widen_rows", 1, `^ld\.global\.f32\s`, "", "", "float16/bfloat16 keys only: the float32 load"},
 	// colsum_rows: C is a chunk's row count, min(chunk, w - i0) with
 	// i0 < w and chunk >= 1 (gemm.go, windowSumsGEMM and gemmChunkRows),

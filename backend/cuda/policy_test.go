@@ -50,7 +50,7 @@ func TestPolicyUsesLayerSelector(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			before := f.launches["topk_rows"]
+			before := f.launches["topk_write"]
 			res, err := p.Compress(context.Background(), c, q, H)
 			if err != nil {
 				t.Fatal(name, err)
@@ -58,7 +58,7 @@ func TestPolicyUsesLayerSelector(t *testing.T) {
 			if res.Backend != "cuda" || !strings.HasPrefix(res.BackendReason, "cuda: the cache lives on") {
 				t.Fatalf("%s: backend %q (%q)", name, res.Backend, res.BackendReason)
 			}
-			if f.launches["topk_rows"] == before {
+			if f.launches["topk_write"] == before {
 				t.Fatalf("%s: the fused device selection did not run", name)
 			}
 			cfg.Backend = cpu.New()

@@ -8,10 +8,15 @@
 //	go run ./examples/calibrate -check testdata/retrieval.profile.json
 //	go run ./examples/calibrate -probes stories -model ../shared/models/stories260K/stories260K.bin \
 //	    -tokenizer ../shared/models/stories260K/tok512.bin -out out/stories260K.profile.json
+//	go run ./examples/calibrate -model qwen2.5-1.5b-instruct-q8_0.gguf -quick
+//	                                                 # -> out/qwen2.5-1.5b-instruct-q8_0.profile.json
 //
 // Needle probes and calibration text come from testdata/haystack/calib.txt
 // with the calibration words of package niah; story probes use niah's
-// calibration names and filler: both disjoint from the benchmarks'.
+// calibration names and filler: both disjoint from the benchmarks'. The
+// probes are built in the model's own tokens; a GGUF model with a chat
+// template (-chat) is asked each needle as a user turn, the answer's start
+// opening the assistant's.
 package main
 
 import (
@@ -50,22 +55,23 @@ func main() {
 }
 
 type options struct {
-	model, tokenizer, haystack, text, out, check string
-	probes                                       string
-	lengths, textLengths, sentences, leads       []int
-	depths, needles, perCell                     int
-	budget, steps, textSamples, minAnswered      int
-	indicator                                    bool
-	kernel                                       int
-	seed                                         uint64
+	model, tokenizer, chat, haystack, text, out, check string
+	probes                                             string
+	lengths, textLengths, sentences, leads             []int
+	depths, needles, perCell                           int
+	budget, steps, textSamples, minAnswered            int
+	indicator                                          bool
+	kernel                                             int
+	seed                                               uint64
 }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("calibrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{}
-	fs.StringVar(&o.model, "model", cli.DefaultModel, "llama2.c checkpoint (the project's byte-level model; another needs -tokenizer)")
-	fs.StringVar(&o.tokenizer, "tokenizer", "", "llama2.c tokenizer of -model (empty: the byte-level vocabulary of the project's model)")
+	fs.StringVar(&o.model, "model", cli.DefaultModel, cli.ModelUsage)
+	fs.StringVar(&o.tokenizer, "tokenizer", "", cli.TokenizerUsage)
+	fs.StringVar(&o.chat, "chat", cli.ChatAuto, cli.ChatUsage+" (needle probes: the haystack and the question a user turn, the answer's start the assistant's)")
 	fs.StringVar(&o.probes, "probes", "needle", "probe kind: needle (facts with digit values) or stories (a character's name)")
 	fs.StringVar(&o.haystack, "haystack", "testdata/haystack/calib.txt", "text the needles are hidden in")
 	fs.StringVar(&o.text, "text", "", "plain text for the layer error (empty: the haystack)")
@@ -82,7 +88,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.minAnswered, "min", 0, "fewest probes that must be answered (0: the library's default)")
 	fs.BoolVar(&o.indicator, "indicator", false, "count an answer token once (the paper's Eq. 5) instead of once per occurrence")
 	fs.Uint64Var(&o.seed, "seed", 7, "probe seed")
-	fs.IntVar(&o.kernel, "kernel", 0, "pooling kernel of the shadow eviction (0: 9 for needles, the library's 5 for stories)")
+	fs.IntVar(&o.kernel, "kernel", 0, fmt.Sprintf("pooling kernel of the shadow eviction (0: for needles the model's, %d for a byte-level model and the library's %d otherwise; %d for stories)", cli.DefaultByteKernel, compresskv.DefaultKernel, compresskv.DefaultKernel))
 	quick := fs.Bool("quick", false, "a small grid (lengths 256,512; 5 depths; 1 needle; 6 text samples; 6 stories per cell)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -97,15 +103,15 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	o.sentences, o.leads, o.textLengths = *sentences, *leads, *textLengths
 	switch o.probes {
 	case "needle":
-		if o.kernel == 0 {
-			o.kernel = cli.DefaultByteKernel
-		}
 		if len(o.textLengths) == 0 {
 			o.textLengths = o.lengths
 		}
 	case "stories":
 		if len(o.textLengths) == 0 {
 			o.textLengths = []int{128, 256}
+		}
+		if o.kernel == 0 {
+			o.kernel = compresskv.DefaultKernel
 		}
 	default:
 		return nil, fmt.Errorf("unknown probe kind %q (want needle or stories)", o.probes)
@@ -114,7 +120,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		o.text = o.haystack
 	}
 	if o.out == "" {
-		o.out = filepath.Join("out", strings.TrimSuffix(filepath.Base(o.model), filepath.Ext(o.model))+".profile.json")
+		o.out = cli.DefaultProfilePath(o.model)
 	}
 	return o, nil
 }
@@ -124,9 +130,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := cli.Open(o.model, o.tokenizer)
+	m, err := cli.OpenChat(o.model, o.tokenizer, o.chat)
 	if err != nil {
 		return err
+	}
+	defer m.Close()
+	if o.kernel == 0 {
+		o.kernel = m.Kernel(0)
+	}
+	if s := m.Summary(); s != "" {
+		fmt.Fprintln(stdout, s)
 	}
 	pt := m.ProbeTokenizer()
 	text, err := niah.LoadHaystack(cli.Path(o.text))
@@ -134,12 +147,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	probes, sets, what, err := build(pt, o)
+	if terr := pt.Err(); terr != nil {
+		return fmt.Errorf("%s: the probes cannot be tokenized: %w", m.Path, terr)
+	}
 	if err != nil {
 		return err
 	}
 	texts, err := calibrate.TextPrompts(pt, text, o.textLengths, o.textSamples)
+	if terr := pt.Err(); terr != nil {
+		return fmt.Errorf("%s: the calibration text cannot be tokenized: %w", m.Path, terr)
+	}
 	if err != nil {
 		return err
+	}
+	if !m.ByteLevel && len(probes) > 0 {
+		lo, hi, slo, shi := len(probes[0].Prompt), 0, len(probes[0].Prompt), 0
+		for _, p := range probes {
+			n, span := len(p.Prompt), p.AnswerEnd-p.AnswerStart
+			lo, hi, slo, shi = min(lo, n), max(hi, n), min(slo, span), max(shi, span)
+		}
+		fmt.Fprintf(stdout, "probe prompts: %d %s probes in the model's tokens, %d to %d tokens; answers of %d to %d tokens\n", len(probes), o.probes, lo, hi, slo, shi)
 	}
 	sets = append(sets, calibrate.ErrSet{Name: "text", Prompts: texts, Steps: o.steps})
 	mode := heads.Multiplicity
@@ -161,6 +188,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		for _, g := range rep.Groups {
 			fmt.Fprintf(stdout, "probes %s: %d/%d answered\n", g.Group, g.Answered, g.Probes)
 		}
+	}
+	if errors.Is(err, calibrate.ErrTooFewProbes) {
+		return fmt.Errorf("%w; with this command: shorter prompts (-lengths), -probes stories (a character's name) for a model that cannot answer needles, the chat template %s (-chat), or fewer answers required (-min)",
+			err, map[bool]string{true: "off", false: "on"}[m.Chat != ""])
 	}
 	if err != nil {
 		return err

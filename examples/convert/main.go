@@ -2,8 +2,8 @@
 // file of the llama architecture (float32 weights, a SentencePiece-style
 // vocabulary), which the runner's GGUF path and llama.cpp run to the same
 // logits as the checkpoint. It only parses flags; the conversion is
-// llama.Model.WriteGGUF. Like the other examples it runs from any
-// directory: relative paths are also looked for under the repository.
+// cli.Convert (llama.Model.WriteGGUF). Like the other examples it runs from
+// any directory: relative paths are also looked for under the repository.
 //
 //	go run ./examples/convert                                   # the project's model -> out/retrieval.gguf
 //	go run ./examples/convert -model ../shared/models/stories260K/stories260K.bin \
@@ -55,23 +55,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if *out == "" {
 		*out = filepath.Join("out", base+".gguf")
 	}
-	m, tok, err := llama.Open(cli.Path(*model), cli.Path(*tokPath))
+	m, n, err := cli.Convert(*model, *tokPath, *out, *name)
 	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
-		return err
-	}
-	f, err := os.Create(*out)
-	if err != nil {
-		return err
-	}
-	n, err := m.WriteGGUF(f, llama.GGUFOptions{Name: *name, Tokenizer: tok})
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(*out)
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: %s model, %d layers, dim %d, vocabulary %d, %d bytes\n", *out, *name, m.Layers, m.Dim, m.Vocab, n)

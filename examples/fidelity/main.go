@@ -11,6 +11,10 @@
 //	go run ./examples/fidelity -model ../shared/models/stories260K/stories260K.bin \
 //	    -tokenizer ../shared/models/stories260K/tok512.bin -length 384 -kernel 5 -budgets 16,32,64 \
 //	    -profile out/stories260K.profile.json -probes stories
+//	go run ./examples/fidelity -model qwen2.5-1.5b-instruct-q8_0.gguf -profile out/qwen2.5-1.5b-instruct-q8_0.profile.json
+//
+// A GGUF file's text is its own tokenizer's, BOS first where its metadata
+// says; story probes are plain text (no chat template).
 package main
 
 import (
@@ -43,7 +47,7 @@ func main() {
 
 func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("fidelity", flag.ContinueOnError)
-	mf := cli.AddModelFlags(fs, true)
+	mf := cli.AddModelFlags(fs)
 	textPath := fs.String("text", "testdata/haystack/eval.txt", "held-out text")
 	length := fs.Int("length", 1024, "prompt tokens")
 	steps := fs.Int("steps", 32, "teacher-forced tokens after the prompt")
@@ -68,6 +72,10 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer m.Close()
+	if s := m.Summary(); s != "" {
+		fmt.Fprintln(stdout, s)
+	}
 	tok := m.Tok
 	text, err := niah.LoadHaystack(cli.Path(*textPath))
 	if err != nil {
@@ -80,9 +88,12 @@ func run(args []string, stdout io.Writer) error {
 	for i := range seqs {
 		off := i * len(text) / *samples
 		for span := 2 * need; ; span *= 2 {
-			ids := tok.Encode(text[off:min(len(text), off+span)], false, false)
+			ids, err := tok.Encode(text[off:min(len(text), off+span)], false, false)
+			if err != nil {
+				return err
+			}
 			if len(ids) >= need {
-				seqs[i] = append([]int{llama.BOS}, ids[:need]...)
+				seqs[i] = append(m.BOS(), ids[:need]...)
 				break
 			}
 			if off+span >= len(text) {

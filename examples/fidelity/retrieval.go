@@ -7,9 +7,7 @@ import (
 	"time"
 
 	"github.com/compresskv/compresskv/compresskv"
-	"github.com/compresskv/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/examples/internal/cli"
-	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
 	"github.com/compresskv/compresskv/kvcache"
 )
@@ -21,8 +19,11 @@ import (
 // probes answered right, among those the full cache answers; a second table
 // splits the counts by probe group.
 func retrieval(w io.Writer, m *cli.Model, grid *cli.Grid, leads, sentences []int, per int, seed uint64) error {
-	tok := m.Tok
-	probes, err := niah.StoryProbes(m.ProbeTokenizer(), niah.StoryEvalNames, niah.StoryEvalFill, leads, sentences, per, seed)
+	pt := m.ProbeTokenizer()
+	probes, err := niah.StoryProbes(pt, niah.StoryEvalNames, niah.StoryEvalFill, leads, sentences, per, seed)
+	if terr := pt.Err(); terr != nil {
+		return fmt.Errorf("%s: the story probes cannot be tokenized: %w", m.Path, terr)
+	}
 	if err != nil {
 		return err
 	}
@@ -48,7 +49,7 @@ func retrieval(w io.Writer, m *cli.Model, grid *cli.Grid, leads, sentences []int
 			return err
 		}
 		tokens += len(p.Prompt)
-		if ok, err := answer(pre.Full(), tok, &p, pre.Logits); err != nil || !ok {
+		if ok, err := m.AnswerProbe(pre.Full(), pre.Logits, &p); err != nil || !ok {
 			if err != nil {
 				return err
 			}
@@ -61,7 +62,7 @@ func retrieval(w io.Writer, m *cli.Model, grid *cli.Grid, leads, sentences []int
 			if err != nil {
 				return err
 			}
-			ok, err := answer(cs, tok, &p, pre.Logits)
+			ok, err := m.AnswerProbe(cs, pre.Logits, &p)
 			if ok {
 				right[cell{meth, bi, g}]++
 			}
@@ -99,25 +100,4 @@ func retrieval(w io.Writer, m *cli.Model, grid *cli.Grid, leads, sentences []int
 		}
 	}
 	return tw.Flush()
-}
-
-// answer decodes greedily from logits (the prompt's last) and judges the
-// continuation as calibration does.
-func answer(s *llama.Session, tok cli.Tokenizer, p *calibrate.Probe, logits []float32) (bool, error) {
-	var out []int
-	prev := ""
-	for {
-		id := llama.Argmax(logits)
-		out = append(out, id)
-		text := tok.Decode(out)
-		right, decided := p.Judge(text, text == prev || len(out) >= p.MaxNewTokens())
-		if decided {
-			return right, nil
-		}
-		prev = text
-		var err error
-		if logits, err = s.Forward([]int{id}); err != nil {
-			return false, err
-		}
-	}
 }

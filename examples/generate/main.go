@@ -16,6 +16,13 @@
 //	go run ./examples/generate -policy snapkv -max-cache 64 -chunk 64
 //	go run ./examples/generate -model ../shared/models/stories260K/stories260K.bin \
 //	    -tokenizer ../shared/models/stories260K/tok512.bin -prompt "Once upon a time" -policy snapkv -budget 16
+//	go run ./examples/generate -model qwen2.5-1.5b-instruct-q8_0.gguf -prompt "Why is the sky blue?" \
+//	    -n 200 -policy compresskv -profile out/qwen2.5-1.5b-instruct-q8_0.profile.json -budget 128
+//
+// A GGUF file's prompt is tokenized as llama.cpp tokenizes one (special
+// tokens parsed, BOS where the metadata says) and, where the file has a chat
+// template (-chat), written as a user turn and the assistant's opening;
+// decoding stops at the model's end-of-generation tokens.
 //
 // "generate quality needle" and "generate quality decode" measure what the
 // bound costs (see quality.go and docs/RESULTS.md). A method that needs a
@@ -68,7 +75,7 @@ func run(args []string, stdout io.Writer) error {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
-	mf := cli.AddModelFlags(fs, true)
+	mf := cli.AddModelFlags(fs)
 	var (
 		prompt   = fs.String("prompt", "In the beginning God created the heaven and the earth. The special magic number for amber is 40713. And the earth was without form, and void; and darkness was upon the face of the deep.\nWhat is the special magic number for amber? The special magic number for amber is ", "prompt text (the project's model was trained with the question on a new line)")
 		steps    = fs.Int("n", 16, "tokens to generate")
@@ -92,6 +99,7 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer m.Close()
 	meth, err := compresskv.ParseMethod(*method)
 	if err != nil {
 		return err
@@ -106,7 +114,7 @@ func run(args []string, stdout io.Writer) error {
 	if streaming {
 		*budget = *maxCache
 	}
-	cfg := compresskv.Config{Budget: *budget, Window: *window, Kernel: m.Kernel(mf.Kernel)}
+	cfg := compresskv.Config{Budget: *budget, Window: *window, Kernel: m.Kernel(mf.Kernel), Rotary: m.Rotary()}
 	if cfg.Profile, err = mf.ProfileFor(m, meth); err != nil {
 		return err
 	}
@@ -118,8 +126,10 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tok := m.Tok
-	ids := tok.Encode(*prompt, true, false)
+	ids, err := m.EncodePrompt(*prompt)
+	if err != nil {
+		return err
+	}
 	var (
 		s      *llama.Session
 		stream *compresskv.Stream
@@ -161,10 +171,12 @@ func run(args []string, stdout io.Writer) error {
 	}
 	rng := rand.New(rand.NewPCG(*seed, 1))
 	var out []int
+	eog := -1 // the end-of-generation token that stopped decoding
 	t1 := time.Now()
 	for len(out) < *steps {
 		next := pick(logits, *temp, rng)
-		if next == llama.EOS {
+		if m.IsEOG(next) {
+			eog = next
 			break
 		}
 		out = append(out, next)
@@ -173,13 +185,20 @@ func run(args []string, stdout io.Writer) error {
 		}
 	}
 	decode := time.Since(t1)
-	fmt.Fprintf(stdout, "%s%s\n\n", *prompt, tok.Decode(out))
-	fmt.Fprintf(stdout, "model %s: %d layers, %d query / %d KV heads, d=%d\n", m.Path, m.Layers, m.Heads, m.KVHeads, m.HeadDim())
+	fmt.Fprintf(stdout, "%s%s\n\n", *prompt, m.Tok.Decode(out))
+	if sum := m.Summary(); sum != "" {
+		fmt.Fprintln(stdout, sum)
+	} else {
+		fmt.Fprintf(stdout, "model %s: %d layers, %d query / %d KV heads, d=%d\n", m.Path, m.Layers, m.Heads, m.KVHeads, m.HeadDim())
+	}
 	fmt.Fprintf(stdout, "prefill: %d tokens, %.1f tokens/s", len(ids), float64(len(ids))/prefillTime.Seconds())
 	if !streaming {
 		fmt.Fprintf(stdout, " (then compression, %.0f ms)", float64(compressTime.Microseconds())/1e3)
 	}
 	fmt.Fprintf(stdout, "\ndecode:  %d tokens, %.1f tokens/s\n", len(out), float64(len(out))/decode.Seconds())
+	if eog >= 0 {
+		fmt.Fprintf(stdout, "stopped at %s (token %d), an end-of-generation token\n", m.TokenText(eog), eog)
+	}
 	if streaming {
 		st := stream.Stats()
 		fmt.Fprintf(stdout, "cache (%s, streaming: max-cache %d, chunk %d, slack %d, %v): %d bytes at the end, peak %d bytes reserved (bound %d rows per KV head per layer), %d layer compressions\n",

@@ -8,10 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/compresskv/compresskv/examples/internal/cli"
+	"github.com/compresskv/compresskv/examples/internal/tinymodel"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/kvcache"
 )
@@ -182,6 +185,125 @@ func TestProgress(t *testing.T) {
 		lines := strings.Count(buf.String(), "\n")
 		if lines != c.lines || (lines > 0 && !strings.HasPrefix(buf.String(), fmt.Sprintf("prefill: %d of %d tokens", c.chunk, c.total))) {
 			t.Errorf("%d tokens in chunks of %d: %d lines, want %d:\n%s", c.total, c.chunk, lines, c.lines, buf.String())
+		}
+	}
+}
+
+// field returns the integer after prefix in the line of text that begins
+// with prefix (-1 when there is none).
+func field(text, prefix string) int {
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
+			n, err := strconv.Atoi(strings.Fields(rest)[0])
+			if err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// TestGenerateGGUF generates with a small random model of each
+// architecture and tokenizer: the prompt is the model's own tokens (a chat
+// model's a user turn and the assistant's opening, the template named),
+// one-shot and streaming compression run, a method that needs a profile
+// reads one of the model's shape and, without one, says how to make it.
+func TestGenerateGGUF(t *testing.T) {
+	for _, spec := range tinymodel.Trio {
+		path := tinymodel.WriteTemp(t, spec)
+		m, err := cli.Open(path, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		const prompt = "Why is the sky blue?"
+		ids, err := m.EncodePrompt(prompt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Close()
+		prof := filepath.Join(t.TempDir(), "p.json")
+		if err := tinymodel.WriteProfile(prof, spec, 1); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{
+			{"-policy", "snapkv", "-budget", "16"},
+			{"-policy", "compresskv", "-budget", "16", "-profile", prof},
+			{"-policy", "adakv", "-max-cache", "12", "-chunk", "8"},
+		} {
+			var out strings.Builder
+			if err := run(append([]string{"-model", path, "-prompt", prompt, "-n", "6"}, args...), &out); err != nil {
+				t.Fatalf("%s %q: %v", spec.Name(), args, err)
+			}
+			text := out.String()
+			summary := "model " + path + ": " + spec.Arch + ", 2 layers, 4 query / 2 KV heads"
+			if spec.Tokenizer != tinymodel.SPM {
+				summary = "chat template " + map[tinymodel.Tokenizer]string{tinymodel.ChatML: "chatml", tinymodel.Llama3: "llama3"}[spec.Tokenizer] + " (from tokenizer.chat_template)"
+			}
+			if !strings.HasPrefix(text, prompt) || !strings.Contains(text, summary) || field(text, "prefill: ") != len(ids) ||
+				field(text, "decode:  ") < 0 || field(text, "decode:  ") > 6 || (!strings.Contains(text, "after compression") && !strings.Contains(text, "streaming: max-cache 12")) {
+				t.Fatalf("%s %q: want the prompt, %q, a prefill of %d tokens, at most 6 decoded and the cache in:\n%s", spec.Name(), args, summary, len(ids), text)
+			}
+		}
+		err = run([]string{"-model", path, "-policy", "compresskv"}, io.Discard)
+		want := "go run ./examples/calibrate -model " + path + " (it writes out/" + spec.Name() + ".profile.json) and pass it with -profile out/" + spec.Name() + ".profile.json"
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: compresskv without a profile of the model: %v", spec.Name(), err)
+		}
+	}
+}
+
+// TestGenerateStopsAtEOG: a model whose every greedy choice is an
+// end-of-generation token generates nothing and says which token stopped
+// it; the same model with it off the end-of-generation set would not.
+func TestGenerateStopsAtEOG(t *testing.T) {
+	for _, tc := range []struct {
+		spec tinymodel.Spec
+		stop string
+	}{
+		{tinymodel.Spec{Arch: "qwen2", Tokenizer: tinymodel.ChatML, Favour: "<|im_end|>"}, `"<|im_end|>"`},
+		{tinymodel.Spec{Arch: "llama", Tokenizer: tinymodel.Llama3, Favour: "<|eot_id|>"}, `"<|eot_id|>"`},
+		{tinymodel.Spec{Arch: "llama", Tokenizer: tinymodel.SPM, Favour: "</s>"}, `"</s>"`},
+	} {
+		var out strings.Builder
+		if err := run([]string{"-model", tinymodel.WriteTemp(t, tc.spec), "-prompt", "Hello", "-policy", "full", "-n", "5"}, &out); err != nil {
+			t.Fatal(err)
+		}
+		if field(out.String(), "decode:  ") != 0 || !strings.Contains(out.String(), "stopped at "+tc.stop) {
+			t.Fatalf("%s: want no tokens, stopped at %s:\n%s", tc.spec.Name(), tc.stop, out.String())
+		}
+	}
+	// A token that is not end-of-generation is generated on.
+	var out strings.Builder
+	if err := run([]string{"-model", tinymodel.WriteTemp(t, tinymodel.Spec{Arch: "qwen2", Tokenizer: tinymodel.ChatML, Favour: "<|im_start|>"}), "-policy", "full", "-n", "5"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if field(out.String(), "decode:  ") != 5 || strings.Contains(out.String(), "stopped at") {
+		t.Fatalf("a control token that is not end-of-generation stopped decoding:\n%s", out.String())
+	}
+}
+
+// TestQualityGGUF runs both quality measurements on a small random model
+// of each architecture: the needle prompts are the model's own, and every
+// cell is measured (random weights answer nothing: 0%).
+func TestQualityGGUF(t *testing.T) {
+	for _, spec := range tinymodel.Trio {
+		path := tinymodel.WriteTemp(t, spec)
+		var out strings.Builder
+		err := run([]string{"quality", "needle", "-model", path, "-haystack", "../../testdata/haystack/eval.txt",
+			"-lengths", "128", "-budgets", "32", "-chunks", "32", "-prompts", "2", "-policies", "snapkv"}, &out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), "snapkv     128      32        0%        0%") {
+			t.Fatalf("%s: quality needle:\n%s", spec.Name(), out.String())
+		}
+		out.Reset()
+		err = run([]string{"quality", "decode", "-model", path, "-policies", "snapkv", "-budgets", "8,400", "-prompts", "2", "-steps", "6"}, &out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), "snapkv     400            100.0%                 6        100.0%   0.0000") {
+			t.Fatalf("%s: quality decode at a budget beyond the sequence:\n%s", spec.Name(), out.String())
 		}
 	}
 }

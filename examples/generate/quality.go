@@ -34,7 +34,7 @@ func quality(kind string, args []string, stdout io.Writer) error {
 		return fmt.Errorf("generate quality %q: want needle or decode", kind)
 	}
 	fs := flag.NewFlagSet("generate quality "+kind, flag.ContinueOnError)
-	mf := cli.AddModelFlags(fs, true)
+	mf := cli.AddModelFlags(fs)
 	hayPath := fs.String("haystack", "testdata/haystack/eval.txt", "needle: evaluation text")
 	lengths := cli.Ints(fs, "lengths", "512,1024", "needle: prompt lengths")
 	budgets := cli.Ints(fs, "budgets", "32,64,128", "budgets per layer (tokens, window included)")
@@ -52,6 +52,7 @@ func quality(kind string, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer m.Close()
 	g, err := mf.Grid(m, *methods, *budgets)
 	if err != nil {
 		return err
@@ -59,19 +60,16 @@ func quality(kind string, args []string, stdout io.Writer) error {
 	if kind == "decode" {
 		return decodeQuality(stdout, m, g, *prompts, *steps, *chunk, *slack)
 	}
-	if !m.ByteLevel {
-		return fmt.Errorf("generate quality needle builds its prompts byte by byte: it needs a byte-level model (the project's, without -tokenizer)")
-	}
 	hay, err := niah.LoadHaystack(cli.Path(*hayPath))
 	if err != nil {
 		return err
 	}
-	return needleQuality(stdout, m.Model, hay, *lengths, *chunks, g, *prompts, *slack, *seed)
+	return needleQuality(stdout, m, hay, *lengths, *chunks, g, *prompts, *slack, *seed)
 }
 
 // needleQuality prints needle accuracy, one-shot against streaming with
 // each chunk, per policy, length and budget.
-func needleQuality(w io.Writer, m *llama.Model, hay string, lengths, chunks []int, g *cli.Grid, prompts, slack int, seed uint64) error {
+func needleQuality(w io.Writer, m *cli.Model, hay string, lengths, chunks []int, g *cli.Grid, prompts, slack int, seed uint64) error {
 	start := time.Now()
 	modes := []string{"one-shot"}
 	for _, c := range chunks {
@@ -93,17 +91,16 @@ func needleQuality(w io.Writer, m *llama.Model, hay string, lengths, chunks []in
 	for li, L := range lengths {
 		for i := 0; i < prompts; i++ {
 			j := li*prompts + i
-			p, err := niah.Build(llama.ByteTokenizer(), hay, (j*7919)%len(hay), L, depths[i%len(depths)], needles[j])
+			p, err := m.Needle(hay, (j*7919)%len(hay), L, depths[i%len(depths)], needles[j])
 			if err != nil {
 				return err
 			}
-			pre, err := cli.Prefill(m, kvcache.Float32, p.Tokens)
+			pre, err := cli.Prefill(m.Model, kvcache.Float32, p.Tokens)
 			if err != nil {
 				return err
 			}
 			right := func(s *llama.Session, logits []float32) (bool, error) {
-				ans, err := niah.Greedy(s, logits, len(p.Needle.Value)+1, nil)
-				return err == nil && niah.Correct(ans, p.Needle), err
+				return m.Answer(s, logits, p)
 			}
 			err = g.Each(func(meth compresskv.Method, bi int, pol *compresskv.Policy) error {
 				cs, _, err := pre.Compress(context.Background(), pol)
@@ -117,7 +114,7 @@ func needleQuality(w io.Writer, m *llama.Model, hay string, lengths, chunks []in
 					counts[0]++
 				}
 				for ci, c := range chunks {
-					ss, st, lg, err := streamPrefill(m, pol, p.Tokens, c, slack)
+					ss, st, lg, err := streamPrefill(m.Model, pol, p.Tokens, c, slack)
 					if err != nil {
 						return err
 					}
@@ -179,7 +176,10 @@ func decodeQuality(w io.Writer, m *cli.Model, g *cli.Grid, prompts, steps, chunk
 	}
 	var promptLen int
 	for i := 0; i < prompts; i++ {
-		ids := m.Tok.Encode(storyPrompts[i%len(storyPrompts)], true, false)
+		ids, err := m.Tok.Encode(storyPrompts[i%len(storyPrompts)], true, false)
+		if err != nil {
+			return err
+		}
 		promptLen += len(ids)
 		cache, err := m.NewCache(kvcache.Float32)
 		if err != nil {

@@ -2,55 +2,17 @@ package main
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/compresskv/compresskv/compresskv"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
-// streamCache lets a llama.Session run over a compresskv.Stream: the
-// session appends each layer's keys and values to it as to any cache, and
-// it hands them to the Stream with the same tokens' queries, which the
-// session's Query hook recorded just before. Reads go to the Stream's cache.
-type streamCache struct {
-	kvcache.HostReader
-	stream *compresskv.Stream
-	ctx    context.Context
-	q      [][]float32 // per layer: the queries of the tokens being run
-}
-
 // newStreamSession returns a session over a fresh cache of the model driven
 // by a Stream with policy p, prefill chunks of at most chunk tokens and
-// slack (see compresskv.StreamConfig).
+// slack (see compresskv.StreamConfig; llama.Model.StreamSession).
 func newStreamSession(ctx context.Context, m *llama.Model, p *compresskv.Policy, dt kvcache.DType, chunk, slack int) (*llama.Session, *compresskv.Stream, error) {
-	cache, err := m.NewCache(dt)
-	if err != nil {
-		return nil, nil, err
-	}
-	st, err := compresskv.NewStream(p, cache, compresskv.StreamConfig{QHeads: m.Heads, Chunk: chunk, Slack: slack})
-	if err != nil {
-		return nil, nil, err
-	}
-	sc := &streamCache{HostReader: cache, stream: st, ctx: ctx, q: make([][]float32, m.Layers)}
-	s, err := m.NewSession(sc, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	s.Hooks.Query = func(layer, _ int, q []float32) { sc.q[layer] = q }
-	return s, st, nil
-}
-
-// Append implements kvcache.KVCache through the Stream, which may first
-// compress the layer.
-func (c *streamCache) Append(layer int, k, v []float32) error {
-	return c.stream.Append(c.ctx, layer, k, v, c.q[layer])
-}
-
-// Compact implements kvcache.KVCache; the Stream compacts its own cache, so
-// a caller never needs this.
-func (c *streamCache) Compact(int, [][]int) error {
-	return fmt.Errorf("generate: the stream compacts its cache itself")
+	return m.StreamSession(ctx, p, dt, compresskv.StreamConfig{Chunk: chunk, Slack: slack})
 }
 
 // prefill runs prompt through s in chunks of chunk tokens and returns the

@@ -40,3 +40,17 @@ func logSoftmax(x []float32) []float64 {
 	}
 	return out
 }
+
+// Feed runs tokens one at a time (teacher forcing: the given tokens, not
+// the model's choices) and returns the logits after each.
+func (s *Session) Feed(tokens []int) ([][]float32, error) {
+	out := make([][]float32, len(tokens))
+	for i, t := range tokens {
+		lg, err := s.Forward([]int{t})
+		if err != nil {
+			return nil, err
+		}
+		out[i] = lg
+	}
+	return out, nil
+}

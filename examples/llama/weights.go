@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"unsafe"
 
+	"github.com/compresskv/compresskv/backend/cpu"
 	"github.com/compresskv/compresskv/examples/llama/quant"
 	"github.com/compresskv/compresskv/internal/par"
 )
@@ -82,25 +83,30 @@ func (w matrix) row(i int, dst []float32) []float32 {
 
 // mulMat computes out[n][rows] = x[n][cols] . W^T as ggml's CPU backend
 // does (activations converted to the weight type's dot-product type): one
-// call per weight per chunk of tokens. Float32 products are summed in four
-// running sums, or, with lanes, in the 16 lanes of llamafile's tinyBLAS
-// (dot16: the same bits as llama.cpp, 2.5 times slower).
+// call per weight per chunk of tokens. Float32 products run on the CPU
+// backend's row-dot kernels (cpu.MatVec: assembly on AVX2 and AVX-512), or,
+// with lanes, sum in the 16 lanes of llamafile's tinyBLAS (dot16: the same
+// bits as llama.cpp).
 func (w matrix) mulMat(out, x []float32, n int, lanes bool) {
 	if w.f32 == nil {
 		w.q.MulMat(out, x, n)
 		return
 	}
 	rows, cols := w.q.Rows, w.q.Cols
-	dotf := dot
-	if lanes {
-		dotf = dot16
-	}
 	work := func(r0, r1 int) {
 		for i := 0; i < n; i++ {
 			xi := x[i*cols : (i+1)*cols]
 			oi := out[i*rows : (i+1)*rows]
+			if !lanes {
+				// The CPU backend's row-dot kernels: each output one call's,
+				// so the split over cores changes no bit.
+				if err := cpu.MatVec(oi[r0:r1], xi, w.f32[r0*cols:r1*cols]); err != nil {
+					panic(err) // the shapes are the model's own
+				}
+				continue
+			}
 			for r := r0; r < r1; r++ {
-				oi[r] = dotf(xi, w.f32[r*cols:(r+1)*cols])
+				oi[r] = dot16(xi, w.f32[r*cols:(r+1)*cols])
 			}
 		}
 	}
@@ -111,22 +117,6 @@ func (w matrix) mulMat(out, x []float32, n int, lanes bool) {
 	}
 	per := (rows + workers - 1) / workers
 	par.For((rows+per-1)/per, func(i int) { work(i*per, min(rows, (i+1)*per)) })
-}
-
-// dot returns the float32 dot product of a and b, in four running sums.
-func dot(a, b []float32) float32 {
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
 }
 
 // f32s decodes little-endian float32 values.

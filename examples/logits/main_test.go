@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/compresskv/compresskv/examples/internal/tinymodel"
 	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/kvcache"
 )
@@ -77,4 +82,77 @@ func TestFlags(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
+}
+
+// TestTinyModels runs the command on a small random model of each
+// architecture and tokenizer: the prompt's ids are the file's tokenizer's
+// (BOS where the metadata says, special tokens parsed), the last logits
+// cover the vocabulary, and each greedy step's id is its top logit.
+func TestTinyModels(t *testing.T) {
+	for _, spec := range tinymodel.Trio {
+		path := tinymodel.WriteTemp(t, spec)
+		m, v, err := llama.OpenGGUF(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Close()
+		const prompt = "<|im_start|>The special magic number for amber is 40713."
+		want, err := v.Encode(prompt, true, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := run([]string{"-model", path, "-prompt", prompt, "-steps", "3"}, &out, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		got, err := parseOutput(out.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got.ids, want) || len(got.logits) != v.Size() || len(got.steps) != 3 || got.steps[0] != llama.Argmax(got.logits) {
+			t.Fatalf("%s: ids %v (want %v), %d logits of %d, steps %v", spec.Name(), got.ids, want, len(got.logits), v.Size(), got.steps)
+		}
+	}
+}
+
+type parsed struct {
+	ids    []int
+	logits []float32
+	steps  []int
+}
+
+// parseOutput parses the command's output (the format itself is
+// tested in package llama).
+func parseOutput(s string) (parsed, error) {
+	var p parsed
+	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && f[0] == "prompt_ids":
+			for _, x := range f[1:] {
+				n, err := strconv.Atoi(x)
+				if err != nil {
+					return p, err
+				}
+				p.ids = append(p.ids, n)
+			}
+		case len(f) > 0 && f[0] == "last_logits":
+			for _, x := range f[1:] {
+				v, err := strconv.ParseFloat(x, 32)
+				if err != nil {
+					return p, err
+				}
+				p.logits = append(p.logits, float32(v))
+			}
+		case len(f) > 4 && f[0] == "step":
+			n, err := strconv.Atoi(f[3])
+			if err != nil {
+				return p, err
+			}
+			p.steps = append(p.steps, n)
+		default:
+			return p, fmt.Errorf("line %q", line)
+		}
+	}
+	return p, nil
 }

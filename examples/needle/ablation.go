@@ -8,7 +8,6 @@ import (
 
 	"github.com/compresskv/compresskv/compresskv"
 	"github.com/compresskv/compresskv/examples/internal/cli"
-	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
 )
 
@@ -33,7 +32,7 @@ func topHeads(scores [][]float64, k int) []head {
 // ablation measures needle accuracy with the full cache when the top k
 // semantic retrieval heads, or the top k classic retrieval heads, have their
 // queries zeroed at every decode step (the paper's masking ablation).
-func ablation(m *llama.Model, prof *compresskv.Profile, hay string, o *options, w io.Writer, progress io.Writer) error {
+func ablation(m *cli.Model, prof *compresskv.Profile, hay string, o *options, w io.Writer, progress io.Writer) error {
 	if prof.HeadScores == nil || prof.RetrievalScores == nil {
 		return fmt.Errorf("the profile has no SR and retrieval scores to rank heads by")
 	}
@@ -49,19 +48,18 @@ func ablation(m *llama.Model, prof *compresskv.Profile, hay string, o *options, 
 	}
 	ok := make([]int, len(variants))
 	n := 0
-	tok := llama.ByteTokenizer()
 	needles := niah.Needles(niah.EvalWords, len(o.lengths)*o.depths*o.needles, o.seed)
 	per := m.HeadDim()
 	i := 0
 	for _, L := range o.lengths {
 		for _, depth := range niah.Depths(o.depths) {
 			for k := 0; k < o.needles; k++ {
-				p, err := niah.Build(tok, hay, (i*7919)%len(hay), L, depth, needles[i])
+				p, err := m.Needle(hay, (i*7919)%len(hay), L, depth, needles[i])
 				i++
 				if err != nil {
 					return err
 				}
-				pre, err := cli.Prefill(m, o.dtype, p.Tokens)
+				pre, err := cli.Prefill(m.Model, o.dtype, p.Tokens)
 				if err != nil {
 					return err
 				}
@@ -75,11 +73,11 @@ func ablation(m *llama.Model, prof *compresskv.Profile, hay string, o *options, 
 							}
 						}
 					}
-					ans, err := niah.Greedy(cs, pre.Logits, len(p.Needle.Value)+1, nil)
+					right, err := m.Answer(cs, pre.Logits, p)
 					if err != nil {
 						return err
 					}
-					if niah.Correct(ans, p.Needle) {
+					if right {
 						ok[vi]++
 					}
 				}

@@ -43,7 +43,7 @@ type sinkStats struct {
 // window and from the answer, which layers and KV heads kept it and the
 // needle's value, and the accuracy when the first token is put back into
 // every head, or into one head at a time.
-func diagnose(m *llama.Model, o *options, jobs []job, policies map[string]map[int]*compresskv.Policy, w, progress io.Writer) error {
+func diagnose(m *cli.Model, o *options, jobs []job, policies map[string]map[int]*compresskv.Policy, w, progress io.Writer) error {
 	type key struct {
 		policy string
 		budget int
@@ -78,7 +78,7 @@ func diagnose(m *llama.Model, o *options, jobs []job, policies map[string]map[in
 			defer wg.Done()
 			for j := range work {
 				L := o.lengths[j.li]
-				pre, err := cli.Prefill(m, o.dtype, j.p.Tokens)
+				pre, err := cli.Prefill(m.Model, o.dtype, j.p.Tokens)
 				if err != nil {
 					errs <- err
 					continue
@@ -99,7 +99,7 @@ func diagnose(m *llama.Model, o *options, jobs []job, policies map[string]map[in
 							break
 						}
 						var st diagStats
-						st, err = diagnosePrompt(pre, j.p, pol, grid)
+						st, err = diagnosePrompt(m, pre, j.p, pol, grid)
 						results = append(results, result{key{name, b, L}, st})
 					}
 				}
@@ -292,7 +292,7 @@ func firstTokenAttention(pre *cli.Prefilled) (sinkStats, error) {
 // diagnosePrompt compresses p's prefilled cache with pol, decodes, and then
 // decodes again with position 0 added to the plan: in every KV head of every
 // layer, then in one KV head at a time.
-func diagnosePrompt(pre *cli.Prefilled, p niah.Prompt, pol *compresskv.Policy, grid func() [][]int) (diagStats, error) {
+func diagnosePrompt(mod *cli.Model, pre *cli.Prefilled, p niah.Prompt, pol *compresskv.Policy, grid func() [][]int) (diagStats, error) {
 	st := diagStats{n: 1, withAt: grid(), first: grid(), value: grid()}
 	m, cache, logits := pre.Model, pre.Cache, pre.Logits
 	cs, res, err := pre.Compress(context.Background(), pol)
@@ -300,7 +300,7 @@ func diagnosePrompt(pre *cli.Prefilled, p niah.Prompt, pol *compresskv.Policy, g
 		return st, err
 	}
 	answer := func(s *llama.Session) (int, error) {
-		ok, err := answers(s, logits, p.Needle)
+		ok, err := mod.Answer(s, logits, p)
 		if err != nil || !ok {
 			return 0, err
 		}

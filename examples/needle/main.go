@@ -13,9 +13,16 @@
 //	go run ./examples/needle -ablate 4,8,16  # mask top SR vs top classic retrieval heads
 //	go run ./examples/needle -diagnose -lengths 256 -budgets 128 -policies snapkv,compresskv
 //	                                         # which layers and heads keep the needle and the first token
+//	go run ./examples/needle -model qwen2.5-1.5b-instruct-q8_0.gguf -quick -policies full -show-prompt
+//	                                         # a GGUF model: its first prompt, and whether it answers at all
 //
 // Needles and haystack (testdata/haystack/eval.txt, niah.EvalWords) are
-// disjoint from calibration's.
+// disjoint from calibration's. The project's byte-level model gets prompts
+// of exactly the lengths asked and its answers are read digit by digit; any
+// other model's prompts are built in its own tokens, as close below the
+// lengths as its tokenizer allows (a chat model's as a user turn and the
+// assistant's opening, -chat), and its answers are decoded and judged as
+// calibration judges them, decoding stopped at its end-of-generation tokens.
 package main
 
 import (
@@ -35,7 +42,6 @@ import (
 
 	"github.com/compresskv/compresskv/compresskv"
 	"github.com/compresskv/compresskv/examples/internal/cli"
-	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
 	"github.com/compresskv/compresskv/internal/par"
 	"github.com/compresskv/compresskv/kvcache"
@@ -55,6 +61,7 @@ type options struct {
 	ablate           []int
 	depths, needles  int
 	diagnose         bool
+	showPrompt       bool
 	methods          []compresskv.Method
 	dtype            kvcache.DType
 	kernel           int // the pooling kernel in effect, set once the model is open
@@ -64,7 +71,7 @@ type options struct {
 func parse(args []string) (*options, error) {
 	fs := flag.NewFlagSet("needle", flag.ContinueOnError)
 	o := &options{}
-	o.mf = cli.AddModelFlags(fs, false)
+	o.mf = cli.AddModelFlags(fs)
 	fs.StringVar(&o.haystack, "haystack", "testdata/haystack/eval.txt", "evaluation text")
 	fs.StringVar(&o.outDir, "out", "out/needle", "folder for the heatmap PNGs (empty: none)")
 	grid := cli.AddNeedleGridFlags(fs)
@@ -73,6 +80,7 @@ func parse(args []string) (*options, error) {
 	methods := cli.Methods(fs, "policies", "full,streamingllm,h2o,snapkv,pyramidkv,adakv,compresskv", "policies to compare")
 	dtype := fs.String("dtype", "f32", "cache storage: f32, f16, bf16")
 	fs.Uint64Var(&o.seed, "seed", 11, "needle seed")
+	fs.BoolVar(&o.showPrompt, "show-prompt", false, "print the grid's first prompt as the model reads it (special tokens as text, the needle's value in [[ ]]) before measuring")
 	fs.BoolVar(&o.diagnose, "diagnose", false, "instead of the grid: per policy, budget and length, which layers and KV heads kept the needle's value and the first token, and the accuracy when the first token is put back")
 	quick := fs.Bool("quick", false, "a small grid, about 10 s of CPU on 2 cores (the README's main command): lengths 256,512,1024, 5 depths, 1 needle per cell, budgets 32,64,128; flags given explicitly win")
 	if err := fs.Parse(args); err != nil {
@@ -180,27 +188,27 @@ func run(args []string, stdout, progress io.Writer) error {
 	if err != nil {
 		return err
 	}
-	mod, err := o.mf.OpenByteLevel("the needle benchmark")
+	m, err := o.mf.Open()
 	if err != nil {
 		return err
 	}
-	m := mod.Model
+	defer m.Close()
 	hay, err := niah.LoadHaystack(cli.Path(o.haystack))
 	if err != nil {
 		return err
 	}
 	if len(o.ablate) > 0 {
-		prof, err := o.mf.LoadProfile(mod, "the ablation")
+		prof, err := o.mf.LoadProfile(m, "the ablation")
 		if err != nil {
 			return err
 		}
 		return ablation(m, prof, hay, o, stdout, progress)
 	}
-	prof, err := o.mf.ProfileFor(mod, o.methods...)
+	prof, err := o.mf.ProfileFor(m, o.methods...)
 	if err != nil {
 		return err
 	}
-	o.kernel = mod.Kernel(o.mf.Kernel)
+	o.kernel = m.Kernel(o.mf.Kernel)
 	policies := map[string]map[int]*compresskv.Policy{}
 	t := &tally{acc: map[string]map[int][][]cell{}, kept: map[string]map[int]float64{}, runs: map[string]map[int]int{}, plans: map[string]map[int]*planStats{}}
 	for _, meth := range o.methods {
@@ -222,10 +230,11 @@ func run(args []string, stdout, progress io.Writer) error {
 			t.acc[name][b] = grid
 		}
 	}
-	jobs, err := prompts(hay, o)
+	jobs, err := prompts(m, hay, o)
 	if err != nil {
 		return err
 	}
+	describe(stdout, m, o, jobs)
 	if o.diagnose {
 		return diagnose(m, o, jobs, policies, stdout, progress)
 	}
@@ -256,15 +265,14 @@ type job struct {
 }
 
 // prompts builds the grid's prompts, length by length, depth by depth.
-func prompts(hay string, o *options) ([]job, error) {
+func prompts(m *cli.Model, hay string, o *options) ([]job, error) {
 	var jobs []job
-	tok := llama.ByteTokenizer()
 	needles := niah.Needles(niah.EvalWords, len(o.lengths)*o.depths*o.needles, o.seed)
 	i := 0
 	for li, L := range o.lengths {
 		for di, depth := range niah.Depths(o.depths) {
 			for k := 0; k < o.needles; k++ {
-				p, err := niah.Build(tok, hay, (i*7919)%len(hay), L, depth, needles[i])
+				p, err := m.Needle(hay, (i*7919)%len(hay), L, depth, needles[i])
 				if err != nil {
 					return nil, err
 				}
@@ -276,10 +284,34 @@ func prompts(hay string, o *options) ([]job, error) {
 	return jobs, nil
 }
 
+// describe writes, for a GGUF model, what it is and, for a subword one,
+// what its prompts are (their lengths in its tokens, the values' spans);
+// with -show-prompt, the first prompt as the model reads it. The project's
+// byte-level model gets none of it: its prompts are exact.
+func describe(w io.Writer, m *cli.Model, o *options, jobs []job) {
+	if s := m.Summary(); s != "" {
+		fmt.Fprintln(w, s)
+	}
+	if !m.ByteLevel && len(jobs) > 0 {
+		lo, hi, slo, shi := len(jobs[0].p.Tokens), 0, len(jobs[0].p.Tokens), 0
+		for _, j := range jobs {
+			n, span := len(j.p.Tokens), j.p.ValueEnd-j.p.ValueStart
+			lo, hi, slo, shi = min(lo, n), max(hi, n), min(slo, span), max(shi, span)
+		}
+		fmt.Fprintf(w, "prompts: %d in the model's tokens, %d to %d tokens for lengths %v; values of %d digits, %d to %d tokens each\n",
+			len(jobs), lo, hi, o.lengths, len(jobs[0].p.Needle.Value), slo, shi)
+	}
+	if o.showPrompt && len(jobs) > 0 {
+		p := jobs[0].p
+		fmt.Fprintf(w, "first prompt (%d tokens; the value %s at tokens %d to %d):\n%s[[%s]]%s\n", len(p.Tokens), p.Needle.Value, p.ValueStart, p.ValueEnd-1,
+			m.Render(p.Tokens[:p.ValueStart]), m.Render(p.Tokens[p.ValueStart:p.ValueEnd]), m.Render(p.Tokens[p.ValueEnd:]))
+	}
+}
+
 // evaluate prefills one prompt and decodes its answer under every policy and
 // budget, each over its own copy of the prefilled cache.
-func evaluate(m *llama.Model, o *options, p niah.Prompt, policies map[string]map[int]*compresskv.Policy, record func(string, int, outcome)) error {
-	pre, err := cli.Prefill(m, o.dtype, p.Tokens)
+func evaluate(m *cli.Model, o *options, p niah.Prompt, policies map[string]map[int]*compresskv.Policy, record func(string, int, outcome)) error {
+	pre, err := cli.Prefill(m.Model, o.dtype, p.Tokens)
 	if err != nil {
 		return err
 	}
@@ -289,7 +321,7 @@ func evaluate(m *llama.Model, o *options, p niah.Prompt, policies map[string]map
 			if err != nil {
 				return err
 			}
-			ok, err := answers(cs, pre.Logits, p.Needle)
+			ok, err := m.Answer(cs, pre.Logits, p)
 			if err != nil {
 				return err
 			}
@@ -302,31 +334,6 @@ func evaluate(m *llama.Model, o *options, p niah.Prompt, policies map[string]map
 		}
 	}
 	return nil
-}
-
-// errWrongDigit stops decoding at the first token that differs from the
-// needle's value: the answer is wrong whatever follows.
-var errWrongDigit = errors.New("wrong digit")
-
-// answers decodes greedily from the prompt's logits and reports whether the
-// answer is the needle's value (niah.Correct), stopping at the first wrong
-// digit rather than decoding the rest of a wrong answer.
-func answers(s *llama.Session, logits []float32, n niah.Needle) (bool, error) {
-	i := 0
-	ans, err := niah.Greedy(s, logits, len(n.Value)+1, func(id int) error {
-		if i < len(n.Value) && id != llama.ByteBase+int(n.Value[i]) {
-			return errWrongDigit
-		}
-		i++
-		return nil
-	})
-	if errors.Is(err, errWrongDigit) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return niah.Correct(ans, n), nil
 }
 
 func report(w io.Writer, o *options, t *tally, elapsed time.Duration) {
@@ -375,6 +382,14 @@ func report(w io.Writer, o *options, t *tally, elapsed time.Duration) {
 	}
 	tw.Flush()
 	for _, meth := range o.methods {
+		if meth == compresskv.Full {
+			// Its one budget is the whole cache: a model that answers
+			// nothing with it answers nothing under any policy.
+			if line := zeroNote(string(meth), o.budgets[0], 0, t.acc[string(meth)][o.budgets[0]], nil, o.lengths); line != "" {
+				fmt.Fprintln(w, line)
+			}
+			continue
+		}
 		for _, b := range o.budgets {
 			if line := zeroNote(string(meth), b, compresskv.DefaultWindow, t.acc[string(meth)][b], t.plans[string(meth)][b], o.lengths); line != "" {
 				fmt.Fprintln(w, line)
@@ -395,7 +410,13 @@ func zeroNote(policy string, budget, window int, grid [][]cell, ps *planStats, l
 			ok, n = ok+c.ok, n+c.n
 		}
 	}
-	if ok > 0 || n == 0 || ps == nil || len(ps.value) == 0 {
+	if ok > 0 || n == 0 {
+		return ""
+	}
+	if policy == string(compresskv.Full) {
+		return "full answers none: the model does not answer these prompts with its whole cache, so no policy can (-show-prompt prints the first prompt; -chat chooses how it is asked)"
+	}
+	if ps == nil || len(ps.value) == 0 {
 		return ""
 	}
 	var sb strings.Builder

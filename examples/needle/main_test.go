@@ -2,18 +2,17 @@ package main
 
 import (
 	"bytes"
-	"context"
+	"fmt"
 	"image/png"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/compresskv/compresskv/compresskv"
-	"github.com/compresskv/compresskv/examples/llama"
-	"github.com/compresskv/compresskv/examples/niah"
-	"github.com/compresskv/compresskv/kvcache"
+	"github.com/compresskv/compresskv/examples/internal/cli"
+	"github.com/compresskv/compresskv/examples/internal/tinymodel"
 )
 
 func TestKeptWhole(t *testing.T) {
@@ -52,6 +51,9 @@ func TestZeroNote(t *testing.T) {
 	want = "x answers none at budget 32: its layers keep 40 and 24 tokens at 256, its layers keep 48 and 16 tokens at 1024; layer 1, left with the 8-token window and 8 more, kept the needle's whole value in 0 of 12 prompts"
 	if got != want {
 		t.Errorf("zeroNote:\n got %s\nwant %s", got, want)
+	}
+	if got := zeroNote("full", 32, 0, grid, nil, []int{256}); !strings.HasPrefix(got, "full answers none: the model does not answer these prompts with its whole cache") {
+		t.Errorf("the full cache answering none: %q", got)
 	}
 	grid[1][1].ok = 1
 	if got := zeroNote("x", 32, 8, grid, ps, []int{256}); got != "" {
@@ -188,65 +190,123 @@ func TestDiagnose(t *testing.T) {
 	}
 }
 
-// TestAnswersStopsEarly checks that stopping at the first wrong digit gives
-// the verdict of decoding the whole answer, on the project's model with a
-// full cache and with a cache cut to the window (where answers go wrong).
-func TestAnswersStopsEarly(t *testing.T) {
+// table returns the lines of a needle report from its first table's title
+// on: the accuracy tables and the notes, without the timed header.
+func table(t *testing.T, report string) string {
+	t.Helper()
+	i := strings.Index(report, "accuracy (share of the full cache kept)")
+	if i < 0 {
+		t.Fatalf("no table in:\n%s", report)
+	}
+	return report[i:]
+}
+
+// TestNeedleGGUF runs the benchmark on a small random model of each
+// architecture: its prompts are in its own tokens near the lengths asked,
+// with values of several tokens; a chat model's first prompt is a user turn
+// holding the haystack and the question, then the assistant's opening and
+// the answer's start; every policy is measured (random weights answer
+// none, and the report says the full cache answers none); the pooling
+// kernel is the library's; the ablation and -diagnose run too.
+func TestNeedleGGUF(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs the model")
+		t.Skip("runs three models over 6 prompts")
 	}
 	root := "../.."
-	m, err := llama.Load(filepath.Join(root, "testdata/retrieval.bin"))
-	if err != nil {
-		t.Skip("no model:", err)
-	}
-	hay, err := niah.LoadHaystack(filepath.Join(root, "testdata/haystack/eval.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok := llama.ByteTokenizer()
-	stream, err := compresskv.New(compresskv.StreamingLLM, compresskv.Config{Budget: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[bool]int{}
-	for i, n := range niah.Needles(niah.EvalWords, 4, 5) {
-		p, err := niah.Build(tok, hay, i*997, 256, float64(i)/3, n)
-		if err != nil {
+	for _, spec := range tinymodel.Trio {
+		path := tinymodel.WriteTemp(t, spec)
+		prof := filepath.Join(t.TempDir(), "p.json")
+		if err := tinymodel.WriteProfile(prof, spec, 5); err != nil {
 			t.Fatal(err)
 		}
-		cache, _ := m.NewCache(kvcache.Float32)
-		s, _ := m.NewSession(cache, nil)
-		logits, q, err := s.Prefill(p.Tokens, 0)
-		if err != nil {
+		base := []string{"-model", path, "-profile", prof, "-haystack", filepath.Join(root, "testdata/haystack/eval.txt"),
+			"-lengths", "128,256", "-depths", "3", "-needles", "1"}
+		out := t.TempDir()
+		var stdout bytes.Buffer
+		if err := run(append(base, "-budgets", "32,64", "-policies", "full,snapkv,compresskv", "-show-prompt", "-out", out), &stdout, io.Discard); err != nil {
 			t.Fatal(err)
 		}
-		for _, pol := range []*compresskv.Policy{nil, stream} {
-			session := func() *llama.Session {
-				c := cache.Clone()
-				cs, _ := m.NewSession(c, nil)
-				if pol != nil {
-					if _, err := cs.Compress(context.Background(), pol, q); err != nil {
-						t.Fatal(err)
-					}
-				}
-				return cs
+		text := stdout.String()
+		lines := strings.Split(text, "\n")
+		if !strings.HasPrefix(lines[0], "model "+path+": "+spec.Arch) || !strings.Contains(text, "pooling kernel 5,") {
+			t.Fatalf("%s: header:\n%s", spec.Name(), text)
+		}
+		var n, lo, hi, slo, shi int
+		if _, err := fmt.Sscanf(lines[1], "prompts: %d in the model's tokens, %d to %d tokens for lengths [128 256]; values of 5 digits, %d to %d tokens each", &n, &lo, &hi, &slo, &shi); err != nil {
+			t.Fatalf("%s: %q: %v", spec.Name(), lines[1], err)
+		}
+		if n != 6 || lo < 118 || hi > 256 || slo < 2 || shi > 5 {
+			t.Fatalf("%s: %q", spec.Name(), lines[1])
+		}
+		first := text[strings.Index(text, "first prompt"):strings.Index(text, "accuracy (share")]
+		want := map[tinymodel.Tokenizer][2]string{
+			tinymodel.SPM:    {"<s>", "?" + " The special magic number for "},
+			tinymodel.ChatML: {"<|im_start|>user\n", "?<|im_end|>\n<|im_start|>assistant\nThe special magic number for "},
+			tinymodel.Llama3: {"<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n", "?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nThe special magic number for "},
+		}[spec.Tokenizer]
+		body := first[strings.Index(first, "\n")+1:]
+		if !strings.HasPrefix(body, want[0]) || !strings.Contains(body, want[1]) || strings.Count(body, "[[") != 1 ||
+			strings.Index(body, "[[") > strings.Index(body, want[1]) {
+			t.Fatalf("%s: the first prompt does not begin %q, hold the value in [[ ]] and then end %q...:\n%s", spec.Name(), want[0], want[1], first)
+		}
+		rows := map[string]string{}
+		for _, line := range lines {
+			if f := strings.Fields(line); len(f) == 5 && strings.HasPrefix(f[2], "(") {
+				rows[f[0]] = strings.Join(f[1:], " ")
 			}
-			full, err := niah.Greedy(session(), logits, len(n.Value)+1, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := answers(session(), logits, n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := niah.Correct(full, n); got != want {
-				t.Errorf("needle %d, policy %v: answers says %v, the whole answer %q says %v", i, pol != nil, got, tok.Decode(full), want)
-			}
-			seen[got]++
+		}
+		if rows["full"] != "0.0% (100.0%) 0.0% (100.0%)" || !strings.HasPrefix(rows["snapkv"], "0.0% (") || !strings.HasPrefix(rows["compresskv"], "0.0% (") ||
+			!strings.Contains(text, "full answers none: the model does not answer these prompts") {
+			t.Fatalf("%s: rows %q in:\n%s", spec.Name(), rows, text)
+		}
+		if strings.Count(text, "answers none at budget") != 4 {
+			t.Fatalf("%s: want a note for each compressing policy and budget:\n%s", spec.Name(), text)
+		}
+		if _, err := os.Stat(filepath.Join(out, "needle_budget64.png")); err != nil {
+			t.Fatal(err)
+		}
+		stdout.Reset()
+		if err := run(append(base, "-ablate", "1"), &stdout, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(strings.Join(strings.Fields(stdout.String()), " "), "top 1 SR heads 0.0%") {
+			t.Fatalf("%s: ablation:\n%s", spec.Name(), stdout.String())
+		}
+		stdout.Reset()
+		if err := run(append(base, "-budgets", "400", "-policies", "snapkv", "-diagnose"), &stdout, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if d := strings.Join(strings.Fields(stdout.String()), " "); !strings.Contains(d, "snapkv 400 128 0/3 0 0 0 0 0 3 3 3 3 3 3 3 3") ||
+			!strings.Contains(d, "snapkv 400 256 0/3 0 0 0 0 0 3 3 3 3 3 3 3 3") {
+			t.Fatalf("%s: diagnose:\n%s", spec.Name(), stdout.String())
 		}
 	}
-	if seen[true] == 0 || seen[false] == 0 {
-		t.Errorf("verdicts %v: the test needs right and wrong answers", seen)
+}
+
+// TestConvertedNeedleQuick: the project's model converted to GGUF (as
+// examples/convert converts it) gives the README's main command the
+// checkpoint's tables, line for line.
+func TestConvertedNeedleQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the main command twice")
 	}
+	path := filepath.Join(t.TempDir(), "retrieval.gguf")
+	if _, _, err := cli.Convert(cli.DefaultModel, "", path, "retrieval"); err != nil {
+		t.Fatal(err)
+	}
+	report := func(model string) string {
+		var stdout bytes.Buffer
+		if err := run([]string{"-quick", "-model", model, "-out", ""}, &stdout, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		return stdout.String()
+	}
+	want, got := report(cli.DefaultModel), report(path)
+	if !strings.HasPrefix(got, "model "+path+": llama, 2 layers, 8 query / 2 KV heads, d=16; tokenizer llama, byte-level, 259 tokens;") {
+		t.Fatalf("the converted model's report begins:\n%s", got)
+	}
+	if table(t, got) != table(t, want) {
+		t.Fatalf("the converted model's tables:\n%s\nthe checkpoint's:\n%s", table(t, got), table(t, want))
+	}
+	t.Log("\n" + table(t, got))
 }

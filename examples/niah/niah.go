@@ -13,7 +13,8 @@
 // policy on the project's model the way docs/RESULTS.md does uses them as
 // the example commands do. Build, Greedy and Correct are byte-level: they
 // place the needle one token per byte and read the answer's digits as
-// bytes, as the project's model reads them.
+// bytes, as the project's model reads them; BuildFor builds the same
+// prompts in any tokenizer's tokens.
 package niah
 
 import (
@@ -99,14 +100,28 @@ type Prompt struct {
 // Build returns a prompt of exactly length tokens with tok (a byte-level
 // tokenizer: one token per byte), taking the haystack from hay at offset
 // start (wrapping around), with the needle at depth (0..1) of the haystack
-// part, on a word boundary: calibrate.BuildNeedle, checked to be exact.
+// part, on a word boundary: BuildFor, checked to be exact.
 func Build(tok *llama.Tokenizer, hay string, start, length int, depth float64, n Needle) (Prompt, error) {
-	p, err := calibrate.BuildNeedle(llama.ProbeTokenizer{Tokenizer: tok}, hay, start, length, depth, n.lib())
+	p, err := BuildFor(llama.ProbeTokenizer{Tokenizer: tok}, hay, start, length, depth, n)
 	if err != nil {
 		return Prompt{}, err
 	}
-	if len(p.Prompt) != length {
-		return Prompt{}, fmt.Errorf("niah: prompt of %d tokens, want %d (a byte-level tokenizer is needed)", len(p.Prompt), length)
+	if len(p.Tokens) != length {
+		return Prompt{}, fmt.Errorf("niah: prompt of %d tokens, want %d (a byte-level tokenizer is needed)", len(p.Tokens), length)
+	}
+	return p, nil
+}
+
+// BuildFor returns a prompt in the tokens of any model's tokenizer
+// (calibrate.BuildNeedle): about length tokens (as close below as the
+// tokenizer allows; exactly, for a byte-level one), the needle at depth of
+// the haystack taken from hay at offset start, the value's span located in
+// token positions. A calibrate.ChatTokenizer makes it one user turn and
+// the assistant's opening.
+func BuildFor(tok calibrate.Tokenizer, hay string, start, length int, depth float64, n Needle) (Prompt, error) {
+	p, err := calibrate.BuildNeedle(tok, hay, start, length, depth, n.lib())
+	if err != nil {
+		return Prompt{}, err
 	}
 	return Prompt{Tokens: p.Prompt, Needle: n, Depth: depth, ValueStart: p.AnswerStart, ValueEnd: p.AnswerEnd}, nil
 }

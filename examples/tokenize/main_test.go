@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/compresskv/compresskv/examples/internal/tinymodel"
 	"github.com/compresskv/compresskv/examples/llama/gguf"
+	"github.com/compresskv/compresskv/examples/llama/vocab"
 )
 
 // writeGGUF writes metadata to a GGUF file in a temporary directory.
@@ -170,4 +172,39 @@ func firstDiff(got, want string) string {
 		}
 	}
 	return "(same lines)"
+}
+
+// TestTinyModels: the ids of a text in a small random model of each
+// tokenizer kind are its vocabulary's (BOS where the metadata says,
+// special tokens parsed), several for a five-digit number, and decode back
+// to the text.
+func TestTinyModels(t *testing.T) {
+	for _, spec := range tinymodel.Trio {
+		path := tinymodel.WriteTemp(t, spec)
+		f, err := gguf.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := vocab.FromGGUF(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		const text = "The secret code of the cedar is 58201."
+		want, _ := v.Encode(text, true, true)
+		got, err := runOut(t, "-model", path, "-text", text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != " "+strings.Trim(fmt.Sprint(want), "[]")+"\n" || len(want) < 10 {
+			t.Fatalf("%s: %q, want %v", spec.Name(), got, want)
+		}
+		dec, err := runOut(t, "-model", path, "-decode", strings.TrimSpace(got))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(dec, text+"\n") {
+			t.Fatalf("%s: decoded %q", spec.Name(), dec)
+		}
+	}
 }

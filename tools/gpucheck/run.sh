@@ -1,71 +1,134 @@
 #!/usr/bin/env bash
-# GPU check of backend/cuda, for a machine with an NVIDIA GPU and PyTorch.
-#
-# Build the test binary anywhere (no cgo, no CUDA toolkit needed):
-#   CGO_ENABLED=0 go test -c -o bin/cuda.test ./backend/cuda
-# then, on the GPU machine, from the repository root:
+# GPU check of backend/cuda: one command that returns its figures within a
+# 600 s call, whatever fails. Build the test binary anywhere (no cgo, no
+# CUDA toolkit), and, for compute-sanitizer, gather it beside the binary:
+#   tools/gpucheck/run.sh --pack      # bin/cuda.test and bin/sanitizer/
+# then on the GPU machine, from the repository root:
 #   tools/gpucheck/run.sh
-# It runs the GPU tests (same kept positions as the CPU, attention against
-# the float64 reference, the cuBLAS window sums against the fused kernels,
-# 1,000 create/compress/close cycles after a warm-up), the benchmarks at 32K
-# and 128K tokens, H2O's all-query scoring at 4K and 16K with cuBLAS and with
-# the fused kernels, the PyTorch equivalent, and prints a table last: each
-# benchmark with its ratio to PyTorch on the same GPU (torch ms / go ms: above
-# 1, the Go backend is faster).
+# or here, against the fake device (the PTX executor), end to end:
+#   tools/gpucheck/run.sh --fake
+#
+# Phases, each under its own timeout, each appending its summary lines to
+# $OUT/summary.txt (and printing them) as soon as it ends:
+#   preflight    driver, device, memory, compute capability; aborts on failure
+#   resources    the driver JIT's registers, local memory, shared memory and
+#                occupancy per kernel (cuFuncGetAttribute,
+#                cuOccupancyMaxActiveBlocksPerMultiprocessor)
+#   correctness  a Llama-3.1-8B layer at 32K: attention and window sums
+#                against the float64 reference, kept sets against the CPU
+#                backend, compaction
+#   timing       CUDA-event times per operation and per kernel, 32K and 128K
+#   sanitizer    compute-sanitizer racecheck and synccheck on a short subset
+#                (the fake device: every schedule of the executor instead)
+#   tests        the GPU tests of the package (TestGPU*)
+#   torch        PyTorch doing the same, when python3 has torch
+# Environment: BIN (the test binary), OUT (results), BUDGET (seconds for
+# the whole run, 570), GPUCHECK_L (lengths; 32768,131072), SANITIZER.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+MODE=gpu
+case "${1:-}" in
+  --fake) MODE=fake ;;
+  --pack)
+    set -e
+    mkdir -p bin
+    CGO_ENABLED=0 go test -c -o bin/cuda.test ./backend/cuda
+    root=$(dirname "$(dirname "$(dirname "$(tools/ptxas/fetch.sh)")")") # .../root of the unpacked toolkit
+    rm -rf bin/sanitizer && mkdir -p bin/sanitizer
+    # compute-sanitizer finds its libraries beside itself (NVIDIA's layout;
+    # Debian's splits them into /usr/lib).
+    cp "$root"/usr/bin/compute-sanitizer "$root"/usr/bin/TreeLauncher* "$root"/usr/lib/nvidia-cuda-toolkit/compute-sanitizer/*.so bin/sanitizer/
+    du -sh bin/cuda.test bin/sanitizer
+    exit 0 ;;
+  "") ;;
+  *) echo "usage: $0 [--fake | --pack]" >&2; exit 2 ;;
+esac
 BIN=$(realpath -m "${BIN:-bin/cuda.test}")
 OUT=${OUT:-${TMPDIR:-/tmp}/gpucheck}
-BENCHTIME=${BENCHTIME:-10x}
+BUDGET=${BUDGET:-570}
 mkdir -p "$OUT"
+: >"$OUT/summary.txt"
+start=$SECONDS
+if [ "$MODE" = fake ]; then
+  export COMPRESSKV_GPUCHECK=fake GPUCHECK_L=${GPUCHECK_L:-512}
+  if [ ! -x "$BIN" ]; then
+    echo "building $BIN" >&2
+    mkdir -p "$(dirname "$BIN")" && CGO_ENABLED=0 go test -c -o "$BIN" ./backend/cuda || exit 2
+  fi
+else
+  export COMPRESSKV_GPUCHECK=gpu GPUCHECK_L=${GPUCHECK_L:-32768,131072}
+fi
 if [ ! -x "$BIN" ]; then
-  echo "missing $BIN: build it with CGO_ENABLED=0 go test -c -o bin/cuda.test ./backend/cuda" >&2
+  echo "SUMMARY preflight:  FAIL no test binary at $BIN: tools/gpucheck/run.sh --pack builds it" | tee -a "$OUT/summary.txt"
   exit 2
 fi
-GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
-DRIVER=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
 
-echo "== GPU tests"
-(cd backend/cuda && "$BIN" -test.run '^TestGPU|^TestSystemDiscovery' -test.v -test.count=1 -test.timeout 300s) 2>&1 | tee "$OUT/tests.txt" | grep -E '^(---|ok|FAIL|PASS)|skipped|differ|cycles in|CUDA found'
-tests_rc=${PIPESTATUS[0]}
+# left prints the seconds the budget leaves, reserving r for the phases
+# after this one.
+left() { echo $((BUDGET - (SECONDS - start) - $1)); }
 
-echo "== Go benchmarks"
-"$BIN" -test.run '^$' -test.bench 'GPU' -test.benchtime "$BENCHTIME" -test.timeout 600s 2>&1 | tee "$OUT/bench.txt" | grep -E '^Benchmark|FAIL|skip'
+# phase NAME SECONDS RESERVE CMD...: runs CMD under the smaller of SECONDS
+# and what the budget leaves after RESERVE, keeps its output in
+# $OUT/NAME.txt and appends its SUMMARY lines (or why it gave none) to the
+# summary.
+phase() {
+  local name=$1 limit=$2 reserve=$3
+  shift 3
+  local t=$(($(left "$reserve") < limit ? $(left "$reserve") : limit))
+  if [ "$t" -lt 5 ]; then
+    echo "SUMMARY $name: SKIPPED: the budget of ${BUDGET}s is spent" | tee -a "$OUT/summary.txt"
+    return 3
+  fi
+  local t0=$SECONDS
+  timeout --kill-after=5 "$t" "$@" >"$OUT/$name.txt" 2>&1
+  local rc=$?
+  grep -a '^SUMMARY ' "$OUT/$name.txt" | tee -a "$OUT/summary.txt"
+  local how="ok"
+  [ "$rc" = 124 ] || [ "$rc" = 137 ] && how="TIMEOUT after ${t}s"
+  [ "$rc" != 0 ] && [ "$how" = ok ] && how="FAIL (exit $rc, see $OUT/$name.txt: $(grep -a -m1 -E -- '--- FAIL|FAIL|panic|Error' "$OUT/$name.txt" | cut -c1-160))"
+  echo "SUMMARY $name: $how in $((SECONDS - t0))s" | tee -a "$OUT/summary.txt"
+  return "$rc"
+}
 
-echo "== PyTorch"
-python3 tools/gpucheck/torch_compare.py 2>&1 | tee "$OUT/torch.txt"
+# check NAME LIMIT RESERVE TEST: the phase of one check of the test binary.
+check() {
+  phase "$1" "$2" "$3" bash -c "cd backend/cuda && exec '$BIN' -test.run '^$4\$' -test.v -test.count=1 -test.timeout $(($2 - 5))s"
+}
+
+echo "== gpucheck ($MODE) $(date -u +%Y-%m-%dT%H:%MZ), budget ${BUDGET}s, results in $OUT"
+if ! check preflight 40 480 TestGPUCheckPreflight; then
+  echo "== preflight failed: nothing else can run"
+  exit 1
+fi
+check resources 60 400 TestGPUCheckResources
+check correctness 130 260 TestGPUCheckCorrectness
+check timing 130 130 TestGPUCheckTiming
+
+if [ "$MODE" = fake ]; then
+  check sanitizer 60 0 TestGPUCheckSanitize
+else
+  san=${SANITIZER:-}
+  for c in "$san" "$(command -v compute-sanitizer 2>/dev/null)" bin/sanitizer/compute-sanitizer /usr/local/cuda/bin/compute-sanitizer \
+    "${XDG_CACHE_HOME:-$HOME/.cache}/compresskv-ptxas/root/usr/bin/compute-sanitizer"; do
+    if [ -n "$c" ] && [ -x "$c" ]; then san=$c; break; fi
+  done
+  if [ -x "$san" ]; then
+    for tool in racecheck synccheck; do
+      phase "sanitizer-$tool" 60 $((tool == racecheck ? 100 : 40)) "$san" --tool "$tool" --error-exitcode 9 --print-limit 20 \
+        "$BIN" -test.run '^TestGPUCheckSanitize$' -test.v -test.count=1
+    done
+  else
+    echo "SUMMARY sanitizer: SKIPPED: no compute-sanitizer (tools/gpucheck/run.sh --pack puts one in bin/sanitizer)" | tee -a "$OUT/summary.txt"
+  fi
+  phase tests 90 40 bash -c "cd backend/cuda && '$BIN' -test.run '^TestGPU[^C]' -test.v -test.count=1 -test.short -test.timeout 85s | grep -aE '^(---|ok|FAIL|PASS)|skipped|differ|cycles in' | sed 's/^/SUMMARY tests:      /'"
+  if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+    phase torch 60 0 bash -c "python3 tools/gpucheck/torch_compare.py | sed 's/^/SUMMARY torch:      /'"
+  else
+    echo "SUMMARY torch: SKIPPED: no PyTorch with CUDA" | tee -a "$OUT/summary.txt"
+  fi
+fi
 
 echo
-echo "== Summary"
-echo "date:   $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "gpu:    ${GPU:-unknown}"
-echo "driver: ${DRIVER:-unknown}"
-if [ "$tests_rc" != 0 ]; then status="FAIL (see $OUT/tests.txt)"
-elif grep -q -- '--- SKIP: TestGPU' "$OUT/tests.txt"; then status="SKIPPED: no GPU found (see $OUT/tests.txt)"; tests_rc=3
-else status=pass; fi
-echo "tests:  $status"
-cublas=$(grep -m1 -o 'cuBLAS [^;]*' "$OUT/tests.txt" || true)
-echo "cublas: ${cublas:-unknown}"
-printf '%-36s %10s %10s %10s %10s %8s\n' "benchmark (32 q heads, 8 KV, d=128)" "go ms" "go rate" "torch ms" "torch rate" "ratio"
-row() { # label, Go benchmark name, torch line prefix, Go rate unit
-  local go_line go_ms go_rate t_line t_ms t_rate ratio
-  go_line=$(grep -E "^$2" "$OUT/bench.txt" | head -1)
-  go_ms=$(echo "$go_line" | awk '{for(i=1;i<=NF;i++) if ($i ~ /^ms\//) print $(i-1)}')
-  go_rate=$(echo "$go_line" | awk -v u="$4" '{for(i=1;i<=NF;i++) if ($i==u) print $(i-1)}')
-  t_line=$(grep -E "^$3 " "$OUT/torch.txt" | head -1)
-  t_ms=$(echo "$t_line" | awk '{print $3}')
-  t_rate=$(echo "$t_line" | awk '{print $4}')
-  ratio=$(awk -v a="$t_ms" -v b="$go_ms" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b }')
-  printf '%-36s %10s %10s %10s %10s %8s\n' "$1" "${go_ms:--}" "${go_rate:--}" "${t_ms:--}" "${t_rate:--}" "${ratio:--}"
-}
-for op in SelectCompact Attend; do
-  for L in 32K 128K; do
-    row "$op L=$L (GB/s)" "BenchmarkGPU$op/L=$L" "$op L=$L" GB/s
-  done
-done
-for L in 4K 16K; do
-  for path in cublas fused; do
-    row "H2OScores L=$L $path (TFLOP/s)" "BenchmarkGPUH2OScores/L=$L/$path" "H2OScores L=$L" TFLOP/s
-  done
-done
-exit "$tests_rc"
+echo "== Summary ($MODE, $((SECONDS - start))s)"
+cat "$OUT/summary.txt"
+! grep -q 'FAIL' "$OUT/summary.txt"

@@ -1,7 +1,8 @@
 """PyTorch equivalent of backend/cuda's benchmarks, on the same GPU.
 
 Prints one line per case: "<op> L=<n>K <ms> <GB/s>", GB/s counted as the Go
-benchmarks count it. Shapes: 32 query heads, 8 KV heads, d = 128, float16.
+benchmarks count it (tools/gpucheck/run.sh's timing phase times the same
+operations on the Go side). Shapes: 32 query heads, 8 KV heads, d = 128, float16.
 SelectCompact: CompressKV's selection with 4 SR heads on 4 KV heads (window
 8, causal inside the window, float32 softmax, sum, avg_pool1d 5 counting the
 padding, mean, top-k 2040 + window) and the gather of the kept rows of all
@@ -53,7 +54,7 @@ def main():
             return k.index_select(1, idx), v.index_select(1, idx)
 
         ms = timed(select_compact)
-        moved = 2.0 * 4 * L * D * 2 + 2 * 2 * G * 2048 * D * 2
+        moved = 4.0 * L * D * 2 + 2 * 2 * G * 2048 * D * 2
         print(f"SelectCompact L={L >> 10}K {ms:.3f} {moved / (ms * 1e-3) / 1e9:.1f}")
 
         q1 = torch.randn(1, H, 1, D, device=dev, dtype=torch.float16)

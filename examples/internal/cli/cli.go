@@ -6,10 +6,15 @@
 //     PolicyFlags), with -h text that lists every method and says which
 //     ones need a profile;
 //   - Open, the one function that turns a -model path into a runnable
-//     model and its tokenizer: a llama2.c checkpoint today (with
-//     -tokenizer, or the project's byte-level vocabulary), and the place a
-//     GGUF reader plugs in (a .gguf path is recognised and refused with a
-//     clear message until it does);
+//     model and its tokenizer: a GGUF file (its own vocabulary, its
+//     end-of-generation tokens and its chat template, -chat), or a
+//     llama2.c checkpoint (with -tokenizer, or the project's byte-level
+//     vocabulary);
+//   - the model's prompts: EncodePrompt (a user's), ProbeTokenizer (the
+//     probe builders' seam, a chat one where the model has a template),
+//     Needle and Answer (a needle prompt in the model's own tokens and the
+//     judgement of its answer, decoding stopped at end-of-generation
+//     tokens);
 //   - Path, which finds the repository's own files (the project's model, its
 //     profile, the haystacks) from any working directory;
 //   - Prefill, one prompt prefilled with full attention, and Prefilled.Compress,
@@ -30,10 +35,14 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/compresskv/compresskv/compresskv"
 	"github.com/compresskv/compresskv/compresskv/calibrate"
 	"github.com/compresskv/compresskv/examples/llama"
+	"github.com/compresskv/compresskv/examples/llama/chat"
+	"github.com/compresskv/compresskv/examples/llama/gguf"
+	"github.com/compresskv/compresskv/examples/llama/vocab"
 	"github.com/compresskv/compresskv/kvcache"
 )
 
@@ -118,13 +127,15 @@ func notFound(err error, flag, what string) error {
 	return err
 }
 
-// Tokenizer is what the examples need of a model's tokenizer:
-// *llama.Tokenizer (llama2.c vocabularies and the byte-level one), and a
-// GGUF file's vocabulary once Open reads one.
+// Tokenizer is what the examples need of a model's tokenizer: a llama2.c
+// tokenizer (and the project's byte-level one), or a GGUF file's own
+// vocabulary.
 type Tokenizer interface {
-	// Encode returns the ids of text, with BOS first and EOS last when
-	// asked.
-	Encode(text string, bos, eos bool) []int
+	// Encode returns the ids of text as plain text (special tokens' texts
+	// are not parsed), with BOS first when bos is set and the model uses
+	// one, and EOS last when eos is set. The error is a text the
+	// vocabulary cannot tokenize.
+	Encode(text string, bos, eos bool) ([]int, error)
 	// Decode returns the text of ids, special tokens dropped.
 	Decode(ids []int) string
 }
@@ -135,48 +146,180 @@ type Model struct {
 	*llama.Model
 	Tok  Tokenizer
 	Path string
-	// ByteLevel is true for a model that reads bytes (the project's own),
-	// whose needle prompts are exact in length and whose pooling kernel is
-	// DefaultByteKernel.
+	// ByteLevel is true for a model that reads bytes (the project's own, as
+	// a llama2.c checkpoint or converted to GGUF), whose needle prompts are
+	// exact in length, whose answers are read digit by digit and whose
+	// pooling kernel is DefaultByteKernel.
 	ByteLevel bool
+	// Vocab is a GGUF file's tokenizer (nil for a llama2.c checkpoint).
+	Vocab *vocab.Vocab
+	// Chat is the chat format prompts are written in, "" for plain text:
+	// the template of the file's tokenizer.chat_template when package chat
+	// recognises it (-chat auto), or the one -chat names.
+	Chat chat.Template
+	// ChatNote says where Chat came from, or why there is none.
+	ChatNote string
+
+	file *gguf.File // the GGUF file the model reads, closed by Close
 }
 
-// Open reads the model at path and its tokenizer: the one place the
-// examples read a model. path is a llama2.c checkpoint, with tokPath its
-// llama2.c tokenizer or empty for the byte-level vocabulary of the
-// project's model. A .gguf file (weights and vocabulary in one) is
-// recognised here and is where a GGUF reader plugs in; until then it is
-// refused, saying so.
-func Open(path, tokPath string) (*Model, error) {
+// Open reads the model at path and its tokenizer, prompts in the chat
+// format the file names (OpenChat with ChatAuto).
+func Open(path, tokPath string) (*Model, error) { return OpenChat(path, tokPath, ChatAuto) }
+
+// Chat modes of OpenChat (the -chat flag); a format's name (chat.Templates)
+// chooses that format.
+const (
+	ChatAuto = "auto" // the file's template when package chat recognises it, else plain text
+	ChatOn   = "on"   // the file's template; an error when it has none that package chat writes
+	ChatOff  = "off"  // plain text
+)
+
+// OpenChat reads the model at path and its tokenizer: the one place the
+// examples read a model. path is a GGUF file (weights, tokenizer and chat
+// template in one; tokPath must be empty) or a llama2.c checkpoint, with
+// tokPath its llama2.c tokenizer or empty for the byte-level vocabulary of
+// the project's model. chatMode says how prompts are written: ChatAuto,
+// ChatOn, ChatOff or a format's name; a llama2.c checkpoint has no chat
+// template. Close the model when done.
+func OpenChat(path, tokPath, chatMode string) (*Model, error) {
 	path = Path(path)
-	if strings.EqualFold(filepath.Ext(path), ".gguf") {
-		return nil, fmt.Errorf("%s: GGUF files are not read yet; pass a llama2.c checkpoint (-model) and its tokenizer (-tokenizer)", path)
+	if isGGUF(path) {
+		if tokPath != "" {
+			return nil, fmt.Errorf("%s is a GGUF file, which holds its own tokenizer: drop -tokenizer %s: %w", path, tokPath, ErrFlags)
+		}
+		return openGGUF(path, chatMode)
+	}
+	switch chatMode {
+	case "", ChatAuto, ChatOff:
+	default:
+		return nil, fmt.Errorf("-chat %s: %s is a llama2.c checkpoint, which has no chat template (use -chat auto or off): %w", chatMode, path, ErrFlags)
 	}
 	m, err := llama.Load(path)
 	if err != nil {
-		return nil, notFound(err, "model", "a llama2.c checkpoint")
+		return nil, notFound(err, "model", "a GGUF file or a llama2.c checkpoint")
 	}
 	out := &Model{Model: m, Path: path, ByteLevel: tokPath == ""}
 	if tokPath == "" {
-		out.Tok = llama.ByteTokenizer()
+		out.Tok = llamaTok{llama.ByteTokenizer()}
 		return out, nil
 	}
 	tok, err := llama.LoadTokenizer(Path(tokPath), m.Vocab)
 	if err != nil {
 		return nil, notFound(err, "tokenizer", "the model's llama2.c tokenizer")
 	}
-	out.Tok = tok
+	out.Tok = llamaTok{tok}
 	return out, nil
 }
 
-// ProbeTokenizer is the model's tokenizer as calibrate.Tokenizer: Encode
-// adds BOS, as a prompt the model reads begins.
-func (m *Model) ProbeTokenizer() calibrate.Tokenizer { return probeTok{m.Tok} }
+// Close releases the file a GGUF model reads. The model must not be used
+// afterwards.
+func (m *Model) Close() error {
+	err := m.Model.Close()
+	if m.file != nil {
+		err = errors.Join(err, m.file.Close())
+		m.file = nil
+	}
+	return err
+}
 
-type probeTok struct{ t Tokenizer }
+// IsEOG reports whether token id ends generation: the model's
+// end-of-generation set (EOS, EOT and the others its metadata and
+// llama.cpp's rules name) for a GGUF file, EOS for a llama2.c checkpoint.
+func (m *Model) IsEOG(id int) bool {
+	if m.Vocab != nil {
+		return m.Vocab.IsEOG(id)
+	}
+	return id == llama.EOS
+}
 
-func (p probeTok) Encode(text string) []int { return p.t.Encode(text, true, false) }
-func (p probeTok) Decode(ids []int) string  { return p.t.Decode(ids) }
+// BOS returns the tokens a text prompt begins with: BOS where the model
+// uses one, else none.
+func (m *Model) BOS() []int {
+	if m.Vocab != nil {
+		if m.Vocab.AddBOS() && m.Vocab.BOS() >= 0 {
+			return []int{m.Vocab.BOS()}
+		}
+		return nil
+	}
+	return []int{llama.BOS}
+}
+
+// EncodePrompt returns the ids of a user's prompt: for a chat model, a user
+// turn of text and the opening of the assistant's; for a GGUF file
+// otherwise, text with its special tokens parsed and BOS where the metadata
+// says (as llama.cpp tokenizes a prompt); for a llama2.c checkpoint, BOS
+// and text.
+func (m *Model) EncodePrompt(text string) ([]int, error) {
+	if m.Vocab == nil {
+		return m.Tok.Encode(text, true, false)
+	}
+	if m.Chat != "" {
+		return m.encodeChat(text, "")
+	}
+	ids, err := m.Vocab.Encode(text, true, true)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.Path, err)
+	}
+	return ids, nil
+}
+
+// ProbeTokenizer is the model's tokenizer as the probe builders of package
+// calibrate read it. It is a calibrate.ChatTokenizer for a model whose
+// prompts are in a chat format (Model.Chat), so that a needle's haystack
+// and question make one user turn and the answer's start opens the
+// assistant's.
+type ProbeTokenizer interface {
+	calibrate.Tokenizer
+	// Err returns the first error of an encoding (a text the vocabulary
+	// cannot tokenize, for which no ids were returned), or nil: a probe
+	// builder's error then says less than this one.
+	Err() error
+}
+
+// ProbeTokenizer returns the model's probe tokenizer: Encode adds BOS where
+// the model uses one, as a prompt begins; Decode drops special tokens, and
+// decoding a prefix of ids gives a prefix of the text (decodeProbe says
+// how, for each kind of vocabulary). It is safe for concurrent use.
+func (m *Model) ProbeTokenizer() ProbeTokenizer {
+	p := &probeTok{m: m}
+	if m.Chat != "" {
+		return &chatProbeTok{p}
+	}
+	return p
+}
+
+type probeTok struct {
+	m   *Model
+	mu  sync.Mutex
+	err error
+}
+
+func (p *probeTok) keep(ids []int, err error) []int {
+	if err != nil {
+		p.mu.Lock()
+		if p.err == nil {
+			p.err = err
+		}
+		p.mu.Unlock()
+		return nil
+	}
+	return ids
+}
+
+func (p *probeTok) Encode(text string) []int { return p.keep(p.m.Tok.Encode(text, true, false)) }
+func (p *probeTok) Decode(ids []int) string  { return p.m.decodeProbe(ids) }
+
+func (p *probeTok) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// chatProbeTok is a probeTok of a chat model: a calibrate.ChatTokenizer.
+type chatProbeTok struct{ *probeTok }
+
+func (p *chatProbeTok) EncodeChat(user, lead string) []int { return p.keep(p.m.encodeChat(user, lead)) }
 
 // Kernel returns the pooling kernel to use with the model: k when it is set
 // (positive), else DefaultByteKernel (9) for a byte-level model, whose

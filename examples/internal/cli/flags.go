@@ -4,33 +4,40 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/examples/llama/chat"
 )
 
-// ModelFlags are the flags that name a model, its tokenizer and its
-// profile, and the pooling kernel of the policies that pool.
+// ModelFlags are the flags that name a model, its tokenizer, its chat
+// format and its profile, and the pooling kernel of the policies that pool.
 type ModelFlags struct {
-	Model     string // -model: a llama2.c checkpoint
-	Tokenizer string // -tokenizer: its llama2.c tokenizer; empty: byte-level
+	Model     string // -model: a GGUF file or a llama2.c checkpoint
+	Tokenizer string // -tokenizer: a llama2.c checkpoint's tokenizer; empty: byte-level (or the GGUF file's own)
+	Chat      string // -chat: auto, on, off or a format (OpenChat)
 	Profile   string // -profile: the model's profile, for the methods that need one
 	Kernel    int    // -kernel: 0 takes the model's (Model.Kernel)
 }
 
-// AddModelFlags registers -model, -profile, -kernel and, when tokenizer
-// is true, -tokenizer (commands whose prompts are built byte by byte, as
-// the needle benchmark's, take none).
-func AddModelFlags(fs *flag.FlagSet, tokenizer bool) *ModelFlags {
+// ModelUsage is the -h text of -model.
+const ModelUsage = "a GGUF file (weights, tokenizer and chat template in one: Llama 2/3, Mistral, SmolLM2, Qwen2/2.5/3, ...) or a llama2.c checkpoint (the project's byte-level model, " + DefaultModel + "; another needs -tokenizer)"
+
+// TokenizerUsage is the -h text of -tokenizer.
+const TokenizerUsage = "llama2.c tokenizer of a llama2.c -model (empty: the byte-level vocabulary of the project's model; a GGUF file holds its own)"
+
+// ChatUsage is the -h text of -chat.
+var ChatUsage = "prompts of a GGUF model: auto (in its chat template when the file has one this program writes), on (the same, an error when it has none), off (plain text), or a format: " + strings.Join(chatFormats(), ", ")
+
+// AddModelFlags registers -model, -tokenizer, -chat, -profile and -kernel.
+func AddModelFlags(fs *flag.FlagSet) *ModelFlags {
 	f := &ModelFlags{}
-	what := "llama2.c checkpoint of a byte-level model (the project's: " + DefaultModel + ")"
-	if tokenizer {
-		what = "llama2.c checkpoint (the project's byte-level model: " + DefaultModel + "; another needs -tokenizer)"
-		fs.StringVar(&f.Tokenizer, "tokenizer", "", "llama2.c tokenizer of -model (empty: the byte-level vocabulary of the project's model)")
-	}
-	fs.StringVar(&f.Model, "model", DefaultModel, what)
-	fs.StringVar(&f.Profile, "profile", DefaultProfile, "profile of -model, for the methods that need one ("+strings.Join(profileMethods(), ", ")+"); make one with go run ./examples/calibrate")
+	fs.StringVar(&f.Model, "model", DefaultModel, ModelUsage)
+	fs.StringVar(&f.Tokenizer, "tokenizer", "", TokenizerUsage)
+	fs.StringVar(&f.Chat, "chat", ChatAuto, ChatUsage)
+	fs.StringVar(&f.Profile, "profile", DefaultProfile, "profile of -model, for the methods that need one ("+strings.Join(profileMethods(), ", ")+"); make one with go run ./examples/calibrate -model MODEL")
 	fs.IntVar(&f.Kernel, "kernel", 0, fmt.Sprintf("pooling kernel of the methods that pool (0: %d for a byte-level model, the library's %d otherwise)", DefaultByteKernel, compresskv.DefaultKernel))
 	return f
 }
@@ -38,19 +45,8 @@ func AddModelFlags(fs *flag.FlagSet, tokenizer bool) *ModelFlags {
 // DefaultByteKernel is the pooling kernel of byte-level models (Model.Kernel).
 const DefaultByteKernel = 9
 
-// Open opens the model the flags name (see Open).
-func (f *ModelFlags) Open() (*Model, error) { return Open(f.Model, f.Tokenizer) }
-
-// OpenByteLevel opens the model the flags name for cmd, a command whose
-// prompts are built byte by byte, and refuses a model that is not
-// byte-level.
-func (f *ModelFlags) OpenByteLevel(cmd string) (*Model, error) {
-	m, err := f.Open()
-	if err == nil && !m.ByteLevel {
-		err = fmt.Errorf("%s builds its prompts byte by byte: it needs a byte-level model (a llama2.c checkpoint, no -tokenizer)", cmd)
-	}
-	return m, err
-}
+// Open opens the model the flags name (see OpenChat).
+func (f *ModelFlags) Open() (*Model, error) { return OpenChat(f.Model, f.Tokenizer, f.Chat) }
 
 // NeedleGridFlags are the flags of a grid of needle prompts: lengths x
 // depths x needles per cell.
@@ -97,22 +93,49 @@ func (f *ModelFlags) ProfileFor(m *Model, methods ...compresskv.Method) (*compre
 // LoadProfile loads the profile the flags name for what (the methods, or
 // the measurement, that read it), checked against the model.
 func (f *ModelFlags) LoadProfile(m *Model, what string) (*compresskv.Profile, error) {
-	make1 := fmt.Sprintf("make one with go run ./examples/calibrate -model %s", m.Path)
-	if f.Tokenizer != "" {
-		make1 += " -tokenizer " + f.Tokenizer
-	}
+	make1 := "make one with " + CalibrateCommand(m, f.Tokenizer, f.Chat)
 	none := "choose a method that needs none (" + strings.Join(noProfileMethods(), ", ") + ")"
 	path := Path(f.Profile)
 	prof, err := compresskv.LoadProfile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s needs a profile of the model: %w; %s and pass it with -profile, or %s", what, err, make1, none)
+		return nil, fmt.Errorf("%s needs a profile of the model: %w; %s, or %s", what, err, make1, none)
 	}
 	pm := prof.Model
 	if pm.Layers != m.Layers || pm.QueryHeads != m.Heads || pm.KVHeads != m.KVHeads || pm.HeadDim != m.HeadDim() {
-		return nil, fmt.Errorf("%s needs a profile of the model, and %s was measured on %q (%d layers, %d query heads over %d KV heads, head dimension %d), not on %s (%d, %d over %d, %d): %s and pass it with -profile, or %s",
+		return nil, fmt.Errorf("%s needs a profile of the model, and %s was measured on %q (%d layers, %d query heads over %d KV heads, head dimension %d), not on %s (%d, %d over %d, %d): %s, or %s",
 			what, path, pm.Name, pm.Layers, pm.QueryHeads, pm.KVHeads, pm.HeadDim, m.Path, m.Layers, m.Heads, m.KVHeads, m.HeadDim(), make1, none)
 	}
 	return prof, nil
+}
+
+// CalibrateCommand returns the command that makes the model's profile and
+// how to pass it on: "go run ./examples/calibrate -model M (it writes
+// out/M.profile.json; pass -profile out/M.profile.json)", with the
+// -tokenizer and -chat the model was opened with.
+func CalibrateCommand(m *Model, tokenizer, chatMode string) string {
+	cmd := "go run ./examples/calibrate -model " + m.Path
+	if tokenizer != "" {
+		cmd += " -tokenizer " + tokenizer
+	}
+	if chatMode != "" && chatMode != ChatAuto {
+		cmd += " -chat " + chatMode
+	}
+	out := DefaultProfilePath(m.Path)
+	return fmt.Sprintf("%s (it writes %s) and pass it with -profile %s", cmd, out, out)
+}
+
+// DefaultProfilePath is where examples/calibrate writes a model's profile
+// unless told otherwise: out/<model file name without extension>.profile.json.
+func DefaultProfilePath(model string) string {
+	return filepath.Join("out", strings.TrimSuffix(filepath.Base(model), filepath.Ext(model))+".profile.json")
+}
+
+func chatFormats() []string {
+	out := make([]string, len(chat.Templates))
+	for i, t := range chat.Templates {
+		out[i] = string(t)
+	}
+	return out
 }
 
 // MethodsUsage is the -h text of a flag that takes methods: every method
@@ -236,6 +259,7 @@ type Grid struct {
 	Budgets []int
 	Profile *compresskv.Profile // nil when no method needs one
 	Kernel  int
+	Rotary  *compresskv.Rotary // the model's (expected attention, and a Stream's default rule)
 }
 
 // Grid returns the comparison of methods at budgets on the model: it
@@ -246,13 +270,13 @@ func (f *ModelFlags) Grid(m *Model, methods []compresskv.Method, budgets []int) 
 	if err != nil {
 		return nil, err
 	}
-	return &Grid{Methods: methods, Budgets: budgets, Profile: prof, Kernel: m.Kernel(f.Kernel)}, nil
+	return &Grid{Methods: methods, Budgets: budgets, Profile: prof, Kernel: m.Kernel(f.Kernel), Rotary: m.Rotary()}, nil
 }
 
 // Policy returns method meth at average budget b, configured as the grid
 // says.
 func (g *Grid) Policy(meth compresskv.Method, b int) (*compresskv.Policy, error) {
-	return compresskv.New(meth, compresskv.Config{Budget: b, Kernel: g.Kernel, Profile: g.Profile})
+	return compresskv.New(meth, compresskv.Config{Budget: b, Kernel: g.Kernel, Profile: g.Profile, Rotary: g.Rotary})
 }
 
 // Each calls f with every method and budget of the grid, methods outermost,

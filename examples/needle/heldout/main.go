@@ -10,6 +10,10 @@
 //
 //	go run ./examples/needle/heldout -prompts 100
 //	go run ./examples/needle/heldout -write-haystack testdata/haystack/heldout.txt
+//	go run ./examples/needle/heldout -model M.gguf -profile out/M.profile.json -lengths 512,1024
+//
+// A GGUF model's prompts are built in its own tokens, as the needle
+// command builds them (examples/needle).
 package main
 
 import (
@@ -31,7 +35,6 @@ import (
 
 	"github.com/compresskv/compresskv/compresskv"
 	"github.com/compresskv/compresskv/examples/internal/cli"
-	"github.com/compresskv/compresskv/examples/llama"
 	"github.com/compresskv/compresskv/examples/niah"
 	"github.com/compresskv/compresskv/kvcache"
 )
@@ -69,7 +72,7 @@ type options struct {
 func parse(args []string) (*options, error) {
 	fs := flag.NewFlagSet("heldout", flag.ContinueOnError)
 	o := &options{}
-	o.mf = cli.AddModelFlags(fs, false)
+	o.mf = cli.AddModelFlags(fs)
 	fs.StringVar(&o.haystack, "haystack", "testdata/haystack/heldout.txt", "held-out haystack text")
 	fs.StringVar(&o.writeHay, "write-haystack", "", "instead of measuring: write the generated haystack to this file")
 	fs.IntVar(&o.hayBytes, "haystack-bytes", 200000, "size of the generated haystack")
@@ -130,12 +133,15 @@ func run(args []string, stdout, progress io.Writer) error {
 	if o.writeHay != "" {
 		return os.WriteFile(o.writeHay, []byte(newHaystackGen(1).text(o.hayBytes)), 0o644)
 	}
-	mod, err := o.mf.OpenByteLevel("heldout")
+	m, err := o.mf.Open()
 	if err != nil {
 		return err
 	}
-	m := mod.Model
-	prof, err := o.mf.LoadProfile(mod, "the Ada-CompressKV variants")
+	defer m.Close()
+	if s := m.Summary(); s != "" {
+		fmt.Fprintln(stdout, s)
+	}
+	prof, err := o.mf.LoadProfile(m, "the Ada-CompressKV variants")
 	if err != nil {
 		return err
 	}
@@ -143,7 +149,7 @@ func run(args []string, stdout, progress io.Writer) error {
 	if err != nil {
 		return err
 	}
-	o.kernel = mod.Kernel(o.mf.Kernel)
+	o.kernel = m.Kernel(o.mf.Kernel)
 	pols := map[string]map[int]*compresskv.Policy{}
 	for _, name := range o.policies {
 		pols[name] = map[int]*compresskv.Policy{}
@@ -155,7 +161,7 @@ func run(args []string, stdout, progress io.Writer) error {
 			pols[name][b] = p
 		}
 	}
-	prompts, err := makePrompts(o, hay)
+	prompts, err := makePrompts(m, o, hay)
 	if err != nil {
 		return err
 	}
@@ -219,8 +225,7 @@ func run(args []string, stdout, progress io.Writer) error {
 
 // makePrompts draws o.prompts prompts per length and seed: needles from
 // HeldoutWords, depths uniform in [0, 1], haystack offsets at random.
-func makePrompts(o *options, hay string) ([]prompt, error) {
-	tok := llama.ByteTokenizer()
+func makePrompts(m *cli.Model, o *options, hay string) ([]prompt, error) {
 	// byCell[seed][length] holds that cell's prompts in order.
 	byCell := make([][][]prompt, len(o.seeds))
 	for si, seed := range o.seeds {
@@ -230,7 +235,7 @@ func makePrompts(o *options, hay string) ([]prompt, error) {
 		i := 0
 		for li, L := range o.lengths {
 			for k := 0; k < o.prompts; k++ {
-				p, err := niah.Build(tok, hay, rng.IntN(len(hay)), L, rng.Float64(), needles[i])
+				p, err := m.Needle(hay, rng.IntN(len(hay)), L, rng.Float64(), needles[i])
 				if err != nil {
 					return nil, err
 				}
@@ -254,28 +259,26 @@ func makePrompts(o *options, hay string) ([]prompt, error) {
 
 // evaluate prefills one prompt and decodes its answer with the full cache
 // and under every policy and budget, each over its own copy of the cache.
-func evaluate(m *llama.Model, p prompt, i int, pols map[string]map[int]*compresskv.Policy, res map[string]map[int][]outcome, full []bool) error {
-	pre, err := cli.Prefill(m, kvcache.Float32, p.Tokens)
+func evaluate(m *cli.Model, p prompt, i int, pols map[string]map[int]*compresskv.Policy, res map[string]map[int][]outcome, full []bool) error {
+	pre, err := cli.Prefill(m.Model, kvcache.Float32, p.Tokens)
 	if err != nil {
 		return err
 	}
 	cache := pre.Cache
-	ans, err := niah.Greedy(pre.Full(), pre.Logits, len(p.Needle.Value)+1, nil)
-	if err != nil {
+	if full[i], err = m.Answer(pre.Full(), pre.Logits, p.Prompt); err != nil {
 		return err
 	}
-	full[i] = niah.Correct(ans, p.Needle)
 	for name, byBudget := range pols {
 		for b, pol := range byBudget {
 			cs, r, err := pre.Compress(context.Background(), pol)
 			if err != nil {
 				return err
 			}
-			ans, err := niah.Greedy(cs, pre.Logits, len(p.Needle.Value)+1, nil)
+			ok, err := m.Answer(cs, pre.Logits, p.Prompt)
 			if err != nil {
 				return err
 			}
-			res[name][b][i] = outcome{ok: niah.Correct(ans, p.Needle), spanKept: spanKept(r.Keep, p.Prompt, cache.Shape()), rows: keptRows(r.Keep, cache.Shape())}
+			res[name][b][i] = outcome{ok: ok, spanKept: spanKept(r.Keep, p.Prompt, cache.Shape()), rows: keptRows(r.Keep, cache.Shape())}
 		}
 	}
 	return nil
@@ -342,26 +345,6 @@ func writeCSV(o *options, prompts []prompt, res map[string]map[int][]outcome, fu
 		}
 	}
 	return f.Close()
-}
-
-// signTest returns the exact two-sided p-value of a sign test with b
-// successes in b+c trials of a fair coin (McNemar's exact test on the
-// discordant pairs b and c).
-func signTest(b, c int) float64 {
-	n := b + c
-	if n == 0 {
-		return 1
-	}
-	k := min(b, c)
-	// P(X <= k) for X ~ Binomial(n, 1/2), in logs for large n.
-	p := 0.0
-	for i := 0; i <= k; i++ {
-		lg, _ := math.Lgamma(float64(n + 1))
-		l1, _ := math.Lgamma(float64(i + 1))
-		l2, _ := math.Lgamma(float64(n - i + 1))
-		p += math.Exp(lg - l1 - l2 - float64(n)*math.Ln2)
-	}
-	return min(1, 2*p)
 }
 
 // halfWidth is the half-width of the 95% Wilson interval of k successes in n.
@@ -442,7 +425,7 @@ func report(w io.Writer, o *options, prompts []prompt, res map[string]map[int][]
 					losses++
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%+.1f\t%d\t%d\t%.3g\t\n", best, 100*float64(vOK-bestOK)/float64(max(1, n)), wins, losses, signTest(wins, losses))
+			fmt.Fprintf(tw, "%s\t%+.1f\t%d\t%d\t%.3g\t\n", best, 100*float64(vOK-bestOK)/float64(max(1, n)), wins, losses, niah.SignTest(wins, losses))
 		}
 	}
 	tw.Flush()

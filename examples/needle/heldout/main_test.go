@@ -1,43 +1,19 @@
 package main
 
 import (
+	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/compresskv/compresskv/compresskv"
+	"github.com/compresskv/compresskv/examples/internal/tinymodel"
 	"github.com/compresskv/compresskv/examples/niah"
 )
-
-// TestSignTest compares the exact sign test with the binomial sum written
-// out term by term.
-func TestSignTest(t *testing.T) {
-	choose := func(n, k int) float64 {
-		r := 1.0
-		for i := 1; i <= k; i++ {
-			r = r * float64(n-k+i) / float64(i)
-		}
-		return r
-	}
-	for _, tc := range [][2]int{{0, 0}, {0, 5}, {5, 0}, {3, 3}, {2, 9}, {12, 40}, {67, 12}} {
-		b, c := tc[0], tc[1]
-		n, k := b+c, min(b, c)
-		want := 0.0
-		for i := 0; i <= k; i++ {
-			want += choose(n, i) / math.Pow(2, float64(n))
-		}
-		want = min(1, 2*want)
-		if got := signTest(b, c); math.Abs(got-want) > 1e-9*want {
-			t.Errorf("signTest(%d, %d) = %g, want %g", b, c, got, want)
-		}
-	}
-	if p := signTest(0, 5); math.Abs(p-0.0625) > 1e-12 {
-		t.Errorf("signTest(0, 5) = %g, want 2/32", p)
-	}
-}
 
 // TestHalfWidth: the Wilson interval of 360 of 400 is 0.9 +- about 0.029.
 func TestHalfWidth(t *testing.T) {
@@ -106,6 +82,39 @@ func TestSpreadLayers(t *testing.T) {
 		}
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("k=%d: shared layers %v, want %v", tc.k, got, tc.want)
+		}
+	}
+}
+
+// TestHeldoutGGUF runs the held-out comparison on a small random model of
+// each architecture, with a profile of its shape: every prompt is in the
+// model's tokens (a chat model's in its template), every cell is counted,
+// and random weights answer none.
+func TestHeldoutGGUF(t *testing.T) {
+	for _, spec := range tinymodel.Trio {
+		path := tinymodel.WriteTemp(t, spec)
+		prof := filepath.Join(t.TempDir(), "p.json")
+		if err := tinymodel.WriteProfile(prof, spec, 3); err != nil {
+			t.Fatal(err)
+		}
+		csv := filepath.Join(t.TempDir(), "h.csv")
+		var out strings.Builder
+		err := run([]string{"-model", path, "-profile", prof, "-haystack", "../../../testdata/haystack/heldout.txt",
+			"-lengths", "96,160", "-prompts", "2", "-seeds", "1", "-budgets", "24", "-csv", csv}, &out, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := out.String()
+		if !strings.HasPrefix(text, "model "+path+": "+spec.Arch) || !strings.Contains(text, "full cache: 0.0% of 4") ||
+			!strings.Contains(text, "      24     all  4") {
+			t.Fatalf("%s:\n%s", spec.Name(), text)
+		}
+		b, err := os.ReadFile(csv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rows := strings.Count(string(b), "\n"); rows != 1+4*7 {
+			t.Fatalf("%s: %d lines in the CSV, want a header and 4 prompts x 7 policies", spec.Name(), rows)
 		}
 	}
 }

@@ -11,6 +11,9 @@ type opcode uint8
 
 const (
 	opNop opcode = iota
+	// 16-bit integer
+	opAdd16
+	opSub16
 	// 32-bit integer
 	opAdd32
 	opSub32
@@ -34,6 +37,7 @@ const (
 	opOr32
 	opXor32
 	opNot32
+	opNot16
 	opNeg32
 	opAbs32
 	opShl32
@@ -131,6 +135,7 @@ const (
 	opBarWarp
 	opShfl
 	opVote
+	opMatch
 )
 
 // state spaces of ld/st/atom
@@ -658,6 +663,10 @@ func (d *decoder) decode(in *inst, base string, mods []string, ops []string) err
 			}
 			return d.operands(in, ops, kind, nsrc+1)
 		}
+		if intTypes[typ] && w == 16 && (base == "add" || base == "sub") && len(mods) == 1 {
+			in.op = map[string]opcode{"add": opAdd16, "sub": opSub16}[base]
+			return d.operands(in, ops, kind, 3)
+		}
 		if !intTypes[typ] || w < 32 {
 			return d.unimplemented(base, mods)
 		}
@@ -734,7 +743,7 @@ func (d *decoder) decode(in *inst, base string, mods []string, ops []string) err
 		case "b16", "b32":
 			in.op = map[string]opcode{"and": opAnd32, "or": opOr32, "xor": opXor32, "not": opNot32}[base]
 			if typ == "b16" && base == "not" {
-				return d.unimplemented(base, mods)
+				in.op = opNot16
 			}
 		case "b64":
 			in.op = map[string]opcode{"and": opAnd64, "or": opOr64, "xor": opXor64, "not": opNot64}[base]
@@ -954,6 +963,21 @@ func (d *decoder) decode(in *inst, base string, mods []string, ops []string) err
 			}
 		}
 		return nil
+	case "match":
+		// match.any.sync.b32 d, a, membermask: the lanes of the mask whose a
+		// equals this lane's.
+		if len(mods) != 3 || mods[0] != "any" || mods[1] != "sync" || mods[2] != "b32" || len(ops) != 3 {
+			return d.unimplemented(base, mods)
+		}
+		in.op = opMatch
+		if in.d, err = d.dst(ops[0]); err != nil {
+			return err
+		}
+		if in.a, err = d.src(ops[1], immInt); err != nil {
+			return err
+		}
+		in.e, err = d.src(ops[2], immInt)
+		return err
 	case "vote":
 		if len(mods) != 3 || mods[0] != "sync" || len(ops) != 3 {
 			return d.unimplemented(base, mods)

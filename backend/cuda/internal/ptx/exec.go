@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -22,11 +24,31 @@ type Launch struct {
 	Grid, Block [3]int
 	SharedBytes int      // dynamic shared memory
 	Params      [][]byte // one per parameter, of the parameter's size
+	// Schedule is the order the threads and blocks run in (the zero value:
+	// blocks and warps forward, each thread alone to its next
+	// synchronisation point).
+	Schedule Schedule
+	// Races, when not nil, turns the race detector on: shared memory per
+	// barrier interval within each block, global memory across the blocks
+	// and intervals of the launch (see Races).
+	Races *Races
+	// Sectors counts the distinct 32-byte sectors of global memory the
+	// launch touched (Stats.Sectors): the least it moves from DRAM.
+	Sectors bool
 }
 
 // Stats counts what a launch executed.
 type Stats struct {
 	Instructions uint64 // thread-instructions (predicated-off ones included)
+	// WarpInstructions counts warp instructions issued: one per step of a
+	// warp in the Lockstep schedule (0 in the others).
+	WarpInstructions uint64
+	// GlobalBytes counts the bytes of global memory the threads loaded and
+	// stored (atomics count once), each thread's access separately.
+	GlobalBytes uint64
+	// Sectors is the number of distinct 32-byte sectors of global memory
+	// touched, with Launch.Sectors (0 otherwise).
+	Sectors uint64
 }
 
 // Fault is an error found while running a kernel: the memcheck classes
@@ -81,6 +103,16 @@ type exec struct {
 	branches    int64
 	initR       []uint64
 	initV       []byte
+
+	sched      Schedule
+	rng        *rand.Rand
+	race       *raceState // nil: race detector off
+	gcache     gcacheEntry
+	warpIssues uint64
+	gbytes     uint64
+	runnable   []int               // Interleaved: the threads that may run
+	blockOrder []int               // linear block indices in the order they run
+	sectors    map[uint64][]uint64 // Launch.Sectors: per allocation, a bit per 32-byte sector touched
 }
 
 // Run executes one launch of k over mem. It returns the first fault.
@@ -145,19 +177,32 @@ func (k *Kernel) Run(mem Memory, l Launch) (Stats, error) {
 			x.initV[i] = 1
 		}
 	}
+	if l.Sectors {
+		x.sectors = map[uint64][]uint64{}
+	}
+	x.sched = l.Schedule
+	x.rng = rand.New(rand.NewPCG(l.Schedule.Seed, 0x9e3779b97f4a7c15))
+	nblocks := l.Grid[0] * l.Grid[1] * l.Grid[2]
+	if l.Races != nil {
+		x.newRaceState(l.Races, nblocks)
+	}
 	var err error
-loop:
-	for bz := 0; bz < l.Grid[2]; bz++ {
-		for by := 0; by < l.Grid[1]; by++ {
-			for bx := 0; bx < l.Grid[0]; bx++ {
-				x.ctaid = [3]int{bx, by, bz}
-				if err = x.runBlock(); err != nil {
-					break loop
-				}
-			}
+	x.blockOrder = order(l.Schedule.Blocks, nblocks, x.rng)
+	for i, b := range x.blockOrder {
+		x.ctaid = [3]int{b % l.Grid[0], b / l.Grid[0] % l.Grid[1], b / (l.Grid[0] * l.Grid[1])}
+		if x.race != nil {
+			x.race.serial = x.race.firstSerial + uint32(i)
+		}
+		if err = x.runBlock(); err != nil {
+			break
 		}
 	}
-	var st Stats
+	st := Stats{WarpInstructions: x.warpIssues, GlobalBytes: x.gbytes}
+	for _, b := range x.sectors {
+		for _, w := range b {
+			st.Sectors += uint64(bits.OnesCount64(w))
+		}
+	}
 	for _, h := range x.hits {
 		st.Instructions += h
 	}
@@ -229,26 +274,23 @@ func (x *exec) runBlock() error {
 			s[i] = 0xff // poison: reads before writes see NaN
 		}
 	}
+	if x.race != nil {
+		x.race.epoch++
+		x.race.interval = 0
+	}
 	nwarps := (x.nthreads + 31) / 32
 	for {
-		for w := 0; w < nwarps; w++ {
-			lo, hi := w*32, min(w*32+32, x.nthreads)
-			for {
-				for t := lo; t < hi; t++ {
-					if x.state[t] == stRun {
-						if err := x.run(t); err != nil {
-							return err
-						}
-					}
-				}
-				ok, err := x.resolveWarp(lo, hi)
-				if err != nil {
-					return err
-				}
-				if !ok {
-					break
-				}
-			}
+		var err error
+		switch x.sched.Lanes {
+		case Serial:
+			err = x.runSerial(nwarps)
+		case Lockstep:
+			err = x.runLockstep(nwarps)
+		default:
+			err = x.runInterleaved()
+		}
+		if err != nil {
+			return err
 		}
 		atBar, exited := 0, -1
 		barPC := int32(-1)
@@ -278,7 +320,127 @@ func (x *exec) runBlock() error {
 			x.pc[t]++
 			x.state[t] = stRun
 		}
+		if x.race != nil {
+			x.race.epoch++
+			x.race.interval++
+		}
 	}
+}
+
+// runSerial runs, warp after warp in the schedule's order, each runnable
+// thread alone to its next synchronisation point (lanes in the same
+// direction), until every thread of the block waits at a barrier or has
+// exited.
+//
+//go:norace
+func (x *exec) runSerial(nwarps int) error {
+	for _, w := range order(x.sched.Warps, nwarps, x.rng) {
+		lo, hi := w*32, min(w*32+32, x.nthreads)
+		lanes := order(x.sched.Warps, hi-lo, x.rng)
+		for {
+			for _, l := range lanes {
+				if t := lo + l; x.state[t] == stRun {
+					if err := x.run(t, math.MaxInt); err != nil {
+						return err
+					}
+				}
+			}
+			ok, err := x.resolveWarp(lo, hi)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// runLockstep steps each warp, in the schedule's order, as SIMT hardware
+// does: the runnable lanes whose next instruction has the lowest address
+// execute it, one instruction each, and that is one warp instruction
+// issued. Lanes that branched ahead wait for the others, so the warp
+// reconverges after structured branches.
+//
+//go:norace
+func (x *exec) runLockstep(nwarps int) error {
+	for _, w := range order(x.sched.Warps, nwarps, x.rng) {
+		lo, hi := w*32, min(w*32+32, x.nthreads)
+		for {
+			minPC := int32(math.MaxInt32)
+			for t := lo; t < hi; t++ {
+				if x.state[t] == stRun && x.pc[t] < minPC {
+					minPC = x.pc[t]
+				}
+			}
+			if minPC == math.MaxInt32 {
+				ok, err := x.resolveWarp(lo, hi)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					break
+				}
+				continue
+			}
+			x.warpIssues++
+			for t := lo; t < hi; t++ {
+				if x.state[t] == stRun && x.pc[t] == minPC {
+					if err := x.run(t, 1); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// runInterleaved runs a seeded-random runnable thread of the block for a
+// random 1..16 instructions at a time, resolving a warp-synchronous
+// instruction once its lanes all wait, until every thread waits at a
+// barrier or has exited.
+//
+//go:norace
+func (x *exec) runInterleaved() error {
+	x.runnable = x.runnable[:0]
+	for t := 0; t < x.nthreads; t++ {
+		if x.state[t] == stRun {
+			x.runnable = append(x.runnable, t)
+		}
+	}
+	for len(x.runnable) > 0 {
+		i := x.rng.IntN(len(x.runnable))
+		t := x.runnable[i]
+		if err := x.run(t, 1+x.rng.IntN(16)); err != nil {
+			return err
+		}
+		if x.state[t] == stRun {
+			continue
+		}
+		last := len(x.runnable) - 1
+		x.runnable[i] = x.runnable[last]
+		x.runnable = x.runnable[:last]
+		// Once no lane of t's warp can run, a warp-synchronous
+		// instruction its lanes wait at resolves (or is a fault).
+		lo, hi := t/32*32, min(t/32*32+32, x.nthreads)
+		if slices.Contains(x.state[lo:hi], stRun) {
+			continue
+		}
+		ok, err := x.resolveWarp(lo, hi)
+		if err != nil {
+			return err
+		}
+		if ok {
+			for u := lo; u < hi; u++ {
+				if x.state[u] == stRun {
+					x.runnable = append(x.runnable, u)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // resolveWarp performs the warp-synchronous instruction that lanes of the
@@ -376,6 +538,36 @@ func (x *exec) resolveWarp(lo, hi int) (bool, error) {
 				x.valid[t*n+int(in.d2)] = 1
 			}
 		}
+	case opMatch:
+		for l := 0; l < 32; l++ {
+			if mask>>l&1 == 0 {
+				continue
+			}
+			var same uint32
+			v := uint32(x.regs[(lo+l)*n+int(in.a)])
+			for m := 0; m < 32; m++ {
+				if mask>>m&1 != 0 && uint32(x.regs[(lo+m)*n+int(in.a)]) == v {
+					same |= 1 << m
+				}
+			}
+			x.regs[(lo+l)*n+int(in.d)] = uint64(same)
+		}
+		for l := 0; l < 32; l++ {
+			if mask>>l&1 != 0 {
+				x.valid[(lo+l)*n+int(in.d)] = 1
+			}
+		}
+	case opBarWarp:
+		// bar.warp.sync orders the memory accesses of its lanes.
+		if x.race != nil {
+			w := lo / 32
+			x.race.wgen[w]++
+			for l := 0; l < 32; l++ {
+				if mask>>l&1 != 0 {
+					x.race.lastSync[lo+l] = x.race.wgen[w]
+				}
+			}
+		}
 	case opVote:
 		var ballot uint32
 		for l := 0; l < 32; l++ {
@@ -420,7 +612,7 @@ func b2u(b bool) uint64 {
 // access returns the bytes of a size-byte access at addr.
 //
 //go:norace
-func (x *exec) access(t int, pc int32, in *inst, addr uint64, size int) ([]byte, error) {
+func (x *exec) access(t int, pc int32, in *inst, addr uint64, size int, kind uint8) ([]byte, error) {
 	if addr%uint64(size) != 0 {
 		return nil, x.fault(t, pc, "misaligned", "%d-byte access at %#x", size, addr)
 	}
@@ -441,10 +633,24 @@ func (x *exec) access(t int, pc int32, in *inst, addr uint64, size int) ([]byte,
 			}
 			return nil, x.fault(t, pc, "out of bounds", "%d-byte shared access at %#x: %s", size, addr, where)
 		}
+		if x.race != nil {
+			if err := x.raceShared(t, pc, kind, i, off, size); err != nil {
+				return nil, err
+			}
+		}
 		return x.shared[i][off : off+size], nil
 	}
+	x.gbytes += uint64(size)
 	c := &x.cache[in.mem]
 	if addr >= c.lo && addr+uint64(size) <= c.hi {
+		if x.sectors != nil {
+			x.touch(c.lo, len(c.data), addr, size)
+		}
+		if x.race != nil {
+			if err := x.raceGlobal(t, pc, kind, c.lo, c.data, int(addr-c.lo), size); err != nil {
+				return nil, err
+			}
+		}
 		return c.data[addr-c.lo : addr-c.lo+uint64(size)], nil
 	}
 	base, data, ok := x.mem.Region(addr)
@@ -456,7 +662,28 @@ func (x *exec) access(t int, pc int32, in *inst, addr uint64, size int) ([]byte,
 		return nil, x.fault(t, pc, "out of bounds", "%d-byte global access at %#x: %s", size, addr, msg)
 	}
 	*c = region{base, base + uint64(len(data)), data}
+	if x.sectors != nil {
+		x.touch(base, len(data), addr, size)
+	}
+	if x.race != nil {
+		if err := x.raceGlobal(t, pc, kind, base, data, int(addr-base), size); err != nil {
+			return nil, err
+		}
+	}
 	return data[addr-base : addr-base+uint64(size)], nil
+}
+
+// touch marks the 32-byte sectors of an access to global memory, in the
+// allocation at base of n bytes.
+func (x *exec) touch(base uint64, n int, addr uint64, size int) {
+	b := x.sectors[base]
+	if b == nil {
+		b = make([]uint64, (n+32*64-1)/(32*64))
+		x.sectors[base] = b
+	}
+	for s := (addr - base) / 32; s <= (addr-base+uint64(size)-1)/32; s++ {
+		b[s/64] |= 1 << (s % 64)
+	}
 }
 
 func f32(u uint64) float32  { return math.Float32frombits(uint32(u)) }
@@ -502,8 +729,12 @@ func (k *Kernel) operandName(in *inst, s int32) string {
 	return fmt.Sprintf("register slot %d", s)
 }
 
+// run executes thread t from its saved pc until it waits (a barrier, a
+// warp-synchronous instruction), exits, or has executed budget
+// instructions.
+//
 //go:norace
-func (x *exec) run(t int) error {
+func (x *exec) run(t int, budget int) error {
 	n := x.n
 	r := x.regs[t*n : t*n+n]
 	v := x.valid[t*n : t*n+n]
@@ -515,7 +746,11 @@ func (x *exec) run(t int) error {
 	pc := x.pc[t]
 	code := x.k.code
 	hits := x.hits
-	for {
+	for ; ; budget-- {
+		if budget == 0 {
+			x.pc[t] = pc
+			return nil
+		}
 		in := &code[pc]
 		hits[pc]++
 		if in.guard != 0 {
@@ -532,6 +767,10 @@ func (x *exec) run(t int) error {
 		}
 		switch in.op {
 		case opNop:
+		case opAdd16:
+			R[uint16(in.d)] = uint64(uint16(R[uint16(in.a)]) + uint16(R[uint16(in.b)]))
+		case opSub16:
+			R[uint16(in.d)] = uint64(uint16(R[uint16(in.a)]) - uint16(R[uint16(in.b)]))
 		case opAdd32:
 			R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)]) + uint32(R[uint16(in.b)]))
 		case opSub32:
@@ -583,6 +822,8 @@ func (x *exec) run(t int) error {
 			R[uint16(in.d)] = uint64(uint32(R[uint16(in.a)] ^ R[uint16(in.b)]))
 		case opNot32:
 			R[uint16(in.d)] = uint64(^uint32(R[uint16(in.a)]))
+		case opNot16:
+			R[uint16(in.d)] = uint64(^uint16(R[uint16(in.a)]))
 		case opNeg32:
 			R[uint16(in.d)] = uint64(-uint32(R[uint16(in.a)]))
 		case opAbs32:
@@ -757,7 +998,7 @@ func (x *exec) run(t int) error {
 			case opRsqrtF32:
 				res = float32(1 / math.Sqrt(float64(a)))
 			case opEx2F32:
-				res = float32(math.Exp2(float64(a)))
+				res = ex2Approx(a)
 			case opLg2F32:
 				res = float32(math.Log2(float64(a)))
 			}
@@ -874,7 +1115,7 @@ func (x *exec) run(t int) error {
 		case opBar:
 			x.state[t], x.pc[t] = stBar, pc
 			return nil
-		case opShfl, opVote, opBarWarp:
+		case opShfl, opVote, opBarWarp, opMatch:
 			x.state[t], x.pc[t] = stWarp, pc
 			return nil
 		default:
@@ -898,7 +1139,7 @@ func (x *exec) load(t int, pc int32, in *inst, r []uint64, v []byte) error {
 	}
 	addr := r[in.a] + uint64(in.imm)
 	if in.vec != nil {
-		b, err := x.access(t, pc, in, addr, size*len(in.vec))
+		b, err := x.access(t, pc, in, addr, size*len(in.vec), accRead)
 		if err != nil {
 			return err
 		}
@@ -908,7 +1149,7 @@ func (x *exec) load(t int, pc int32, in *inst, r []uint64, v []byte) error {
 		}
 		return nil
 	}
-	b, err := x.access(t, pc, in, addr, size)
+	b, err := x.access(t, pc, in, addr, size, accRead)
 	if err != nil {
 		return err
 	}
@@ -926,7 +1167,7 @@ func (x *exec) store(t int, pc int32, in *inst, r []uint64, v []byte) error {
 				return x.uninit(t, pc, in, v)
 			}
 		}
-		b, err := x.access(t, pc, in, addr, size*len(in.vec))
+		b, err := x.access(t, pc, in, addr, size*len(in.vec), accWrite)
 		if err != nil {
 			return err
 		}
@@ -935,7 +1176,7 @@ func (x *exec) store(t int, pc int32, in *inst, r []uint64, v []byte) error {
 		}
 		return nil
 	}
-	b, err := x.access(t, pc, in, addr, size)
+	b, err := x.access(t, pc, in, addr, size, accWrite)
 	if err != nil {
 		return err
 	}
@@ -946,7 +1187,7 @@ func (x *exec) store(t int, pc int32, in *inst, r []uint64, v []byte) error {
 //go:norace
 func (x *exec) atomic(t int, pc int32, in *inst, r []uint64) error {
 	size := int(in.size)
-	b, err := x.access(t, pc, in, r[in.a]+uint64(in.imm), size)
+	b, err := x.access(t, pc, in, r[in.a]+uint64(in.imm), size, accAtomic)
 	if err != nil {
 		return err
 	}
@@ -1223,6 +1464,28 @@ func fma32(a, b, c float32) float32 {
 		return hi
 	}
 	return lo
+}
+
+// ex2Approx models ex2.approx.f32: 2^a rounded to float32, then, for a
+// non-integer a with a finite non-zero result, moved by 0, 1 or 2 units in
+// the last place up or down, chosen from a's bits. The CUDA Math API gives
+// exp2f, which compiles to ex2.approx, a maximum error of 2 ulp; moving the
+// results this way makes the tests meet the hardware's worst case instead
+// of a correctly rounded exp2. Integer arguments give exact powers of two.
+func ex2Approx(a float32) float32 {
+	r := float32(math.Exp2(float64(a)))
+	if float32(math.Trunc(float64(a))) == a || r == 0 || math.IsInf(float64(r), 0) || r != r {
+		return r
+	}
+	h := math.Float32bits(a) * 0x9e3779b1
+	steps := int(h>>28)%5 - 2 // -2..2
+	for ; steps > 0; steps-- {
+		r = math.Nextafter32(r, float32(math.Inf(1)))
+	}
+	for ; steps < 0; steps++ {
+		r = math.Nextafter32(r, 0)
+	}
+	return r
 }
 
 func halfToFloat(h uint16) float32 {

@@ -5,14 +5,22 @@
 // packed parameters, dynamic shared memory) over a caller's global memory
 // with the semantics of the PTX ISA for the instructions it implements.
 //
-// Threads of a block run one at a time between synchronisation points:
-// shfl.sync and vote.sync exchange among the lanes of a warp once every lane
-// of the member mask has reached them, bar.sync releases the block once every
-// thread has reached it. Memcheck is always on: an access outside an
-// allocation or a shared variable, a misaligned access, the read of a
-// register never written and a barrier not reached by every thread are
-// errors naming the kernel, the PTX line and the thread. An instruction the
-// executor does not implement is an error at load, naming it.
+// Threads of a block interleave as a Schedule says: each alone up to its
+// next synchronisation point, warp after warp (forward, reversed or in a
+// seeded-random order), or warps stepped in SIMT lockstep, or threads
+// interleaved at random; blocks run forward, reversed or in a random order.
+// shfl.sync, vote.sync, match.any.sync and bar.warp.sync exchange among the
+// lanes of a warp once every lane of the member mask has reached them,
+// bar.sync releases the block once every thread has reached it. Memcheck is
+// always on: an access outside an allocation or a shared variable, a
+// misaligned access, the read of a register never written and a barrier not
+// reached by every thread are errors naming the kernel, the PTX line and the
+// thread. With Launch.Races, so are data races: two threads of a block
+// touching a shared-memory granule between the same barriers, one of them
+// writing (atomics among themselves excepted, bar.warp.sync ordering the
+// lanes of a warp), and global-memory writes another block or another thread
+// of the same barrier interval also writes or reads after. An instruction
+// the executor does not implement is an error at load, naming it.
 package ptx
 
 import (
@@ -30,11 +38,12 @@ type Module struct {
 
 // Kernel is one .entry of a module.
 type Kernel struct {
-	Name   string
-	params []param
-	shared []sharedVar // static shared variables (module level first), then dynamic
-	dynIdx int         // index of the extern (dynamic) shared variable, -1 if none
-	maxTid int         // .maxntid product, 0 if absent
+	Name      string
+	params    []param
+	shared    []sharedVar // static shared variables (module level first), then dynamic
+	dynIdx    int         // index of the extern (dynamic) shared variable, -1 if none
+	maxTid    int         // .maxntid product, 0 if absent
+	minBlocks int         // .minnctapersm, 0 if absent
 
 	code       []inst
 	nregs      int      // register slots: slot 0 is a constant zero, then registers and constants
@@ -77,6 +86,25 @@ func (m *Module) Kernels() []string { return append([]string(nil), m.names...) }
 
 // Kernel returns the kernel called name, or nil.
 func (m *Module) Kernel(name string) *Kernel { return m.kernels[name] }
+
+// StaticShared returns the bytes of static shared memory a block of the
+// kernel holds.
+func (k *Kernel) StaticShared() int {
+	n := 0
+	for i, v := range k.shared {
+		if i != k.dynIdx {
+			n += v.size
+		}
+	}
+	return n
+}
+
+// MaxThreads returns the kernel's .maxntid (or .reqntid) product, 0 if it
+// declares none.
+func (k *Kernel) MaxThreads() int { return k.maxTid }
+
+// MinBlocksPerSM returns the kernel's .minnctapersm, 0 if it declares none.
+func (k *Kernel) MinBlocksPerSM() int { return k.minBlocks }
 
 // NumParams returns the number of parameters of the kernel.
 func (k *Kernel) NumParams() int { return len(k.params) }
@@ -313,7 +341,13 @@ func (m *Module) parseEntry(stmts []srcLine, i int) (*Kernel, int, error) {
 				prod *= x
 			}
 			k.maxTid = prod
-		case strings.HasPrefix(t, ".minnctapersm"), strings.HasPrefix(t, ".maxnreg"), strings.HasPrefix(t, ".maxnctapersm"):
+		case strings.HasPrefix(t, ".minnctapersm"):
+			x, err := strconv.Atoi(strings.TrimSpace(t[len(".minnctapersm"):]))
+			if err != nil {
+				return nil, 0, fmt.Errorf("ptx: line %d: bad %q", stmts[i].n, t)
+			}
+			k.minBlocks = x
+		case strings.HasPrefix(t, ".maxnreg"), strings.HasPrefix(t, ".maxnctapersm"):
 		default:
 			return nil, 0, fmt.Errorf("ptx: line %d: unexpected %q before the body of %s", stmts[i].n, t, name)
 		}

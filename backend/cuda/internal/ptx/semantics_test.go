@@ -295,6 +295,8 @@ func TestIntegerArithmetic(t *testing.T) {
 		{"max.u32 %r1, %r10, %r11", "%r1", "b32", func(a, b, _ uint64) uint64 { return uint64(max(uint32(a), uint32(b))) }},
 		{"neg.s32 %r1, %r10", "%r1", "b32", func(a, _, _ uint64) uint64 { return uint64(-uint32(a)) }},
 		{"not.b32 %r1, %r10", "%r1", "b32", func(a, _, _ uint64) uint64 { return uint64(^uint32(a)) }},
+		{"cvt.u16.u32 %rs1, %r10;\n\tcvt.u16.u32 %rs2, %r11;\n\tnot.b16 %rs3, %rs1;\n\tadd.s16 %rs3, %rs3, %rs2;\n\tsub.s16 %rs3, %rs3, %rs1;\n\tcvt.u32.u16 %r1, %rs3", "%r1", "b32",
+			func(a, b, _ uint64) uint64 { return uint64(^uint16(a) + uint16(b) - uint16(a)) }},
 		{"xor.b32 %r1, %r10, %r11", "%r1", "b32", func(a, b, _ uint64) uint64 { return uint64(uint32(a ^ b)) }},
 		{"selp.b32 %r1, %r10, %r11, %p12", "%r1", "b32", func(a, b, c uint64) uint64 {
 			if uint32(c) != 0 {
