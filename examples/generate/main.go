@@ -1,7 +1,10 @@
 // Command generate runs a Llama-architecture model over a compressed KV cache:
 // it prefills a prompt with full attention, compresses the cache with the
 // chosen policy and budget, then decodes greedily or by sampling, and prints
-// the text, prefill and decode speed, and the cache bytes before and after.
+// the text, prefill and decode speed (tokens/s; the prefill's without the
+// compression, timed apart), and the cache bytes before and after. A prompt
+// of more than four chunks reports its progress on standard error, a line
+// per chunk.
 //
 // With -max-cache the cache is bounded from the first token to the last
 // (compresskv.Stream): the prompt is prefilled in chunks of -chunk tokens,
@@ -136,13 +139,16 @@ func run(args []string, stdout io.Writer) error {
 		peak   int64 // one-shot: the cache's reserved bytes after the prefill
 	)
 	t0 := time.Now()
+	var prefillTime, compressTime time.Duration
 	if streaming {
 		if s, stream, err = newStreamSession(context.Background(), m.Model, policy, dt, *chunk, *slack); err != nil {
 			return err
 		}
+		showProgress(s, len(ids), *chunk, t0, os.Stderr)
 		if logits, err = prefill(s, ids, *chunk); err != nil {
 			return err
 		}
+		prefillTime = time.Since(t0)
 	} else {
 		if cache, err = m.NewCache(dt); err != nil {
 			return err
@@ -150,16 +156,19 @@ func run(args []string, stdout io.Writer) error {
 		if s, err = m.NewSession(cache, nil); err != nil {
 			return err
 		}
+		showProgress(s, len(ids), *chunk, t0, os.Stderr)
 		var q [][]float32
 		if logits, q, err = s.Prefill(ids, *chunk); err != nil {
 			return err
 		}
+		prefillTime = time.Since(t0)
 		peak = cache.Reserved()
+		t1 := time.Now()
 		if res, err = s.Compress(context.Background(), policy, q); err != nil {
 			return err
 		}
+		compressTime = time.Since(t1)
 	}
-	prefill := time.Since(t0)
 	rng := rand.New(rand.NewPCG(*seed, 1))
 	var out []int
 	eog := -1 // the end-of-generation token that stopped decoding
@@ -182,8 +191,11 @@ func run(args []string, stdout io.Writer) error {
 	} else {
 		fmt.Fprintf(stdout, "model %s: %d layers, %d query / %d KV heads, d=%d\n", m.Path, m.Layers, m.Heads, m.KVHeads, m.HeadDim())
 	}
-	fmt.Fprintf(stdout, "prefill: %d tokens, %.0f tokens/s\n", len(ids), float64(len(ids))/prefill.Seconds())
-	fmt.Fprintf(stdout, "decode:  %d tokens, %.0f tokens/s\n", len(out), float64(len(out))/decode.Seconds())
+	fmt.Fprintf(stdout, "prefill: %d tokens, %.1f tokens/s", len(ids), float64(len(ids))/prefillTime.Seconds())
+	if !streaming {
+		fmt.Fprintf(stdout, " (then compression, %.0f ms)", float64(compressTime.Microseconds())/1e3)
+	}
+	fmt.Fprintf(stdout, "\ndecode:  %d tokens, %.1f tokens/s\n", len(out), float64(len(out))/decode.Seconds())
 	if eog >= 0 {
 		fmt.Fprintf(stdout, "stopped at %s (token %d), an end-of-generation token\n", m.TokenText(eog), eog)
 	}
@@ -199,6 +211,26 @@ func run(args []string, stdout io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// showProgress reports a long prefill's progress on w, a line per chunk,
+// when the prompt is more than four chunks: a prompt of thousands of tokens
+// takes minutes on a CPU. It chains the session's Query hook, which runs
+// once per layer per chunk (layer 0 marks the start of a chunk, pos0 the
+// tokens done).
+func showProgress(s *llama.Session, total, chunk int, t0 time.Time, w io.Writer) {
+	if total <= 4*chunk {
+		return
+	}
+	prev := s.Hooks.Query
+	s.Hooks.Query = func(layer, pos0 int, q []float32) {
+		if prev != nil {
+			prev(layer, pos0, q)
+		}
+		if layer == 0 && pos0 > 0 && pos0 < total {
+			fmt.Fprintf(w, "prefill: %d of %d tokens, %.1f tokens/s\n", pos0, total, float64(pos0)/time.Since(t0).Seconds())
+		}
+	}
 }
 
 // pick returns the argmax at temperature 0, else a sample from the

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,9 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compresskv/compresskv/examples/internal/cli"
 	"github.com/compresskv/compresskv/examples/internal/tinymodel"
+	"github.com/compresskv/compresskv/examples/llama"
+	"github.com/compresskv/compresskv/kvcache"
 )
 
 var stories = filepath.Join("..", "..", "..", "shared", "models", "stories260K")
@@ -143,6 +147,44 @@ func TestHelp(t *testing.T) {
 	for _, want := range []string{"generate quality needle", "generate quality decode", "-policy", "adacompresskv (needs -profile)", "adakv,", "-kernel"} {
 		if !strings.Contains(string(help), want) {
 			t.Errorf("-h does not say %q:\n%s", want, help)
+		}
+	}
+}
+
+// TestProgress: a prompt of more than four chunks reports a line per chunk
+// started after the first, and nothing once the prompt is done (decoding
+// steps run the same hook); a short prompt reports nothing.
+func TestProgress(t *testing.T) {
+	m, err := llama.Load(filepath.Join("..", "..", llama.DefaultModel))
+	if err != nil {
+		t.Skipf("the project's model: %v", err)
+	}
+	for _, c := range []struct{ total, chunk, lines int }{{100, 16, 6}, {64, 16, 0}} {
+		cache, err := m.NewCache(kvcache.Float32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := m.NewSession(cache, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf strings.Builder
+		showProgress(s, c.total, c.chunk, time.Now(), &buf)
+		ids := make([]int, c.total)
+		for i := range ids {
+			ids[i] = i % m.Vocab
+		}
+		if _, _, err := s.Prefill(ids, c.chunk); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if _, err := s.Forward([]int{1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lines := strings.Count(buf.String(), "\n")
+		if lines != c.lines || (lines > 0 && !strings.HasPrefix(buf.String(), fmt.Sprintf("prefill: %d of %d tokens", c.chunk, c.total))) {
+			t.Errorf("%d tokens in chunks of %d: %d lines, want %d:\n%s", c.total, c.chunk, lines, c.lines, buf.String())
 		}
 	}
 }
