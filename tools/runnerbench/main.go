@@ -340,18 +340,9 @@ func ours(path string, tests []test, o options) ([]result, error) {
 	after := map[int]*llama.Session{}
 	for j, t := range tests {
 		if t.tg > 0 && after[t.depth] != nil {
-			s := after[t.depth]
-			if err := warm(s, r, m.Vocab); err != nil {
+			if out[j], err = generate(after[t.depth], r, m.Vocab, t.tg); err != nil {
 				return nil, err
 			}
-			toks := tokens(r, m.Vocab, t.tg)
-			t0, c0 := time.Now(), cpuTime()
-			for _, tok := range toks {
-				if _, err := s.Forward([]int{tok}); err != nil {
-					return nil, err
-				}
-			}
-			out[j] = result{float64(t.tg) / time.Since(t0).Seconds(), float64(t.tg) / (cpuTime() - c0).Seconds()}
 			continue
 		}
 		c, err := m.NewCache(kvcache.Float16)
@@ -377,19 +368,26 @@ func ours(path string, tests []test, o options) ([]result, error) {
 		if err := prefill(s, tokens(r, m.Vocab, t.depth)); err != nil {
 			return nil, err
 		}
-		if err := warm(s, r, m.Vocab); err != nil {
+		if out[j], err = generate(s, r, m.Vocab, t.tg); err != nil {
 			return nil, err
 		}
-		toks := tokens(r, m.Vocab, t.tg)
-		t0, c0 := time.Now(), cpuTime()
-		for _, tok := range toks {
-			if _, err := s.Forward([]int{tok}); err != nil {
-				return nil, err
-			}
-		}
-		out[j] = result{float64(t.tg) / time.Since(t0).Seconds(), float64(t.tg) / (cpuTime() - c0).Seconds()}
 	}
 	return out, nil
+}
+
+// generate times tg single-token steps of s after warm's two untimed ones.
+func generate(s *llama.Session, r *rand.Rand, vocab, tg int) (result, error) {
+	if err := warm(s, r, vocab); err != nil {
+		return result{}, err
+	}
+	toks := tokens(r, vocab, tg)
+	t0, c0 := time.Now(), cpuTime()
+	for _, tok := range toks {
+		if _, err := s.Forward([]int{tok}); err != nil {
+			return result{}, err
+		}
+	}
+	return result{float64(tg) / time.Since(t0).Seconds(), float64(tg) / (cpuTime() - c0).Seconds()}, nil
 }
 
 var (

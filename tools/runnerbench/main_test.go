@@ -47,25 +47,35 @@ func TestTable(t *testing.T) {
 	if fi.layerParams <= 0 || fi.layerBytes != 4*fi.layerParams || fi.outParams <= 0 || fi.types != "F32" {
 		t.Fatalf("inspect: %+v", fi)
 	}
-	var out, errs bytes.Buffer
-	if err := run([]string{"-rounds", "2", "-pp", "8,16", "-tg", "3", "-depth", "16", "-chunk", "8", path}, &out, &errs); err != nil {
-		t.Fatalf("%v\n%s", err, errs.String())
-	}
-	rows := 0
-	for _, line := range strings.Split(out.String(), "\n") {
-		if !strings.HasPrefix(line, "| retrieval |") {
-			continue
+	// A generation test after a prompt test of its depth (the session
+	// reused), and after a prefill of its own.
+	for _, c := range []struct {
+		args []string
+		rows int
+	}{
+		{[]string{"-rounds", "2", "-pp", "8,16", "-tg", "3", "-depth", "16"}, 3},
+		{[]string{"-rounds", "1", "-pp", "8", "-tg", "3", "-depth", "12"}, 2},
+	} {
+		var out, errs bytes.Buffer
+		if err := run(append(c.args, "-chunk", "8", path), &out, &errs); err != nil {
+			t.Fatalf("%v\n%s", err, errs.String())
 		}
-		rows++
-		f := strings.Split(line, "|")
-		if len(f) < 9 || strings.HasPrefix(strings.TrimSpace(f[4]), "0.00") || strings.TrimSpace(f[5]) != "–" {
-			t.Errorf("row %q", line)
+		rows := 0
+		for _, line := range strings.Split(out.String(), "\n") {
+			if !strings.HasPrefix(line, "| retrieval |") {
+				continue
+			}
+			rows++
+			f := strings.Split(line, "|")
+			if len(f) < 9 || strings.HasPrefix(strings.TrimSpace(f[4]), "0.00") || strings.TrimSpace(f[5]) != "–" {
+				t.Errorf("row %q", line)
+			}
 		}
+		if rows != c.rows {
+			t.Fatalf("%q: %d rows, want %d:\n%s", c.args, rows, c.rows, out.String())
+		}
+		t.Log("\n" + out.String())
 	}
-	if rows != 3 {
-		t.Fatalf("%d rows, want 3 (pp8, pp16, tg3@d16):\n%s", rows, out.String())
-	}
-	t.Log("\n" + out.String())
 }
 
 // TestE2ERun: each process prints its measurements; compressing keeps the
