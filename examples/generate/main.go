@@ -193,7 +193,7 @@ func run(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "prefill: %d tokens, %.1f tokens/s", len(ids), float64(len(ids))/prefillTime.Seconds())
 	if !streaming {
-		fmt.Fprintf(stdout, " (then compression, %.0f ms)", float64(compressTime.Microseconds())/1e3)
+		fmt.Fprintf(stdout, " (then compression, %.2f ms)", float64(compressTime.Microseconds())/1e3)
 	}
 	fmt.Fprintf(stdout, "\ndecode:  %d tokens, %.1f tokens/s\n", len(out), float64(len(out))/decode.Seconds())
 	if eog >= 0 {
