@@ -15,6 +15,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log"
@@ -145,8 +146,8 @@ func main() {
 					po, pn := policy(m, oldB), policy(m, newB)
 					var work *kvcache.Host
 					prepare = func(int) { work = c.Clone(); runtime.GC() }
-					fo = func() { _, err := po.Compress(work, [][]float32{q}, H); must(err) }
-					fn = func() { _, err := pn.Compress(work, [][]float32{q}, H); must(err) }
+					fo = func() { _, err := po.Compress(context.Background(), work, [][]float32{q}, H); must(err) }
+					fn = func() { _, err := pn.Compress(context.Background(), work, [][]float32{q}, H); must(err) }
 				default:
 					log.Fatalf("oldnew: unknown step %q", step)
 				}

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds one binary that holds backend/cpu as it was before the four-head
-# kernels (OLD, commit 16a5a79, written into tools/oldnew/old, which git
-# ignores) and as it is in the working tree (NEW), and runs it: every step
+# kernels (OLD, commit 16a5a79, or the commit in $OLD; written into
+# tools/oldnew/old, which git ignores) and as it is in the working tree (NEW), and runs it: every step
 # alternates OLD and NEW round by round on the same data, each round beside
 # a read of the bandwidth probe. Arguments go to the tool (-h lists them).
 #
 #	tools/oldnew/run.sh -lengths 4096,32768,131072 -reps 7
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-old=16a5a79
+old=${OLD:-16a5a79}
 dir=tools/oldnew/old
 rm -rf "$dir"
 mkdir -p "$dir"
@@ -21,7 +21,7 @@ done
 cat > "$dir/level.go" <<'GO'
 //go:build amd64 && !noasm
 
-// Package old is backend/cpu at commit 16a5a79, written by run.sh.
+// Package old is backend/cpu at an earlier commit, written by run.sh.
 package old
 
 import "os"
